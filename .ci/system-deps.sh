@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages the tests drive for real. As root on Debian: install what is missing. Otherwise: name it.
+set -euo pipefail
+packages=(prometheus prometheus-alertmanager prometheus-node-exporter chromium tmux)
+binaries=(/usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/prometheus-node-exporter /usr/bin/chromium /usr/bin/tmux)
+missing=()
+for i in "${!packages[@]}"; do
+  [ -x "${binaries[$i]}" ] || missing+=("${packages[$i]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "missing Debian packages (install them as root): ${missing[*]}" >&2
+  echo "tests that need them fail when CI=true, and are skipped with this reason otherwise" >&2
+fi

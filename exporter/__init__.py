@@ -1,0 +1,1 @@
+"""The exporter: GPU, RAM, swap, memory-pressure and OOM-kill metrics for Prometheus."""

@@ -1,0 +1,34 @@
+"""`headroom config check FILE` / `headroom config show`: validate or print the effective configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    config = subparsers.add_parser("config", help="validate or show the configuration")
+    actions = config.add_subparsers(dest="config_command", metavar="ACTION")
+    actions.required = True
+    check = actions.add_parser("check", help="validate FILE (plus HEADROOM_* variables); exit 2 naming each bad key")
+    check.add_argument("file")
+    check.set_defaults(func=_check)
+    show = actions.add_parser("show", help="print the effective configuration as JSON")
+    show.add_argument("--config", metavar="FILE")
+    show.set_defaults(func=_show)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from headroom.config import load_settings
+
+    load_settings(args.file)
+    print(f"{args.file}: OK")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from headroom.config import load_settings
+
+    settings = load_settings(args.config)
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0

@@ -1,0 +1,50 @@
+"""The one parser for byte sizes people type: 14GiB, 512MiB, 14G (1024-based, as systemd reads it), 14GB (10^9)."""
+
+from __future__ import annotations
+
+import re
+
+_BINARY = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
+_DECIMAL = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(iB|B)?\s*$", re.IGNORECASE)
+
+SIZE_HELP = "a size such as 14GiB, 512MiB, 14G (1024-based), 14GB (10^9) or a number of bytes"
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes for `text`; raises ValueError naming what was expected."""
+    if isinstance(text, bool):
+        raise ValueError(f"expected {SIZE_HELP}, got {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"size must not be negative, got {text}")
+        return text
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise ValueError(f"expected {SIZE_HELP}, got {text!r}")
+    number, prefix, suffix = match.group(1), match.group(2).upper(), (match.group(3) or "")
+    if suffix == "B" and prefix:
+        factor = _DECIMAL[prefix + "B"]
+    elif suffix.lower() == "b" and not prefix:
+        factor = 1
+    elif suffix.lower() == "ib" and not prefix:
+        raise ValueError(f"expected {SIZE_HELP}, got {text!r}")
+    else:
+        factor = _BINARY[prefix]
+    value = float(number) * factor
+    if "." in number and factor == 1:
+        raise ValueError(f"a number of bytes must be whole, got {text!r}")
+    return int(value)
+
+
+def format_size(n_bytes: float | None) -> str:
+    """Human form with binary units, e.g. 1.5 GiB; '-' for None."""
+    if n_bytes is None:
+        return "-"
+    sign = "-" if n_bytes < 0 else ""
+    value = abs(float(n_bytes))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
+        value /= 1024
+    return f"{sign}{value:.1f} TiB"
