@@ -1,17 +1,163 @@
-"""The [guard] section of the configuration."""
+"""The [guard] section of the configuration: sources, thresholds with hysteresis, leases, the worker target."""
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from headroom.settings_base import Section, listen_validator
+from headroom.sizes import parse_size
+
+LEVEL_NAMES = ("warn", "throttle", "pause", "free")
+
+
+def parse_amount(value: str | int | float) -> tuple[str, float]:
+    """'15%' -> ('ratio', 0.15); '2GiB' / 1024 -> ('bytes', n); ValueError naming what was expected."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        ratio = float(value.strip()[:-1]) / 100
+        if not 0 <= ratio <= 1:
+            raise ValueError(f"a percentage must be 0-100%, got {value!r}")
+        return "ratio", ratio
+    if isinstance(value, float):
+        raise ValueError(f"expected a percentage such as '10%' or a size such as '2GiB', got {value!r}")
+    return "bytes", float(parse_size(value))
+
+
+class Rule(Section):
+    """Enter thresholds per level for one resource, plus its hysteresis (grace, hold, band)."""
+
+    # Value at which each level is entered; a level left out is never entered for this resource.
+    enter: dict[Literal["warn", "throttle", "pause", "free"], float | int | str] = Field(default_factory=dict)
+    # Value band: a level is left only once the value is better than enter by this much (kubelet's min-reclaim).
+    band: float | int | str = 0
+    # Grace: the value must stay past a threshold this long before the level is entered.
+    grace_seconds: float = Field(default=1.0, ge=0, le=3600)
+    # Hold: the value must stay better than the exit threshold this long before the level is left.
+    hold_seconds: float = Field(default=30.0, ge=0, le=86400)
+
+
+def _ram_rule() -> Rule:
+    # earlyoom SIGTERMs at 10 % available and Ray kills at 95 % used; headroom only throttles/pauses, so it starts earlier.
+    return Rule(enter={"warn": "25%", "throttle": "20%", "pause": "15%", "free": "10%"}, band="5%",
+                grace_seconds=1.0, hold_seconds=30.0)
+
+
+def _gpu_rule() -> Rule:
+    # vLLM pre-allocates most of a GPU on purpose, so low GPU free is normal; only warn. Room is made by leases with free_worker.
+    return Rule(enter={"warn": "3%"}, band="2%", grace_seconds=5.0, hold_seconds=30.0)
+
+
+def _psi_rule() -> Rule:
+    # systemd-oomd kills at PSI full > 60 % over 10 s for 30 s; headroom reacts at far lower stall ratios, gently.
+    return Rule(enter={"warn": 0.05, "throttle": 0.10, "pause": 0.20, "free": 0.40}, band=0.03,
+                grace_seconds=3.0, hold_seconds=30.0)
+
+
+def _swap_rule() -> Rule:
+    # Swap-in bytes/s: sustained swap-in is thrashing even when free swap looks fine (what earlyoom users ask for).
+    return Rule(enter={"warn": "1MiB", "throttle": "16MiB", "pause": "64MiB"}, band="512KiB",
+                grace_seconds=2.0, hold_seconds=30.0)
+
+
+def _predict_rule() -> Rule:
+    # Seconds until the domain is exhausted at the recent slope; kubelet's 10 s polling is too slow, so act on the trend.
+    return Rule(enter={"warn": 120, "throttle": 60, "pause": 20}, band=20, grace_seconds=1.0, hold_seconds=30.0)
 
 
 class GuardSettings(Section):
     # Address of the lease API, status page and /metrics.
     listen: str = "127.0.0.1:9841"
+    # API token; empty means $HEADROOM_TOKEN or the state dir's generated token file.
+    token: str = ""
+    # Observe + decide + act period; Ray's memory monitor refreshes every 250 ms, earlyoom polls at 100-1000 ms.
+    tick_seconds: float = Field(default=0.25, ge=0.05, le=60)
+    # Log decisions and "would act" events, never call the worker (dry run).
+    dry_run: bool = False
+    # Where signals come from: the local exporter's /metrics, or a Prometheus server's query API (fleet mode).
+    source: Literal["exporter", "prometheus"] = "exporter"
+    # The exporter's /metrics URL (its default listen address).
+    exporter_url: str = "http://127.0.0.1:9840/metrics"
+    # Prometheus base URL for source = "prometheus".
+    prometheus_url: str = "http://127.0.0.1:9090"
+    # Query preset: headroom's own metric names, or node_exporter + dcgm-exporter names.
+    prometheus_preset: Literal["headroom", "node_exporter_dcgm"] = "headroom"
+    # Per-signal PromQL overrides (keys as in guard/promsource.py); {instance} and {cgroup} are substituted.
+    prometheus_queries: dict[str, str] = Field(default_factory=dict)
+    # The instance label value this guard's host has in Prometheus (fleet mode).
+    prometheus_instance: str = ""
+    # A request to the source gives up after this long (a tick must stay short).
+    source_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    # Signals older than this are stale: admissions are refused and the worker is left as it is.
+    stale_after_seconds: float = Field(default=3.0, gt=0, le=600)
+    # Memory domain: "host" (MemAvailable) or a cgroup path such as "/headroom.slice" (limit - usage + reclaimable).
+    memory_domain: str = "host"
+    # Thresholds as available RAM in the domain ("%" of its total, or a size).
+    ram: Rule = Field(default_factory=_ram_rule)
+    # Thresholds as free memory on each GPU ("%" of its total, or a size).
+    gpu: Rule = Field(default_factory=_gpu_rule)
+    # Thresholds on the PSI memory "full" avg10 ratio (0..1).
+    psi: Rule = Field(default_factory=_psi_rule)
+    # Thresholds on the swap-in rate in bytes per second.
+    swap: Rule = Field(default_factory=_swap_rule)
+    # Thresholds on predicted seconds until the domain's available RAM reaches zero.
+    predict: Rule = Field(default_factory=_predict_rule)
+    # Window of recent samples the exhaustion slope is fitted over (a model load takes ~10 s).
+    predict_window_seconds: float = Field(default=10.0, ge=1, le=600)
+    # Concurrency the worker is throttled to at the throttle level.
+    throttle_concurrency: int = Field(default=1, ge=1, le=4096)
+    # Free level used when RAM is calm; 1 offloads weights to CPU RAM, so under RAM pressure 2 is always used.
+    free_level: Literal[1, 2] = 2
+    # Admissions are refused at or above this level (on any resource).
+    admit_below_level: Literal["warn", "throttle", "pause", "free"] = "throttle"
+    # Kept free beyond every lease, like kubelet's eviction-hard memory.available<100Mi but larger for a GPU box.
+    ram_margin: str | int = "512MiB"
+    # GPU bytes kept free beyond every lease (CUDA context and fragmentation).
+    gpu_margin: str | int = "256MiB"
+    # Longest lease TTL a client may ask for; heartbeats keep a lease alive.
+    max_ttl_seconds: int = Field(default=86400, ge=1)
+    # Longest a POST may long-poll while queued.
+    max_wait_seconds: int = Field(default=600, ge=0)
+    # Retry-After suggested to a refused client.
+    retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+    # Worker control endpoint; empty means no worker is driven (leases and signals only).
+    worker_url: str = ""
+    # "contract": headroom's worker control contract; "vllm-serve": a plain `vllm serve` in dev mode.
+    worker_kind: Literal["contract", "vllm-serve"] = "contract"
+    # Timeout of each worker request; backoff doubles from base to max between failed reconciles.
+    worker_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    worker_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
+    worker_backoff_max_seconds: float = Field(default=15.0, gt=0, le=600)
+    # Recent events kept in the state database.
+    events_max: int = Field(default=1000, ge=10, le=1_000_000)
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         return listen_validator(value)
+
+    @field_validator("ram_margin", "gpu_margin")
+    @classmethod
+    def _size(cls, value: str | int) -> str | int:
+        parse_size(value)
+        return value
+
+    @field_validator("memory_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if value != "host" and not value.startswith("/"):
+            raise ValueError("expected 'host' or a cgroup path beginning with '/', e.g. /headroom.slice")
+        return value
+
+    @model_validator(mode="after")
+    def _amounts(self) -> "GuardSettings":
+        for name in ("ram", "gpu", "psi", "swap", "predict"):
+            rule: Rule = getattr(self, name)
+            for value in [*rule.enter.values(), rule.band]:
+                if name in ("ram", "gpu"):
+                    parse_amount(value)
+                elif name == "swap":
+                    parse_size(value)
+                elif not isinstance(value, (int, float)) or value < 0:
+                    raise ValueError(f"{name}: expected non-negative numbers, got {value!r}")
+        return self

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from headroom.settings_base import Section, listen_validator
+from headroom.sizes import parse_size
 
 
 class WorkerSettings(Section):
@@ -12,8 +15,53 @@ class WorkerSettings(Section):
     enabled: bool = False
     # Address of the job API, the control endpoint and /metrics.
     listen: str = "127.0.0.1:9842"
+    # Bearer token for PUT/POST/DELETE; unset: $HEADROOM_TOKEN, else the state dir's 'token' file.
+    token: str | None = None
+    # Which engine runs requests: vllm (in-process vLLM LLM), remote (an OpenAI-compatible server), echo (dev/test only).
+    engine: Literal["vllm", "remote", "echo"] = "vllm"
+    # Model for the in-process engine: a local directory or a Hugging Face name (required when engine = "vllm").
+    model: str = ""
+    # dtype for the in-process engine (vLLM's `dtype`: auto, float32, bfloat16, float16).
+    dtype: str = "auto"
+    # Longest prompt + completion in tokens for the in-process engine; unset: the model's own limit.
+    max_model_len: int | None = Field(default=None, gt=0)
+    # KV cache size for the in-process engine (e.g. 64MiB, 4GiB); unset: vLLM's default.
+    kv_cache_memory: int | None = None
+    # Seed for the in-process engine, so temperature-0 output is repeatable.
+    seed: int = 0
+    # Extra keyword arguments passed as-is to vllm.LLM (e.g. {gpu_memory_utilization = 0.7}).
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    # Base URL of the remote OpenAI-compatible server (engine = "remote"), e.g. a `vllm serve` in dev mode.
+    remote_url: str = "http://127.0.0.1:8000"
+    # Model name sent to the remote server; unset: the first one its /v1/models lists.
+    remote_model: str | None = None
+    # Seconds one remote request may take before it counts as failed.
+    remote_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Most requests run at once (one step) in the running state; throttled(n) lowers it.
+    concurrency: int = Field(default=16, ge=1, le=4096)
+    # Largest batch upload accepted; bigger ones get 413.
+    max_upload_bytes: int = 100 * 2**20
+    # Most request lines in one batch.
+    max_requests_per_batch: int = Field(default=50_000, ge=1)
+    # max_tokens for requests that do not set it (OpenAI's completions default is 16).
+    default_max_tokens: int = Field(default=16, ge=1)
+    # How long PUT /control/state waits for a transition before answering 202 (still under way).
+    control_wait_seconds: float = Field(default=2.0, ge=0)
+    # Retry-After for 503 answers in maintenance when PUT /control/maintenance gave none.
+    retry_after_seconds: int = Field(default=300, ge=0)
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         return listen_validator(value)
+
+    @field_validator("kv_cache_memory", "max_upload_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return None if value is None else parse_size(value)
+
+    @model_validator(mode="after")
+    def _model_needed(self) -> "WorkerSettings":
+        if self.enabled and self.engine == "vllm" and not self.model:
+            raise ValueError("worker.model must name a model directory or Hugging Face name when worker.engine = 'vllm'")
+        return self

@@ -1,0 +1,89 @@
+"""Memory cgroup files, v1 and v2: version detection, pure parsers and one reader per cgroup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.pressure import read_pressure
+from exporter.types import CgroupMemory
+
+V1_UNLIMITED = 2**62  # v1 reports "no limit" as PAGE_COUNTER_MAX pages, e.g. 9223372036854771712
+
+
+def detect_memory_root(cgroupfs: Path, version: str = "auto") -> tuple[Path, int] | None:
+    """(root of the memory hierarchy, 1 or 2); None when no memory controller is mounted."""
+    controllers = cgroupfs / "cgroup.controllers"
+    if version in ("auto", "2") and controllers.exists() and "memory" in controllers.read_text().split():
+        return cgroupfs, 2
+    if version in ("auto", "1") and (cgroupfs / "memory" / "memory.usage_in_bytes").exists():
+        return cgroupfs / "memory", 1
+    return None
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """'key value' lines (memory.stat, memory.events, memory.oom_control) -> dict."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            values[parts[0]] = int(parts[1])
+    return values
+
+
+def parse_limit(text: str) -> int | None:
+    """A limit file's content in bytes; None for unlimited ('max' in v2, the huge sentinel in v1)."""
+    value = text.strip()
+    if value == "max":
+        return None
+    number = int(value)
+    return None if number >= V1_UNLIMITED else number
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def read_cgroup_v1(directory: Path, name: str) -> CgroupMemory:
+    usage = int((directory / "memory.usage_in_bytes").read_text())
+    stat = parse_flat_keyed(_read(directory / "memory.stat") or "")
+    oom = parse_flat_keyed(_read(directory / "memory.oom_control") or "")
+    return CgroupMemory(
+        cgroup=name,
+        usage_bytes=usage,
+        limit_bytes=parse_limit((directory / "memory.limit_in_bytes").read_text()),
+        high_bytes=None,  # v1 has no memory.high
+        reclaimable_bytes=stat.get("total_inactive_file", stat.get("inactive_file")),
+        oom_kills=oom.get("oom_kill"),
+    )
+
+
+def read_cgroup_v2(directory: Path, name: str) -> CgroupMemory:
+    stat = parse_flat_keyed(_read(directory / "memory.stat") or "")
+    events = parse_flat_keyed(_read(directory / "memory.events") or "")
+    high = _read(directory / "memory.high")
+    swap = _read(directory / "memory.swap.current")
+    maximum = _read(directory / "memory.max")
+    return CgroupMemory(
+        cgroup=name,
+        usage_bytes=int((directory / "memory.current").read_text()),
+        limit_bytes=parse_limit(maximum) if maximum is not None else None,
+        high_bytes=parse_limit(high) if high is not None else None,
+        reclaimable_bytes=stat.get("inactive_file"),
+        oom_kills=events.get("oom_kill"),
+        swap_bytes=int(swap) if swap is not None else None,
+        pressure=read_pressure(directory / "memory.pressure") or (),
+    )
+
+
+def read_cgroup(memory_root: Path, version: int, path: str) -> CgroupMemory | None:
+    """The memory state of cgroup `path` ('/a/b'); None when it does not exist (right now)."""
+    directory = memory_root / path.lstrip("/")
+    if not directory.is_dir():
+        return None
+    try:
+        return read_cgroup_v2(directory, path) if version == 2 else read_cgroup_v1(directory, path)
+    except FileNotFoundError:
+        return None  # removed while we read it

@@ -1,0 +1,47 @@
+"""The `oom` collector: the kernel's OOM-kill counter plus the victims the kmsg follower saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from exporter.follower import KmsgFollower
+from exporter.meminfo import read_vmstat
+
+
+class OomCollector:
+    name = "oom"
+
+    def __init__(self, procfs: Path, follower: KmsgFollower | None):
+        self.procfs = procfs
+        self.follower = follower
+        self.problem: str | None = None  # set when part of the data is missing: collector_success goes to 0
+
+    def collect(self):
+        vm = read_vmstat(self.procfs)
+        if vm.oom_kills is not None:
+            yield CounterMetricFamily(
+                "headroom_oom_kills", "Processes the kernel OOM killer killed since boot (/proc/vmstat oom_kill).", value=vm.oom_kills
+            )
+        if self.follower is None:
+            self.problem = None
+            return
+        state = self.follower.snapshot()
+        self.problem = state.error
+        victims = CounterMetricFamily(
+            "headroom_oom_kill_victims",
+            "OOM-killed processes seen in the kernel log, by command, cgroup and systemd unit.",
+            labels=["comm", "cgroup", "unit"],
+        )
+        for (comm, cgroup, unit), count in sorted(state.victim_counts.items()):
+            victims.add_metric([comm, cgroup, unit], count)
+        yield victims
+        if state.last_kill_time is not None:
+            yield GaugeMetricFamily(
+                "headroom_oom_kill_last_timestamp_seconds", "Unix time of the last OOM kill in the kernel log.", value=state.last_kill_time
+            )
+        yield CounterMetricFamily(
+            "headroom_kmsg_overruns", "Times the kernel log overwrote records before the exporter read them.", value=state.overruns
+        )
+        yield GaugeMetricFamily("headroom_kmsg_up", "1 when the kernel log is being followed.", value=0 if state.error else 1)

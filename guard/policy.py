@@ -1,0 +1,208 @@
+"""The guard's decision as a pure function: evaluate(snapshot, previous_state, leases, now, config) -> (state, decision)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+from guard.settings import GuardSettings, Rule, parse_amount
+from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
+from headroom.sizes import format_size, parse_size
+
+RAM_LIKE = ("ram", "psi", "swap", "predict")  # resources whose pressure is pressure on RAM
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A rule resolved to numbers: enter value per level, the band, and which direction is worse."""
+
+    enter: dict[Level, float]
+    band: float
+    higher_is_worse: bool
+    grace_seconds: float
+    hold_seconds: float
+
+
+def resolve_rule(rule: Rule, kind: str, total: float | None = None) -> Threshold:
+    """Numbers for `rule`: percentages of `total` for ram/gpu, sizes for swap, plain numbers otherwise."""
+
+    def number(value) -> float:
+        if kind in ("ram", "gpu"):
+            unit, amount = parse_amount(value)
+            return amount * (total or 0) if unit == "ratio" else amount
+        if kind == "swap":
+            return float(parse_size(value))
+        return float(value)
+
+    enter = {Level.named(name): number(value) for name, value in rule.enter.items()}
+    return Threshold(enter, number(rule.band), kind in ("psi", "swap"), rule.grace_seconds, rule.hold_seconds)
+
+
+def _worse(value: float, limit: float, higher_is_worse: bool) -> bool:
+    return value >= limit if higher_is_worse else value <= limit
+
+
+def entered_level(value: float | None, th: Threshold) -> Level:
+    """The highest level whose enter threshold the value has reached (OK when there is no value)."""
+    if value is None:
+        return Level.OK
+    return max((lvl for lvl, limit in th.enter.items() if _worse(value, limit, th.higher_is_worse)), default=Level.OK)
+
+
+def held_level(value: float | None, th: Threshold, current: Level) -> Level:
+    """The highest level up to `current` that the value has not yet left by the band (the value band)."""
+    if value is None:
+        return Level.OK
+    held = [lvl for lvl, limit in th.enter.items() if lvl <= current and (
+        value > limit - th.band if th.higher_is_worse else value < limit + th.band)]
+    return max(held, default=Level.OK)
+
+
+def target_level(value: float | None, th: Threshold, current: Level) -> Level:
+    """Where the value asks the level to be, the band already applied."""
+    return max(entered_level(value, th), held_level(value, th, current))
+
+
+def apply_hysteresis(rs: ResourceState, target: Level, now: float, th: Threshold) -> ResourceState:
+    """Grace before entering a higher level, hold before leaving for a lower one."""
+    if target > rs.level:
+        since = rs.rising_since if rs.rising_since is not None else now
+        if now - since >= th.grace_seconds:
+            return ResourceState(level=target)
+        return ResourceState(level=rs.level, rising_since=since)
+    if target < rs.level:
+        since = rs.falling_since if rs.falling_since is not None else now
+        if now - since >= th.hold_seconds:
+            return ResourceState(level=target)
+        return ResourceState(level=rs.level, falling_since=since)
+    return ResourceState(level=rs.level)
+
+
+def update_samples(samples: list, now: float, available: float | None, window: float) -> list:
+    """Recent (t, available) points inside the prediction window."""
+    kept = [(t, v) for t, v in samples if now - t <= window and t < now]
+    if available is not None:
+        kept.append((now, available))
+    return kept
+
+
+def seconds_to_exhaustion(samples: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of available bytes; seconds until zero when falling, None when flat/rising/too few points."""
+    if len(samples) < 3 or samples[-1][0] - samples[0][0] < 0.5:
+        return None
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_v = sum(v for _, v in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in samples) / var
+    if slope >= 0:
+        return None
+    return max(0.0, samples[-1][1] / -slope)
+
+
+def swap_in_rate(last: tuple[float, float] | None, now: float, total: float | None) -> float | None:
+    """Swap-in bytes per second since the previous observation (None without two points or after a reset)."""
+    if last is None or total is None or now <= last[0] or total < last[1]:
+        return None
+    return (total - last[1]) / (now - last[0])
+
+
+def measure(snapshot: Snapshot, state: GuardState, now: float, config: GuardSettings) -> dict[str, tuple[float | None, Threshold]]:
+    """Each resource's value this tick with its resolved threshold."""
+    samples = update_samples(state.samples, now, snapshot.ram_available_bytes, config.predict_window_seconds)
+    state.samples = samples
+    rate = swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total)
+    if snapshot.swap_in_bytes_total is not None:
+        state.last_swap = (now, snapshot.swap_in_bytes_total)
+    values = {
+        "ram": (snapshot.ram_available_bytes, resolve_rule(config.ram, "ram", snapshot.ram_total_bytes)),
+        "psi": (snapshot.psi_full_ratio, resolve_rule(config.psi, "psi")),
+        "swap": (rate, resolve_rule(config.swap, "swap")),
+        "predict": (seconds_to_exhaustion(samples), resolve_rule(config.predict, "predict")),
+    }
+    for gpu in snapshot.gpus:
+        values[f"gpu:{gpu.gpu}"] = (gpu.free_bytes, resolve_rule(config.gpu, "gpu", gpu.total_bytes))
+    return values
+
+
+def describe(name: str, value: float | None, level: Level) -> str:
+    """A person-readable reason for one resource's level."""
+    if value is None:
+        return f"{name}: no signal"
+    if name in ("psi",):
+        shown = f"{value:.1%} of time stalled (full, 10 s)"
+    elif name == "swap":
+        shown = f"swap-in {format_size(value)}/s"
+    elif name == "predict":
+        shown = f"exhausted in {value:.0f} s at the current slope"
+    else:
+        shown = f"{format_size(value)} available"
+    return f"{name} {level.label}: {shown}"
+
+
+def step_resources(values: dict, previous: dict[str, ResourceState], now: float) -> dict[str, ResourceState]:
+    """New level per resource: band, then grace/hold timers."""
+    result = {}
+    for name, (value, th) in values.items():
+        rs = previous.get(name, ResourceState())
+        new = apply_hysteresis(rs, target_level(value, th, rs.level), now, th)
+        new.value = value
+        new.why = describe(name, value, new.level)
+        result[name] = new
+    return result
+
+
+def free_level_for(resources: dict[str, ResourceState], config: GuardSettings) -> int:
+    """Level 2 under any RAM pressure: level 1 would move the weights into RAM."""
+    ram_pressure = max((resources[n].level for n in RAM_LIKE if n in resources), default=Level.OK)
+    return 1 if config.free_level == 1 and ram_pressure == Level.OK else 2
+
+
+def desired_from_level(level: Level, resources: dict[str, ResourceState], config: GuardSettings) -> Desired:
+    reason = "; ".join(rs.why for rs in resources.values() if rs.level == level and level > Level.OK) or "all clear"
+    if level >= Level.FREE:
+        return Desired("freed", level=free_level_for(resources, config), reason=reason)
+    if level == Level.PAUSE:
+        return Desired("paused", reason=reason)
+    if level == Level.THROTTLE:
+        return Desired("throttled", concurrency=config.throttle_concurrency, reason=reason)
+    return Desired("running", reason=reason)
+
+
+def desired_worker(level: Level, resources: dict, leases: Iterable[Lease], maintenance: dict | None,
+                   config: GuardSettings) -> Desired:
+    """The most severe of: what the level asks, maintenance (paused), leases that free the worker (freed)."""
+    candidates = [desired_from_level(level, resources, config)]
+    if maintenance and maintenance.get("on"):
+        candidates.append(Desired("paused", reason=f"maintenance: {maintenance.get('reason') or 'operator'}"))
+    holders = [f"{lease.holder} ({lease.id})" for lease in leases if lease.active and lease.frees_worker]
+    if holders:
+        candidates.append(Desired("freed", level=free_level_for(resources, config),
+                                  reason="freed for lease " + ", ".join(holders)))
+    return max(candidates, key=lambda d: d.severity)
+
+
+def is_stale(snapshot: Snapshot, now: float, config: GuardSettings) -> bool:
+    return not snapshot.ok or now - snapshot.taken_at > config.stale_after_seconds
+
+
+def evaluate(snapshot: Snapshot, previous: GuardState, leases: Iterable[Lease], now: float,
+             config: GuardSettings, maintenance: dict | None = None) -> tuple[GuardState, Decision]:
+    """One tick of policy: freshness, per-resource levels with hysteresis, overall level, desired worker state."""
+    state = copy.deepcopy(previous)
+    leases = list(leases)
+    if is_stale(snapshot, now, config):
+        state.stale_since = state.stale_since or state.last_ok_at or now
+        why = f"signals stale since {state.stale_since:.3f}" + (f" ({snapshot.error})" if snapshot.error else "")
+        # The worker is not flapped on missing data: keep the last desired state, except maintenance/leases.
+        desired = max([state.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity)
+        state.desired = desired
+        return state, Decision(state.level, desired, (why,), stale=True, admissions_open=False)
+    state.stale_since, state.last_ok_at = None, now
+    state.resources = step_resources(measure(snapshot, state, now, config), previous.resources, now)
+    state.level = max((rs.level for rs in state.resources.values()), default=Level.OK)
+    state.desired = desired_worker(state.level, state.resources, leases, maintenance, config)
+    reasons = tuple(rs.why for rs in state.resources.values() if rs.level > Level.OK)
+    admit_ok = state.level < Level.named(config.admit_below_level)
+    return state, Decision(state.level, state.desired, reasons, stale=False, admissions_open=admit_ok)

@@ -1,0 +1,94 @@
+"""The worker's vocabulary: states, priorities, requests handed to engines and what engines hand back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Priorities in the order they run: production before test before bulk.
+PRIORITIES = ("production", "test", "bulk")
+PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
+
+# The contract's states (DESIGN.md, "The worker control contract").
+STATES = ("starting", "running", "throttled", "paused", "freeing", "freed", "waking")
+# States a PUT /control/state may ask for.
+DESIRED_STATES = ("running", "throttled", "paused", "freed")
+
+# The two URLs a batch line may name.
+COMPLETIONS_URL = "/v1/completions"
+CHAT_URL = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One request as an engine sees it: the endpoint and the validated OpenAI body."""
+
+    key: int  # the store's row id; engines hand it back unchanged
+    url: str  # COMPLETIONS_URL or CHAT_URL
+    body: dict[str, Any]  # the OpenAI request body (prompt or messages plus sampling fields)
+
+
+@dataclass
+class EngineResult:
+    """What became of one request: an OpenAI response body (status 200) or an error."""
+
+    key: int
+    status_code: int = 200
+    body: dict[str, Any] | None = None  # the OpenAI response object when status_code is 200
+    error: dict[str, str] | None = None  # {"code": ..., "message": ...} when the request failed
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Desired:
+    """The last accepted desired state (PUT /control/state)."""
+
+    state: str = "running"  # one of DESIRED_STATES
+    concurrency: int | None = None  # throttled(n)
+    level: int | None = None  # freed(level)
+    reason: str | None = None
+    requested_by: str | None = None
+    at: float = 0.0  # unix seconds when it was accepted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state, "concurrency": self.concurrency, "level": self.level,
+            "reason": self.reason, "requested_by": self.requested_by, "at": self.at,
+        }
+
+    def same_target(self, other: "Desired") -> bool:
+        return (self.state, self.concurrency, self.level) == (other.state, other.concurrency, other.level)
+
+
+@dataclass
+class Maintenance:
+    """The operator switch: new submissions get 503 with Retry-After and the reason; nothing starts."""
+
+    on: bool = False
+    reason: str | None = None
+    retry_after_seconds: int | None = None
+    since: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"on": self.on, "reason": self.reason, "retry_after_seconds": self.retry_after_seconds, "since": self.since}
+
+
+@dataclass
+class Counters:
+    """What this process did since it started (Prometheus counters)."""
+
+    requests: dict[str, int] = field(default_factory=lambda: {"completed": 0, "failed": 0, "cancelled": 0})
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    steps: int = 0
+    frees: dict[str, int] = field(default_factory=dict)  # by method
+    free_seconds: float = 0.0
+    wakes: int = 0
+    wake_seconds: float = 0.0
+    last_free_seconds: float | None = None
+    last_wake_seconds: float | None = None
