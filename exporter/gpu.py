@@ -31,7 +31,7 @@ class GpuCollector:
 
     def collect(self):
         readings = self.nvml.read()
-        yield GaugeMetricFamily("headroom_gpu_count", "GPUs NVML reports (0 without a driver).", value=len(readings))
+        yield GaugeMetricFamily("headroom_gpus", "GPUs NVML reports (0 without a driver).", value=len(readings))
         info = GaugeMetricFamily("headroom_gpu_info", "GPU identity; value 1.", labels=["gpu", "uuid", "name", "driver"])
         for r in readings:
             info.add_metric([str(r.index), r.uuid, r.name, self.nvml.driver], 1)

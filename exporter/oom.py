@@ -17,6 +17,7 @@ class OomCollector:
         self.procfs = procfs
         self.follower = follower
         self.problem: str | None = None  # set when part of the data is missing: collector_success goes to 0
+        self._overruns_seen = 0
 
     def collect(self):
         vm = read_vmstat(self.procfs)
@@ -29,6 +30,9 @@ class OomCollector:
             return
         state = self.follower.snapshot()
         self.problem = state.error
+        if state.overruns > self._overruns_seen:  # records were lost since the last scrape: say so once
+            self.problem = self.problem or f"kernel log overran {state.overruns - self._overruns_seen} time(s): some OOM records were lost"
+            self._overruns_seen = state.overruns
         victims = CounterMetricFamily(
             "headroom_oom_kill_victims",
             "OOM-killed processes seen in the kernel log, by command, cgroup and systemd unit.",

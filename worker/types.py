@@ -26,6 +26,7 @@ class EngineRequest:
     key: int  # the store's row id; engines hand it back unchanged
     url: str  # COMPLETIONS_URL or CHAT_URL
     body: dict[str, Any]  # the OpenAI request body (prompt or messages plus sampling fields)
+    custom_id: str = ""  # the batch line's custom_id (for the output file; engines ignore it)
 
 
 @dataclass

@@ -1,0 +1,189 @@
+"""Acting on the worker: contract and `vllm serve` targets, and a reconciler with timeouts, retries and backoff."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from guard.types import Desired
+
+log = logging.getLogger("headroom.guard.actuator")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call to the worker did: ok (200), accepted (202, slow transition), refused (409/422), error."""
+
+    result: str
+    detail: str = ""
+    state: dict | None = None
+
+
+def _outcome(response: httpx.Response) -> Outcome:
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code in (200, 202):
+        return Outcome("ok" if response.status_code == 200 else "accepted", "", body if isinstance(body, dict) else None)
+    detail = body.get("detail") if isinstance(body, dict) else None
+    result = "refused" if response.status_code in (409, 422) else "error"
+    return Outcome(result, f"HTTP {response.status_code}: {detail or response.text[:200]}")
+
+
+class ContractTarget:
+    """headroom's worker control contract: GET/PUT /control/state, PUT /control/maintenance."""
+
+    kind = "contract"
+
+    def __init__(self, base_url: str, token: str | None, timeout: float, transport: httpx.BaseTransport | None = None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
+
+    def read(self) -> dict | None:
+        response = self.client.get("/control/state")
+        response.raise_for_status()
+        return response.json()
+
+    def apply(self, desired: Desired) -> Outcome:
+        body = {"state": desired.state, "reason": desired.reason[:500], "requested_by": "headroom-guard"}
+        if desired.state == "throttled":
+            body["concurrency"] = desired.concurrency
+        if desired.state == "freed":
+            body["level"] = desired.level
+        return _outcome(self.client.put("/control/state", json=body))
+
+    def set_maintenance(self, on: bool, reason: str, retry_after: int) -> Outcome:
+        body = {"on": on, "reason": reason, "retry_after_seconds": retry_after}
+        return _outcome(self.client.put("/control/maintenance", json=body))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class VllmServeTarget:
+    """A plain `vllm serve` in dev mode: paused -> /pause, freed -> /sleep?level=, running -> /wake_up + /resume."""
+
+    kind = "vllm-serve"
+
+    def __init__(self, base_url: str, token: str | None, timeout: float, transport: httpx.BaseTransport | None = None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
+        self.applied: Desired | None = None
+
+    def read(self) -> dict | None:
+        sleeping = self.client.get("/is_sleeping")
+        sleeping.raise_for_status()
+        paused = self.client.get("/is_paused")
+        is_paused = paused.status_code == 200 and bool(paused.json().get("is_paused"))
+        state = "freed" if sleeping.json().get("is_sleeping") else "paused" if is_paused else "running"
+        desired = self.applied.__dict__ if self.applied else {}
+        return {"state": state, "desired": {k: v for k, v in desired.items() if k != "reason"}, "maintenance": {"on": False}}
+
+    def _post(self, path: str, **params) -> httpx.Response:
+        return self.client.post(path, params=params or None)
+
+    def apply(self, desired: Desired) -> Outcome:
+        if desired.state == "throttled":
+            return Outcome("refused", "vllm serve has no concurrency control; throttling is not possible")
+        if desired.state == "paused":
+            steps = [("/pause", {})]
+        elif desired.state == "freed":
+            steps = [("/sleep", {"level": desired.level})]
+        else:
+            steps = [("/wake_up", {}), ("/resume", {})]
+        for path, params in steps:
+            response = self._post(path, **params)
+            if response.status_code >= 300:
+                return Outcome("error" if response.status_code >= 500 else "refused", f"{path}: HTTP {response.status_code}")
+        self.applied = desired
+        return Outcome("ok")
+
+    def set_maintenance(self, on: bool, reason: str, retry_after: int) -> Outcome:
+        return Outcome("ok", "vllm serve has no maintenance mode; the guard pauses it instead")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def in_sync(observed: dict | None, desired: Desired) -> bool:
+    """Whether the worker already has `desired` as its accepted desired state (idempotent reconcile)."""
+    if not observed:
+        return False
+    have = observed.get("desired") or {}
+    state = have.get("state")
+    want = desired.key()
+    have_key = (state, have.get("concurrency") if state == "throttled" else None,
+                have.get("level") if state == "freed" else None)
+    return have_key == want
+
+
+class Reconciler:
+    """Brings the worker to the desired state; after a failure waits base * 2^n (capped) before trying again."""
+
+    def __init__(self, target, dry_run: bool, backoff_base: float, backoff_max: float):
+        self.target, self.dry_run = target, dry_run
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.observed: dict | None = None
+        self.failures = 0
+        self.next_attempt_at = 0.0
+        self.last_dry_key: tuple | None = None
+        self.read_error: str | None = None
+
+    def read(self) -> str | None:
+        """The worker's current state name, None when unreachable (remembered in read_error)."""
+        try:
+            self.observed = self.target.read()
+            self.read_error = None
+        except (httpx.HTTPError, ValueError) as err:
+            self.observed, self.read_error = None, f"{type(err).__name__}: {err}"
+        return (self.observed or {}).get("state")
+
+    def _failed(self, now: float) -> None:
+        self.failures += 1
+        self.next_attempt_at = now + min(self.backoff_max, self.backoff_base * 2 ** (self.failures - 1))
+
+    def _call(self, action: str, now: float, fn) -> list[dict]:
+        try:
+            outcome = fn()
+        except httpx.HTTPError as err:
+            outcome = Outcome("error", f"{type(err).__name__}: {err}")
+        if outcome.result in ("ok", "accepted"):
+            self.failures, self.next_attempt_at = 0, 0.0
+            if outcome.state and "state" in outcome.state:
+                self.observed = outcome.state
+        else:
+            self._failed(now)
+        return [{"kind": "action", "action": action, "result": outcome.result, "message": outcome.detail}]
+
+    def reconcile(self, desired: Desired, maintenance: dict, now: float) -> list[dict]:
+        """Zero or more action events; idempotent: nothing is sent when the worker already agrees."""
+        want_maint = bool(maintenance.get("on"))
+        have_maint = bool(((self.observed or {}).get("maintenance") or {}).get("on"))
+        state_ok = in_sync(self.observed, desired)
+        if state_ok and want_maint == have_maint:
+            return []
+        if self.dry_run:
+            key = (desired.key(), want_maint)
+            if key == self.last_dry_key:
+                return []
+            self.last_dry_key = key
+            return [{"kind": "action", "action": f"set_{desired.state}", "result": "dry_run",
+                     "message": f"would set the worker to {desired.describe()} ({desired.reason})"}]
+        if now < self.next_attempt_at:
+            return []
+        events: list[dict] = []
+        if want_maint != have_maint:
+            events += self._call("maintenance_on" if want_maint else "maintenance_off", now, lambda: self.target.set_maintenance(
+                want_maint, maintenance.get("reason") or "", int(maintenance.get("retry_after_seconds") or 60)))
+        if not state_ok and not any(e["result"] == "error" for e in events):
+            events += self._call(f"set_{desired.state}", now, lambda: self.target.apply(desired))
+            events[-1]["message"] = (events[-1]["message"] or f"worker -> {desired.describe()}: {desired.reason}")
+        return events
+
+    def close(self) -> None:
+        self.target.close()
+
+
+def build_target(kind: str, url: str, token: str | None, timeout: float, transport=None):
+    cls = VllmServeTarget if kind == "vllm-serve" else ContractTarget
+    return cls(url, token, timeout, transport)

@@ -1,0 +1,162 @@
+"""The guard's HTTP routes: leases, headroom, maintenance, alerts, events, health; thin over the Engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from guard.engine import Engine
+from guard.leases import UnknownGpu, match_gpus
+from guard.schemas import AlertmanagerWebhook, LeaseRequest, MaintenanceRequest
+from guard.views import headroom_view, lease_view, status_page
+
+LONG_POLL_MAX = 25.0  # seconds one request may hold open (below common proxy timeouts)
+LeaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
+
+
+def field_error(field: str, message: str, status: int = 422) -> HTTPException:
+    return HTTPException(status, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}])
+
+
+def engine_of(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+EngineDep = Annotated[Engine, Depends(engine_of)]
+
+
+async def wait_while_queued(engine: Engine, lease_id: str, seconds: float):
+    """Long-poll: return the lease once it leaves 'waiting' or after `seconds`."""
+    deadline = time.monotonic() + min(seconds, LONG_POLL_MAX)
+    lease = await run_in_threadpool(engine.store.get_lease, lease_id)
+    while lease is not None and lease.status == "waiting" and time.monotonic() < deadline:
+        await asyncio.sleep(min(0.1, engine.settings.tick_seconds))
+        lease = await run_in_threadpool(engine.store.get_lease, lease_id)
+    return lease
+
+
+def lease_response(engine: Engine, lease, position: int = 0) -> JSONResponse:
+    now = engine.clock()
+    body = {"status": lease.status, "lease": lease_view(lease, now)}
+    if lease.status == "waiting":
+        retry = engine.settings.retry_after_seconds
+        body.update(position=position, reason=lease.reason, retry_after_seconds=retry)
+        return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
+    return JSONResponse(body, status_code=201 if lease.status == "granted" else 200)
+
+
+def build_router(auth) -> APIRouter:
+    router = APIRouter()
+    Auth = [Depends(auth)]
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(engine: EngineDep) -> str:
+        return status_page(engine)
+
+    @router.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        return {"ok": True}
+
+    @router.get("/readyz", tags=["health"])
+    def readyz(engine: EngineDep):
+        if engine.decision.stale:
+            return JSONResponse({"ready": False, "reason": "; ".join(engine.decision.reasons)}, status_code=503)
+        return {"ready": True}
+
+    @router.get("/metrics", tags=["health"], response_class=Response)
+    def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/v1/headroom", tags=["headroom"])
+    def headroom(engine: EngineDep) -> dict:
+        return headroom_view(engine)
+
+    @router.post("/v1/leases", tags=["leases"], dependencies=Auth, status_code=201,
+                 responses={202: {"description": "queued"}, 409: {"description": "refused: reason, shortfall"},
+                            503: {"description": "signals stale"}})
+    async def create_lease(body: LeaseRequest, engine: EngineDep):
+        if body.ttl_seconds > engine.settings.max_ttl_seconds:
+            raise field_error("ttl_seconds", f"at most {engine.settings.max_ttl_seconds} (guard.max_ttl_seconds)")
+        if body.wait_seconds > engine.settings.max_wait_seconds:
+            raise field_error("wait_seconds", f"at most {engine.settings.max_wait_seconds} (guard.max_wait_seconds)")
+        if body.gpu_bytes and engine.snapshot.ok:
+            try:
+                match_gpus(engine.snapshot, body.gpu)
+            except UnknownGpu as err:
+                raise field_error("gpu", str(err)) from None
+            if not engine.snapshot.gpus:
+                raise field_error("gpu_bytes", "this host reports no GPU")
+        fields = body.model_dump(exclude={"wait_seconds"})
+        lease, admission, position = await run_in_threadpool(engine.request, fields, body.wait_seconds)
+        if lease is None:
+            retry = engine.settings.retry_after_seconds
+            content = {"status": "refused", "reason": admission.reason, "shortfall": admission.shortfall,
+                       "retry_after_seconds": retry}
+            return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
+        if lease.status == "waiting" and body.wait_seconds > 0:
+            lease = await wait_while_queued(engine, lease.id, body.wait_seconds)
+        return lease_response(engine, lease, position)
+
+    @router.get("/v1/leases", tags=["leases"])
+    def list_leases(engine: EngineDep) -> dict:
+        now = engine.clock()
+        return {"leases": [lease_view(lease, now) for lease in engine.store.active_leases()]}
+
+    @router.get("/v1/leases/{lease_id}", tags=["leases"])
+    async def get_lease(lease_id: LeaseId, engine: EngineDep,
+                        wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX, description="long-poll while queued")] = 0):
+        lease = await wait_while_queued(engine, lease_id, wait)
+        if lease is None:
+            raise HTTPException(404, detail=f"no lease {lease_id}")
+        return lease_response(engine, lease)
+
+    @router.post("/v1/leases/{lease_id}/heartbeat", tags=["leases"], dependencies=Auth)
+    async def heartbeat(lease_id: LeaseId, engine: EngineDep):
+        lease = await run_in_threadpool(engine.heartbeat, lease_id)
+        if lease is None:
+            raise HTTPException(404, detail=f"no lease {lease_id}")
+        if not lease.active:
+            raise HTTPException(410, detail=f"lease {lease_id} is {lease.status}: {lease.reason}")
+        return lease_response(engine, lease)
+
+    @router.delete("/v1/leases/{lease_id}", tags=["leases"], dependencies=Auth)
+    async def release(lease_id: LeaseId, engine: EngineDep):
+        lease = await run_in_threadpool(engine.release, lease_id)
+        if lease is None:
+            raise HTTPException(404, detail=f"no lease {lease_id}")
+        return {"status": lease.status, "lease": lease_view(lease, engine.clock())}
+
+    @router.get("/v1/maintenance", tags=["maintenance"])
+    def get_maintenance(engine: EngineDep) -> dict:
+        return engine.maintenance
+
+    @router.put("/v1/maintenance", tags=["maintenance"], dependencies=Auth)
+    async def put_maintenance(body: MaintenanceRequest, engine: EngineDep) -> dict:
+        return await run_in_threadpool(engine.set_maintenance, True, body.reason, body.retry_after_seconds)
+
+    @router.delete("/v1/maintenance", tags=["maintenance"], dependencies=Auth)
+    async def delete_maintenance(engine: EngineDep) -> dict:
+        return await run_in_threadpool(engine.set_maintenance, False)
+
+    @router.post("/v1/alerts", tags=["alerts"], dependencies=Auth)
+    async def alerts(body: AlertmanagerWebhook, engine: EngineDep) -> dict:
+        count = await run_in_threadpool(engine.alert, [a.model_dump() for a in body.alerts])
+        return {"received": count}
+
+    @router.get("/v1/events", tags=["events"])
+    def events(engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+               after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+               kind: Annotated[str | None, Query(max_length=50)] = None) -> dict:
+        return {"events": engine.store.events(limit, after, kind)}
+
+    return router
+
+
+__all__ = ["build_router", "asdict"]

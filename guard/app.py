@@ -1,0 +1,114 @@
+"""The guard service: create_app(settings, deps) builds the FastAPI app; serve() binds and runs it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+from fastapi import FastAPI
+
+from guard.actuator import Reconciler, build_target
+from guard.api import build_router
+from guard.engine import Engine
+from guard.metrics import build_registry
+from guard.observer import Observer, build_source
+from guard.store import Store
+from headroom.auth import bearer_dependency, load_or_create_token
+from headroom.errors import EXIT_BIND, HeadroomError
+from headroom.settings_base import parse_listen
+
+log = logging.getLogger("headroom.guard")
+
+
+@dataclass
+class Deps:
+    """What the app is wired to; tests inject fakes (observer, reconciler, clock) and may drive ticks by hand."""
+
+    engine: Engine
+    token: str
+    run_scheduler: bool = True
+
+
+def build_deps(settings, source_transport=None, worker_transport=None, clock: Callable[[], float] | None = None) -> Deps:
+    """Real dependencies from the configuration: source, store in the state dir, worker target, token."""
+    guard = settings.guard
+    token = load_or_create_token(settings.state_dir, guard.token or None)
+    observer = Observer(build_source(guard, source_transport))
+    store = Store(settings.state_dir, guard.events_max)
+    reconciler = None
+    if guard.worker_url:
+        target = build_target(guard.worker_kind, guard.worker_url, token, guard.worker_timeout_seconds, worker_transport)
+        reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
+    kwargs = {"clock": clock} if clock else {}
+    return Deps(Engine(guard, observer, store, reconciler, **kwargs), token)
+
+
+def _safe_tick(engine: Engine) -> None:
+    try:
+        engine.tick()
+    except Exception:  # a bug in one tick must not stop the next ones
+        log.exception("guard tick failed")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    deps: Deps = app.state.deps
+    scheduler = None
+    if deps.run_scheduler:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1})
+        scheduler.add_job(_safe_tick, "interval", args=[deps.engine], seconds=deps.engine.settings.tick_seconds,
+                          id="tick", next_run_time=None)
+        _safe_tick(deps.engine)  # first observation before serving, so /readyz is meaningful at once
+        scheduler.start()
+    try:
+        yield
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        engine = deps.engine
+        engine.observer.close()
+        if engine.reconciler is not None:
+            engine.reconciler.close()
+        engine.store.close()
+
+
+def create_app(settings, deps: Deps | None = None) -> FastAPI:
+    """The guard's app; nothing is built at import time."""
+    deps = deps or build_deps(settings)
+    app = FastAPI(title="headroom guard", version="0.1.0", lifespan=lifespan,
+                  description="Leases RAM/GPU headroom to test launches and throttles, pauses or frees the worker.")
+    app.state.deps, app.state.engine = deps, deps.engine
+    app.state.registry = build_registry(deps.engine)
+    app.include_router(build_router(bearer_dependency(deps.token)))
+    return app
+
+
+def bind(listen: str) -> socket.socket:
+    """Bind the listen address now, so a port in use is a clear error (exit 3) before anything starts."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise HeadroomError(f"guard: cannot listen on {listen}: {err.strerror} (set [guard] listen or "
+                            f"HEADROOM_GUARD__LISTEN to a free address)", EXIT_BIND) from None
+    return sock
+
+
+def serve(settings) -> None:
+    """Run the guard until SIGINT/SIGTERM."""
+    import uvicorn
+
+    sock = bind(settings.guard.listen)
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    log.info("guard listening on http://%s", settings.guard.listen)
+    uvicorn.Server(config).run(sockets=[sock])

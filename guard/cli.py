@@ -1,0 +1,89 @@
+"""`headroom guard` runs the guard; `headroom status` asks a running guard for headroom, leases and events."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from headroom.errors import EXIT_SOURCE, HeadroomError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from headroom.cli import add_config_argument
+
+    guard = subparsers.add_parser("guard", help="run the guard (lease API, worker control, /metrics)")
+    add_config_argument(guard)
+    guard.set_defaults(func=_guard)
+    status = subparsers.add_parser("status", help="show headroom, level, worker state, leases and recent events")
+    add_config_argument(status)
+    status.add_argument("--url", help="guard base URL (default: from [guard] listen)")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument("--events", type=int, default=10, metavar="N", help="recent events to show (default 10)")
+    status.set_defaults(func=_status)
+
+
+def _guard(args: argparse.Namespace) -> int:
+    from headroom.cli import setup_logging
+    from headroom.config import load_settings
+    from guard.app import serve
+
+    settings = load_settings(args.config)
+    setup_logging(settings.log_level)
+    serve(settings)
+    return 0
+
+
+def guard_url(settings, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    from headroom.settings_base import parse_listen
+
+    host, port = parse_listen(settings.guard.listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def fetch_status(base: str, events: int) -> dict:
+    import httpx
+
+    try:
+        with httpx.Client(base_url=base, timeout=5.0) as client:
+            return {"headroom": client.get("/v1/headroom").raise_for_status().json(),
+                    "leases": client.get("/v1/leases").raise_for_status().json()["leases"],
+                    "events": client.get("/v1/events", params={"limit": max(1, events)}).raise_for_status().json()["events"]}
+    except httpx.HTTPError as err:
+        raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_SOURCE) from None
+
+
+def render(status: dict) -> str:
+    """The human form of `headroom status`."""
+    from headroom.sizes import format_size
+
+    h = status["headroom"]
+    lines = [f"level: {h['level']}" + ("  (signals stale)" if h["stale"] else "") + f"   domain: {h['domain']}",
+             f"RAM: {format_size(h['ram']['admissible_bytes'])} admissible ({format_size(h['ram']['available_bytes'])} available, "
+             f"{format_size(h['ram']['reserved_bytes'])} reserved, {format_size(h['ram']['margin_bytes'])} margin)"]
+    for gpu in h["gpus"]:
+        lines.append(f"GPU {gpu['gpu']}: {format_size(gpu['admissible_bytes'])} admissible of {format_size(gpu['total_bytes'])}")
+    worker = h["worker"]
+    lines.append(f"worker: {worker['observed'] or '-'} (wanted {worker['desired']['state']})" if worker["driven"] else "worker: not driven")
+    if h["maintenance"].get("on"):
+        lines.append(f"maintenance: on ({h['maintenance'].get('reason')})")
+    for reason in h["reasons"]:
+        lines.append(f"why: {reason}")
+    lines.append(f"leases: {len(status['leases'])}")
+    for lease in status["leases"]:
+        lines.append(f"  {lease['id']} {lease['status']:8} {lease['holder']}: ram {format_size(lease['ram_bytes'])}, "
+                     f"gpu {format_size(lease['gpu_bytes'])}" + (f" on {lease['gpu_chosen']}" if lease["gpu_chosen"] else ""))
+    lines.append("recent events:")
+    lines += [f"  #{e['id']} {e['kind']}: {e['message']}" for e in status["events"]]
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from headroom.config import load_settings
+
+    settings = load_settings(args.config)
+    status = fetch_status(guard_url(settings, args.url), args.events)
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0

@@ -1,0 +1,222 @@
+"""The guard's manager: each tick observes, evaluates, serves the lease queue, acts, and records; it owns the lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, replace
+from typing import Callable
+
+from guard.leases import Admission, admit, queue_order
+from guard.policy import evaluate
+from guard.settings import GuardSettings
+from guard.store import Store
+from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
+
+log = logging.getLogger("headroom.guard")
+FREE_WAIT_SECONDS = 120  # a free_worker request waits at least this long for the worker to be freed
+
+
+class Engine:
+    """Observer, policy, queue, reconciler and store wired together; every entry point is thread-safe."""
+
+    def __init__(self, settings: GuardSettings, observer, store: Store, reconciler=None,
+                 clock: Callable[[], float] = time.time):
+        self.settings, self.observer, self.store, self.reconciler, self.clock = settings, observer, store, reconciler, clock
+        self.lock = threading.RLock()  # guards state, decision, leases; held only for in-memory work and SQLite
+        self.tick_lock = threading.Lock()  # one tick at a time (scheduler and alert-triggered ticks)
+        self.state = restore_state(store)
+        self.snapshot = Snapshot(taken_at=0.0, ok=False, error="not observed yet")
+        self.decision = Decision(self.state.level, self.state.desired, ("not observed yet",), stale=True, admissions_open=False)
+        self.maintenance: dict = store.get("maintenance", {"on": False})
+        self.actions: Counter = Counter()
+        self.admissions: Counter = Counter()
+        self.tick_seconds: list[float] = []  # recent tick durations (for /metrics and the benchmark)
+        self.ticks = 0
+        self._queue_changed = False
+        with self.lock:
+            self.expire(self.clock())
+
+    # --- the tick -------------------------------------------------------------------------------
+    def tick(self) -> Decision:
+        """Observe (outside the state lock, so the API never waits on HTTP), decide, serve the queue, act."""
+        with self.tick_lock:
+            started = time.perf_counter()
+            snapshot = self.observe()
+            with self.lock:
+                now = self.clock()
+                self.expire(now)
+                decision = self.decide(snapshot, now)
+                self.serve_queue(now)
+                if self._queue_changed:
+                    decision = self.decide(snapshot, now)
+            decision = self.remeasure_before_free(decision, now)
+            self.act(decision, now)
+            self.ticks += 1
+            self.tick_seconds = (self.tick_seconds + [time.perf_counter() - started])[-1000:]
+            return decision
+
+    def observe(self) -> Snapshot:
+        pids = [lease.pid for lease in self.store.active_leases() if lease.pid and lease.status == "granted"]
+        snapshot = self.observer.observe(pids)
+        if self.reconciler is not None:
+            snapshot = replace(snapshot, worker_state=self.reconciler.read())
+        with self.lock:
+            self.snapshot = snapshot
+        return snapshot
+
+    def decide(self, snapshot: Snapshot, now: float) -> Decision:
+        state, decision = evaluate(snapshot, self.state, self.store.active_leases(), now, self.settings, self.maintenance)
+        self.record_changes(self.state, self.decision, state, decision, now)
+        self.state, self.decision = state, decision
+        return decision
+
+    def record_changes(self, old: GuardState, old_decision: Decision, new: GuardState, decision: Decision, now: float) -> None:
+        """An event whenever the level, a resource's level, staleness or the desired worker state changes."""
+        if decision.stale != old_decision.stale:
+            self.store.add_event("signals", "signals stale: " + "; ".join(decision.reasons) if decision.stale else "signals fresh again", at=now)
+        for name, rs in new.resources.items():
+            before = old.resources.get(name, ResourceState()).level
+            if rs.level != before:
+                self.store.add_event("level", f"{name}: {before.label} -> {rs.level.label} ({rs.why})",
+                                     {"resource": name, "from": before.label, "to": rs.level.label}, at=now)
+        if new.desired.key() != old.desired.key() or new.level != old.level:
+            self.store.add_event("decision", f"level {new.level.label}, worker {new.desired.describe()}: {new.desired.reason}",
+                                 {"level": new.level.label, "desired": asdict(new.desired)}, at=now)
+            self.store.set("policy", dump_state(new))
+
+    def remeasure_before_free(self, decision: Decision, now: float) -> Decision:
+        """Before a destructive free, observe again; if memory recovered, the fresh decision wins (earlyoom's re-check)."""
+        worker_state = self.snapshot.worker_state
+        if decision.desired.state != "freed" or worker_state in ("freed", "freeing") or self.reconciler is None:
+            return decision
+        snapshot = self.observe()
+        with self.lock:
+            fresh = self.decide(snapshot, now)
+        if fresh.desired.state != "freed":
+            self.store.add_event("action", "free aborted: the re-measure shows memory recovered", at=now)
+        return fresh
+
+    def act(self, decision: Decision, now: float) -> None:
+        if self.reconciler is None:
+            return
+        for event in self.reconciler.reconcile(decision.desired, self.maintenance, now):
+            self.actions[(event["action"], event["result"])] += 1
+            self.store.add_event("action", f"{event['action']} {event['result']}: {event['message']}", event, at=now)
+
+    # --- leases ---------------------------------------------------------------------------------
+    def expire(self, now: float) -> None:
+        """End granted leases whose TTL ran out and queued ones whose wait ran out (also after a restart)."""
+        for lease in self.store.active_leases():
+            if lease.status == "granted" and lease.expires_at <= now:
+                self.end(lease, "expired", "TTL ran out without a heartbeat", now)
+            elif lease.status == "waiting" and (lease.wait_until or lease.expires_at) <= now:
+                self.end(lease, "refused", f"gave up waiting: {lease.reason}", now)
+
+    def end(self, lease: Lease, status: str, reason: str, now: float) -> Lease:
+        lease.status, lease.reason, lease.ended_at = status, reason, now
+        self.store.put_lease(lease)
+        self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) {status}: {reason}", {"lease": lease.id}, at=now)
+        return lease
+
+    def grant(self, lease: Lease, admission: Admission, now: float) -> None:
+        lease.status, lease.gpu_chosen, lease.granted_at = "granted", admission.gpu, now
+        lease.expires_at, lease.reason = now + lease.ttl_seconds, "granted"
+        self.store.put_lease(lease)
+        self.admissions["granted"] += 1
+        self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) granted: ram {lease.ram_bytes} B, gpu {lease.gpu_bytes} B"
+                             + (f" on GPU {admission.gpu}" if admission.gpu else ""), {"lease": lease.id}, at=now)
+
+    def serve_queue(self, now: float) -> None:
+        """Grant waiting leases in order (priority, then FIFO); stop at the first that does not fit."""
+        self._queue_changed = False
+        leases = self.store.active_leases()
+        for lease in queue_order(leases):
+            admission = admit(lease, self.snapshot, self.decision, leases, self.settings, self.reconciler is not None)
+            if admission.outcome != "granted":
+                if admission.needs_free and not lease.frees_worker:
+                    lease.frees_worker, self._queue_changed = True, True
+                lease.reason = admission.reason
+                self.store.put_lease(lease)
+                break
+            self.grant(lease, admission, now)
+            self._queue_changed = True
+
+    def request(self, lease_fields: dict, wait_seconds: int) -> tuple[Lease | None, Admission, int]:
+        """Admit a new request now: granted, queued (lease waiting, with its queue position) or refused."""
+        with self.lock:
+            now = self.clock()
+            lease = Lease(id=uuid.uuid4().hex[:16], created_at=now, expires_at=now + lease_fields["ttl_seconds"], **lease_fields)
+            leases = self.store.active_leases()
+            queued_before = [l for l in queue_order(leases) if l.priority >= lease.priority]
+            admission = admit(lease, self.snapshot, self.decision, leases, self.settings, self.reconciler is not None)
+            if admission.outcome == "granted" and not queued_before:
+                self.grant(lease, admission, now)
+                return lease, admission, 0
+            if admission.stale or (admission.outcome == "refused" and wait_seconds <= 0):
+                self.admissions["refused"] += 1
+                self.store.add_event("admission", f"refused {lease.holder}: {admission.reason}", {"shortfall": admission.shortfall}, at=now)
+                return None, admission, 0
+            lease.frees_worker = admission.needs_free
+            lease.wait_until = now + max(wait_seconds, FREE_WAIT_SECONDS if admission.needs_free else 0)
+            lease.reason = admission.reason if admission.outcome != "granted" else "queued behind earlier requests"
+            self.store.put_lease(lease)
+            self.admissions["queued"] += 1
+            self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) queued: {lease.reason}", {"lease": lease.id}, at=now)
+            return lease, admission, len(queued_before) + 1
+
+    def heartbeat(self, lease_id: str) -> Lease | None:
+        with self.lock:
+            lease = self.store.get_lease(lease_id)
+            if lease is None or not lease.active:
+                return lease
+            now = self.clock()
+            if lease.status == "granted":
+                lease.expires_at = now + lease.ttl_seconds
+            else:
+                lease.wait_until = max(lease.wait_until or now, now + min(lease.ttl_seconds, 60))
+            self.store.put_lease(lease)
+            return lease
+
+    def release(self, lease_id: str) -> Lease | None:
+        with self.lock:
+            lease = self.store.get_lease(lease_id)
+            if lease is None or not lease.active:
+                return lease
+            return self.end(lease, "released", "released by the holder", self.clock())
+
+    # --- maintenance, alerts --------------------------------------------------------------------
+    def set_maintenance(self, on: bool, reason: str = "", retry_after_seconds: int = 600) -> dict:
+        with self.lock:
+            now = self.clock()
+            self.maintenance = {"on": on, "reason": reason if on else None, "retry_after_seconds": retry_after_seconds,
+                                "since": now}
+            self.store.set("maintenance", self.maintenance)
+            self.store.add_event("maintenance", f"maintenance {'on: ' + reason if on else 'off'}", dict(self.maintenance), at=now)
+        return self.maintenance
+
+    def alert(self, alerts: list[dict]) -> int:
+        """Record Alertmanager alerts as events and evaluate at once."""
+        for item in alerts:
+            labels = item.get("labels") or {}
+            summary = (item.get("annotations") or {}).get("summary", "")
+            self.store.add_event("alert", f"{item.get('status', 'firing')}: {labels.get('alertname', '?')} {summary}".strip(), item)
+        self.tick()
+        return len(alerts)
+
+
+def dump_state(state: GuardState) -> dict:
+    return {"level": int(state.level), "desired": asdict(state.desired),
+            "resources": {name: int(rs.level) for name, rs in state.resources.items()}}
+
+
+def restore_state(store: Store) -> GuardState:
+    """The last persisted levels and desired worker state, so a restart does not flap the worker."""
+    saved = store.get("policy")
+    if not saved:
+        return GuardState()
+    resources = {name: ResourceState(level=Level(level)) for name, level in saved.get("resources", {}).items()}
+    return GuardState(resources=resources, level=Level(saved.get("level", 0)), desired=Desired(**saved.get("desired", {})))

@@ -1,0 +1,86 @@
+"""The guard's own /metrics: a collect-on-scrape Collector over the engine, in its own CollectorRegistry."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from guard.leases import gpu_room, ram_room
+from guard.types import Level
+
+P = "headroom_guard_"
+TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+WORKER_STATES = ("running", "throttled", "paused", "freed")
+
+
+def _levels(engine):
+    family = GaugeMetricFamily(P + "level", "Level per resource: 0 ok, 1 warn, 2 throttle, 3 pause, 4 free.", labels=["resource"])
+    for name, rs in engine.state.resources.items():
+        family.add_metric([name], int(rs.level))
+    yield family
+    yield GaugeMetricFamily(P + "overall_level", "The most severe level over all resources.", value=int(engine.state.level))
+
+
+def _worker(engine):
+    desired = GaugeMetricFamily(P + "worker_desired_state", "1 for the worker state the guard wants.", labels=["state"])
+    for state in WORKER_STATES:
+        desired.add_metric([state], 1.0 if engine.decision.desired.state == state else 0.0)
+    yield desired
+    actions = CounterMetricFamily(P + "actions", "Calls to the worker by action and result.", labels=["action", "result"])
+    for (action, result), count in sorted(engine.actions.items()):
+        actions.add_metric([action, result], count)
+    yield actions
+    yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if engine.maintenance.get("on") else 0.0)
+    yield GaugeMetricFamily(P + "dry_run", "1 when the guard only logs what it would do.", value=1.0 if engine.settings.dry_run else 0.0)
+
+
+def _leases(engine):
+    leases = engine.store.active_leases()
+    counts = GaugeMetricFamily(P + "leases", "Leases by status.", labels=["status"])
+    for status in ("granted", "waiting"):
+        counts.add_metric([status], sum(1 for lease in leases if lease.status == status))
+    yield counts
+    reserved = GaugeMetricFamily(P + "reserved_bytes", "Bytes held back for granted leases.", labels=["resource"])
+    reserved.add_metric(["ram"], ram_room(engine.snapshot, leases, engine.settings)["reserved_bytes"])
+    for gpu in engine.snapshot.gpus:
+        reserved.add_metric([f"gpu:{gpu.gpu}"], gpu_room(engine.snapshot, gpu, leases, engine.settings)["reserved_bytes"])
+    yield reserved
+    admissions = CounterMetricFamily(P + "admissions", "Lease requests by result.", labels=["result"])
+    for result in ("granted", "queued", "refused"):
+        admissions.add_metric([result], engine.admissions.get(result, 0))
+    yield admissions
+
+
+def _source(engine):
+    yield GaugeMetricFamily(P + "source_up", "1 when the last observation succeeded.", value=1.0 if engine.snapshot.ok else 0.0)
+    yield GaugeMetricFamily(P + "signals_stale", "1 while signals are stale (admissions refused).", value=1.0 if engine.decision.stale else 0.0)
+    age = time.time() - engine.snapshot.taken_at if engine.snapshot.taken_at else float("nan")
+    yield GaugeMetricFamily(P + "snapshot_age_seconds", "Age of the last observation.", value=age)
+    durations = list(engine.tick_seconds)
+    buckets = [(str(b), sum(1 for d in durations if d <= b)) for b in TICK_BUCKETS] + [("+Inf", len(durations))]
+    yield HistogramMetricFamily(P + "tick_seconds", "Duration of recent ticks (observe, decide, act; last 1000).",
+                                buckets=buckets, sum_value=sum(durations))
+    yield CounterMetricFamily(P + "ticks", "Ticks run since start.", value=engine.ticks)
+
+
+class EngineCollector:
+    """Reads the engine's current state at scrape time; nothing is set from a background loop."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        with self.engine.lock:
+            for part in (_levels, _worker, _leases, _source):
+                yield from part(self.engine)
+
+
+def build_registry(engine) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(engine))
+    return registry
+
+
+__all__ = ["build_registry", "Level"]

@@ -1,0 +1,83 @@
+"""The worker's /metrics: a collector that reads the runner and the store on every scrape (own registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from worker.types import STATES
+
+P = "headroom_worker_"
+
+
+class WorkerCollector:
+    def __init__(self, runner):
+        self.runner = runner
+
+    def collect(self):
+        runner = self.runner
+        snap = runner.snapshot()
+        with runner.lock:
+            c = runner.counters
+            requests, frees = dict(c.requests), dict(c.frees)
+            tokens = (c.prompt_tokens, c.generated_tokens, c.steps, c.free_seconds, c.wakes, c.wake_seconds)
+        yield from _state_families(snap)
+        yield from _queue_families(snap, runner.store.batch_status_counts())
+        outcome = CounterMetricFamily(P + "requests", "Requests this process finished, by outcome.", labels=["outcome"])
+        for name, value in requests.items():
+            outcome.add_metric([name], value)
+        yield outcome
+        yield CounterMetricFamily(P + "prompt_tokens", "Prompt tokens of finished requests.", value=tokens[0])
+        yield CounterMetricFamily(P + "generated_tokens", "Tokens generated (completion tokens).", value=tokens[1])
+        yield CounterMetricFamily(P + "steps", "Steps run (each at most `concurrency` requests).", value=tokens[2])
+        freed = CounterMetricFamily(P + "frees", "Times the engine was freed, by method.", labels=["method"])
+        for method, value in frees.items():
+            freed.add_metric([method], value)
+        yield freed
+        yield CounterMetricFamily(P + "free_seconds", "Seconds spent freeing the engine.", value=tokens[3])
+        yield CounterMetricFamily(P + "wakes", "Times the engine was woken (rebuilt or woken from sleep).", value=tokens[4])
+        yield CounterMetricFamily(P + "wake_seconds", "Seconds spent waking the engine.", value=tokens[5])
+
+
+def _state_families(snap):
+    state = GaugeMetricFamily(P + "state", "1 for the worker's current state.", labels=["state"])
+    for name in STATES:
+        state.add_metric([name], 1.0 if snap["state"] == name else 0.0)
+    yield state
+    yield GaugeMetricFamily(P + "state_since_timestamp_seconds", "When the current state began (unix seconds).", value=snap["since"])
+    desired = GaugeMetricFamily(P + "desired_state", "1 for the last accepted desired state.", labels=["state"])
+    for name in ("running", "throttled", "paused", "freed"):
+        desired.add_metric([name], 1.0 if snap["desired"]["state"] == name else 0.0)
+    yield desired
+    if snap["concurrency"] is not None:
+        yield GaugeMetricFamily(P + "concurrency_limit", "Most requests run at once now (absent when paused or freed).", value=snap["concurrency"])
+    yield GaugeMetricFamily(P + "in_flight_requests", "Requests in the step running now.", value=snap["in_flight"])
+    yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if snap["maintenance"]["on"] else 0.0)
+    engine = snap["engine"]
+    yield GaugeMetricFamily(P + "engine_loaded", "1 while the engine can serve (0 while starting, freed or asleep).", value=1.0 if engine["loaded"] else 0.0)
+    yield GaugeMetricFamily(P + "engine_freed", "1 while the engine is freed.", value=1.0 if snap["state"] == "freed" else 0.0)
+    info = GaugeMetricFamily(P + "engine_info", "The engine's kind and model.", labels=["kind", "model"])
+    info.add_metric([engine["kind"], engine["model"] or ""], 1.0)
+    yield info
+    if snap["free_level"] is not None:
+        yield GaugeMetricFamily(P + "free_level", "The level the engine is freed at.", value=snap["free_level"])
+    for key, name in (("last_free_seconds", "last_free_duration_seconds"), ("last_wake_seconds", "last_wake_duration_seconds")):
+        if snap[key] is not None:
+            yield GaugeMetricFamily(P + name, f"Duration of the last {name.split('_')[1]}.", value=snap[key])
+
+
+def _queue_families(snap, batch_counts):
+    depth = GaugeMetricFamily(P + "queue_depth", "Unfinished requests (queued or running), by priority.", labels=["priority"])
+    for priority, value in snap["queue"].items():
+        depth.add_metric([priority], value)
+    yield depth
+    batches = GaugeMetricFamily(P + "batches", "Batches in the store, by status.", labels=["status"])
+    for status in ("queued", "in_progress", "completed", "cancelling", "cancelled"):
+        batches.add_metric([status], batch_counts.get(status, 0))
+    yield batches
+
+
+def build_registry(runner) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(WorkerCollector(runner))
+    return registry

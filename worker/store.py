@@ -1,0 +1,231 @@
+"""The durable job store: batches and their requests in SQLite (WAL); a result is committed as its request finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from worker.batchfile import BatchLine
+from worker.types import PRIORITIES, PRIORITY_RANK, EngineRequest, Maintenance
+
+DB_FILE = "worker.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, priority TEXT NOT NULL,
+    name TEXT, created_at REAL NOT NULL, cancelled_at REAL, total INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, batch_seq INTEGER NOT NULL REFERENCES batches(seq),
+    prank INTEGER NOT NULL, line INTEGER NOT NULL, custom_id TEXT NOT NULL, url TEXT NOT NULL,
+    body TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'queued', step INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    started_at REAL, finished_at REAL, result TEXT, UNIQUE (batch_seq, custom_id));
+CREATE INDEX IF NOT EXISTS requests_queue ON requests (status, prank, batch_seq, line);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+FINISHED = ("completed", "failed", "cancelled")
+
+
+class BatchNotFound(KeyError):
+    pass
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (its -wal/-shm files copy the mode)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        _private_file(self.path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _tx(self, fn, *args):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                value = fn(*args)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return value
+
+    def add_batch(self, priority: str, lines: list[BatchLine], name: str | None = None) -> str:
+        """Store a validated batch in one transaction; returns its id."""
+        batch_id = "batch_" + secrets.token_hex(12)
+
+        def insert() -> None:
+            cur = self._db.execute(
+                "INSERT INTO batches (id, priority, name, created_at, total) VALUES (?,?,?,?,?)",
+                (batch_id, priority, name, time.time(), len(lines)))
+            seq = cur.lastrowid
+            self._db.executemany(
+                "INSERT INTO requests (batch_seq, prank, line, custom_id, url, body) VALUES (?,?,?,?,?,?)",
+                [(seq, PRIORITY_RANK[priority], ln.line, ln.custom_id, ln.url, json.dumps(ln.body)) for ln in lines])
+
+        self._tx(insert)
+        return batch_id
+
+    def requeue_running(self) -> int:
+        """At start: requests a killed worker left running had no result written; queue them again."""
+        return self._tx(lambda: self._db.execute(
+            "UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE status='running'").rowcount)
+
+    def next_step(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kv WHERE key='step'").fetchone()
+        return (int(row["value"]) if row else 0) + 1
+
+    def claim(self, limit: int) -> tuple[int, list[EngineRequest]]:
+        """Mark up to `limit` queued requests running (production, test, bulk; oldest batch, then line order)."""
+
+        def take() -> tuple[int, list[EngineRequest]]:
+            rows = self._db.execute(
+                "SELECT id, url, body, custom_id FROM requests WHERE status='queued' ORDER BY prank, batch_seq, line LIMIT ?",
+                (limit,)).fetchall()
+            if not rows:
+                return 0, []
+            step = self.next_step()
+            self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('step', ?)", (str(step),))
+            now = time.time()
+            self._db.executemany(
+                "UPDATE requests SET status='running', step=?, started_at=?, attempts=attempts+1 WHERE id=?",
+                [(step, now, row["id"]) for row in rows])
+            return step, [EngineRequest(row["id"], row["url"], json.loads(row["body"]), row["custom_id"]) for row in rows]
+
+        return self._tx(take)
+
+    def finish(self, outcomes: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+        """Write (request id, 'completed'|'failed', output line) for running requests, in one transaction."""
+        now = time.time()
+        rows = [(status, now, json.dumps(line), key) for key, status, line in outcomes]
+        self._tx(lambda: self._db.executemany(
+            "UPDATE requests SET status=?, finished_at=?, result=? WHERE id=? AND status='running'", rows))
+
+    def _batch_row(self, batch_id: str) -> sqlite3.Row:
+        row = self._db.execute("SELECT * FROM batches WHERE id=?", (batch_id,)).fetchone()
+        if row is None:
+            raise BatchNotFound(batch_id)
+        return row
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch's status and request counts."""
+        with self._lock:
+            row = self._batch_row(batch_id)
+            counts = dict(self._db.execute(
+                "SELECT status, COUNT(*) FROM requests WHERE batch_seq=? GROUP BY status", (row["seq"],)).fetchall())
+            finished_at = self._db.execute(
+                "SELECT MAX(finished_at) FROM requests WHERE batch_seq=?", (row["seq"],)).fetchone()[0]
+        return _describe(row, counts, finished_at)
+
+    def list_batches(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            ids = [r["id"] for r in self._db.execute("SELECT id FROM batches ORDER BY seq DESC LIMIT ?", (limit,))]
+        return [self.batch(batch_id) for batch_id in ids]
+
+    def cancel(self, batch_id: str) -> tuple[dict[str, Any], int]:
+        """Queued requests of the batch become cancelled (how many is returned); running ones finish."""
+
+        def mark() -> int:
+            row = self._batch_row(batch_id)
+            if row["cancelled_at"] is None:
+                self._db.execute("UPDATE batches SET cancelled_at=? WHERE seq=?", (time.time(), row["seq"]))
+            return self._db.execute(
+                "UPDATE requests SET status='cancelled', finished_at=? WHERE batch_seq=? AND status='queued'",
+                (time.time(), row["seq"])).rowcount
+
+        cancelled = self._tx(mark)
+        return self.batch(batch_id), cancelled
+
+    def finished_requests(self, batch_id: str) -> list[sqlite3.Row]:
+        """Finished requests of the batch in line order (for the output file)."""
+        with self._lock:
+            row = self._batch_row(batch_id)
+            return self._db.execute(
+                "SELECT id, line, custom_id, status, result FROM requests WHERE batch_seq=? AND status IN (?,?,?) ORDER BY line",
+                (row["seq"], *FINISHED)).fetchall()
+
+    def requests(self, batch_id: str) -> list[dict[str, Any]]:
+        """Every request's progress: status, step, attempts, start and finish times."""
+        with self._lock:
+            row = self._batch_row(batch_id)
+            rows = self._db.execute(
+                "SELECT line, custom_id, url, status, step, attempts, started_at, finished_at FROM requests "
+                "WHERE batch_seq=? ORDER BY line", (row["seq"],)).fetchall()
+        return [dict(r) for r in rows]
+
+    def queue_depth(self) -> dict[str, int]:
+        """Requests not yet finished (queued or running) per priority."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT prank, COUNT(*) FROM requests WHERE status IN ('queued','running') GROUP BY prank").fetchall()
+        depth = dict.fromkeys(PRIORITIES, 0)
+        for rank, count in rows:
+            depth[PRIORITIES[rank]] = count
+        return depth
+
+    def batch_status_counts(self) -> dict[str, int]:
+        """How many batches are in each status (one query, for /metrics)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT b.seq, b.cancelled_at, r.status, COUNT(*) FROM batches b JOIN requests r ON r.batch_seq=b.seq "
+                "GROUP BY b.seq, r.status").fetchall()
+        per_batch: dict[int, tuple[Any, dict[str, int]]] = {}
+        for seq, cancelled_at, status, count in rows:
+            per_batch.setdefault(seq, (cancelled_at, {}))[1][status] = count
+        counts: dict[str, int] = {}
+        for cancelled_at, by_status in per_batch.values():
+            status = _status(cancelled_at, by_status)
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def load_maintenance(self) -> Maintenance:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kv WHERE key='maintenance'").fetchone()
+        return Maintenance(**json.loads(row["value"])) if row else Maintenance()
+
+    def save_maintenance(self, value: Maintenance) -> None:
+        self._tx(lambda: self._db.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES ('maintenance', ?)", (json.dumps(value.as_dict()),)))
+
+
+def _status(cancelled_at: float | None, counts: dict[str, int]) -> str:
+    queued, running = counts.get("queued", 0), counts.get("running", 0)
+    if cancelled_at is not None:
+        return "cancelling" if running else "cancelled"
+    if queued + running == 0:
+        return "completed"
+    if running or any(counts.get(name, 0) for name in FINISHED):
+        return "in_progress"
+    return "queued"
+
+
+def _describe(row: sqlite3.Row, counts: dict[str, int], finished_at: float | None) -> dict[str, Any]:
+    status = _status(row["cancelled_at"], counts)
+    done = {name: counts.get(name, 0) for name in FINISHED}
+    return {
+        "id": row["id"], "object": "batch", "priority": row["priority"], "name": row["name"], "status": status,
+        "created_at": row["created_at"], "cancelled_at": row["cancelled_at"],
+        "completed_at": finished_at if status in ("completed", "cancelled") else None,
+        "request_counts": {"total": row["total"], "queued": counts.get("queued", 0),
+                           "running": counts.get("running", 0), **done},
+    }

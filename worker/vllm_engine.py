@@ -1,0 +1,130 @@
+"""The in-process vLLM engine; the only module that imports vllm."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+from worker.engines import sampling_max_tokens
+from worker.openai_format import response_body
+from worker.types import CHAT_URL, EngineRequest, EngineResult
+
+log = logging.getLogger("headroom.worker.vllm")
+
+# OpenAI body field -> vLLM SamplingParams field (max_tokens is handled apart).
+_SAMPLING_FIELDS = {
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "n": "n", "seed": "seed", "stop": "stop",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+    "repetition_penalty": "repetition_penalty", "min_tokens": "min_tokens", "ignore_eos": "ignore_eos",
+}
+
+
+class VllmEngine:
+    """vllm.LLM in this process. With sleep mode (CUDA) free = llm.sleep(level); without (CPU) free = shut down."""
+
+    kind = "vllm"
+
+    def __init__(self, worker_settings):
+        self.settings = worker_settings
+        self.model = worker_settings.model
+        self.llm = None
+        self._sleep_mode: bool | None = None  # known after the first load
+        self._sleeping = False
+
+    @property
+    def loaded(self) -> bool:
+        return self.llm is not None and not self._sleeping
+
+    def free_levels(self) -> dict[int, str] | None:
+        if self._sleep_mode is None:
+            return None
+        return {1: "sleep", 2: "sleep"} if self._sleep_mode else {2: "shutdown"}
+
+    def _engine_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        kwargs: dict[str, Any] = {"model": s.model, "dtype": s.dtype, "seed": s.seed}
+        if s.max_model_len:
+            kwargs["max_model_len"] = s.max_model_len
+        if s.kv_cache_memory:
+            kwargs["kv_cache_memory_bytes"] = s.kv_cache_memory
+        kwargs.update(s.engine_args)
+        return kwargs
+
+    def load(self) -> None:
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        if self._sleep_mode is None:
+            self._sleep_mode = bool(current_platform.is_sleep_mode_available())
+        kwargs = self._engine_kwargs()
+        if self._sleep_mode:
+            kwargs.setdefault("enable_sleep_mode", True)
+        log.info("building vLLM engine for %s (sleep mode %s)", self.model, "on" if self._sleep_mode else "unsupported")
+        self.llm = LLM(**kwargs)
+        self._sleeping = False
+
+    def _params(self, body: dict[str, Any]):
+        from vllm import SamplingParams
+
+        fields = {dst: body[src] for src, dst in _SAMPLING_FIELDS.items() if src in body}
+        return SamplingParams(max_tokens=sampling_max_tokens(body, self.settings.default_max_tokens), **fields)
+
+    def _call(self, url: str, requests: list[EngineRequest]):
+        params = [self._params(r.body) for r in requests]
+        if url == CHAT_URL:
+            return self.llm.chat([r.body["messages"] for r in requests], params, use_tqdm=False)
+        return self.llm.generate([r.body["prompt"] for r in requests], params, use_tqdm=False)
+
+    def _result(self, url: str, request: EngineRequest, output) -> EngineResult:
+        choices = [(c.text, c.finish_reason) for c in output.outputs]
+        prompt_tokens = len(output.prompt_token_ids or [])
+        completion_tokens = sum(len(c.token_ids) for c in output.outputs)
+        body = response_body(url, self.model, choices, prompt_tokens, completion_tokens)
+        return EngineResult(request.key, 200, body, None, prompt_tokens, completion_tokens)
+
+    def run(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        results: list[EngineResult] = []
+        for url in {r.url for r in requests}:
+            group = [r for r in requests if r.url == url]
+            try:
+                outputs = self._call(url, group)
+                results += [self._result(url, r, o) for r, o in zip(group, outputs)]
+            except Exception:  # one bad request fails the whole call: run them one by one to isolate it
+                results += [self._run_one(url, r) for r in group]
+        return results
+
+    def _run_one(self, url: str, request: EngineRequest) -> EngineResult:
+        try:
+            return self._result(url, request, self._call(url, [request])[0])
+        except Exception as err:  # vLLM's validation errors (prompt too long, bad parameters)
+            body = {"error": {"message": str(err), "type": "invalid_request_error"}}
+            return EngineResult(request.key, 400, body, {"code": "invalid_request", "message": str(err)})
+
+    def free(self, level: int) -> str:
+        if self._sleep_mode:
+            self.llm.sleep(level=level)
+            self._sleeping = True
+            return "sleep"
+        self._shutdown()
+        return "shutdown"
+
+    def _shutdown(self) -> None:
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # already down, or an engine without engine_core
+                log.warning("engine_core.shutdown() failed; relying on garbage collection", exc_info=True)
+            del llm
+        gc.collect()
+
+    def wake(self) -> None:
+        if self._sleeping and self.llm is not None:
+            self.llm.wake_up()
+            self._sleeping = False
+        else:
+            self.load()
+
+    def close(self) -> None:
+        self._shutdown()
