@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         error = follower.snapshot().error
         if error and conf.require_kmsg:
             raise HeadroomError(f"{error} (require_kmsg is set)", EXIT_SOURCE)
-    httpd, _thread = server.serve(conf.listen, server.make_app(reg, follower))
+    httpd, _thread = server.serve(conf.listen, server.make_handler(reg, follower))
     host, port = httpd.server_address[:2]
     log.info("headroom exporter listening on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", port)
     stop = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -42,12 +43,12 @@ def parse_meminfo(text: str) -> MemInfo:
     )
 
 
+_VMSTAT_KEYS = re.compile(r"^(pswpin|pswpout|pgmajfault|oom_kill) (\d+)$", re.MULTILINE)
+
+
 def parse_vmstat(text: str) -> VmStat:
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            values[parts[0]] = int(parts[1])
+    """The few /proc/vmstat counters headroom reports (a regex: the file has ~200 lines we skip)."""
+    values = {key: int(number) for key, number in _VMSTAT_KEYS.findall(text)}
     return VmStat(
         swap_in_pages=values.get("pswpin"),
         swap_out_pages=values.get("pswpout"),

@@ -1,16 +1,21 @@
-"""The exporter's HTTP server: /metrics (Prometheus text, gzip), /events (recent OOM kills as JSON)."""
+"""The exporter's HTTP server: /metrics (Prometheus text or OpenMetrics, gzip), /events (recent OOM kills, JSON).
+
+HTTP/1.1 with keep-alive, as Prometheus scrapes; one thread per connection.
+"""
 
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import logging
 import socket
 import threading
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from exporter.follower import KmsgFollower
 from headroom.errors import EXIT_BIND, HeadroomError
@@ -20,7 +25,7 @@ log = logging.getLogger("headroom.exporter")
 INDEX = b"headroom exporter\n/metrics  Prometheus metrics\n/events   recent OOM kills (JSON)\n"
 
 
-class _Server(ThreadingMixIn, WSGIServer):
+class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -29,47 +34,56 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 (wsgiref's signature)
-        log.debug("%s - %s", self.address_string(), format % args)
-
-
 def events_payload(follower: KmsgFollower | None) -> dict:
     if follower is None:
-        return {"events": [], "kmsg": {"followed": False}}
+        return {"events": [], "kmsg": {"followed": False, "error": "the oom collector is disabled", "overruns": 0}}
     state = follower.snapshot()
     events = [victim.as_event() for victim in reversed(state.victims)]  # newest first
     return {"events": events, "kmsg": {"followed": state.error is None, "error": state.error, "overruns": state.overruns}}
 
 
-def make_app(registry: CollectorRegistry, follower: KmsgFollower | None):
-    metrics_app = make_wsgi_app(registry)
+def make_handler(registry: CollectorRegistry, follower: KmsgFollower | None) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "headroom-exporter"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes
 
-    def app(environ, start_response):
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            return metrics_app(environ, start_response)
-        if path == "/events":
-            body = json.dumps(events_payload(follower)).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
-        if path == "/":
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-            return [INDEX]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /metrics or /events\n"]
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            path = urlsplit(self.path).path
+            if path == "/metrics":
+                encoder, content_type = choose_encoder(self.headers.get("Accept"))
+                self._reply(200, content_type, encoder(registry))
+            elif path == "/events":
+                self._reply(200, "application/json", json.dumps(events_payload(follower)).encode())
+            elif path == "/":
+                self._reply(200, "text/plain; charset=utf-8", INDEX)
+            else:
+                self._reply(404, "text/plain", b"not found: try /metrics or /events\n")
 
-    return app
+        def _reply(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            if len(body) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body, compresslevel=1)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+            log.debug("%s - %s", self.address_string(), format % args)
+
+    return Handler
 
 
-def serve(listen: str, app) -> tuple[WSGIServer, threading.Thread]:
-    """Bind `listen` and serve `app` in a thread; HeadroomError(EXIT_BIND) when the address is taken."""
+def serve(listen: str, handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Bind `listen` and serve in a thread; HeadroomError(EXIT_BIND) when the address is taken or not allowed."""
     host, port = parse_listen(listen)
     server_class = _Server6 if ":" in host else _Server
     try:
-        server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        server = server_class((host, port), handler)
     except OSError as err:
-        reason = "address already in use" if err.errno == errno.EADDRINUSE else err.strerror
+        reason = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
         raise HeadroomError(f"cannot listen on {listen}: {reason}", EXIT_BIND) from None
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()

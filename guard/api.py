@@ -42,14 +42,14 @@ async def wait_while_queued(engine: Engine, lease_id: str, seconds: float):
     return lease
 
 
-def lease_response(engine: Engine, lease, position: int = 0) -> JSONResponse:
+def lease_response(engine: Engine, lease, position: int = 0, created: bool = False) -> JSONResponse:
     now = engine.clock()
     body = {"status": lease.status, "lease": lease_view(lease, now)}
     if lease.status == "waiting":
         retry = engine.settings.retry_after_seconds
         body.update(position=position, reason=lease.reason, retry_after_seconds=retry)
         return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
-    return JSONResponse(body, status_code=201 if lease.status == "granted" else 200)
+    return JSONResponse(body, status_code=201 if created and lease.status == "granted" else 200)
 
 
 def build_router(auth) -> APIRouter:
@@ -102,7 +102,7 @@ def build_router(auth) -> APIRouter:
             return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
         if lease.status == "waiting" and body.wait_seconds > 0:
             lease = await wait_while_queued(engine, lease.id, body.wait_seconds)
-        return lease_response(engine, lease, position)
+        return lease_response(engine, lease, position, created=True)
 
     @router.get("/v1/leases", tags=["leases"])
     def list_leases(engine: EngineDep) -> dict:
