@@ -28,7 +28,7 @@ def test_valid_lines_keep_numbers_and_skip_blank_lines():
     (json.dumps({"custom_id": "x", "url": "/v1/files", "body": {}}), "url", "/v1/chat/completions"),
     (json.dumps({"custom_id": "x", "url": "/v1/completions", "body": "hi"}), "body", "JSON object"),
     (json.dumps({"custom_id": "x", "url": "/v1/completions", "body": {"prompt": "x"}, "extra": 1}), "extra", "unknown"),
-    (line(max_tokens=0), "body.max_tokens", ">= 1"),
+    (line(prompt="x", max_tokens=0), "body.max_tokens", ">= 1"),
     (line(prompt="x", n=99), "body.n", "1 to 16"),
     (line(prompt="x", stream=True), "body.stream", "streaming"),
     (line(prompt="x", max_tokens=True), "body.max_tokens", "integer"),

@@ -1,0 +1,142 @@
+"""Real processes for the guard's integration tests: a memory cgroup, an allocator in it, exporter, guard, worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import REPO, free_port, headroom_cmd, stop_process, wait_for
+
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+MiB = 2**20
+TOKEN = "real-stack-token"
+ALLOCATOR = """
+import sys
+blocks = []
+for line in sys.stdin:
+    want = int(line) * 1048576
+    have = sum(len(b) for b in blocks)
+    if want < have:
+        blocks.clear(); have = 0
+    while have < want:
+        step = min(16 * 1048576, want - have)
+        block = bytearray(step); block[::4096] = b"x" * len(block[::4096]); blocks.append(block); have += step
+    print("ok", flush=True)
+"""
+
+
+class MemoryCgroup:
+    """A v1 memory cgroup with a small limit; only processes this test started are put in it."""
+
+    def __init__(self, limit_bytes: int):
+        self.name = f"/headroom-test-{uuid.uuid4().hex[:8]}"
+        self.path = CGROUP_ROOT / self.name.lstrip("/")
+        self.path.mkdir()
+        (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        self.limit = limit_bytes
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def join(self) -> None:
+        """preexec_fn: the child joins before exec, so everything it allocates is charged here."""
+        self.add(os.getpid())
+
+    def usage(self) -> int:
+        return int((self.path / "memory.usage_in_bytes").read_text())
+
+    def remove(self) -> None:
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+class Allocator:
+    """A child process that holds as many MiB as it is told, inside a cgroup."""
+
+    def __init__(self, cgroup: MemoryCgroup):
+        self.proc = subprocess.Popen([sys.executable, "-c", ALLOCATOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, preexec_fn=cgroup.join)
+
+    def hold(self, mib: int) -> None:
+        self.proc.stdin.write(f"{mib}\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ok"
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def start(argv: list[str], log: Path, cgroup: MemoryCgroup | None = None) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=cgroup.join if cgroup else None)
+
+
+def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: int, worker_port: int, cgroup: str, guard: dict) -> Path:
+    lines = [f'state_dir = "{state_dir}"', "log_level = \"info\"", "[exporter]", f'listen = "127.0.0.1:{exporter_port}"',
+             f"cgroups = {json.dumps([cgroup])}", 'collectors = ["memory", "pressure", "cgroup"]', "[guard]",
+             f'listen = "127.0.0.1:{guard_port}"', f'token = "{TOKEN}"', f'exporter_url = "http://127.0.0.1:{exporter_port}/metrics"',
+             f'memory_domain = "{cgroup}"', f'worker_url = "http://127.0.0.1:{worker_port}"']
+    tables = []
+    for key, value in guard.items():
+        if isinstance(value, dict):
+            tables.append(f"[guard.{key}]")
+            tables += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines + tables) + "\n")
+    return path
+
+
+class Stack:
+    """exporter + guard + contract worker over HTTP on free loopback ports."""
+
+    def __init__(self, tmp: Path, cgroup: MemoryCgroup, guard: dict, worker_hold_mib: int = 0, worker_in_cgroup: bool = False):
+        self.tmp, self.cgroup = tmp, cgroup
+        self.ports = {name: free_port() for name in ("exporter", "guard", "worker")}
+        self.config = write_config(tmp / "headroom.toml", tmp / "state", self.ports["exporter"], self.ports["guard"],
+                                   self.ports["worker"], cgroup.name, guard)
+        self.procs: dict[str, subprocess.Popen] = {}
+        worker_argv = [sys.executable, str(Path(__file__).parent / "contract_worker.py"), "--port", str(self.ports["worker"]),
+                       "--token", TOKEN, "--hold-bytes", str(worker_hold_mib * MiB)]
+        self.procs["worker"] = start(worker_argv, tmp / "worker.log", cgroup if worker_in_cgroup else None)
+        self.procs["exporter"] = start(headroom_cmd("exporter", "--config", str(self.config)), tmp / "exporter.log")
+        self.start_guard()
+        self.guard = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['guard']}", timeout=10,
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+        self.worker = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['worker']}", timeout=5)
+        wait_for(lambda: self.worker.get("/control/state").status_code == 200, 15, what="the contract worker")
+        wait_for(lambda: self.guard.get("/readyz").status_code == 200, 20, what="the guard to be ready (fresh signals)")
+
+    def start_guard(self) -> None:
+        self.procs["guard"] = start(headroom_cmd("guard", "--config", str(self.config)), self.tmp / "guard.log")
+
+    def kill_guard(self) -> None:
+        self.procs["guard"].send_signal(signal.SIGKILL)
+        self.procs["guard"].wait()
+
+    def headroom(self) -> dict:
+        return self.guard.get("/v1/headroom").json()
+
+    def worker_puts(self) -> list[dict]:
+        return [c["body"] for c in self.worker.get("/_test/calls").json()["calls"] if c["method"] == "PUT" and c["path"] == "/control/state"]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("*.log")))
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop_process(proc)
+        self.guard.close()
+        self.worker.close()
