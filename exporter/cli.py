@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from exporter import registry, server
     from headroom.cli import setup_logging
     from headroom.config import load_settings
+    from headroom import sdnotify
     from headroom.errors import EXIT_SOURCE, HeadroomError
 
     overrides = {"exporter": {"listen": args.listen}} if args.listen else {}
@@ -38,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
     httpd, _thread = server.serve(conf.listen, server.make_handler(reg, follower))
     host, port = httpd.server_address[:2]
     log.info("headroom exporter listening on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", port)
+    sdnotify.ready(f"serving on {conf.listen}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     log.info("stopping")
+    sdnotify.notify("STOPPING=1")
     httpd.shutdown()
     if follower is not None:
         follower.stop()

@@ -48,3 +48,19 @@ def format_size(n_bytes: float | None) -> str:
             return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
         value /= 1024
     return f"{sign}{value:.1f} TiB"
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_FACTORS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds for '10m', '30s', '1.5h', '250ms' or a plain number of seconds; ValueError otherwise."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"a duration must not be negative, got {text}")
+        return float(text)
+    match = _DURATION_RE.match(str(text))
+    if not match:
+        raise ValueError(f"expected a duration such as 30s, 10m, 1h or a number of seconds, got {text!r}")
+    return float(match.group(1)) * _DURATION_FACTORS[match.group(2)]

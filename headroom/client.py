@@ -1,0 +1,96 @@
+"""A small client of the guard's lease API, shared by `headroom check`, `headroom run`, lease() and the pytest plugin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from headroom.auth import read_token
+from headroom.config import Settings
+
+
+class GuardUnreachable(Exception):
+    """The guard did not answer (not running, wrong address, timeout)."""
+
+
+@dataclass
+class Answer:
+    """The guard's answer to a lease request: granted, waiting (queued), refused, or stale (signals not fresh)."""
+
+    status: str
+    lease: dict = field(default_factory=dict)
+    reason: str = ""
+    shortfall: dict = field(default_factory=dict)
+    position: int = 0
+    retry_after_seconds: float = 5.0
+
+    @property
+    def lease_id(self) -> str | None:
+        return self.lease.get("id")
+
+
+def guard_base_url(settings: Settings, url: str | None = None) -> str:
+    from guard.cli import guard_url
+
+    return guard_url(settings, url)
+
+
+class GuardClient:
+    def __init__(self, base_url: str, token: str | None, transport: httpx.BaseTransport | None = None, timeout: float = 10.0):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str | None = None) -> GuardClient:
+        return cls(guard_base_url(settings, url), read_token(settings.state_dir))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, long_poll: float = 0.0, **kwargs) -> httpx.Response:
+        try:
+            timeout = httpx.Timeout(10.0, read=10.0 + long_poll)
+            return self.http.request(method, path, timeout=timeout, **kwargs)
+        except httpx.HTTPError as err:
+            raise GuardUnreachable(f"cannot reach the guard at {self.base_url}: {err}") from None
+
+    def _answer(self, response: httpx.Response) -> Answer:
+        if response.status_code in (401, 403):
+            raise PermissionError(f"the guard refused the token ({response.status_code}): {response.json().get('detail')}")
+        if response.status_code == 422:
+            raise ValueError(f"the guard rejected the request: {response.json().get('detail')}")
+        body: dict[str, Any] = response.json()
+        if response.status_code == 503:
+            body["status"] = "stale"
+        elif response.status_code >= 400 and body.get("status") not in ("refused",):
+            raise RuntimeError(f"guard answered {response.status_code}: {body}")
+        return Answer(
+            status=body.get("status", "refused"),
+            lease=body.get("lease") or {},
+            reason=body.get("reason") or (body.get("lease") or {}).get("reason", ""),
+            shortfall=body.get("shortfall") or {},
+            position=body.get("position", 0),
+            retry_after_seconds=float(body.get("retry_after_seconds") or response.headers.get("Retry-After") or 5),
+        )
+
+    def request(self, body: dict, wait_seconds: float = 0) -> Answer:
+        payload = {**body, "wait_seconds": int(wait_seconds)}
+        return self._answer(self._call("POST", "/v1/leases", long_poll=wait_seconds, json=payload))
+
+    def check(self, body: dict) -> Answer:
+        """Would the guard grant `body` now? Nothing is reserved."""
+        return self._answer(self._call("POST", "/v1/leases", json={**body, "dry_run": True}))
+
+    def poll(self, lease_id: str, wait_seconds: float) -> Answer:
+        return self._answer(self._call("GET", f"/v1/leases/{lease_id}", long_poll=wait_seconds, params={"wait": wait_seconds}))
+
+    def heartbeat(self, lease_id: str, pid: int | None = None) -> Answer:
+        return self._answer(self._call("POST", f"/v1/leases/{lease_id}/heartbeat", json={"pid": pid} if pid else None))
+
+    def release(self, lease_id: str) -> None:
+        response = self._call("DELETE", f"/v1/leases/{lease_id}")
+        if response.status_code not in (200, 404):
+            raise RuntimeError(f"guard answered {response.status_code} releasing {lease_id}: {response.text}")

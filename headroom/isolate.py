@@ -1,0 +1,135 @@
+"""A memory cgroup of its own for a command: a systemd scope where systemd runs, else a cgroup v2/v1 directory."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("headroom.isolate")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SLICE = "headroom.slice"
+
+
+@dataclass
+class Isolation:
+    """Where the command runs. `argv_prefix` wraps the command (systemd-run); `directory` is joined before exec."""
+
+    kind: str  # "systemd-scope", "cgroup-v2", "cgroup-v1" or "none"
+    cgroup: str  # path under the memory hierarchy root, e.g. /headroom.slice/headroom-run-olmo-1a2b.scope
+    high_bytes: int | None
+    max_bytes: int | None
+    argv_prefix: list[str] = field(default_factory=list)
+    directory: Path | None = None
+    reason: str = ""  # why there is no isolation, when kind == "none"
+
+    def preexec(self):
+        """A preexec_fn that moves the child into the cgroup before it runs a single instruction of CMD."""
+        if self.directory is None:
+            return None
+        procs = str(self.directory / "cgroup.procs")
+
+        def join() -> None:
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
+
+        return join
+
+    def oom_kills(self) -> int | None:
+        """OOM kills inside the cgroup so far (None when unknown)."""
+        if self.directory is None:
+            return None
+        name = "memory.events" if self.kind == "cgroup-v2" else "memory.oom_control"
+        with contextlib.suppress(OSError):
+            for line in (self.directory / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return None
+
+
+def _unit_name(holder: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in holder)[:40] or "run"
+    return f"headroom-run-{safe}-{uuid.uuid4().hex[:6]}"
+
+
+def _systemd_running() -> bool:
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemd-run") is not None
+
+
+def _memory_controller() -> tuple[Path, int] | None:
+    controllers = CGROUP_ROOT / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text().split():
+        return CGROUP_ROOT, 2
+    if (CGROUP_ROOT / "memory" / "memory.limit_in_bytes").exists():
+        return CGROUP_ROOT / "memory", 1
+    return None
+
+
+def create(holder: str, high_bytes: int | None, max_bytes: int | None, prefer_systemd: bool = True) -> Isolation:
+    """A fresh memory cgroup for `holder` with memory.high/max; kind "none" (with the reason) when not possible."""
+    name = _unit_name(holder)
+    if prefer_systemd and _systemd_running():
+        props = [f"-p MemoryHigh={high_bytes}"] if high_bytes else []
+        props += [f"-p MemoryMax={max_bytes}"] if max_bytes else []
+        prefix = ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={SLICE}", f"--unit={name}.scope"]
+        prefix += [arg for prop in props for arg in prop.split(" ", 1)] + ["--"]
+        if os.geteuid() != 0:
+            prefix.insert(1, "--user")
+        return Isolation("systemd-scope", f"/{SLICE}/{name}.scope", high_bytes, max_bytes, argv_prefix=prefix)
+    found = _memory_controller()
+    if found is None:
+        return Isolation("none", "", high_bytes, max_bytes, reason="no memory cgroup controller is mounted")
+    root, version = found
+    try:
+        return _make_directory(root, version, name, high_bytes, max_bytes)
+    except PermissionError:
+        return Isolation("none", "", high_bytes, max_bytes, reason=f"no permission to create a cgroup under {root} (run as root, or under systemd)")
+
+
+def _make_directory(root: Path, version: int, name: str, high: int | None, maximum: int | None) -> Isolation:
+    parent = root / SLICE
+    parent.mkdir(exist_ok=True)
+    if version == 2:
+        for level in (root, parent):  # children of both need the memory controller
+            with contextlib.suppress(OSError):
+                (level / "cgroup.subtree_control").write_text("+memory")
+    directory = parent / name
+    directory.mkdir()
+    if version == 2:
+        if high:
+            (directory / "memory.high").write_text(str(high))
+        if maximum:
+            (directory / "memory.max").write_text(str(maximum))
+        with contextlib.suppress(OSError):
+            (directory / "memory.swap.max").write_text("0")  # the lease is RAM: do not let CMD thrash swap
+    else:
+        if maximum:
+            (directory / "memory.limit_in_bytes").write_text(str(maximum))
+        if high:  # v1 has no memory.high; the soft limit makes the kernel reclaim from CMD first
+            (directory / "memory.soft_limit_in_bytes").write_text(str(high))
+    kind = "cgroup-v2" if version == 2 else "cgroup-v1"
+    return Isolation(kind, f"/{SLICE}/{name}", high, maximum, directory=directory)
+
+
+def remove(isolation: Isolation, timeout: float = 5.0) -> None:
+    """Remove the cgroup directory once its processes are gone (systemd collects its own scopes)."""
+    if isolation.directory is None:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            isolation.directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                log.warning("could not remove %s: %s", isolation.directory, err)
+                return
+            time.sleep(0.05)

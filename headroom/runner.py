@@ -1,0 +1,127 @@
+"""`headroom run`: lease, run CMD (argv, no shell) in its own memory cgroup, heartbeat, forward signals, release."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from headroom.client import Answer, GuardClient, GuardUnreachable
+from headroom.isolate import Isolation, create, remove
+from headroom.lease import LeaseNotGranted, acquire, describe_shortfall, lease_body
+from headroom.sizes import format_size
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class ProgressLine:
+    """One live line on a terminal ('\\r' rewrites), or a line every 10 s into a log."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last = 0.0
+
+    def update(self, answer: Answer, waited: float) -> None:
+        text = f"headroom: waiting {waited:4.0f}s, queue position {answer.position}"
+        if answer.shortfall:
+            text += f", {describe_shortfall(answer.shortfall)}"
+        if answer.reason:
+            text += f" ({answer.reason})"
+        if self.tty:
+            self.stream.write("\r" + text[:200] + "\x1b[K")
+            self.stream.flush()
+        elif time.monotonic() - self._last >= 10:
+            self._last = time.monotonic()
+            print(text, file=self.stream, flush=True)
+
+    def done(self, text: str) -> None:
+        print(("\r\x1b[K" if self.tty else "") + text, file=self.stream, flush=True)
+
+
+def _say(text: str) -> None:
+    print(f"headroom run: {text}", file=sys.stderr, flush=True)
+
+
+def _isolation(args: argparse.Namespace, holder: str) -> Isolation:
+    if args.no_isolate:
+        return Isolation("none", "", None, None, reason="--no-isolate")
+    high = args.ram or None
+    maximum = int(args.ram * (1 + args.max_margin)) if args.ram else None
+    isolation = create(holder, high, maximum)
+    if isolation.kind == "none":
+        _say(f"running without a memory cgroup: {isolation.reason}")
+    return isolation
+
+
+def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
+    from headroom.config import load_settings
+    from headroom.run_cli import EXIT_RUN_NOT_GRANTED, EXIT_RUN_UNAVAILABLE
+
+    settings = load_settings(args.config)
+    holder = args.holder or Path(cmd[0]).name
+    client = GuardClient.from_settings(settings, args.url)
+    progress = ProgressLine()
+    try:
+        held = acquire(client, lease_body(holder, args.gpu, args.ram, args.gpu_index, args.ttl, args.free_worker), args.wait, progress.update)
+    except GuardUnreachable as err:
+        _say(f"{err} (is `headroom guard` running?)")
+        return EXIT_RUN_UNAVAILABLE
+    except LeaseNotGranted as err:
+        progress.done(f"headroom run: not granted: {err}; retry after {err.answer.retry_after_seconds:.0f}s")
+        return EXIT_RUN_NOT_GRANTED
+    progress.done(f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
+                  + (f" on GPU {held.gpu}" if held.gpu is not None else ""))
+    try:
+        return _run_leased(args, cmd, held, _isolation(args, holder))
+    finally:
+        held.release()
+        client.close()
+
+
+def _run_leased(args, cmd: list[str], held, isolation: Isolation) -> int:
+    env = dict(os.environ, HEADROOM_LEASE_ID=held.id)
+    if held.gpu is not None and args.gpu:
+        env["CUDA_VISIBLE_DEVICES"] = str(held.gpu)
+    interactive = sys.stdin.isatty()
+    try:
+        child = subprocess.Popen(isolation.argv_prefix + cmd, env=env, preexec_fn=isolation.preexec(),
+                                 process_group=None if interactive else 0)
+    except (FileNotFoundError, PermissionError) as err:
+        remove(isolation)
+        _say(f"cannot run {cmd[0]}: {err.strerror}")
+        return 127 if isinstance(err, FileNotFoundError) else 126
+    previous = {sig: signal.signal(sig, _forwarder(child, interactive)) for sig in FORWARDED}
+    try:
+        held.register_pid(child.pid)
+        held.start_heartbeats()
+        code = child.wait()
+    except Exception as err:  # the guard went away mid-run: the command goes on, the lease expires by itself
+        _say(f"lost contact with the guard ({err}); waiting for the command")
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _report_oom(isolation, code)
+    remove(isolation)
+    return 128 - code if code < 0 else code
+
+
+def _forwarder(child: subprocess.Popen, interactive: bool):
+    def forward(signum, _frame):
+        if interactive and signum == signal.SIGINT:
+            return  # the terminal already sent Ctrl-C to CMD, which shares our process group
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    return forward
+
+
+def _report_oom(isolation: Isolation, code: int) -> None:
+    if code == -signal.SIGKILL and (isolation.oom_kills() or 0) > 0:
+        _say(f"the command was OOM-killed inside its own cgroup {isolation.cgroup} "
+             f"(memory.max {format_size(isolation.max_bytes)}): ask for more --ram; nothing else was touched")
