@@ -11,7 +11,7 @@ from headroom import __version__
 from headroom.errors import EXIT_OK, HeadroomError
 
 # Modules with a `register(subparsers)` function; kept import-light (heavy imports inside handlers).
-PART_CLIS = ("headroom.config_cli", "headroom.up", "exporter.cli", "guard.cli", "worker.cli", "headroom.run_cli")
+PART_CLIS = ("headroom.config_cli", "headroom.up", "exporter.cli", "guard.cli", "worker.cli", "headroom.run_cli", "headroom.install")
 
 
 def build_parser() -> argparse.ArgumentParser:
