@@ -62,7 +62,7 @@ async def lifespan(app: FastAPI):
 
         scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1})
         scheduler.add_job(_safe_tick, "interval", args=[deps.engine], seconds=deps.engine.settings.tick_seconds,
-                          id="tick", next_run_time=None)
+                          id="tick")
         _safe_tick(deps.engine)  # first observation before serving, so /readyz is meaningful at once
         scheduler.start()
     try:

@@ -37,6 +37,7 @@ class Engine:
         self.tick_seconds: list[float] = []  # recent tick durations (for /metrics and the benchmark)
         self.ticks = 0
         self._queue_changed = False
+        self.active: dict[str, Lease] = {lease.id: lease for lease in store.active_leases()}  # write-through cache
         with self.lock:
             self.expire(self.clock())
 
@@ -56,11 +57,13 @@ class Engine:
             decision = self.remeasure_before_free(decision, now)
             self.act(decision, now)
             self.ticks += 1
+            if self.ticks % 1000 == 0:
+                self.store.prune_leases()
             self.tick_seconds = (self.tick_seconds + [time.perf_counter() - started])[-1000:]
             return decision
 
     def observe(self) -> Snapshot:
-        pids = [lease.pid for lease in self.store.active_leases() if lease.pid and lease.status == "granted"]
+        pids = [lease.pid for lease in self.leases() if lease.pid and lease.status == "granted"]
         snapshot = self.observer.observe(pids)
         if self.reconciler is not None:
             snapshot = replace(snapshot, worker_state=self.reconciler.read())
@@ -69,7 +72,7 @@ class Engine:
         return snapshot
 
     def decide(self, snapshot: Snapshot, now: float) -> Decision:
-        state, decision = evaluate(snapshot, self.state, self.store.active_leases(), now, self.settings, self.maintenance)
+        state, decision = evaluate(snapshot, self.state, self.leases(), now, self.settings, self.maintenance)
         self.record_changes(self.state, self.decision, state, decision, now)
         self.state, self.decision = state, decision
         return decision
@@ -108,9 +111,24 @@ class Engine:
             self.store.add_event("action", f"{event['action']} {event['result']}: {event['message']}", event, at=now)
 
     # --- leases ---------------------------------------------------------------------------------
+    def leases(self) -> list[Lease]:
+        """Active (granted or waiting) leases, from memory; the store is written through on every change."""
+        return list(self.active.values())
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        lease = self.active.get(lease_id)
+        return lease if lease is not None else self.store.get_lease(lease_id)
+
+    def save(self, lease: Lease) -> None:
+        self.store.put_lease(lease)
+        if lease.active:
+            self.active[lease.id] = lease
+        else:
+            self.active.pop(lease.id, None)
+
     def expire(self, now: float) -> None:
         """End granted leases whose TTL ran out and queued ones whose wait ran out (also after a restart)."""
-        for lease in self.store.active_leases():
+        for lease in self.leases():
             if lease.status == "granted" and lease.expires_at <= now:
                 self.end(lease, "expired", "TTL ran out without a heartbeat", now)
             elif lease.status == "waiting" and (lease.wait_until or lease.expires_at) <= now:
@@ -118,14 +136,14 @@ class Engine:
 
     def end(self, lease: Lease, status: str, reason: str, now: float) -> Lease:
         lease.status, lease.reason, lease.ended_at = status, reason, now
-        self.store.put_lease(lease)
+        self.save(lease)
         self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) {status}: {reason}", {"lease": lease.id}, at=now)
         return lease
 
     def grant(self, lease: Lease, admission: Admission, now: float) -> None:
         lease.status, lease.gpu_chosen, lease.granted_at = "granted", admission.gpu, now
         lease.expires_at, lease.reason = now + lease.ttl_seconds, "granted"
-        self.store.put_lease(lease)
+        self.save(lease)
         self.admissions["granted"] += 1
         self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) granted: ram {lease.ram_bytes} B, gpu {lease.gpu_bytes} B"
                              + (f" on GPU {admission.gpu}" if admission.gpu else ""), {"lease": lease.id}, at=now)
@@ -133,14 +151,14 @@ class Engine:
     def serve_queue(self, now: float) -> None:
         """Grant waiting leases in order (priority, then FIFO); stop at the first that does not fit."""
         self._queue_changed = False
-        leases = self.store.active_leases()
+        leases = self.leases()
         for lease in queue_order(leases):
             admission = admit(lease, self.snapshot, self.decision, leases, self.settings, self.reconciler is not None)
             if admission.outcome != "granted":
                 if admission.needs_free and not lease.frees_worker:
                     lease.frees_worker, self._queue_changed = True, True
                 lease.reason = admission.reason
-                self.store.put_lease(lease)
+                self.save(lease)
                 break
             self.grant(lease, admission, now)
             self._queue_changed = True
@@ -150,7 +168,7 @@ class Engine:
         with self.lock:
             now = self.clock()
             lease = Lease(id=uuid.uuid4().hex[:16], created_at=now, expires_at=now + lease_fields["ttl_seconds"], **lease_fields)
-            leases = self.store.active_leases()
+            leases = self.leases()
             queued_before = [l for l in queue_order(leases) if l.priority >= lease.priority]
             admission = admit(lease, self.snapshot, self.decision, leases, self.settings, self.reconciler is not None)
             if admission.outcome == "granted" and not queued_before:
@@ -163,14 +181,14 @@ class Engine:
             lease.frees_worker = admission.needs_free
             lease.wait_until = now + max(wait_seconds, FREE_WAIT_SECONDS if admission.needs_free else 0)
             lease.reason = admission.reason if admission.outcome != "granted" else "queued behind earlier requests"
-            self.store.put_lease(lease)
+            self.save(lease)
             self.admissions["queued"] += 1
             self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) queued: {lease.reason}", {"lease": lease.id}, at=now)
             return lease, admission, len(queued_before) + 1
 
     def heartbeat(self, lease_id: str) -> Lease | None:
         with self.lock:
-            lease = self.store.get_lease(lease_id)
+            lease = self.get_lease(lease_id)
             if lease is None or not lease.active:
                 return lease
             now = self.clock()
@@ -178,12 +196,12 @@ class Engine:
                 lease.expires_at = now + lease.ttl_seconds
             else:
                 lease.wait_until = max(lease.wait_until or now, now + min(lease.ttl_seconds, 60))
-            self.store.put_lease(lease)
+            self.save(lease)
             return lease
 
     def release(self, lease_id: str) -> Lease | None:
         with self.lock:
-            lease = self.store.get_lease(lease_id)
+            lease = self.get_lease(lease_id)
             if lease is None or not lease.active:
                 return lease
             return self.end(lease, "released", "released by the holder", self.clock())

@@ -37,7 +37,7 @@ def _worker(engine):
 
 
 def _leases(engine):
-    leases = engine.store.active_leases()
+    leases = engine.leases()
     counts = GaugeMetricFamily(P + "leases", "Leases by status.", labels=["status"])
     for status in ("granted", "waiting"):
         counts.add_metric([status], sum(1 for lease in leases if lease.status == status))

@@ -124,8 +124,8 @@ class GuardSettings(Section):
     worker_url: str = ""
     # "contract": headroom's worker control contract; "vllm-serve": a plain `vllm serve` in dev mode.
     worker_kind: Literal["contract", "vllm-serve"] = "contract"
-    # Timeout of each worker request; backoff doubles from base to max between failed reconciles.
-    worker_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Timeout of each worker request (the worker holds a PUT up to its control_wait_seconds, 2 s); backoff doubles from base to max.
+    worker_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     worker_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
     worker_backoff_max_seconds: float = Field(default=15.0, gt=0, le=600)
     # Recent events kept in the state database.

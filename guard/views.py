@@ -25,7 +25,7 @@ def headroom_view(engine) -> dict:
     """Per resource, what admission would use now and why; read under the lock, never measured here."""
     with engine.lock:
         snap, decision, state = engine.snapshot, engine.decision, engine.state
-        leases = engine.store.active_leases()
+        leases = engine.leases()
         ram = {**ram_room(snap, leases, engine.settings), "total_bytes": snap.ram_total_bytes,
                **_resource(state.resources.get("ram"))}
         gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, engine.settings),

@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = actions.add_parser("show", help="print the effective configuration as JSON")
     show.add_argument("--config", metavar="FILE")
     show.set_defaults(func=_show)
+    ref = actions.add_parser("reference", help="print the configuration reference (docs/configuration.md) as Markdown")
+    ref.set_defaults(func=_reference)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -31,4 +33,12 @@ def _show(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    from headroom.config import Settings
+    from headroom.confref import reference
+
+    print(reference(Settings), end="")
     return 0

@@ -83,7 +83,14 @@ def start(argv: list[str], log: Path, cgroup: MemoryCgroup | None = None) -> sub
                             env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=cgroup.join if cgroup else None)
 
 
-def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: int, worker_port: int, cgroup: str, guard: dict) -> Path:
+def toml_value(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: int, worker_port: int, cgroup: str, guard: dict,
+                 worker: dict | None = None) -> Path:
     lines = [f'state_dir = "{state_dir}"', "log_level = \"info\"", "[exporter]", f'listen = "127.0.0.1:{exporter_port}"',
              f"cgroups = {json.dumps([cgroup])}", 'collectors = ["memory", "pressure", "cgroup"]', "[guard]",
              f'listen = "127.0.0.1:{guard_port}"', f'token = "{TOKEN}"', f'exporter_url = "http://127.0.0.1:{exporter_port}/metrics"',
@@ -92,9 +99,12 @@ def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: in
     for key, value in guard.items():
         if isinstance(value, dict):
             tables.append(f"[guard.{key}]")
-            tables += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+            tables += [f"{k} = {toml_value(v)}" for k, v in value.items()]
         else:
             lines.append(f"{key} = {json.dumps(value)}")
+    if worker is not None:
+        tables += ["[worker]", f'listen = "127.0.0.1:{worker_port}"', f'token = "{TOKEN}"']
+        tables += [f"{k} = {toml_value(v)}" for k, v in worker.items()]
     path.write_text("\n".join(lines + tables) + "\n")
     return path
 
@@ -102,14 +112,17 @@ def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: in
 class Stack:
     """exporter + guard + contract worker over HTTP on free loopback ports."""
 
-    def __init__(self, tmp: Path, cgroup: MemoryCgroup, guard: dict, worker_hold_mib: int = 0, worker_in_cgroup: bool = False):
+    def __init__(self, tmp: Path, cgroup: MemoryCgroup, guard: dict, worker_hold_mib: int = 0, worker_in_cgroup: bool = False,
+                 real_worker: dict | None = None):
         self.tmp, self.cgroup = tmp, cgroup
         self.ports = {name: free_port() for name in ("exporter", "guard", "worker")}
         self.config = write_config(tmp / "headroom.toml", tmp / "state", self.ports["exporter"], self.ports["guard"],
-                                   self.ports["worker"], cgroup.name, guard)
+                                   self.ports["worker"], cgroup.name, guard, real_worker)
         self.procs: dict[str, subprocess.Popen] = {}
         worker_argv = [sys.executable, str(Path(__file__).parent / "contract_worker.py"), "--port", str(self.ports["worker"]),
                        "--token", TOKEN, "--hold-bytes", str(worker_hold_mib * MiB)]
+        if real_worker is not None:  # the project's worker (worker/), not the contract double
+            worker_argv = headroom_cmd("worker", "--config", str(self.config))
         self.procs["worker"] = start(worker_argv, tmp / "worker.log", cgroup if worker_in_cgroup else None)
         self.procs["exporter"] = start(headroom_cmd("exporter", "--config", str(self.config)), tmp / "exporter.log")
         self.start_guard()
@@ -117,7 +130,15 @@ class Stack:
                                   headers={"Authorization": f"Bearer {TOKEN}"})
         self.worker = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['worker']}", timeout=5)
         wait_for(lambda: self.worker.get("/control/state").status_code == 200, 15, what="the contract worker")
-        wait_for(lambda: self.guard.get("/readyz").status_code == 200, 20, what="the guard to be ready (fresh signals)")
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            for name, proc in self.procs.items():
+                assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{self.logs()}"
+            return self.guard.get("/readyz").status_code == 200
+
+        wait_for(ready, 20, what="the guard to be ready (fresh signals)")
 
     def start_guard(self) -> None:
         self.procs["guard"] = start(headroom_cmd("guard", "--config", str(self.config)), self.tmp / "guard.log")

@@ -178,3 +178,10 @@ def test_events_paging_and_bounds(api):
     assert len(api.get("/v1/events", params={"limit": 1}).json()["events"]) == 1
     bad = api.get("/v1/events", params={"limit": 0})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+def test_readyz_notices_when_ticks_stop(api, clock):
+    ready(api)
+    clock.advance(10)  # no tick ran: the last observation is 10 s old
+    response = api.get("/readyz")
+    assert response.status_code == 503 and "10.0 s old" in response.json()["reason"]

@@ -108,7 +108,7 @@ def test_guard_killed_and_restarted_keeps_its_leases(stack_factory):
 
     time.sleep(1.2)
     stack.start_guard()
-    wait_for(lambda: stack.guard.get("/readyz").status_code == 200, 20, what="the restarted guard")
+    stack.wait_ready()
     assert [l["id"] for l in stack.guard.get("/v1/leases").json()["leases"]] == [keep["id"]]
     assert stack.guard.get(f"/v1/leases/{keep['id']}").json()["status"] == "granted"
     assert stack.guard.get(f"/v1/leases/{short['id']}").json()["status"] == "expired"
@@ -120,3 +120,19 @@ def test_guard_killed_and_restarted_keeps_its_leases(stack_factory):
     second = subprocess.run(headroom_cmd("guard", "--config", str(stack.config)), capture_output=True, text=True, timeout=30)
     assert second.returncode == 3 and "cannot listen on" in second.stderr
     assert TOKEN
+
+
+def test_real_worker_is_paused_for_maintenance_and_freed_for_a_lease(stack_factory):
+    need(importlib.util.find_spec("worker.app") is not None, "the worker (worker/app.py)")
+    stack = stack_factory({"ram": {"enter": {}}}, real_worker={"engine": "echo"})
+    state = lambda: stack.worker.get("/control/state").json()  # noqa: E731
+    assert stack.guard.put("/v1/maintenance", json={"reason": "driver upgrade", "retry_after_seconds": 60}).status_code == 200
+    wait_for(lambda: state()["maintenance"]["on"] and state()["desired"]["state"] == "paused", 15, what=f"maintenance: {state()}")
+    stack.guard.delete("/v1/maintenance")
+    wait_for(lambda: not state()["maintenance"]["on"] and state()["desired"]["state"] == "running", 15, what=f"back: {state()}")
+    admissible = stack.headroom()["ram"]["admissible_bytes"]
+    lease = stack.guard.post("/v1/leases", json={"holder": "t", "ram_bytes": int(admissible) + MiB, "free_worker": True})
+    assert lease.status_code == 202, lease.text  # queued: the worker is being freed (its memory is outside the domain)
+    wait_for(lambda: state()["state"] == "freed" and state()["free_level"] == 2, 15, what=f"freed: {state()}")
+    stack.guard.delete(f"/v1/leases/{lease.json()['lease']['id']}")
+    wait_for(lambda: state()["state"] == "running", 15, what=f"running again: {state()}")

@@ -1,0 +1,57 @@
+"""Kubernetes manifests: valid against the Kubernetes schemas offline, consistent with each other and the config."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from headroom.config import load_settings
+from tests.helpers import REPO, need
+
+K8S = REPO / "deploy" / "kubernetes"
+CORE = ["namespace.yaml", "configmap.yaml", "daemonset.yaml", "service.yaml"]
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((K8S / name).read_text())
+
+
+def test_core_manifests_pass_strict_schema_validation():
+    tool = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
+    need(tool is not None, "kubernetes-validate (tests/requirements.txt)")
+    result = subprocess.run([tool, "--strict", *[str(K8S / n) for n in CORE]], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == len(CORE)
+
+
+def test_schema_validation_would_catch_a_typo(tmp_path):
+    tool = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
+    need(tool is not None, "kubernetes-validate (tests/requirements.txt)")
+    bad = tmp_path / "daemonset.yaml"
+    bad.write_text((K8S / "daemonset.yaml").read_text().replace("hostPID: true", "hostPid: true"))
+    assert subprocess.run([tool, "--strict", str(bad)], capture_output=True, text=True, timeout=120).returncode != 0
+
+
+def test_configmap_holds_a_valid_headroom_config(tmp_path):
+    toml = tmp_path / "headroom.toml"
+    toml.write_text(load("configmap.yaml")["data"]["headroom.toml"])
+    settings = load_settings(toml, environ={})
+    assert settings.exporter.procfs == Path("/host/proc") and settings.guard.exporter_url.startswith("http://127.0.0.1:9840")
+
+
+def test_daemonset_mounts_what_the_exporter_reads_and_servicemonitor_matches_the_service():
+    pod = load("daemonset.yaml")["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True and pod["runtimeClassName"] == "nvidia"
+    exporter = next(c for c in pod["containers"] if c["name"] == "exporter")
+    mounts = {m["mountPath"] for m in exporter["volumeMounts"]}
+    assert {"/host/proc", "/host/sys/fs/cgroup", "/dev/kmsg"} <= mounts
+    assert "SYSLOG" in exporter["securityContext"]["capabilities"]["add"]
+    service, monitor = load("service.yaml"), load("servicemonitor.yaml")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {p["name"] for p in service["spec"]["ports"]}
+    container_ports = {p["name"] for c in pod["containers"] for p in c["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
