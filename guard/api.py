@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.engine import Engine
 from guard.leases import UnknownGpu, match_gpus
-from guard.schemas import AlertmanagerWebhook, LeaseRequest, MaintenanceRequest
+from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, LeaseRequest, MaintenanceRequest
 from guard.views import headroom_view, lease_view, status_page
 
 LONG_POLL_MAX = 25.0  # seconds one request may hold open (below common proxy timeouts)
@@ -53,6 +53,16 @@ def lease_response(engine: Engine, lease, position: int = 0, created: bool = Fal
         body.update(position=position, reason=lease.reason, retry_after_seconds=retry)
         return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
     return JSONResponse(body, status_code=201 if created and lease.status == "granted" else 200)
+
+
+def dry_run_response(engine: Engine, admission) -> JSONResponse:
+    """`dry_run`: 200 would_grant (with the GPU it would pick), else 409 refused / 503 stale, as a real request."""
+    if admission.outcome == "granted":
+        return JSONResponse({"status": "would_grant", "gpu": admission.gpu, "reason": admission.reason})
+    retry = engine.settings.retry_after_seconds
+    status = "refused" if admission.outcome == "refused" else "would_wait"
+    content = {"status": status, "reason": admission.reason, "shortfall": admission.shortfall, "retry_after_seconds": retry}
+    return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
 
 
 def build_router(auth) -> APIRouter:
@@ -99,7 +109,9 @@ def build_router(auth) -> APIRouter:
                 raise field_error("gpu", str(err)) from None
             if not engine.snapshot.gpus:
                 raise field_error("gpu_bytes", "this host reports no GPU")
-        fields = body.model_dump(exclude={"wait_seconds"})
+        fields = body.model_dump(exclude={"wait_seconds", "dry_run"})
+        if body.dry_run:
+            return dry_run_response(engine, engine.check(fields))
         lease, admission, position = engine.request(fields, body.wait_seconds)
         if lease is None:
             retry = engine.settings.retry_after_seconds
@@ -124,8 +136,8 @@ def build_router(auth) -> APIRouter:
         return lease_response(engine, lease)
 
     @router.post("/v1/leases/{lease_id}/heartbeat", tags=["leases"], dependencies=Auth)
-    async def heartbeat(lease_id: LeaseId, engine: EngineDep):
-        lease = engine.heartbeat(lease_id)
+    async def heartbeat(lease_id: LeaseId, engine: EngineDep, body: HeartbeatRequest | None = None):
+        lease = engine.heartbeat(lease_id, body.pid if body else None)
         if lease is None:
             raise HTTPException(404, detail=f"no lease {lease_id}")
         if not lease.active:

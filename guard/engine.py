@@ -186,12 +186,27 @@ class Engine:
             self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) queued: {lease.reason}", {"lease": lease.id}, at=now)
             return lease, admission, len(queued_before) + 1
 
-    def heartbeat(self, lease_id: str) -> Lease | None:
+    def check(self, lease_fields: dict) -> Admission:
+        """Would `lease_fields` be granted now? Reserves nothing, records nothing (headroom check)."""
+        with self.lock:
+            now = self.clock()
+            lease = Lease(id="dry-run", created_at=now, expires_at=now + lease_fields["ttl_seconds"], **lease_fields)
+            leases = self.leases()
+            admission = admit(lease, self.snapshot, self.decision, leases, self.settings, self.reconciler is not None)
+            ahead = [l for l in queue_order(leases) if l.priority >= lease.priority]
+            if admission.outcome == "granted" and ahead:
+                return Admission("refused", f"{len(ahead)} earlier request(s) are queued ahead", admission.gpu)
+            return admission
+
+    def heartbeat(self, lease_id: str, pid: int | None = None) -> Lease | None:
         with self.lock:
             lease = self.get_lease(lease_id)
             if lease is None or not lease.active:
                 return lease
             now = self.clock()
+            if pid is not None and pid != lease.pid:
+                lease.pid = pid
+                self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) used by pid {pid}", {"lease": lease.id, "pid": pid}, at=now)
             if lease.status == "granted":
                 lease.expires_at = now + lease.ttl_seconds
             else:

@@ -41,6 +41,15 @@ class LeaseRequest(BaseModel):
     free_worker: bool = Field(False, description="the guard may free the worker to make room")
     wait_seconds: int = Field(0, ge=0, le=86400, description="queue and wait up to this long instead of being refused")
     priority: int = Field(0, ge=-100, le=100, description="higher is served first; FIFO within a priority")
+    dry_run: bool = Field(False, description="only answer whether it would be granted now; nothing is reserved")
+
+
+class HeartbeatRequest(BaseModel):
+    """Optional heartbeat body: register the pid that uses the lease (its process tree is then not counted twice)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pid: int | None = Field(None, ge=1, le=2**22, description="the process using the lease")
 
 
 class MaintenanceRequest(BaseModel):

@@ -65,7 +65,7 @@ class GuardClient:
         body: dict[str, Any] = response.json()
         if response.status_code == 503:
             body["status"] = "stale"
-        elif response.status_code >= 400 and body.get("status") not in ("refused",):
+        elif response.status_code >= 400 and response.status_code != 409:
             raise RuntimeError(f"guard answered {response.status_code}: {body}")
         return Answer(
             status=body.get("status", "refused"),
