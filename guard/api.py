@@ -109,7 +109,7 @@ def build_router(auth) -> APIRouter:
                 raise field_error("gpu", str(err)) from None
             if not engine.snapshot.gpus:
                 raise field_error("gpu_bytes", "this host reports no GPU")
-        fields = body.model_dump(exclude={"wait_seconds", "dry_run"})
+        fields = body.model_dump(exclude={"wait_seconds", "dry_run", "poll_seconds"})
         if body.dry_run:
             return dry_run_response(engine, engine.check(fields))
         lease, admission, position = engine.request(fields, body.wait_seconds)
@@ -119,7 +119,8 @@ def build_router(auth) -> APIRouter:
                        "retry_after_seconds": retry}
             return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
         if lease.status == "waiting" and body.wait_seconds > 0:
-            lease = await wait_while_queued(engine, lease.id, body.wait_seconds)
+            poll = body.wait_seconds if body.poll_seconds is None else min(body.poll_seconds, body.wait_seconds)
+            lease = await wait_while_queued(engine, lease.id, poll)
         return lease_response(engine, lease, position, created=True)
 
     @router.get("/v1/leases", tags=["leases"])

@@ -42,6 +42,8 @@ class LeaseRequest(BaseModel):
     wait_seconds: int = Field(0, ge=0, le=86400, description="queue and wait up to this long instead of being refused")
     priority: int = Field(0, ge=-100, le=100, description="higher is served first; FIFO within a priority")
     dry_run: bool = Field(False, description="only answer whether it would be granted now; nothing is reserved")
+    poll_seconds: float | None = Field(None, ge=0, le=60, description="long-poll at most this long before answering "
+                                       "202 (default: wait_seconds, at most 25 s); clients showing progress use a few seconds")
 
 
 class HeartbeatRequest(BaseModel):

@@ -11,6 +11,9 @@ from headroom.auth import read_token
 from headroom.config import Settings
 
 
+POLL_SECONDS = 2.0  # how often a queued client hears back (progress line)
+
+
 class GuardUnreachable(Exception):
     """The guard did not answer (not running, wrong address, timeout)."""
 
@@ -34,7 +37,7 @@ class Answer:
 def guard_base_url(settings: Settings, url: str | None = None) -> str:
     from guard.cli import guard_url
 
-    return guard_url(settings, url)
+    return guard_url(settings, url or settings.run.guard_url or None)
 
 
 class GuardClient:
@@ -45,7 +48,7 @@ class GuardClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str | None = None) -> GuardClient:
-        return cls(guard_base_url(settings, url), read_token(settings.state_dir))
+        return cls(guard_base_url(settings, url), settings.guard.token or read_token(settings.state_dir))
 
     def close(self) -> None:
         self.http.close()
@@ -76,9 +79,10 @@ class GuardClient:
             retry_after_seconds=float(body.get("retry_after_seconds") or response.headers.get("Retry-After") or 5),
         )
 
-    def request(self, body: dict, wait_seconds: float = 0) -> Answer:
-        payload = {**body, "wait_seconds": int(wait_seconds)}
-        return self._answer(self._call("POST", "/v1/leases", long_poll=wait_seconds, json=payload))
+    def request(self, body: dict, wait_seconds: float = 0, poll_seconds: float = POLL_SECONDS) -> Answer:
+        """Ask for a lease; while queued the guard answers within `poll_seconds` so the caller can show progress."""
+        payload = {**body, "wait_seconds": int(wait_seconds), "poll_seconds": poll_seconds}
+        return self._answer(self._call("POST", "/v1/leases", long_poll=poll_seconds, json=payload))
 
     def check(self, body: dict) -> Answer:
         """Would the guard grant `body` now? Nothing is reserved."""

@@ -20,6 +20,7 @@ from exporter.settings import ExporterSettings
 from guard.settings import GuardSettings
 from headroom.errors import EXIT_CONFIG, HeadroomError
 from headroom.paths import default_state_dir
+from headroom.run_settings import RunSettings
 from worker.settings import WorkerSettings
 
 CONFIG_ENV = "HEADROOM_CONFIG"
@@ -38,6 +39,7 @@ class Settings(BaseModel):
     exporter: ExporterSettings = Field(default_factory=ExporterSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
 
     @field_validator("log_level")
     @classmethod

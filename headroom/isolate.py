@@ -71,30 +71,29 @@ def _memory_controller() -> tuple[Path, int] | None:
     return None
 
 
-def create(holder: str, high_bytes: int | None, max_bytes: int | None, prefer_systemd: bool = True) -> Isolation:
-    """A fresh memory cgroup for `holder` with memory.high/max; kind "none" (with the reason) when not possible."""
+def create(holder: str, high_bytes: int | None, max_bytes: int | None, parent: str = SLICE, prefer_systemd: bool = True) -> Isolation:
+    """A fresh memory cgroup for `holder` under `parent` with memory.high/max; kind "none" (with the reason) if impossible."""
     name = _unit_name(holder)
-    if prefer_systemd and _systemd_running():
-        props = [f"-p MemoryHigh={high_bytes}"] if high_bytes else []
-        props += [f"-p MemoryMax={max_bytes}"] if max_bytes else []
-        prefix = ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={SLICE}", f"--unit={name}.scope"]
-        prefix += [arg for prop in props for arg in prop.split(" ", 1)] + ["--"]
+    if prefer_systemd and parent.endswith(".slice") and "/" not in parent and _systemd_running():
+        prefix = ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={parent}", f"--unit={name}.scope"]
+        prefix += ["-p", f"MemoryHigh={high_bytes}"] if high_bytes else []
+        prefix += ["-p", f"MemoryMax={max_bytes}"] if max_bytes else []
         if os.geteuid() != 0:
             prefix.insert(1, "--user")
-        return Isolation("systemd-scope", f"/{SLICE}/{name}.scope", high_bytes, max_bytes, argv_prefix=prefix)
+        return Isolation("systemd-scope", f"/{parent}/{name}.scope", high_bytes, max_bytes, argv_prefix=prefix + ["--"])
     found = _memory_controller()
     if found is None:
         return Isolation("none", "", high_bytes, max_bytes, reason="no memory cgroup controller is mounted")
     root, version = found
     try:
-        return _make_directory(root, version, name, high_bytes, max_bytes)
+        return _make_directory(root, version, parent.strip("/") or SLICE, name, high_bytes, max_bytes)
     except PermissionError:
         return Isolation("none", "", high_bytes, max_bytes, reason=f"no permission to create a cgroup under {root} (run as root, or under systemd)")
 
 
-def _make_directory(root: Path, version: int, name: str, high: int | None, maximum: int | None) -> Isolation:
-    parent = root / SLICE
-    parent.mkdir(exist_ok=True)
+def _make_directory(root: Path, version: int, parent_path: str, name: str, high: int | None, maximum: int | None) -> Isolation:
+    parent = root / parent_path
+    parent.mkdir(parents=True, exist_ok=True)
     if version == 2:
         for level in (root, parent):  # children of both need the memory controller
             with contextlib.suppress(OSError):
@@ -114,7 +113,7 @@ def _make_directory(root: Path, version: int, name: str, high: int | None, maxim
         if high:  # v1 has no memory.high; the soft limit makes the kernel reclaim from CMD first
             (directory / "memory.soft_limit_in_bytes").write_text(str(high))
     kind = "cgroup-v2" if version == 2 else "cgroup-v1"
-    return Isolation(kind, f"/{SLICE}/{name}", high, maximum, directory=directory)
+    return Isolation(kind, f"/{parent_path}/{name}", high, maximum, directory=directory)
 
 
 def remove(isolation: Isolation, timeout: float = 5.0) -> None:

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from headroom.client import Answer, GuardClient
+from headroom.client import POLL_SECONDS, Answer, GuardClient
 from headroom.sizes import format_size, parse_size
 
 log = logging.getLogger("headroom.lease")
@@ -102,7 +102,7 @@ def acquire(client: GuardClient, body: dict, wait_seconds: float = 0.0,
             raise LeaseNotGranted(answer, waited)
         if progress:
             progress(answer, waited)
-        answer = client.poll(answer.lease_id, min(remaining, 30.0))
+        answer = client.poll(answer.lease_id, min(remaining, POLL_SECONDS))
     if answer.status != "granted":
         raise LeaseNotGranted(answer, clock() - start)
     return Lease(client, answer)

@@ -51,9 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--free-worker", action="store_true", help="let the guard free the worker to make room (restored after)")
     run.add_argument("--wait", type=_duration, default=0.0, metavar="DURATION", help="queue up to this long, e.g. 10m (default: no wait)")
     run.add_argument("--holder", help="name shown in leases and events (default: CMD's name)")
-    run.add_argument("--ttl", type=int, default=60, metavar="SECONDS", help="lease TTL, renewed by heartbeats (default 60)")
-    run.add_argument("--max-margin", type=float, default=0.10, metavar="RATIO",
-                     help="memory.max = RAM lease x (1 + RATIO); memory.high = the RAM lease (default 0.10)")
+    run.add_argument("--ttl", type=int, metavar="SECONDS", help="lease TTL, renewed by heartbeats (default [run] ttl_seconds, 60)")
+    run.add_argument("--max-margin", type=float, metavar="RATIO",
+                     help="memory.max = RAM lease x (1 + RATIO); memory.high = the RAM lease (default [run] max_margin, 0.10)")
     run.add_argument("--no-isolate", action="store_true", help="do not create a memory cgroup for CMD")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
     run.set_defaults(func=_run)

@@ -47,14 +47,17 @@ def _say(text: str) -> None:
     print(f"headroom run: {text}", file=sys.stderr, flush=True)
 
 
-def _isolation(args: argparse.Namespace, holder: str) -> Isolation:
+def _isolation(args: argparse.Namespace, holder: str, run) -> Isolation:
     if args.no_isolate:
         return Isolation("none", "", None, None, reason="--no-isolate")
+    margin = run.max_margin if args.max_margin is None else args.max_margin
     high = args.ram or None
-    maximum = int(args.ram * (1 + args.max_margin)) if args.ram else None
-    isolation = create(holder, high, maximum)
+    maximum = int(args.ram * (1 + margin)) if args.ram else None
+    isolation = create(holder, high, maximum, parent=run.parent_cgroup)
     if isolation.kind == "none":
         _say(f"running without a memory cgroup: {isolation.reason}")
+    else:
+        _say(f"running in cgroup {isolation.cgroup} ({isolation.kind}; memory.high {format_size(high)}, memory.max {format_size(maximum)})")
     return isolation
 
 
@@ -67,7 +70,8 @@ def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
     client = GuardClient.from_settings(settings, args.url)
     progress = ProgressLine()
     try:
-        held = acquire(client, lease_body(holder, args.gpu, args.ram, args.gpu_index, args.ttl, args.free_worker), args.wait, progress.update)
+        ttl = args.ttl or settings.run.ttl_seconds
+        held = acquire(client, lease_body(holder, args.gpu, args.ram, args.gpu_index, ttl, args.free_worker), args.wait, progress.update)
     except GuardUnreachable as err:
         _say(f"{err} (is `headroom guard` running?)")
         return EXIT_RUN_UNAVAILABLE
@@ -77,7 +81,7 @@ def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
     progress.done(f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
                   + (f" on GPU {held.gpu}" if held.gpu is not None else ""))
     try:
-        return _run_leased(args, cmd, held, _isolation(args, holder))
+        return _run_leased(args, cmd, held, _isolation(args, holder, settings.run))
     finally:
         held.release()
         client.close()

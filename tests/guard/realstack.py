@@ -92,7 +92,7 @@ def toml_value(value) -> str:
 def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: int, worker_port: int, cgroup: str, guard: dict,
                  worker: dict | None = None) -> Path:
     lines = [f'state_dir = "{state_dir}"', "log_level = \"info\"", "[exporter]", f'listen = "127.0.0.1:{exporter_port}"',
-             f"cgroups = {json.dumps([cgroup])}", 'collectors = ["memory", "pressure", "cgroup"]', "[guard]",
+             f"cgroups = {json.dumps([cgroup])}", 'collectors = ["memory", "pressure", "cgroup", "oom"]', "[guard]",
              f'listen = "127.0.0.1:{guard_port}"', f'token = "{TOKEN}"', f'exporter_url = "http://127.0.0.1:{exporter_port}/metrics"',
              f'memory_domain = "{cgroup}"', f'worker_url = "http://127.0.0.1:{worker_port}"']
     tables = []
