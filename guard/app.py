@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -17,8 +16,6 @@ from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store
 from headroom.auth import bearer_dependency, load_or_create_token
-from headroom.errors import EXIT_BIND, HeadroomError
-from headroom.settings_base import parse_listen
 
 log = logging.getLogger("headroom.guard")
 
@@ -88,27 +85,11 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
     return app
 
 
-def bind(listen: str) -> socket.socket:
-    """Bind the listen address now, so a port in use is a clear error (exit 3) before anything starts."""
-    host, port = parse_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as err:
-        sock.close()
-        raise HeadroomError(f"guard: cannot listen on {listen}: {err.strerror} (set [guard] listen or "
-                            f"HEADROOM_GUARD__LISTEN to a free address)", EXIT_BIND) from None
-    return sock
-
-
 def serve(settings) -> None:
     """Run the guard until SIGINT/SIGTERM."""
-    import uvicorn
+    from headroom.serving import bind, make_server
 
-    sock = bind(settings.guard.listen)
+    sock = bind(settings.guard.listen, "guard")
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     log.info("guard listening on http://%s", settings.guard.listen)
-    uvicorn.Server(config).run(sockets=[sock])
+    make_server(app).run(sockets=[sock])

@@ -13,6 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     guard = subparsers.add_parser("guard", help="run the guard (lease API, worker control, /metrics)")
     add_config_argument(guard)
+    guard.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:9841)")
     guard.set_defaults(func=_guard)
     status = subparsers.add_parser("status", help="show headroom, level, worker state, leases and recent events")
     add_config_argument(status)
@@ -27,7 +28,7 @@ def _guard(args: argparse.Namespace) -> int:
     from headroom.config import load_settings
     from guard.app import serve
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, **({"guard": {"listen": args.listen}} if args.listen else {}))
     setup_logging(settings.log_level)
     serve(settings)
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable
 
 from guard.settings import GuardSettings, Rule, parse_amount

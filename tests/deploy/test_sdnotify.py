@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import httpx
+import pytest
 
 from tests.helpers import REPO, free_port, headroom_cmd, stop_process
 
@@ -34,5 +35,22 @@ def test_exporter_sends_ready_then_watchdog_pings(tmp_path):
             while "STOPPING=1" not in messages and len(messages) < 20:
                 messages.append(sock.recv(4096).decode())
             assert messages[-1] == "STOPPING=1"
+        finally:
+            stop_process(proc)
+
+
+@pytest.mark.parametrize("part, extra", [("guard", {}), ("worker", {"HEADROOM_WORKER__ENGINE": "echo"})])
+def test_guard_and_worker_send_ready_once_serving_then_watchdog(tmp_path, part, extra):
+    path = str(tmp_path / "notify.sock")
+    port = free_port()
+    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000", "HEADROOM_STATE_DIR": str(tmp_path / "state"), **extra}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(60)
+        proc = subprocess.Popen(headroom_cmd(part, "--listen", f"127.0.0.1:{port}"), cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+        try:
+            assert sock.recv(4096).decode().startswith("READY=1")
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, "READY=1 means it is serving"
+            assert [sock.recv(4096).decode() for _ in range(2)] == ["WATCHDOG=1", "WATCHDOG=1"]
         finally:
             stop_process(proc)

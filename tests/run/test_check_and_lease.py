@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.guard.realstack import MiB
+
 from tests.helpers import REPO, free_port, headroom_cmd, write_toml
 from tests.run.conftest import LIMIT, headroom, run_env
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 
 import pytest
 from fastapi.testclient import TestClient
