@@ -44,7 +44,7 @@ class Nvml:
         self.module_name = module_name
         self.nv = None
         self.driver = ""
-        self._unsupported: set[str] = set()
+        self._unsupported: set[tuple[str, int | None]] = set()  # (function, GPU index): probed once per GPU
         self._next_init = 0.0
         self._lock = threading.Lock()
 
@@ -68,18 +68,19 @@ class Nvml:
         self.driver = str(self.query("nvmlSystemGetDriverVersion", default=""))
         return True
 
-    def query(self, function: str, *args, default=None):
-        """module.function(*args); `default` when unsupported on this GPU/driver (remembered, not retried)."""
-        if function in self._unsupported:
+    def query(self, function: str, *args, default=None, gpu: int | None = None):
+        """module.function(*args); `default` when unsupported on GPU `gpu` or the driver (remembered, not retried)."""
+        key = (function, gpu)
+        if key in self._unsupported or (function, None) in self._unsupported:
             return default
         try:
             return getattr(self.nv, function)(*args)
-        except AttributeError:
-            self._unsupported.add(function)
+        except AttributeError:  # the installed nvidia-ml-py does not have it: no GPU will
+            self._unsupported.add((function, None))
             return default
         except self.nv.NVMLError as err:
             if err.value in (getattr(self.nv, "NVML_ERROR_NOT_SUPPORTED", _NOT_SUPPORTED), getattr(self.nv, "NVML_ERROR_FUNCTION_NOT_FOUND", _FUNCTION_NOT_FOUND)):
-                self._unsupported.add(function)
+                self._unsupported.add(key)
                 return default
             if err.value == getattr(self.nv, "NVML_ERROR_NOT_FOUND", _NOT_FOUND):
                 return default
@@ -94,35 +95,37 @@ class Nvml:
 
     def _read_device(self, index: int) -> GpuReading:
         handle = self.nv.nvmlDeviceGetHandleByIndex(index)
-        pci = self.query("nvmlDeviceGetPciInfo", handle)
+        pci = self.query("nvmlDeviceGetPciInfo", handle, gpu=index)
         reading = GpuReading(
             index=index,
-            uuid=str(self.query("nvmlDeviceGetUUID", handle, default="")),
-            name=str(self.query("nvmlDeviceGetName", handle, default="")),
+            uuid=str(self.query("nvmlDeviceGetUUID", handle, default="", gpu=index)),
+            name=str(self.query("nvmlDeviceGetName", handle, default="", gpu=index)),
             pci_bus=short_bus_id(str(pci.busId)) if pci is not None else "",
         )
         self._read_memory(handle, reading)
-        util = self.query("nvmlDeviceGetUtilizationRates", handle)
+        util = self.query("nvmlDeviceGetUtilizationRates", handle, gpu=index)
         reading.utilization_ratio = util.gpu / 100 if util is not None else None
-        reading.temperature_celsius = self.query("nvmlDeviceGetTemperature", handle, getattr(self.nv, "NVML_TEMPERATURE_GPU", 0))
-        power_mw = self.query("nvmlDeviceGetPowerUsage", handle)
+        reading.temperature_celsius = self.query("nvmlDeviceGetTemperature", handle, getattr(self.nv, "NVML_TEMPERATURE_GPU", 0), gpu=index)
+        power_mw = self.query("nvmlDeviceGetPowerUsage", handle, gpu=index)
         reading.power_watts = power_mw / 1000 if power_mw is not None else None
-        reading.processes = self._processes(handle)
+        reading.processes = self._processes(handle, index)
         return reading
 
     def _read_memory(self, handle, reading: GpuReading) -> None:
-        memory = self.query("nvmlDeviceGetMemoryInfo", handle, getattr(self.nv, "nvmlMemory_v2", 0)) if hasattr(self.nv, "nvmlMemory_v2") else None
+        gpu = reading.index
+        v2 = getattr(self.nv, "nvmlMemory_v2", None)
+        memory = self.query("nvmlDeviceGetMemoryInfo", handle, v2, gpu=gpu) if v2 is not None else None
         if memory is None:
-            memory = self.query("nvmlDeviceGetMemoryInfo", handle)
+            memory = self.query("nvmlDeviceGetMemoryInfo", handle, gpu=gpu)
         if memory is None:
             return
         reading.total_bytes, reading.used_bytes, reading.free_bytes = int(memory.total), int(memory.used), int(memory.free)
         reading.reserved_bytes = int(memory.reserved) if hasattr(memory, "reserved") else None
 
-    def _processes(self, handle) -> list[tuple[int, int]]:
+    def _processes(self, handle, gpu: int) -> list[tuple[int, int]]:
         used: dict[int, int] = {}
         for function in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            for proc in self.query(function, handle, default=[]) or []:
+            for proc in self.query(function, handle, default=[], gpu=gpu) or []:
                 amount = proc.usedGpuMemory
                 if amount is None or amount >= 2**63:  # NVML_VALUE_NOT_AVAILABLE (e.g. no permission, WDDM)
                     continue

@@ -55,3 +55,18 @@ def test_daemonset_mounts_what_the_exporter_reads_and_servicemonitor_matches_the
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {p["name"] for p in service["spec"]["ports"]}
     container_ports = {p["name"] for c in pod["containers"] for p in c["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
+
+
+def test_prometheusrule_is_generated_from_alerts_and_valid(tmp_path):
+    sys.path.insert(0, str(K8S))
+    try:
+        import generate
+    finally:
+        sys.path.remove(str(K8S))
+    assert (K8S / "prometheusrule.yaml").read_text() == generate.render(), "run deploy/kubernetes/generate.py"
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": load("prometheusrule.yaml")["spec"]["groups"]}))
+    promtool = shutil.which("promtool")
+    need(promtool is not None, "promtool (Debian package prometheus)")
+    checked = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
