@@ -33,6 +33,8 @@ system-deps:
 
 bench: $(VENV)/.test system-deps
 	$(PY) bench/exporter_scrape.py
+	$(PY) bench/guard_bench.py
+	$(PY) bench/worker_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
