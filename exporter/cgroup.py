@@ -70,12 +70,6 @@ class CgroupCollector:
             if row.oom_kills is not None:
                 kills.add_metric([row.cgroup], row.oom_kills)
         yield kills
-        with_pressure = [row for row in rows if row.pressure]
+        with_pressure = [({"cgroup": row.cgroup}, row.pressure) for row in rows if row.pressure]
         if with_pressure:
-            stalled, ratio = pressure_families((), "headroom_cgroup_pressure_memory", {"cgroup": ""})
-            for row in with_pressure:
-                row_stalled, row_ratio = pressure_families(row.pressure, "headroom_cgroup_pressure_memory", {"cgroup": row.cgroup})
-                stalled.samples.extend(row_stalled.samples)
-                ratio.samples.extend(row_ratio.samples)
-            yield stalled
-            yield ratio
+            yield from pressure_families(with_pressure, "headroom_cgroup_pressure_memory")

@@ -98,10 +98,10 @@ class KmsgFollower:
                 break
             self._buffer += chunk.decode("utf-8", "replace")
             if self._is_device:
-                self._consume(flush=True)
-        self._consume(flush=True)
+                self._consume()
+        self._consume()
 
-    def _consume(self, flush: bool) -> None:
+    def _consume(self) -> None:
         text, sep, tail = self._buffer.rpartition("\n")
         if not sep:
             return

@@ -46,9 +46,9 @@ def read_pressure(path: Path) -> tuple[PressureLine, ...] | None:
         raise
 
 
-def pressure_families(lines: tuple[PressureLine, ...], prefix: str, labels: dict[str, str]):
-    """The stall counter and the avg ratios for `lines`, with extra `labels` (e.g. cgroup)."""
-    names = list(labels)
+def pressure_families(rows: list[tuple[dict[str, str], tuple[PressureLine, ...]]], prefix: str):
+    """The stall counter and the avg ratios; each row is (extra labels such as {"cgroup": ...}, its PSI lines)."""
+    names = list(rows[0][0]) if rows else []
     stalled = CounterMetricFamily(
         f"{prefix}_stalled_seconds",
         "Time tasks were stalled waiting for memory (PSI total); kind=some: at least one, full: all.",
@@ -59,10 +59,12 @@ def pressure_families(lines: tuple[PressureLine, ...], prefix: str, labels: dict
         "Share of wall time stalled on memory over the window (PSI avg10/avg60/avg300 as 0..1).",
         labels=names + ["kind", "window"],
     )
-    for line in lines:
-        stalled.add_metric(list(labels.values()) + [line.kind], line.stalled_seconds_total)
-        for window, attr in WINDOWS:
-            ratio.add_metric(list(labels.values()) + [line.kind, window], getattr(line, attr))
+    for labels, lines in rows:
+        values = list(labels.values())
+        for line in lines:
+            stalled.add_metric(values + [line.kind], line.stalled_seconds_total)
+            for window, attr in WINDOWS:
+                ratio.add_metric(values + [line.kind, window], getattr(line, attr))
     return stalled, ratio
 
 
@@ -78,4 +80,4 @@ class PressureCollector:
         lines = read_pressure(self.path)
         if lines is None:
             return
-        yield from pressure_families(lines, "headroom_pressure_memory", {})
+        yield from pressure_families([({}, lines)], "headroom_pressure_memory")
