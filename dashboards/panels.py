@@ -156,8 +156,9 @@ def guard_panels() -> list[dict]:
         row("Observation"),
         timeseries("Signal age", "Age of the last observation; stale after [guard] stale_after_seconds.",
                    targets((f"headroom_guard_snapshot_age_seconds{{{I}}}", "age")), "s", w=8, minv=0),
-        timeseries("Tick duration", "Mean duration of the recent ticks (observe, decide, act).",
-                   targets((f"headroom_guard_tick_seconds_sum{{{I}}} / headroom_guard_tick_seconds_count{{{I}}}", "mean")), "s", w=8, minv=0),
+        timeseries("Tick duration", "Ticks (observe, decide, act): the mean and the 99th percentile.",
+                   targets((f"rate(headroom_guard_tick_seconds_sum{{{I}}}[{RI}]) / rate(headroom_guard_tick_seconds_count{{{I}}}[{RI}])", "mean"),
+                           (f"histogram_quantile(0.99, rate(headroom_guard_tick_seconds_bucket{{{I}}}[{RI}]))", "p99")), "s", w=8, minv=0),
         timeseries("Ticks", "Ticks per second (4 at the default 250 ms).",
                    targets((f"rate(headroom_guard_ticks_total{{{I}}}[{RI}])", "ticks")), "ops", w=8, minv=0),
     ]

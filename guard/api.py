@@ -18,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from guard.engine import Engine
 from guard.leases import UnknownGpu, match_gpus
 from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, LeaseRequest, MaintenanceRequest
-from guard.views import headroom_view, lease_view, status_page
+from guard.history import history_view
+from guard.views import headroom_view, lease_view, static_file, status_page
 
 LONG_POLL_MAX = 25.0  # seconds one request may hold open (below common proxy timeouts)
 LeaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
@@ -65,6 +66,27 @@ def dry_run_response(engine: Engine, admission) -> JSONResponse:
     return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
 
 
+def add_status_routes(router: APIRouter) -> None:
+    """What the status page and `headroom status --watch` read besides headroom, leases and events."""
+
+    @router.get("/static/{name}", include_in_schema=False)
+    async def static(name: Annotated[str, Path(max_length=64)]) -> Response:
+        found = static_file(name)
+        if found is None:
+            raise HTTPException(404, detail=f"no static file {name}")
+        return Response(found[0], media_type=found[1], headers={"Cache-Control": "max-age=60"})
+
+    @router.get("/v1/history", tags=["headroom"])
+    async def history(engine: EngineDep) -> dict:
+        """The last 15 minutes of RAM and GPU memory (one sample per 2 s) and the moments the guard acted."""
+        return history_view(engine)
+
+    @router.get("/v1/top", tags=["headroom"])
+    async def top(engine: EngineDep, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
+        """Top memory users: processes by RSS and GPU processes, each with its cgroup and systemd unit."""
+        return await asyncio.to_thread(engine.top.view, engine.snapshot, limit)
+
+
 def build_router(auth) -> APIRouter:
     router = APIRouter()
     Auth = [Depends(auth)]
@@ -72,6 +94,8 @@ def build_router(auth) -> APIRouter:
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(engine: EngineDep) -> str:
         return status_page(engine)
+
+    add_status_routes(router)
 
     @router.get("/healthz", tags=["health"])
     async def healthz() -> dict:

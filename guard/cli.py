@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--url", help="guard base URL (default: from [guard] listen)")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.add_argument("--events", type=int, default=10, metavar="N", help="recent events to show (default 10)")
+    status.add_argument("--watch", action="store_true", help="a live view in the terminal, redrawn every --interval; Ctrl-C ends it")
+    status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--watch refresh period (default 2)")
     status.set_defaults(func=_status)
 
 
@@ -44,14 +46,19 @@ def guard_url(settings, url: str | None) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def fetch_status(base: str, events: int) -> dict:
+def fetch_status(base: str, events: int, full: bool = False) -> dict:
+    """The guard's JSON API in one dict; `full` adds history and top memory users (what --watch and the page show)."""
     import httpx
 
     try:
         with httpx.Client(base_url=base, timeout=5.0) as client:
-            return {"headroom": client.get("/v1/headroom").raise_for_status().json(),
-                    "leases": client.get("/v1/leases").raise_for_status().json()["leases"],
-                    "events": client.get("/v1/events", params={"limit": max(1, events)}).raise_for_status().json()["events"]}
+            status = {"headroom": client.get("/v1/headroom").raise_for_status().json(),
+                      "leases": client.get("/v1/leases").raise_for_status().json()["leases"],
+                      "events": client.get("/v1/events", params={"limit": max(1, events)}).raise_for_status().json()["events"]}
+            if full:
+                status["history"] = client.get("/v1/history").raise_for_status().json()
+                status["top"] = client.get("/v1/top", params={"limit": 8}).raise_for_status().json()
+            return status
     except httpx.HTTPError as err:
         raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_SOURCE) from None
 
@@ -85,6 +92,11 @@ def _status(args: argparse.Namespace) -> int:
     from headroom.config import load_settings
 
     settings = load_settings(args.config)
-    status = fetch_status(guard_url(settings, args.url), args.events)
+    base = guard_url(settings, args.url)
+    if args.watch:
+        from guard.watch import watch
+
+        return watch(lambda: fetch_status(base, max(args.events, 10), full=True), max(0.2, args.interval))
+    status = fetch_status(base, args.events)
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0

@@ -10,10 +10,14 @@ from collections import Counter
 from dataclasses import asdict, replace
 from typing import Callable
 
+from guard.history import History
 from guard.leases import Admission, admit, queue_order
+from guard.metrics import TickHistogram
+from guard.observer import describe_kill
 from guard.policy import evaluate
 from guard.settings import GuardSettings
 from guard.store import Store
+from guard.top import Top
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
 
 log = logging.getLogger("headroom.guard")
@@ -34,8 +38,11 @@ class Engine:
         self.maintenance: dict = store.get("maintenance", {"on": False})
         self.actions: Counter = Counter()
         self.admissions: Counter = Counter()
-        self.tick_seconds: list[float] = []  # recent tick durations (for /metrics and the benchmark)
+        self.tick_seconds: list[float] = []  # the last 1000 tick durations (for the benchmark)
+        self.tick_histogram = TickHistogram()  # every tick since start (for /metrics)
         self.ticks = 0
+        self.history = History()  # the status page's charts: last 15 minutes, in memory only
+        self.top = Top()  # top memory users, scanned on request
         self._queue_changed = False
         self.active: dict[str, Lease] = {lease.id: lease for lease in store.active_leases()}  # write-through cache
         with self.lock:
@@ -54,12 +61,16 @@ class Engine:
                 self.serve_queue(now)
                 if self._queue_changed:
                     decision = self.decide(snapshot, now)
+                self.history.add(snapshot, self.leases(), decision.level.label)
             decision = self.remeasure_before_free(decision, now)
             self.act(decision, now)
+            self.record_oom_kills()
             self.ticks += 1
             if self.ticks % 1000 == 0:
                 self.store.prune_leases()
-            self.tick_seconds = (self.tick_seconds + [time.perf_counter() - started])[-1000:]
+            duration = time.perf_counter() - started
+            self.tick_seconds = (self.tick_seconds + [duration])[-1000:]
+            self.tick_histogram.observe(duration)
             return decision
 
     def observe(self) -> Snapshot:
@@ -109,6 +120,12 @@ class Engine:
         for event in self.reconciler.reconcile(decision.desired, self.maintenance, now):
             self.actions[(event["action"], event["result"])] += 1
             self.store.add_event("action", f"{event['action']} {event['result']}: {event['message']}", event, at=now)
+
+    def record_oom_kills(self) -> None:
+        """OOM kills the exporter reported since the last poll become `oom_kill` events (at the kill's time)."""
+        poll = getattr(self.observer, "oom_kills", None)
+        for kill in poll() if poll else ():
+            self.store.add_event("oom_kill", describe_kill(kill), kill, at=kill.get("time_seconds"))
 
     # --- leases ---------------------------------------------------------------------------------
     def leases(self) -> list[Lease]:

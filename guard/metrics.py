@@ -58,11 +58,27 @@ def _source(engine):
     yield GaugeMetricFamily(P + "signals_stale", "1 while signals are stale (admissions refused).", value=1.0 if engine.decision.stale else 0.0)
     age = time.time() - engine.snapshot.taken_at if engine.snapshot.taken_at else float("nan")
     yield GaugeMetricFamily(P + "snapshot_age_seconds", "Age of the last observation.", value=age)
-    durations = list(engine.tick_seconds)
-    buckets = [(str(b), sum(1 for d in durations if d <= b)) for b in TICK_BUCKETS] + [("+Inf", len(durations))]
-    yield HistogramMetricFamily(P + "tick_seconds", "Duration of recent ticks (observe, decide, act; last 1000).",
-                                buckets=buckets, sum_value=sum(durations))
+    hist = engine.tick_histogram
+    buckets = [(str(b), n) for b, n in zip(TICK_BUCKETS, hist.counts)] + [("+Inf", hist.count)]
+    yield HistogramMetricFamily(P + "tick_seconds", "Duration of ticks since start (observe, decide, act).",
+                                buckets=buckets, sum_value=hist.total)
     yield CounterMetricFamily(P + "ticks", "Ticks run since start.", value=engine.ticks)
+
+
+class TickHistogram:
+    """Cumulative tick durations (a Prometheus histogram must only grow, so rate() and quantiles work)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(TICK_BUCKETS)  # cumulative: ticks <= each bucket bound
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        for i, bound in enumerate(TICK_BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
 
 
 class EngineCollector:

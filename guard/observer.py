@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Iterable, Protocol
 
+import httpx
 import psutil
 
 from guard.settings import GuardSettings
@@ -64,11 +66,67 @@ def build_source(settings: GuardSettings, transport=None) -> Source:
     return ExporterSource(settings.exporter_url, settings.memory_domain, settings.source_timeout_seconds, transport)
 
 
+class OomFeed:
+    """New OOM kills from the exporter's /events, polled at most every `every_seconds`; never raises.
+
+    The first poll takes kills from the last `backfill_seconds` only, so a restarted guard does not replay old history
+    beyond what the status page charts; afterwards a kill is new when it is later than the newest one already seen.
+    """
+
+    def __init__(self, url: str, client: httpx.Client, every_seconds: float = 1.0, backfill_seconds: float = 900.0):
+        self.url, self.client, self.every_seconds = url, client, every_seconds  # the source's client, shared
+        self.newest: float = time.time() - backfill_seconds
+        self.seen: set[tuple] = set()
+        self.next_poll = 0.0
+
+    def poll(self) -> list[dict]:
+        now = time.monotonic()
+        if now < self.next_poll:
+            return []
+        self.next_poll = now + self.every_seconds
+        try:
+            events = self.client.get(self.url).raise_for_status().json().get("events", [])
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return []
+        fresh = [e for e in events if e.get("kind") == "oom_kill" and (e.get("time_seconds") or 0) >= self.newest
+                 and (e.get("time_seconds"), e.get("pid")) not in self.seen]
+        for event in fresh:
+            self.seen.add((event.get("time_seconds"), event.get("pid")))
+        if fresh:
+            self.newest = max(e.get("time_seconds") or 0 for e in fresh)
+            self.seen = {key for key in self.seen if (key[0] or 0) >= self.newest}
+        return sorted(fresh, key=lambda e: e.get("time_seconds") or 0)
+
+
+def describe_kill(kill: dict) -> str:
+    """One line for an OOM kill event: the victim, its cgroup and unit, what it held."""
+    from headroom.sizes import format_size
+
+    where = kill.get("cgroup") or "/"
+    unit = f" ({kill['unit']})" if kill.get("unit") else ""
+    scope = "host-wide" if kill.get("global_oom") else "cgroup limit"
+    rss = f", {format_size(kill['rss_bytes'])} RSS" if kill.get("rss_bytes") is not None else ""
+    return f"OOM kill: {kill.get('comm') or '?'} (pid {kill.get('pid')}) in {where}{unit}, {scope}{rss}"
+
+
+def oom_feed_of(source) -> OomFeed | None:
+    """A feed from the exporter's /events next to its /metrics; None for other sources (Prometheus: alerts say it)."""
+    url, client = getattr(source, "url", None), getattr(source, "client", None)
+    if isinstance(url, str) and url.rstrip("/").endswith("/metrics") and isinstance(client, httpx.Client):
+        return OomFeed(url.rstrip("/")[: -len("/metrics")] + "/events", client)
+    return None
+
+
 class Observer:
     """Source + lease pid accounting; `observe(pids)` never raises."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, oom_feed: OomFeed | None = None):
         self.source = source
+        self.oom_feed = oom_feed or oom_feed_of(source)
+
+    def oom_kills(self) -> list[dict]:
+        """OOM kills the exporter saw since the last call (at most one poll per second)."""
+        return self.oom_feed.poll() if self.oom_feed else []
 
     def observe(self, pids: Iterable[int] = ()) -> Snapshot:
         snapshot = self.source.fetch()

@@ -1,13 +1,16 @@
-"""JSON and HTML views of the engine's state: headroom per resource, leases, a minimal status page."""
+"""JSON views of the engine's state (headroom per resource, leases) and the status page's static files."""
 
 from __future__ import annotations
 
 import html
 from dataclasses import asdict
+from importlib import resources
 
 from guard.leases import gpu_room, ram_room
+from guard.policy import resolve_rule
 from guard.types import Lease, Level, ResourceState
-from headroom.sizes import format_size
+
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
 def lease_view(lease: Lease, now: float) -> dict:
@@ -21,44 +24,62 @@ def _resource(rs: ResourceState | None) -> dict:
     return {"level": rs.level.label, "value": rs.value, "why": rs.why}
 
 
+def thresholds(rule, kind: str, total: float | None) -> dict[str, float]:
+    """Available (free) bytes at which each level is entered, for the bars' marks."""
+    if not total:
+        return {}
+    return {level.label: value for level, value in resolve_rule(rule, kind, total).enter.items()}
+
+
+def worker_view(engine, decision) -> dict:
+    reconciler, snap = engine.reconciler, engine.snapshot
+    observed = (reconciler.observed if reconciler else None) or {}
+    return {"desired": asdict(decision.desired), "observed": snap.worker_state,
+            "error": reconciler.read_error if reconciler else None, "driven": reconciler is not None,
+            "dry_run": engine.settings.dry_run, "queue": observed.get("queue"),
+            "concurrency": observed.get("concurrency"), "since": observed.get("since"), "engine": observed.get("engine")}
+
+
 def headroom_view(engine) -> dict:
     """Per resource, what admission would use now and why; read under the lock, never measured here."""
     with engine.lock:
         snap, decision, state = engine.snapshot, engine.decision, engine.state
         leases = engine.leases()
-        ram = {**ram_room(snap, leases, engine.settings), "total_bytes": snap.ram_total_bytes,
-               **_resource(state.resources.get("ram"))}
-        gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, engine.settings),
-                 **_resource(state.resources.get(f"gpu:{g.gpu}"))} for g in snap.gpus]
-        reconciler = engine.reconciler
+        settings = engine.settings
+        ram = {**ram_room(snap, leases, settings), "total_bytes": snap.ram_total_bytes,
+               **_resource(state.resources.get("ram")), "thresholds": thresholds(settings.ram, "ram", snap.ram_total_bytes)}
+        gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, settings),
+                 **_resource(state.resources.get(f"gpu:{g.gpu}")), "thresholds": thresholds(settings.gpu, "gpu", g.total_bytes)}
+                for g in snap.gpus]
         return {
             "observed_at": snap.taken_at, "domain": snap.domain, "stale": decision.stale,
             "level": decision.level.label, "reasons": list(decision.reasons),
             "admissions_open": decision.admissions_open, "ram": ram, "gpus": gpus,
             "signals": {name: _resource(state.resources.get(name)) for name in ("psi", "swap", "predict")},
-            "worker": {"desired": asdict(decision.desired), "observed": snap.worker_state,
-                       "error": reconciler.read_error if reconciler else None, "driven": reconciler is not None,
-                       "dry_run": engine.settings.dry_run},
+            "worker": worker_view(engine, decision),
             "maintenance": engine.maintenance,
             "leases": {"granted": sum(l.status == "granted" for l in leases), "waiting": sum(l.status == "waiting" for l in leases)},
         }
 
 
+def static_file(name: str) -> tuple[bytes, str] | None:
+    """(content, media type) of a file shipped in guard/static, or None; only plain names with a known suffix."""
+    suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+    if "/" in name or "\\" in name or name.startswith(".") or suffix not in STATIC_TYPES:
+        return None
+    path = resources.files("guard").joinpath("static", name)
+    if not path.is_file():
+        return None
+    return path.read_bytes(), STATIC_TYPES[suffix]
+
+
 def status_page(engine) -> str:
-    """A page a person reads at a glance (a later issue makes it rich)."""
-    view = headroom_view(engine)
-    ram = view["ram"]
-    rows = [("level", view["level"] + (" (signals stale)" if view["stale"] else "")),
-            ("RAM admissible", f"{format_size(ram['admissible_bytes'])} of {format_size(ram['available_bytes'])} available"),
-            *[(f"GPU {g['gpu']} admissible", format_size(g["admissible_bytes"])) for g in view["gpus"]],
-            ("worker", f"{view['worker']['observed'] or '-'} (wanted: {view['worker']['desired']['state']})"),
-            ("maintenance", "on: " + str(view["maintenance"].get("reason")) if view["maintenance"].get("on") else "off"),
-            ("leases", f"{view['leases']['granted']} granted, {view['leases']['waiting']} waiting"),
-            ("why", "; ".join(view["reasons"]) or "all clear")]
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return (f"<!doctype html><title>headroom guard</title><meta http-equiv=refresh content=2>"
-            f"<h1>headroom guard: {html.escape(view['level'])}</h1><table>{body}</table>"
-            f"<p><a href=/docs>API</a> · <a href=/metrics>metrics</a> · <a href=/v1/events>events</a></p>")
+    """The status page's HTML with the current level filled in (its script then reads the same JSON API as the CLI)."""
+    found = static_file("status.html")
+    page = found[0].decode() if found else "<!doctype html><title>headroom</title><h1>headroom guard: __LEVEL__</h1>"
+    with engine.lock:
+        level = engine.decision.level.label + (" (signals stale)" if engine.decision.stale else "")
+    return page.replace("__LEVEL__", html.escape(level))
 
 
-__all__ = ["headroom_view", "lease_view", "status_page", "Level"]
+__all__ = ["headroom_view", "lease_view", "static_file", "status_page", "Level"]
