@@ -1,4 +1,4 @@
-"""The exporter's HTTP server: /metrics (Prometheus text or OpenMetrics, gzip), /events (recent OOM kills, JSON).
+"""The exporter's HTTP server: /metrics (Prometheus text format, gzip), /events (recent OOM kills, JSON).
 
 HTTP/1.1 with keep-alive, as Prometheus scrapes; one thread per connection.
 """
@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
+from exporter.encode import CONTENT_TYPE, encode
 from exporter.follower import KmsgFollower
 from headroom.errors import EXIT_BIND, HeadroomError
 from headroom.settings_base import parse_listen
@@ -51,8 +51,7 @@ def make_handler(registry: CollectorRegistry, follower: KmsgFollower | None) -> 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             path = urlsplit(self.path).path
             if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept"))
-                self._reply(200, content_type, encoder(registry))
+                self._reply(200, CONTENT_TYPE, encode(registry))
             elif path == "/events":
                 self._reply(200, "application/json", json.dumps(events_payload(follower)).encode())
             elif path == "/":

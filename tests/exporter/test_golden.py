@@ -53,3 +53,21 @@ def test_events_lists_victims_newest_first(tmp_path, golden_env):
     assert newest["rss_bytes"] == (1468006 + 81920 + 4096) * 1024
     assert newest["time_seconds"] == pytest.approx(1795000000 + 90062.0002)
     assert payload["events"][2]["global_oom"] is True and payload["kmsg"]["followed"] is True
+
+
+def test_lean_encoder_writes_what_prometheus_client_writes(monkeypatch):
+    from prometheus_client.exposition import generate_latest
+
+    from exporter import registry
+    from exporter.encode import encode
+    from exporter.settings import ExporterSettings
+
+    monkeypatch.setenv("HEADROOM_FAKE_NVML", str(GOLDEN / "nvml.json"))
+    reg, follower = registry.build(ExporterSettings(**golden_exporter_config("2")))
+    follower.start()
+    try:
+        ours, theirs = encode(reg).decode(), generate_latest(reg).decode()
+    finally:
+        follower.stop()
+    assert stable_lines(ours) == stable_lines(theirs)
+    assert 'headroom_cgroup_pressure_memory_ratio{cgroup="/headroom.slice",kind="some",window="10s"} 0.3' in ours
