@@ -18,6 +18,20 @@ class GuardUnreachable(Exception):
     """The guard did not answer (not running, wrong address, timeout)."""
 
 
+class GuardRejected(Exception):
+    """The guard refused the request itself (bad field, bad token): asking again will not help."""
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return response.text[:200]
+    if isinstance(detail, list):  # [{"loc": ["body", "gpu_bytes"], "msg": ...}]
+        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'request'}: {d.get('msg')}" for d in detail)
+    return str(detail)
+
+
 @dataclass
 class Answer:
     """The guard's answer to a lease request: granted, waiting (queued), refused, or stale (signals not fresh)."""
@@ -62,9 +76,9 @@ class GuardClient:
 
     def _answer(self, response: httpx.Response) -> Answer:
         if response.status_code in (401, 403):
-            raise PermissionError(f"the guard refused the token ({response.status_code}): {response.json().get('detail')}")
-        if response.status_code == 422:
-            raise ValueError(f"the guard rejected the request: {response.json().get('detail')}")
+            raise GuardRejected(f"the guard refused the token ({response.status_code}): {_detail(response)}")
+        if response.status_code in (400, 404, 410, 422):
+            raise GuardRejected(f"the guard rejected the request: {_detail(response)}")
         body: dict[str, Any] = response.json()
         if response.status_code == 503:
             body["status"] = "stale"

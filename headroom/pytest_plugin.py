@@ -29,7 +29,7 @@ def _headroom_lease(request):
     if marker is None:
         yield None
         return
-    from headroom.client import GuardClient, GuardUnreachable
+    from headroom.client import GuardClient, GuardRejected, GuardUnreachable
     from headroom.config import load_settings
     from headroom.lease import LeaseNotGranted, acquire, lease_body
     from headroom.sizes import parse_duration
@@ -42,7 +42,7 @@ def _headroom_lease(request):
     client = GuardClient.from_settings(settings)
     try:
         held = acquire(client, body, parse_duration(kwargs.get("wait", options.headroom_wait)))
-    except (LeaseNotGranted, GuardUnreachable) as err:
+    except (LeaseNotGranted, GuardUnreachable, GuardRejected) as err:
         client.close()
         message = f"headroom lease not granted: {err}"
         pytest.fail(message, pytrace=False) if options.headroom_refused == "fail" else pytest.skip(message)

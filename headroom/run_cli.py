@@ -60,13 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from headroom.client import GuardClient, GuardUnreachable
+    from headroom.client import GuardClient, GuardRejected, GuardUnreachable
     from headroom.config import load_settings
     from headroom.lease import describe_refusal, lease_body
 
     client = GuardClient.from_settings(load_settings(args.config), args.url)
     try:
         answer = client.check(lease_body("headroom-check", args.gpu, args.ram, args.gpu_index))
+    except GuardRejected as err:
+        _emit(args, {"ok": False, "status": "rejected", "reason": str(err)}, f"no: {err}")
+        return 1
     except GuardUnreachable as err:
         allowed = args.if_unreachable == "allow"
         _emit(args, {"ok": allowed, "status": "unreachable", "reason": str(err)}, f"{'allowed' if allowed else 'no'}: {err}")

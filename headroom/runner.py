@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from headroom.client import Answer, GuardClient, GuardUnreachable
+from headroom.client import Answer, GuardClient, GuardRejected, GuardUnreachable
 from headroom.isolate import Isolation, create, remove
 from headroom.lease import LeaseNotGranted, acquire, describe_shortfall, lease_body
 from headroom.sizes import format_size
@@ -78,6 +78,9 @@ def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
     except LeaseNotGranted as err:
         progress.done(f"headroom run: not granted: {err}; retry after {err.answer.retry_after_seconds:.0f}s")
         return EXIT_RUN_NOT_GRANTED
+    except GuardRejected as err:
+        _say(f"{err}; nothing was run")
+        return 2
     progress.done(f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
                   + (f" on GPU {held.gpu}" if held.gpu is not None else ""))
     try:
