@@ -34,12 +34,19 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $HEADROOM_CONFIG, else built-in defaults)")
 
 
+# Libraries that log every tick or request at INFO (4 ticks a second would flood the journal).
+CHATTY_LOGGERS = ("apscheduler", "httpx", "httpcore")
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level.lower() != "debug":
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import subprocess
 
 import httpx
@@ -27,3 +28,19 @@ def test_up_serves_metrics_and_stops_cleanly_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "every part stopped"
+
+
+def test_guard_log_is_quiet_at_info(tmp_path):
+    """Four ticks a second must not write four log lines a second (journald would fill up)."""
+    port = free_port()
+    log = tmp_path / "guard.log"
+    env = {**os.environ, "HEADROOM_STATE_DIR": str(tmp_path / "state"), "HEADROOM_LOG_LEVEL": "info"}
+    proc = subprocess.Popen(headroom_cmd("guard", "--listen", f"127.0.0.1:{port}"), cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200, 20, what="the guard")
+        time.sleep(2.0)  # eight ticks
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    lines = log.read_text().splitlines()
+    assert len(lines) < 12, "\n".join(lines[:20])
