@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import REPO, free_port, headroom_cmd, stop_process, wait_for
+from tests.kernel import memory_root
 
-CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 MiB = 2**20
 TOKEN = "real-stack-token"
 ALLOCATOR = """
@@ -34,13 +34,14 @@ for line in sys.stdin:
 
 
 class MemoryCgroup:
-    """A v1 memory cgroup with a small limit; only processes this test started are put in it."""
+    """A memory cgroup (v1 or v2) with a small limit; only processes this test started are put in it."""
 
     def __init__(self, limit_bytes: int):
+        root, self.version = memory_root()
         self.name = f"/headroom-test-{uuid.uuid4().hex[:8]}"
-        self.path = CGROUP_ROOT / self.name.lstrip("/")
+        self.path = root / self.name.lstrip("/")
         self.path.mkdir()
-        (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        (self.path / ("memory.max" if self.version == 2 else "memory.limit_in_bytes")).write_text(str(limit_bytes))
         self.limit = limit_bytes
 
     def add(self, pid: int) -> None:
@@ -51,7 +52,7 @@ class MemoryCgroup:
         self.add(os.getpid())
 
     def usage(self) -> int:
-        return int((self.path / "memory.usage_in_bytes").read_text())
+        return int((self.path / ("memory.current" if self.version == 2 else "memory.usage_in_bytes")).read_text())
 
     def remove(self) -> None:
         for _ in range(50):
