@@ -145,7 +145,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, seconds, rps, tps, ratio in rows:
         print(f"| {name} | {seconds:.3f} | {rps:.1f} | {tps:.0f} | {'-' if ratio is None else f'{ratio:.2f}'} |")
-    print(f"\n| transition | median seconds (PUT to state reached) | runs |\n|---|---|---|")
+    print("\n| transition | median seconds (PUT to state reached) | runs |\n|---|---|---|")
     print(f"| free (level 2 = engine shutdown on CPU) | {statistics.median(free_times[0]):.2f} | {len(free_times[0])} |")
     print(f"| wake (engine rebuilt) | {statistics.median(free_times[1]):.2f} | {len(free_times[1])} |")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import REPO, free_port, headroom_cmd, stop_process, wait_for
+from tests.helpers import REPO, free_port, headroom_cmd, stop_process, toml_value, wait_for
 from tests.kernel import memory_root
 
 MiB = 2**20
@@ -82,12 +82,6 @@ class Allocator:
 def start(argv: list[str], log: Path, cgroup: MemoryCgroup | None = None) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=cgroup.join if cgroup else None)
-
-
-def toml_value(value) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(value)
 
 
 def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: int, worker_port: int, cgroup: str, guard: dict,

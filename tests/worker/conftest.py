@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import free_port, headroom_cmd, need, stop_process, wait_for
+from tests.helpers import free_port, headroom_cmd, need, stop_process, toml_value, wait_for
 from tests.tinymodel import build_tiny_model
 
 TOKEN = "worker-test-token"
@@ -34,16 +34,6 @@ def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
     env.update(VLLM_ENV)
     return env
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass
