@@ -23,20 +23,21 @@ class WorkerCollector:
             tokens = (c.prompt_tokens, c.generated_tokens, c.steps, c.free_seconds, c.wakes, c.wake_seconds)
         yield from _state_families(snap)
         yield from _queue_families(snap, runner.store.batch_status_counts())
-        outcome = CounterMetricFamily(P + "requests", "Requests this process finished, by outcome.", labels=["outcome"])
-        for name, value in requests.items():
-            outcome.add_metric([name], value)
-        yield outcome
+        yield _by_label(P + "requests", "Requests this process finished, by outcome.", "outcome", requests)
         yield CounterMetricFamily(P + "prompt_tokens", "Prompt tokens of finished requests.", value=tokens[0])
         yield CounterMetricFamily(P + "generated_tokens", "Tokens generated (completion tokens).", value=tokens[1])
         yield CounterMetricFamily(P + "steps", "Steps run (each at most `concurrency` requests).", value=tokens[2])
-        freed = CounterMetricFamily(P + "frees", "Times the engine was freed, by method.", labels=["method"])
-        for method, value in frees.items():
-            freed.add_metric([method], value)
-        yield freed
+        yield _by_label(P + "frees", "Times the engine was freed, by method.", "method", frees)
         yield CounterMetricFamily(P + "free_seconds", "Seconds spent freeing the engine.", value=tokens[3])
         yield CounterMetricFamily(P + "wakes", "Times the engine was woken (rebuilt or woken from sleep).", value=tokens[4])
         yield CounterMetricFamily(P + "wake_seconds", "Seconds spent waking the engine.", value=tokens[5])
+
+
+def _by_label(name: str, doc: str, label: str, values: dict) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
 
 
 def _state_families(snap):

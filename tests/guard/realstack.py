@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import REPO, free_port, headroom_cmd, stop_process, toml_value, wait_for
+from tests.helpers import REPO, free_port, headroom_cmd, need, need_root_memory_cgroup, stop_process, toml_value, wait_for
 from tests.kernel import memory_root
 
 MiB = 2**20
@@ -61,6 +63,18 @@ class MemoryCgroup:
                 return
             except OSError:
                 time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def domain_cgroup(limit_bytes: int):
+    """A memory cgroup to be a real stack's domain (needs root and the guard); removed afterwards."""
+    need_root_memory_cgroup()
+    need(importlib.util.find_spec("guard.app") is not None, "the guard (guard/app.py)")
+    group = MemoryCgroup(limit_bytes)
+    try:
+        yield group
+    finally:
+        group.remove()
 
 
 class Allocator:

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from tests.guard.realstack import MiB, TOKEN, Allocator, MemoryCgroup, Stack
-from tests.helpers import headroom_cmd, need, need_root_memory_cgroup, wait_for
+from tests.guard.realstack import MiB, TOKEN, Allocator, MemoryCgroup, Stack, domain_cgroup
+from tests.helpers import headroom_cmd, need, wait_for
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
 LIMIT = 400 * MiB
@@ -18,11 +18,8 @@ QUIET = {"predict": {"enter": {}}, "psi": {"enter": {}}, "swap": {"enter": {}}, 
 
 @pytest.fixture
 def cgroup():
-    need_root_memory_cgroup()
-    need(importlib.util.find_spec("exporter.server") is not None, "the exporter (exporter/server.py)")
-    group = MemoryCgroup(LIMIT)
-    yield group
-    group.remove()
+    with domain_cgroup(LIMIT) as group:
+        yield group
 
 
 @pytest.fixture

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 
 import pytest
 
-from tests.guard.realstack import MiB, TOKEN, MemoryCgroup, Stack
-from tests.helpers import REPO, headroom_cmd, need, need_root_memory_cgroup
+from tests.guard.realstack import MiB, TOKEN, Stack, domain_cgroup
+from tests.helpers import REPO, headroom_cmd
 
 LIMIT = 1024 * MiB
 QUIET = {"predict": {"enter": {}}, "psi": {"enter": {}}, "swap": {"enter": {}}, "gpu": {"enter": {}}, "ram": {"enter": {}}}
@@ -17,11 +16,8 @@ QUIET = {"predict": {"enter": {}}, "psi": {"enter": {}}, "swap": {"enter": {}}, 
 
 @pytest.fixture
 def domain():
-    need_root_memory_cgroup()
-    need(importlib.util.find_spec("guard.app") is not None, "the guard")
-    group = MemoryCgroup(LIMIT)
-    yield group
-    group.remove()
+    with domain_cgroup(LIMIT) as group:
+        yield group
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 
-from tests.guard.realstack import MiB, MemoryCgroup, Stack
-from tests.helpers import need, need_root_memory_cgroup
+from tests.guard.realstack import MiB, Stack, domain_cgroup
+from tests.helpers import need
 
 DOMAIN_LIMIT = 1024 * MiB  # the guard's memory domain: default thresholds fall at 256/205/154/102 MiB free
 QUIET = {"predict": {"enter": {}}, "psi": {"enter": {}}, "swap": {"enter": {}}}  # host-wide signals must not flap levels
@@ -16,17 +15,12 @@ QUIET = {"predict": {"enter": {}}, "psi": {"enter": {}}, "swap": {"enter": {}}} 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    need_root_memory_cgroup()
-    need(importlib.util.find_spec("guard.app") is not None, "the guard")
-    domain = MemoryCgroup(DOMAIN_LIMIT)
-    built = None
-    try:
+    with domain_cgroup(DOMAIN_LIMIT) as domain:
         built = Stack(tmp_path_factory.mktemp("status"), domain, {"ram_margin": "16MiB", **QUIET})
-        yield built
-    finally:
-        if built is not None:
+        try:
+            yield built
+        finally:
             built.stop()
-        domain.remove()
 
 
 def chromium_path() -> str:
