@@ -1,0 +1,135 @@
+"""Acting on a cgroup from outside: find its freezer, freeze, thaw, list and signal its processes (v1 and v2)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Shared by the guard's freezer (a growing process) and the cgroup worker actuator (a worker without a control
+# endpoint). Every path hangs off `cgroupfs` (normally /sys/fs/cgroup) and `procfs` (normally /proc).
+
+
+@dataclass(frozen=True)
+class FreezerCgroup:
+    """A cgroup in a hierarchy that can freeze it."""
+
+    path: str  # "/a/b", as /proc/PID/cgroup names it in that hierarchy
+    directory: Path  # where its control files are
+    version: int  # 2: cgroup.freeze / cgroup.events; 1: the freezer controller's freezer.state
+
+
+def v2_root(cgroupfs: Path) -> Path | None:
+    """The cgroup2 mount: cgroupfs itself on a pure v2 host, cgroupfs/unified on a hybrid one; None without one."""
+    for candidate in (cgroupfs, cgroupfs / "unified"):
+        if (candidate / "cgroup.procs").exists() and (candidate / "cgroup.controllers").exists():
+            return candidate
+    return None
+
+
+def v1_freezer_root(cgroupfs: Path) -> Path | None:
+    root = cgroupfs / "freezer"
+    return root if (root / "freezer.state").exists() or (root / "cgroup.procs").exists() else None
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """/proc/PID/cgroup -> {controller or '' for v2: path}; v1 lines list their controllers comma-separated."""
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if not controllers:
+            paths[""] = path
+        for name in controllers.split(","):
+            if name:
+                paths[name] = path
+    return paths
+
+
+def freezer_of(cgroupfs: Path, path: str, version: int | None = None) -> FreezerCgroup | None:
+    """The freezable cgroup at `path` (v2 preferred, unless `version` says which); None when it does not exist."""
+    v2 = v2_root(cgroupfs)
+    if v2 is not None and version in (None, 2):
+        directory = v2 / path.lstrip("/")
+        if (directory / "cgroup.freeze").exists():
+            return FreezerCgroup(path, directory, 2)
+    v1 = v1_freezer_root(cgroupfs)
+    if v1 is not None and version in (None, 1):
+        directory = v1 / path.lstrip("/")
+        if (directory / "freezer.state").exists() and directory != v1:  # the v1 root cannot be frozen
+            return FreezerCgroup(path, directory, 1)
+    return None
+
+
+def freezer_of_pid(pid: int, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup")) -> FreezerCgroup | None:
+    """The cgroup holding `pid` that can freeze it: its v2 cgroup, else its v1 freezer cgroup; None at a root."""
+    try:
+        paths = parse_proc_cgroup((procfs / str(pid) / "cgroup").read_text())
+    except OSError:
+        return None
+    for key, version in (("", 2), ("freezer", 1)):
+        path = paths.get(key)
+        if path and path != "/":
+            found = freezer_of(cgroupfs, path, version)
+            if found is not None:
+                return found
+    return None
+
+
+def is_frozen(cg: FreezerCgroup) -> bool:
+    """What the kernel reports: v2 `frozen 1` in cgroup.events; v1 freezer.state FROZEN."""
+    try:
+        if cg.version == 2:
+            return any(line.strip() == "frozen 1" for line in (cg.directory / "cgroup.events").read_text().splitlines())
+        return (cg.directory / "freezer.state").read_text().strip() == "FROZEN"
+    except OSError:
+        return False
+
+
+def _write_state(cg: FreezerCgroup, frozen: bool) -> None:
+    if cg.version == 2:
+        (cg.directory / "cgroup.freeze").write_text("1" if frozen else "0")
+    else:
+        (cg.directory / "freezer.state").write_text("FROZEN" if frozen else "THAWED")
+
+
+def freeze(cg: FreezerCgroup, timeout: float = 1.0) -> bool:
+    """Ask the kernel to freeze the cgroup and wait up to `timeout` for it to say so; True once frozen."""
+    _write_state(cg, True)
+    deadline = time.monotonic() + timeout
+    while not is_frozen(cg):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def thaw(cg: FreezerCgroup) -> None:
+    """Thaw the cgroup; a cgroup that is gone is already thawed."""
+    with contextlib.suppress(FileNotFoundError):
+        _write_state(cg, False)
+
+
+def pids(cg: FreezerCgroup) -> list[int]:
+    """Every process in the cgroup and below it (v2 cgroup.procs lists only the cgroup itself)."""
+    found: list[int] = []
+    for directory, _subdirs, files in os.walk(cg.directory):
+        if "cgroup.procs" in files:
+            with contextlib.suppress(OSError):
+                found += [int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()]
+    return sorted(set(found))
+
+
+def signal_all(cg: FreezerCgroup, sig: int = signal.SIGTERM) -> list[int]:
+    """Send `sig` to every process in the cgroup (by pid, never by name); the pids it reached."""
+    reached = []
+    for pid in pids(cg):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            reached.append(pid)
+    return reached
