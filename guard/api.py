@@ -1,10 +1,11 @@
 """The guard's HTTP routes: leases, headroom, maintenance, alerts, events, health; thin over the Engine.
 
+No `from __future__ import annotations` here: the lease body's model is built per app (its limits are settings), and
+FastAPI resolves a route's annotations from the module's globals unless they are evaluated where the route is defined.
+
 Handlers are async and call the engine directly: its lock is only held for in-memory work and SQLite (sub-millisecond),
 never across HTTP, and a thread pool here made the GIL hand-offs the dominant latency at 50 clients.
 """
-
-from __future__ import annotations
 
 import asyncio
 import time
@@ -17,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.engine import Engine
 from guard.leases import UnknownGpu, match_gpus
-from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, LeaseRequest, MaintenanceRequest
+from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, MaintenanceRequest, lease_request_model
 from guard.history import history_view
 from guard.views import headroom_view, lease_view, static_file, status_page
 
@@ -87,9 +88,11 @@ def add_status_routes(router: APIRouter) -> None:
         return await asyncio.to_thread(engine.top.view, engine.snapshot, limit)
 
 
-def build_router(auth) -> APIRouter:
+def build_router(auth, settings) -> APIRouter:
+    """Every route; `auth` guards the mutating ones and, unless guard.events_need_token is off, the event journal."""
     router = APIRouter()
     Auth = [Depends(auth)]
+    LeaseRequest = lease_request_model(settings.max_ttl_seconds, settings.max_wait_seconds)
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(engine: EngineDep) -> str:
@@ -122,10 +125,6 @@ def build_router(auth) -> APIRouter:
                  responses={202: {"description": "queued"}, 409: {"description": "refused: reason, shortfall"},
                             503: {"description": "signals stale"}})
     async def create_lease(body: LeaseRequest, engine: EngineDep):
-        if body.ttl_seconds > engine.settings.max_ttl_seconds:
-            raise field_error("ttl_seconds", f"at most {engine.settings.max_ttl_seconds} (guard.max_ttl_seconds)")
-        if body.wait_seconds > engine.settings.max_wait_seconds:
-            raise field_error("wait_seconds", f"at most {engine.settings.max_wait_seconds} (guard.max_wait_seconds)")
         if body.gpu_bytes and engine.snapshot.ok:
             try:
                 match_gpus(engine.snapshot, body.gpu)
@@ -193,7 +192,7 @@ def build_router(auth) -> APIRouter:
         count = await asyncio.to_thread(engine.alert, [a.model_dump() for a in body.alerts])  # a tick does HTTP
         return {"received": count}
 
-    @router.get("/v1/events", tags=["events"])
+    @router.get("/v1/events", tags=["events"], dependencies=Auth if settings.events_need_token else [])
     async def events(engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                after: Annotated[int, Query(ge=0, le=2**62)] = 0,
                kind: Annotated[str | None, Query(max_length=50)] = None) -> dict:

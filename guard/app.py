@@ -15,6 +15,7 @@ from guard.engine import Engine
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store
+from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
 
 log = logging.getLogger("headroom.guard")
@@ -81,7 +82,9 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
                   description="Leases RAM/GPU headroom to test launches and throttles, pauses or frees the worker.")
     app.state.deps, app.state.engine = deps, deps.engine
     app.state.registry = build_registry(deps.engine)
-    app.include_router(build_router(bearer_dependency(deps.token)))
+    auth = bearer_dependency(deps.token)
+    app.include_router(build_router(auth, deps.engine.settings))
+    gate.install(app, deps.token, auth)
     return app
 
 

@@ -118,6 +118,8 @@ class GuardSettings(Section):
     max_ttl_seconds: int = Field(default=86400, ge=1)
     # Longest a POST may long-poll while queued.
     max_wait_seconds: int = Field(default=600, ge=0)
+    # GET /v1/events needs the token (events carry alert payloads); false opens them, e.g. for the status page.
+    events_need_token: bool = True
     # Retry-After suggested to a refused client.
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)
     # Worker control endpoint; empty means no worker is driven (leases and signals only).

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from guard.types import Lease
-from headroom.paths import ensure_private_dir
+from headroom.paths import ensure_private_dir, private_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, status TEXT NOT NULL, data TEXT NOT NULL);
@@ -30,11 +30,11 @@ class Store:
         self.path = Path(state_dir) / filename
         self.events_max = events_max
         self.lock = threading.Lock()
+        private_database(self.path)  # before connect: the -wal/-shm files copy its 0600
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
-        self.path.chmod(0o600)
 
     def put_lease(self, lease: Lease) -> None:
         data = json.dumps(dataclasses.asdict(lease))

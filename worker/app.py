@@ -7,6 +7,7 @@ from typing import Callable
 
 from fastapi import FastAPI
 
+from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
 from headroom.paths import ensure_private_dir
 from worker.engines import Engine, make_engine
@@ -39,5 +40,6 @@ def create_app(settings, engine: Engine | None = None, on_fatal: Callable[[str],
     app.state.settings, app.state.runner, app.state.registry = settings, runner, build_registry(runner)
     auth = bearer_dependency(token)
     app.include_router(control_router(auth))
-    app.include_router(jobs_router(auth))
+    app.include_router(jobs_router(auth, settings.worker.results_need_token))
+    gate.install(app, token, auth, {"/v1/batches": settings.worker.max_upload_bytes})
     return app

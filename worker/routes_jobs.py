@@ -52,9 +52,11 @@ def _batch_or_404(fn, batch_id: str):
         raise HTTPException(404, f"no batch {batch_id!r}") from None
 
 
-def jobs_router(auth) -> APIRouter:
+def jobs_router(auth, results_need_token: bool = True) -> APIRouter:
+    """The job routes; `auth` guards changes and, unless worker.results_need_token is off, the generated text."""
     router = APIRouter(prefix="/v1/batches")
     guarded = [Depends(auth)]
+    results = guarded if results_need_token else []
 
     @router.post("", dependencies=guarded, status_code=201)
     async def submit(request: Request, runner: RunnerDep,
@@ -85,11 +87,11 @@ def jobs_router(auth) -> APIRouter:
     def status(batch_id: str, runner: RunnerDep) -> dict:
         return _batch_or_404(runner.store.batch, batch_id)
 
-    @router.get("/{batch_id}/requests")
+    @router.get("/{batch_id}/requests", dependencies=results)
     def requests(batch_id: str, runner: RunnerDep) -> dict:
         return {"object": "list", "data": _batch_or_404(runner.store.requests, batch_id)}
 
-    @router.get("/{batch_id}/output")
+    @router.get("/{batch_id}/output", dependencies=results)
     def output(batch_id: str, runner: RunnerDep) -> Response:
         rows = _batch_or_404(runner.store.finished_requests, batch_id)
         lines = [row["result"] if row["result"] else json.dumps(cancelled_line(row["id"], row["custom_id"])) for row in rows]

@@ -41,6 +41,8 @@ class WorkerSettings(Section):
     concurrency: int = Field(default=16, ge=1, le=4096)
     # Largest batch upload accepted; bigger ones get 413.
     max_upload_bytes: int = 100 * 2**20
+    # GET /v1/batches/{id}/output and /requests need the token (generated text is private); false opens them.
+    results_need_token: bool = True
     # Most request lines in one batch.
     max_requests_per_batch: int = Field(default=50_000, ge=1)
     # max_tokens for requests that do not set it (OpenAI's completions default is 16).
