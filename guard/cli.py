@@ -46,21 +46,34 @@ def guard_url(settings, url: str | None) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def fetch_status(base: str, events: int, full: bool = False) -> dict:
-    """The guard's JSON API in one dict; `full` adds history and top memory users (what --watch and the page show)."""
+def fetch_status(base: str, events: int, full: bool = False, token: str | None = None) -> dict:
+    """The guard's JSON API in one dict; `full` adds history and top memory users (what --watch and the page show).
+
+    Events need the token (unless guard.events_need_token is off): it is sent when this user can read it.
+    """
     import httpx
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(base_url=base, timeout=5.0) as client:
+        with httpx.Client(base_url=base, timeout=5.0, headers=headers) as client:
             status = {"headroom": client.get("/v1/headroom").raise_for_status().json(),
                       "leases": client.get("/v1/leases").raise_for_status().json()["leases"],
-                      "events": client.get("/v1/events", params={"limit": max(1, events)}).raise_for_status().json()["events"]}
+                      "events": _events(client, events)}
             if full:
                 status["history"] = client.get("/v1/history").raise_for_status().json()
                 status["top"] = client.get("/v1/top", params={"limit": 8}).raise_for_status().json()
             return status
     except httpx.HTTPError as err:
         raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_SOURCE) from None
+
+
+def _events(client, events: int) -> list[dict]:
+    """Recent events, or one note saying the token is needed to see them."""
+    response = client.get("/v1/events", params={"limit": max(1, events)})
+    if response.status_code == 401:
+        return [{"id": 0, "at": 0, "kind": "note", "message": "events need the API token (the state dir's 'token' file)",
+                 "data": {}}]
+    return response.raise_for_status().json()["events"]
 
 
 def render(status: dict) -> str:
@@ -91,12 +104,15 @@ def render(status: dict) -> str:
 def _status(args: argparse.Namespace) -> int:
     from headroom.config import load_settings
 
+    from headroom.auth import read_token
+
     settings = load_settings(args.config)
     base = guard_url(settings, args.url)
+    token = settings.guard.token or read_token(settings.state_dir)
     if args.watch:
         from guard.watch import watch
 
-        return watch(lambda: fetch_status(base, max(args.events, 10), full=True), max(0.2, args.interval))
-    status = fetch_status(base, args.events)
+        return watch(lambda: fetch_status(base, max(args.events, 10), full=True, token=token), max(0.2, args.interval))
+    status = fetch_status(base, args.events, token=token)
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0

@@ -36,9 +36,17 @@
     return response.json();
   }
 
+  // Events need the API token unless guard.events_need_token = false; a browser has no token, so say so.
+  async function getEvents(path) {
+    const response = await fetch(path, { cache: "no-store" });
+    if (response.status === 401) return { events: null };
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return response.json();
+  }
+
   async function fetchAll() {
     const [headroom, leases, events, history, top] = await Promise.all([
-      getJson("/v1/headroom"), getJson("/v1/leases"), getJson("/v1/events?limit=40"),
+      getJson("/v1/headroom"), getJson("/v1/leases"), getEvents("/v1/events?limit=40"),
       getJson("/v1/history"), getJson("/v1/top?limit=8")]);
     return { headroom, leases: leases.leases, events: events.events, history, top };
   }
@@ -160,6 +168,11 @@
   }
 
   function renderEvents(events) {
+    if (events === null) {
+      $("events").replaceChildren(h("li", { class: "empty" },
+        "events need the API token; set guard.events_need_token = false to show them here"));
+      return;
+    }
     const items = events.slice().reverse().slice(0, 30).map((e) => h("li", { class: "ev-" + e.kind, "data-kind": e.kind },
       h("time", { title: new Date(e.at * 1000).toString() }, clock(e.at)), h("span", { class: "kind" }, e.kind.replace("_", " ")),
       h("span", { class: "msg" }, e.message)));
