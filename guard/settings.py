@@ -155,11 +155,14 @@ class GuardSettings(Section):
     def _amounts(self) -> "GuardSettings":
         for name in ("ram", "gpu", "psi", "swap", "predict"):
             rule: Rule = getattr(self, name)
-            for value in [*rule.enter.values(), rule.band]:
-                if name in ("ram", "gpu"):
-                    parse_amount(value)
-                elif name == "swap":
-                    parse_size(value)
-                elif not isinstance(value, (int, float)) or value < 0:
-                    raise ValueError(f"{name}: expected non-negative numbers, got {value!r}")
+            for key, value in [*((f"enter.{level}", v) for level, v in rule.enter.items()), ("band", rule.band)]:
+                try:
+                    if name in ("ram", "gpu"):
+                        parse_amount(value)
+                    elif name == "swap":
+                        parse_size(value)
+                    elif not isinstance(value, (int, float)) or value < 0:
+                        raise ValueError(f"expected non-negative numbers, got {value!r}")
+                except ValueError as err:
+                    raise ValueError(f"guard.{name}.{key}: {err}") from None
         return self
