@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.engine import Engine
@@ -22,6 +22,7 @@ from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, MaintenanceRequ
 from guard.history import history_view
 from guard.views import headroom_view, lease_view, static_file, status_page
 
+NOT_FOUND = {404: {"description": "no such lease"}}
 LONG_POLL_MAX = 25.0  # seconds one request may hold open (below common proxy timeouts)
 LeaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 
@@ -104,7 +105,7 @@ def build_router(auth, settings) -> APIRouter:
     async def healthz() -> dict:
         return {"ok": True}
 
-    @router.get("/readyz", tags=["health"])
+    @router.get("/readyz", tags=["health"], responses={503: {"description": "not ready: signals stale or ticks stopped"}})
     async def readyz(engine: EngineDep):
         if engine.decision.stale:
             return JSONResponse({"ready": False, "reason": "; ".join(engine.decision.reasons)}, status_code=503)
@@ -113,7 +114,7 @@ def build_router(auth, settings) -> APIRouter:
             return JSONResponse({"ready": False, "reason": f"last observation {age:.1f} s old"}, status_code=503)
         return {"ready": True}
 
-    @router.get("/metrics", tags=["health"], response_class=Response)
+    @router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -122,7 +123,8 @@ def build_router(auth, settings) -> APIRouter:
         return headroom_view(engine)
 
     @router.post("/v1/leases", tags=["leases"], dependencies=Auth, status_code=201,
-                 responses={202: {"description": "queued"}, 409: {"description": "refused: reason, shortfall"},
+                 responses={200: {"description": "dry_run: it would be granted"}, 202: {"description": "queued"},
+                            409: {"description": "refused: reason, shortfall"},
                             503: {"description": "signals stale"}})
     async def create_lease(body: LeaseRequest, engine: EngineDep):
         if body.gpu_bytes and engine.snapshot.ok:
@@ -151,7 +153,7 @@ def build_router(auth, settings) -> APIRouter:
         now = engine.clock()
         return {"leases": [lease_view(lease, now) for lease in engine.leases()]}
 
-    @router.get("/v1/leases/{lease_id}", tags=["leases"])
+    @router.get("/v1/leases/{lease_id}", tags=["leases"], responses={202: {"description": "still queued"}, **NOT_FOUND})
     async def get_lease(lease_id: LeaseId, engine: EngineDep,
                         wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX, description="long-poll while queued")] = 0):
         lease = await wait_while_queued(engine, lease_id, wait)
@@ -159,7 +161,8 @@ def build_router(auth, settings) -> APIRouter:
             raise HTTPException(404, detail=f"no lease {lease_id}")
         return lease_response(engine, lease)
 
-    @router.post("/v1/leases/{lease_id}/heartbeat", tags=["leases"], dependencies=Auth)
+    @router.post("/v1/leases/{lease_id}/heartbeat", tags=["leases"], dependencies=Auth,
+                 responses={202: {"description": "still queued"}, 410: {"description": "the lease has ended"}, **NOT_FOUND})
     async def heartbeat(lease_id: LeaseId, engine: EngineDep, body: HeartbeatRequest | None = None):
         lease = engine.heartbeat(lease_id, body.pid if body else None)
         if lease is None:
@@ -168,7 +171,7 @@ def build_router(auth, settings) -> APIRouter:
             raise HTTPException(410, detail=f"lease {lease_id} is {lease.status}: {lease.reason}")
         return lease_response(engine, lease)
 
-    @router.delete("/v1/leases/{lease_id}", tags=["leases"], dependencies=Auth)
+    @router.delete("/v1/leases/{lease_id}", tags=["leases"], dependencies=Auth, responses=NOT_FOUND)
     async def release(lease_id: LeaseId, engine: EngineDep):
         lease = engine.release(lease_id)
         if lease is None:

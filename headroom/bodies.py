@@ -61,9 +61,12 @@ def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
 
 
 class Body(BaseModel):
-    """Base of every request body: unknown fields and lone surrogates anywhere in it are 422s naming the field."""
+    """Base of every request body: unknown fields and lone surrogates anywhere in it are 422s naming the field.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: JSON types are taken as published (true is no number, "5" is no integer), as the OpenAPI schema says.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="before")
     @classmethod

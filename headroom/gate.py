@@ -108,5 +108,7 @@ def install(app, token: str, auth, body_limits: dict[str, int] | None = None) ->
             responses.setdefault(401, {"description": "missing or wrong bearer token"})
         if getattr(route, "body_field", None) is not None or route.path in limits:
             responses.setdefault(413, {"description": "the request body is larger than the limit"})
+        if getattr(route, "body_field", None) is not None:
+            responses.setdefault(400, {"description": "the body cannot be read as JSON (e.g. it is not UTF-8)"})
     app.add_middleware(Gate, token=token, routes=lambda: app.router.routes, needs_token=needs_token, body_limit=body_limit)
     app.add_exception_handler(RequestValidationError, validation_response)
