@@ -24,16 +24,13 @@ def parse_size(text: str | int) -> int:
             raise ValueError(f"size must not be negative, got {text}")
         return text
     shown = repr(text) if len(str(text)) <= 60 else repr(str(text)[:60]) + "..."
-    match = _SIZE_RE.fullmatch(str(text)) if re.fullmatch(SIZE_PATTERN, str(text)) else None
-    if not match:
+    match = _SIZE_RE.fullmatch(str(text))
+    if match and match.group(2) and not match.group(3):
+        raise ValueError(f"a number of bytes must be whole, got {shown}")
+    if not match or not re.fullmatch(SIZE_PATTERN, str(text)):
         raise ValueError(f"expected {SIZE_HELP}, got {shown}")
     whole, fraction, prefix, suffix = match.group(1), match.group(2) or "", match.group(3).upper(), match.group(4) or ""
-    if suffix == "B" and prefix:
-        factor = _DECIMAL[prefix]
-    else:
-        factor = _BINARY[prefix]
-    if fraction and not prefix:
-        raise ValueError(f"a number of bytes must be whole, got {shown}")
+    factor = _DECIMAL[prefix] if suffix == "B" and prefix else _BINARY[prefix]
     scale = 10 ** len(fraction)
     return (int(whole) * scale + int(fraction or "0")) * factor // scale
 
