@@ -130,6 +130,11 @@ class GuardSettings(Section):
     worker_backoff_max_seconds: float = Field(default=15.0, gt=0, le=600)
     # Recent events kept in the state database.
     events_max: int = Field(default=1000, ge=10, le=1_000_000)
+    # A state database that fails PRAGMA quick_check at start (truncated, garbage, damaged pages): "move_aside" renames
+    # it to guard.sqlite3.corrupt-<time> (kept, never deleted), logs, raises an event, a metric and an alert, and starts
+    # fresh; "refuse" exits 5 before serving. move_aside is the default: a guard that refuses to start protects nothing,
+    # and the file holds only leases and events, which are kept in the moved file.
+    store_on_corrupt: Literal["move_aside", "refuse"] = "move_aside"
 
     @field_validator("listen")
     @classmethod

@@ -59,6 +59,7 @@ def headroom_view(engine) -> dict:
             "worker": worker_view(engine, decision),
             "maintenance": engine.maintenance,
             "leases": {"granted": sum(l.status == "granted" for l in leases), "waiting": sum(l.status == "waiting" for l in leases)},
+            "store": engine.store.health_view(),
         }
 
 
