@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import subprocess
 
@@ -13,7 +15,7 @@ from guard.types import Lease
 from tests.diskfull import CORRUPTIONS, checkpoint, small_disk
 from tests.guard.realstack import MiB, TOKEN, Allocator, Stack, domain_cgroup, start
 from tests.guard.test_real import LEVELS, QUIET, mib_for
-from tests.helpers import REPO, free_port, headroom_cmd, stop_process, wait_for, write_toml
+from tests.helpers import REPO, free_port, need, headroom_cmd, stop_process, wait_for, write_toml
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -49,6 +51,10 @@ def test_a_full_state_disk_does_not_stop_protection(full_disk_stack):
     assert 'headroom_guard_store_errors_total{operation="event"}' in stack.guard.get("/metrics").text
     assert "headroom_guard_store_writable 0.0" in stack.guard.get("/metrics").text
 
+    with status_page(stack) as page:  # the status page says it in words
+        page.wait_for_selector("#store-line", timeout=10_000)
+        assert "cannot write (disk full)" in page.inner_text("#store-line")
+
     stop_process(stack.procs["exporter"])
     wait_for(lambda: stack.headroom()["stale"] is True, 15, what="stale: true once the exporter is gone")
 
@@ -57,6 +63,25 @@ def test_a_full_state_disk_does_not_stop_protection(full_disk_stack):
     events = stack.guard.get("/v1/events", params={"limit": 1000}).json()["events"]
     assert any(e["kind"] == "level" and "pause" in e["message"] for e in events), events
     assert any(e["kind"] == "signals" and "stale" in e["message"] for e in events), events
+
+
+@contextlib.contextmanager
+def status_page(stack):
+    """The guard's status page in Debian's headless chromium."""
+    need(importlib.util.find_spec("playwright") is not None, "playwright (tests/requirements.txt)")
+    from playwright.sync_api import sync_playwright
+
+    from tests.status.conftest import chromium_path
+    from tests.status.test_page import CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(str(stack.guard.base_url).rstrip("/") + "/")
+            yield page
+        finally:
+            browser.close()
 
 
 def seeded_database(state_dir) -> bytes:
