@@ -109,10 +109,10 @@ def holds_headroom(cg: WorkerCgroup, procfs: Path = Path("/proc"), own_pid: int 
         own = cgroupctl.parse_proc_cgroup((procfs / str(own_pid) / "cgroup").read_text())
         for key, name in (("", "cgroup2"), ("freezer", "freezer"), ("memory", "memory")):
             if key in own and _within(own[key], cg.path):
-                return f"headroom itself (pid {own_pid}) is in its {name} cgroup {own[key]}"
+                return f"headroom itself (pid {own_pid}, in {name} cgroup {own[key]})"
     for pid in cg.pids():
         with contextlib.suppress(OSError):
             cmdline = (procfs / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
             if is_headroom(cmdline):
-                return f"pid {pid} in it runs headroom ({' '.join(cmdline).strip()[:120]})"
+                return f"a headroom process (pid {pid}: {' '.join(cmdline).strip()[:120]})"
     return None

@@ -41,8 +41,12 @@ class WorkerBox:
         self.libc = ctypes.CDLL(None, use_errno=True)
 
     def __enter__(self) -> "WorkerBox":
+        self.made: list[Path] = []
         for directory in self.dirs:
-            directory.mkdir()
+            missing = [d for d in [directory, *directory.parents] if not d.exists()]
+            for made in reversed(missing):  # a parent (the domain) may exist in one hierarchy only
+                made.mkdir()
+                self.made.append(made)
         self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # the detached workers stay our children, so we reap them
         return self
 
@@ -59,7 +63,7 @@ class WorkerBox:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
         self.libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        for directory in reversed(self.dirs):
+        for directory in reversed(self.made):
             with contextlib.suppress(FileNotFoundError):
                 directory.rmdir()
 
