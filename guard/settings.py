@@ -129,8 +129,7 @@ class GuardSettings(Section):
     worker_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     worker_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
     worker_backoff_max_seconds: float = Field(default=15.0, gt=0, le=600)
-    # --- worker_kind = "cgroup" (guard/cgroup_worker.py): a worker with no control endpoint, driven through its cgroup ---
-    # The worker's cgroup path ("/system.slice/my-worker.service") or systemd unit name ("my-worker.service"); paused = frozen.
+    # worker_kind = "cgroup": the worker's cgroup path ("/system.slice/my-worker.service") or systemd unit ("my-worker.service").
     worker_cgroup: str = ""
     # argv that stops the worker to free it, e.g. ["systemctl", "stop", "my-worker.service"]; unset: SIGTERM, then SIGKILL.
     worker_stop: list[str] | None = None
