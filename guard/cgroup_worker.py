@@ -86,6 +86,8 @@ class CgroupWorkerTarget:
         self.cgroup, self.store, self.name = cgroup, store, name or cgroup.path
         self.stop_argv, self.start_argv, self.stop_timeout, self.throttle = stop_argv, start_argv, stop_timeout, throttle
         self.lock = threading.Lock()
+        self.record_lock = threading.Lock()  # one writer of the store record at a time
+        self.frozen_items: list[dict] = []  # what is recorded as frozen by this guard
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cgroup-worker")
         self.accepted: Desired | None = None  # the last desired state taken on (echoed as "desired" for the reconciler)
         self.failure: tuple[tuple, str] | None = None  # (desired key, message) of a transition that failed
@@ -102,10 +104,12 @@ class CgroupWorkerTarget:
 
     # --- the guard's state store -----------------------------------------------------------------
     def _record(self, frozen: list[dict] | None = None) -> None:
-        saved = self.store.get(STORE_KEY, {}) or {}
-        self.store.set(STORE_KEY, {"name": self.name, "path": self.cgroup.path, "stopped": self.stopped,
-                                   "known_pids": sorted(self.known_pids),
-                                   "frozen": saved.get("frozen", []) if frozen is None else frozen})
+        """Write what a restarted guard must know (what it froze, whether it stopped the worker), from memory, whole."""
+        with self.record_lock:
+            if frozen is not None:
+                self.frozen_items = frozen
+            self.store.set(STORE_KEY, {"name": self.name, "path": self.cgroup.path, "stopped": self.stopped,
+                                       "known_pids": sorted(self.known_pids), "frozen": self.frozen_items})
 
     def recover(self, frozen: list[dict]) -> None:
         """At start: thaw the cgroup a previous guard froze and could not thaw (it was killed); then the policy decides afresh."""
@@ -162,7 +166,7 @@ class CgroupWorkerTarget:
             self.accepted = desired
         future = self.executor.submit(self._transition, desired)
         try:
-            return future.result(timeout=0.3)  # freeze and thaw finish at once; stop and start go on in the background
+            return future.result(timeout=0.1)  # freeze and thaw finish at once; stop and start go on in the background
         except concurrent.futures.TimeoutError:
             return Outcome("accepted", f"{desired.describe()} under way")
 
@@ -174,7 +178,7 @@ class CgroupWorkerTarget:
         """On the guard's exit: nothing it froze stays frozen; a stop or start under way is left to finish."""
         self.executor.shutdown(wait=False, cancel_futures=True)
         freezer = self.cgroup.freezer()
-        if freezer is not None and (self.store.get(STORE_KEY, {}) or {}).get("frozen"):
+        if freezer is not None and self.frozen_items:
             cgroupctl.thaw(freezer)
             self._record(frozen=[])
 

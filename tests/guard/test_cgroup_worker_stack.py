@@ -90,7 +90,7 @@ def stack_factory(tmp_path, domain, box):
         stack.stop()
 
 
-def test_maintenance_freezes_the_worker_and_lifting_it_thaws(stack_factory):
+def test_maintenance_freezes_the_worker_lifting_it_or_stopping_the_guard_thaws(stack_factory):
     stack = stack_factory({})
     box = stack.box
     assert stack.worker()["observed"] == "running" and box.heartbeating()
@@ -102,6 +102,11 @@ def test_maintenance_freezes_the_worker_and_lifting_it_thaws(stack_factory):
     wait_for(lambda: not box.frozen(), 10, what="the cgroup thawed")
     assert box.heartbeating(), "heartbeats did not resume after maintenance"
     wait_for(lambda: stack.worker()["observed"] == "running", 10, what="the guard to report running")
+    stack.guard.put("/v1/maintenance", json={"reason": "then the guard is stopped"})
+    wait_for(lambda: box.frozen(), 10, what="the cgroup frozen again")
+    stop_process(stack.procs["guard"])  # SIGTERM: a clean exit
+    assert stack.procs["guard"].returncode in (0, -15), stack.logs()  # uvicorn re-raises SIGTERM after a graceful shutdown
+    assert not box.frozen() and box.heartbeating(), "the guard exited and left the worker frozen"
 
 
 @pytest.mark.parametrize("how", ["worker_stop", "signals"])
