@@ -37,7 +37,8 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     store = Store(settings.state_dir, guard.events_max)
     reconciler = target = None
     if guard.worker_kind == "cgroup":
-        from guard.cgroup_worker import build_cgroup_target, gpu_process_bytes
+        from guard.cgroup_worker import build_cgroup_target
+        from guard.worker_cgroup import gpu_process_bytes
 
         target = build_cgroup_target(guard, store)  # refuses a cgroup it cannot safely act on, before anything starts
     elif guard.worker_url:

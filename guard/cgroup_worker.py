@@ -16,7 +16,7 @@ from typing import Callable
 from guard import cgroupctl
 from guard.actuator import Outcome
 from guard.types import Desired
-from guard.worker_cgroup import ANON_SLACK_BYTES, WorkerCgroup, holds_headroom, resolve
+from guard.worker_cgroup import ANON_SLACK_BYTES, WorkerCgroup, has_exited, holds_headroom, resolve
 from headroom.errors import EXIT_CONFIG, HeadroomError
 
 log = logging.getLogger("headroom.guard.cgroup_worker")
@@ -50,21 +50,11 @@ def run_argv(argv: list[str], timeout: float) -> str | None:
         return f"{' '.join(argv)} exited {rc}: {err.read()[-300:].decode(errors='replace').strip()}"
 
 
-def gpu_process_bytes(gpus) -> dict[int, float]:
-    """pid -> GPU bytes it holds over every GPU of a snapshot."""
-    found: dict[int, float] = {}
-    for gpu in gpus:
-        for pid, used in gpu.processes.items():
-            found[pid] = found.get(pid, 0.0) + used
-    return found
-
-
-def has_exited(pid: int, procfs: Path = Path("/proc")) -> bool:
-    """Gone, or a zombie: such a pid in a GPU listing is the old process's stale entry, not a new process's."""
-    try:
-        return (procfs / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+def thaw_recorded(items: list[dict]) -> list[dict]:
+    """Thaw each cgroup recorded as frozen in the state store ({"path", "directory", "version"}); the items."""
+    for item in items:
+        cgroupctl.thaw(cgroupctl.FreezerCgroup(item["path"], Path(item["directory"]), int(item["version"])))
+    return items
 
 
 def wait_until(probe: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
@@ -113,8 +103,7 @@ class CgroupWorkerTarget:
 
     def recover(self, frozen: list[dict]) -> None:
         """At start: thaw the cgroup a previous guard froze and could not thaw (it was killed); then the policy decides afresh."""
-        for item in frozen:
-            cgroupctl.thaw(cgroupctl.FreezerCgroup(item["path"], Path(item["directory"]), int(item["version"])))
+        for item in thaw_recorded(frozen):
             message = f"thawed worker cgroup {item['path']}, left frozen by a previous guard that did not exit cleanly"
             log.warning(message)
             self.store.add_event("action", message, {"action": "recover_thaw", "result": "ok", "cgroup": item["path"]})
@@ -177,9 +166,8 @@ class CgroupWorkerTarget:
     def close(self) -> None:
         """On the guard's exit: nothing it froze stays frozen; a stop or start under way is left to finish."""
         self.executor.shutdown(wait=False, cancel_futures=True)
-        freezer = self.cgroup.freezer()
-        if freezer is not None and self.frozen_items:
-            cgroupctl.thaw(freezer)
+        if self.frozen_items:
+            thaw_recorded(self.frozen_items)
             self._record(frozen=[])
 
     # --- transitions (on the target's own thread) ------------------------------------------------------
@@ -188,7 +176,7 @@ class CgroupWorkerTarget:
             if desired.state in ("paused", "throttled"):
                 return self._pause(desired)
             return self._free(desired) if desired.state == "freed" else self._run(desired)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # a cgroup file that vanished or reads oddly: retried with backoff
             return self._fail(desired, f"{type(err).__name__}: {err}")
         finally:
             with self.lock:

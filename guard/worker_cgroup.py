@@ -116,3 +116,20 @@ def holds_headroom(cg: WorkerCgroup, procfs: Path = Path("/proc"), own_pid: int 
             if is_headroom(cmdline):
                 return f"a headroom process (pid {pid}: {' '.join(cmdline).strip()[:120]})"
     return None
+
+
+def gpu_process_bytes(gpus) -> dict[int, float]:
+    """pid -> GPU bytes it holds over every GPU of a snapshot."""
+    found: dict[int, float] = {}
+    for gpu in gpus:
+        for pid, used in gpu.processes.items():
+            found[pid] = found.get(pid, 0.0) + used
+    return found
+
+
+def has_exited(pid: int, procfs: Path = Path("/proc")) -> bool:
+    """Gone, or a zombie: such a pid in a GPU listing is the old process's stale entry, not a new process's."""
+    try:
+        return (procfs / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
