@@ -262,3 +262,16 @@ def test_build_refuses_a_missing_cgroup_and_one_that_holds_headroom(box, store):
     with pytest.raises(HeadroomError, match="holds headroom itself"):
         build_cgroup_target(GuardSettings(worker_kind="cgroup", worker_cgroup="/"), store)
     assert build_cgroup_target(GuardSettings(worker_kind="cgroup", worker_cgroup=box.path), store).cgroup.path == box.path
+
+
+def test_a_guard_restarted_after_stopping_a_systemd_worker_accepts_its_vanished_cgroup(tmp_path, store):
+    gone = "/system.slice/headroom-test-gone.service"  # systemd removes a stopped unit's cgroup
+    store.set(STORE_KEY, {"name": "headroom-test-gone.service", "path": gone, "stopped": True, "known_pids": [], "frozen": []})
+    settings = GuardSettings(worker_kind="cgroup", worker_cgroup="headroom-test-gone.service")
+    target = build_cgroup_target(settings, store)
+    state = target.read()
+    assert target.cgroup.path == gone and state["state"] == "freed"
+    assert "a person must restart it (headroom-test-gone.service)" in state["note"]
+    store.set(STORE_KEY, {**store.get(STORE_KEY), "stopped": False})  # not stopped by the guard: a missing cgroup is an error
+    with pytest.raises(HeadroomError, match="no such cgroup"):
+        build_cgroup_target(settings, store)
