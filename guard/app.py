@@ -39,12 +39,21 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     token = load_or_create_token(settings.state_dir, guard.token or None)
     observer = Observer(build_source(guard, source_transport))
     store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt)
-    reconciler = None
-    if guard.worker_url:
+    reconciler = target = None
+    if guard.worker_kind == "cgroup":
+        from guard.cgroup_worker import build_cgroup_target
+        from guard.worker_cgroup import gpu_process_bytes
+
+        target = build_cgroup_target(guard, store)  # refuses a cgroup it cannot safely act on, before anything starts
+    elif guard.worker_url:
         target = build_target(guard.worker_kind, guard.worker_url, token, guard.worker_timeout_seconds, worker_transport)
+    if target is not None:
         reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
     kwargs = {"clock": clock} if clock else {}
-    return Deps(Engine(guard, observer, store, reconciler, **kwargs), token)
+    engine = Engine(guard, observer, store, reconciler, **kwargs)
+    if guard.worker_kind == "cgroup":  # "freed" needs the GPU memory of the worker's processes gone too
+        target.gpu_processes = lambda: gpu_process_bytes(engine.snapshot.gpus)
+    return Deps(engine, token)
 
 
 def _retry_store(store: Store) -> None:

@@ -122,6 +122,8 @@
       ["since", w.since ? `${clock(w.since)} (${ago(hr.observed_at - w.since)} ago)` : "-"],
       ["engine", w.engine ? `${w.engine.kind}, ${w.engine.loaded ? "loaded" : "not loaded"}` : "-"],
       ["maintenance", hr.maintenance.on ? `on: ${hr.maintenance.reason}` : "off"]];
+    if (w.note) rows.push(["note", w.note]);
+    if (w.cgroup) rows.push(["cgroup", `${w.cgroup.path}: ${w.cgroup.processes} process(es)${w.cgroup.frozen ? ", frozen" : ""}`]);
     if (w.error) rows.push(["error", w.error]);
     if (w.dry_run) rows.push(["mode", "dry run: logs, never acts"]);
     $("worker").replaceChildren(h("dl", { class: "kv", id: "worker-kv" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
