@@ -108,5 +108,5 @@ def test_a_server_with_an_empty_token_file_exits_with_the_token_code(tmp_path, p
     env.pop("HEADROOM_TOKEN", None)
     done = subprocess.run(headroom_cmd(part, "--listen", f"127.0.0.1:{free_port()}"), env=env, capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == EXIT_TOKEN == 5
+    assert done.returncode == EXIT_TOKEN == 6
     assert "token" in done.stderr and "empty" in done.stderr and str(state / "token") in done.stderr
