@@ -47,7 +47,9 @@ def test_a_database_left_0644_is_made_private_with_its_journal(tmp_path, loose_u
     import sqlite3
 
     db = tmp_path / "guard.sqlite3"
-    sqlite3.connect(db).close()
+    with sqlite3.connect(db) as old:
+        old.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    old.close()
     assert stat.S_IMODE(db.stat().st_mode) == 0o644
     store = GuardStore(tmp_path)
     store.add_event("test", "written", {})

@@ -99,7 +99,7 @@ def test_a_full_disk_does_not_stop_the_guard_deciding_and_shows_everywhere(disk)
 
         disk.free()
         assert engine.store.retry()
-        kinds = [e["kind"] for e in client.get("/v1/events", params={"after": 0, "limit": 1000}).json()["events"]]
+        kinds = [e["kind"] for e in client.get("/v1/events", params={"after": 0, "limit": 1000}, headers=auth).json()["events"]]
         assert "level" in kinds and "signals" in kinds
         assert "headroom_guard_store_writable 1.0" in client.get("/metrics").text
     finally:

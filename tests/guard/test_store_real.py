@@ -123,7 +123,7 @@ def test_a_corrupt_database_is_moved_aside_and_said_everywhere(tmp_path, damage)
         assert [p.name for p in moved if not p.name.endswith(("-wal", "-shm"))] and moved[0].read_bytes() == broken
         store = ready.json()["store"]
         assert store["recovered"]["moved_to"] == str(moved[0]) and store["corrupt_files"] == [str(moved[0])]
-        events = httpx.get(base + "/v1/events", params={"kind": "store"}).json()["events"]
+        events = httpx.get(base + "/v1/events", params={"kind": "store"}, headers={"Authorization": f"Bearer {TOKEN}"}).json()["events"]
         assert len(events) == 1 and "corrupt" in events[0]["message"] and str(moved[0]) in events[0]["message"]
         assert "headroom_guard_store_corrupt_files 1.0" in httpx.get(base + "/metrics").text
         assert "corrupt" in (tmp_path / "guard.log").read_text()
