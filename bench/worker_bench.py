@@ -63,7 +63,7 @@ def start_worker(model: Path, workdir: Path, concurrency: int):
     config = workdir / f"worker-{port}.toml"
     config.write_text(
         f'state_dir = "{workdir}/state-{port}"\nlog_level = "warning"\n[worker]\nlisten = "127.0.0.1:{port}"\n'
-        f'token = "bench"\nengine = "vllm"\nmodel = "{model}"\ndtype = "float32"\nmax_model_len = 128\n'
+        f'token = "bench-token-0123456789"\nengine = "vllm"\nmodel = "{model}"\ndtype = "float32"\nmax_model_len = 128\n'
         f'kv_cache_memory = "512MiB"\nconcurrency = {concurrency}\nengine_args = {{enforce_eager = true}}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
     proc = subprocess.Popen([sys.executable, "-m", "headroom", "worker", "--config", str(config)], env=env,

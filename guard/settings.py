@@ -69,7 +69,7 @@ def _predict_rule() -> Rule:
 class GuardSettings(Section):
     # Address of the lease API, status page and /metrics.
     listen: str = "127.0.0.1:9841"
-    # API token; empty means $HEADROOM_TOKEN or the state dir's generated token file.
+    # API token (at least 16 characters); empty means $HEADROOM_TOKEN or the state dir's generated token file.
     token: str = ""
     # Observe + decide + act period; Ray's memory monitor refreshes every 250 ms, earlyoom polls at 100-1000 ms.
     tick_seconds: float = Field(default=0.25, ge=0.05, le=60)

@@ -15,7 +15,7 @@ class WorkerSettings(Section):
     enabled: bool = False
     # Address of the job API, the control endpoint and /metrics.
     listen: str = "127.0.0.1:9842"
-    # Bearer token for PUT/POST/DELETE; unset: $HEADROOM_TOKEN, else the state dir's 'token' file.
+    # Bearer token for PUT/POST/DELETE and result reads (at least 16 characters); unset: $HEADROOM_TOKEN, else the state dir's 'token' file.
     token: str | None = None
     # Which engine runs requests: vllm (in-process vLLM LLM), remote (an OpenAI-compatible server), echo (dev/test only).
     engine: Literal["vllm", "remote", "echo"] = "vllm"
