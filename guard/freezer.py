@@ -63,6 +63,8 @@ class Freezer:
         self._frozen: dict[int, FrozenProcess] = {}
         self._terminating: dict[int, tuple[FrozenProcess, float]] = {}  # pid -> (record, SIGKILL deadline)
         self.outcomes: Counter = Counter({name: 0 for name in OUTCOMES})
+        # Thawed by hand or by on_no_room = thaw: the person or the kernel decides now, so it is never frozen again.
+        self._exempt: dict[int, int] = {}  # pid -> start_ticks
 
     # --- choosing -----------------------------------------------------------------------------
     def protected(self) -> set[int]:
@@ -75,6 +77,11 @@ class Freezer:
         """The process the kernel would kill (highest oom_score, or highest `score`), never a protected one."""
         with self.lock:
             skip = {pid for fp in self._frozen.values() for pid, _ in fp.members} | set(self._frozen)
+            for pid, start in list(self._exempt.items()):
+                stat = read_stat(pid, self.procfs)
+                if stat is None or stat.start_ticks != start:
+                    del self._exempt[pid]  # gone: its pid may be reused by a process that was never thawed
+            skip |= set(self._exempt)
         return self.chooser.pick(list(domain_pids), self.protected(), skip, score)
 
     # --- freezing -----------------------------------------------------------------------------
@@ -130,6 +137,8 @@ class Freezer:
             self._release(fp)
             self._forget(pid)
             self.outcomes[outcome] += 1
+            if outcome in ("manual", "no_room_thawed"):
+                self._exempt.update(dict(fp.members) or {fp.pid: 0})
             self.store.add_event("thaw", f"thawed {fp.comm} ({fp.pid}) after {self.clock() - fp.frozen_at:.1f} s: {reason}",
                                  {**fp.to_json(), "outcome": outcome})
             log.warning("thawed %s (%d): %s", fp.comm, fp.pid, reason)

@@ -130,6 +130,7 @@ def test_on_no_room_thaw_lets_it_run_after_freeze_max_seconds(tmp_path):
         assert freezer.resolve_no_room(1019.0) == [] and not counting(outs[0])
         assert [what for what, _ in freezer.resolve_no_room(1020.0)] == ["thawed"]
         assert counting(outs[0]) and freezer.frozen() == () and freezer.outcomes["no_room_thawed"] == 1
+        assert freezer.freeze([grower.pid], "still below") is None, "released to the kernel, never frozen again"
     finally:
         stop(grower)
 
