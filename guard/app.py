@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from guard.actuator import Reconciler, build_target
 from guard.api import build_router
+from guard.routes_freeze import build_freeze_router
 from guard.engine import Engine
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
@@ -82,6 +83,7 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
     app.state.deps, app.state.engine = deps, deps.engine
     app.state.registry = build_registry(deps.engine)
     app.include_router(build_router(bearer_dependency(deps.token)))
+    app.include_router(build_freeze_router(bearer_dependency(deps.token)))
     return app
 
 

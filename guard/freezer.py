@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -99,9 +100,9 @@ class Freezer:
             if error is not None:
                 self._forget(fp.pid)
                 self.outcomes["failed"] += 1
-                self.store.add_event("freeze", f"could not freeze {fp.comm} ({fp.pid}): {error}", fp.to_json())
+                self._note("freeze", f"could not freeze {fp.comm} ({fp.pid}): {error}", fp.to_json())
                 return None
-            self.store.add_event("freeze", f"froze {fp.comm} ({fp.pid}, oom_score {candidate.score}, "
+            self._note("freeze", f"froze {fp.comm} ({fp.pid}, oom_score {candidate.score}, "
                                  f"{fp.rss_bytes >> 20} MiB) by {fp.method}: {reason}", fp.to_json(), at=fp.frozen_at)
             log.warning("froze %s (%d) by %s: %s", fp.comm, fp.pid, fp.method, reason)
             return fp
@@ -139,7 +140,7 @@ class Freezer:
             self.outcomes[outcome] += 1
             if outcome in ("manual", "no_room_thawed"):
                 self._exempt.update(dict(fp.members) or {fp.pid: 0})
-            self.store.add_event("thaw", f"thawed {fp.comm} ({fp.pid}) after {self.clock() - fp.frozen_at:.1f} s: {reason}",
+            self._note("thaw", f"thawed {fp.comm} ({fp.pid}) after {self.clock() - fp.frozen_at:.1f} s: {reason}",
                                  {**fp.to_json(), "outcome": outcome})
             log.warning("thawed %s (%d): %s", fp.comm, fp.pid, reason)
             return True
@@ -173,7 +174,16 @@ class Freezer:
         self._persist()
 
     def _persist(self) -> None:
-        self.store.set(STORE_KEY, [fp.to_json() for fp in self._frozen.values()])
+        try:
+            self.store.set(STORE_KEY, [fp.to_json() for fp in self._frozen.values()])
+        except sqlite3.Error as err:  # a closed store at shutdown: the thaw itself is done, a stale record is harmless
+            log.warning("could not record the frozen processes: %s", err)
+
+    def _note(self, kind: str, message: str, data: dict, at: float | None = None) -> None:
+        try:
+            self.store.add_event(kind, message, data, at=at)
+        except sqlite3.Error as err:
+            log.warning("could not record the event %r: %s", message, err)
 
     # --- views --------------------------------------------------------------------------------
     def frozen(self) -> tuple[FrozenProcess, ...]:
@@ -202,7 +212,7 @@ class Freezer:
                     del self._terminating[pid]
                     self.outcomes["terminated"] += 1
                     how = f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s" if killed else "exited on SIGTERM"
-                    self.store.add_event("thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"})
+                    self._note("thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"})
                     done.append(("sigkill" if killed else "exited", fp))
         return done
 
@@ -213,7 +223,7 @@ class Freezer:
         self._release(fp)
         self._forget(fp.pid)
         self._terminating[fp.pid] = (fp, now + self.settings.freeze_terminate_grace_seconds)
-        self.store.add_event("thaw", f"terminating {fp.comm} ({fp.pid}): {why} (on_no_room = terminate: SIGTERM, "
+        self._note("thaw", f"terminating {fp.comm} ({fp.pid}): {why} (on_no_room = terminate: SIGTERM, "
                              f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s)", {**fp.to_json(), "outcome": "sigterm"})
         log.warning("terminating %s (%d): %s", fp.comm, fp.pid, why)
 

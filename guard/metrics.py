@@ -65,6 +65,23 @@ def _source(engine):
     yield CounterMetricFamily(P + "ticks", "Ticks run since start.", value=engine.ticks)
 
 
+def _freezer(engine):
+    freezer = getattr(engine, "freezer", None)
+    if freezer is None:
+        return
+    frozen = freezer.frozen()
+    yield GaugeMetricFamily(P + "frozen", "Processes the guard holds frozen now (each with what was stopped with it).",
+                            value=len(frozen))
+    oldest = max((freezer.clock() - fp.frozen_at for fp in frozen), default=0.0)
+    yield GaugeMetricFamily(P + "frozen_longest_seconds", "How long the longest-frozen process has been frozen (0: none).",
+                            value=oldest)
+    ended = CounterMetricFamily(P + "freezes", "Freezes by how they ended: thawed (room made), manual, no_room_thawed, "
+                                "terminated, recovered (a restarted guard thawed it), shutdown, failed.", labels=["outcome"])
+    for outcome, count in sorted(freezer.outcomes.items()):
+        ended.add_metric([outcome], count)
+    yield ended
+
+
 class TickHistogram:
     """Cumulative tick durations (a Prometheus histogram must only grow, so rate() and quantiles work)."""
 
@@ -89,7 +106,7 @@ class EngineCollector:
 
     def collect(self):
         with self.engine.lock:
-            for part in (_levels, _worker, _leases, _source):
+            for part in (_levels, _worker, _leases, _source, _freezer):
                 yield from part(self.engine)
 
 

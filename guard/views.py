@@ -40,6 +40,21 @@ def worker_view(engine, decision) -> dict:
             "concurrency": observed.get("concurrency"), "since": observed.get("since"), "engine": observed.get("engine")}
 
 
+def frozen_view(engine) -> dict:
+    """What the freezer holds frozen now and how its freezes ended; the same view for the API, page, CLI and --watch."""
+    freezer = getattr(engine, "freezer", None)
+    settings = engine.settings
+    if freezer is None:
+        return {"enabled": False, "processes": [], "outcomes": {}}
+    now = freezer.clock()
+    processes = [{"pid": fp.pid, "comm": fp.comm, "method": fp.method, "cgroup": fp.cgroup, "reason": fp.reason,
+                  "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(now - fp.frozen_at, 3),
+                  "no_room_in_seconds": round(max(0.0, fp.frozen_at + settings.freeze_max_seconds - now), 3),
+                  "members": [pid for pid, _ in fp.members]} for fp in freezer.frozen()]
+    return {"enabled": settings.freeze_enabled, "on_no_room": settings.on_no_room,
+            "freeze_max_seconds": settings.freeze_max_seconds, "processes": processes, "outcomes": dict(freezer.outcomes)}
+
+
 def headroom_view(engine) -> dict:
     """Per resource, what admission would use now and why; read under the lock, never measured here."""
     with engine.lock:
@@ -58,6 +73,7 @@ def headroom_view(engine) -> dict:
             "signals": {name: _resource(state.resources.get(name)) for name in ("psi", "swap", "predict")},
             "worker": worker_view(engine, decision),
             "maintenance": engine.maintenance,
+            "frozen": frozen_view(engine),
             "leases": {"granted": sum(l.status == "granted" for l in leases), "waiting": sum(l.status == "waiting" for l in leases)},
         }
 
@@ -82,4 +98,4 @@ def status_page(engine) -> str:
     return page.replace("__LEVEL__", html.escape(level))
 
 
-__all__ = ["headroom_view", "lease_view", "static_file", "status_page", "Level"]
+__all__ = ["frozen_view", "headroom_view", "lease_view", "static_file", "status_page", "Level"]
