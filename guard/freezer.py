@@ -162,8 +162,8 @@ class Freezer:
 
     def _signal_if_same(self, pid: int, start_ticks: int, sig: int) -> bool:
         stat = read_stat(pid, self.procfs)
-        if stat is None or stat.start_ticks != start_ticks:
-            return False  # gone, or the pid now belongs to another process
+        if stat is None or stat.start_ticks != start_ticks or stat.state in ("Z", "X"):
+            return False  # gone (or dead, not yet reaped), or the pid now belongs to another process
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
             return True
@@ -198,14 +198,6 @@ class Freezer:
         """on_no_room for freezes past freeze_max_seconds, then SIGKILL terminations past their grace; what it did."""
         done: list[tuple[str, FrozenProcess]] = []
         with self.lock:
-            for fp in self.expired(now):
-                waited = f"no room after {now - fp.frozen_at:.1f} s frozen"
-                if self.settings.on_no_room == "thaw":
-                    self.thaw(fp.pid, waited + " (on_no_room = thaw: the kernel decides)", "no_room_thawed")
-                    done.append(("thawed", fp))
-                else:
-                    self._terminate(fp, now, waited)
-                    done.append(("sigterm", fp))
             for pid, (fp, deadline) in list(self._terminating.items()):
                 if now >= deadline or not self._alive(fp):
                     killed = [p for p, start in fp.members if self._signal_if_same(p, start, signal.SIGKILL)]
@@ -214,6 +206,14 @@ class Freezer:
                     how = f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s" if killed else "exited on SIGTERM"
                     self._note("thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"})
                     done.append(("sigkill" if killed else "exited", fp))
+            for fp in self.expired(now):
+                waited = f"no room after {now - fp.frozen_at:.1f} s frozen"
+                if self.settings.on_no_room == "thaw":
+                    self.thaw(fp.pid, waited + " (on_no_room = thaw: the kernel decides)", "no_room_thawed")
+                    done.append(("thawed", fp))
+                else:
+                    self._terminate(fp, now, waited)
+                    done.append(("sigterm", fp))
         return done
 
     def _terminate(self, fp: FrozenProcess, now: float, why: str) -> None:

@@ -11,6 +11,7 @@ from guard import cgroupctl
 from guard.freezer import STORE_KEY
 from guard.procinfo import ProcInfo, Stat, parse_stat, read_stat
 from guard.victim import is_headroom, protect_reason
+from tests.helpers import wait_for
 from tests.guard.freezing import (CGROUPFS, counting, make_freezer, need_freezer_root, owned_cgroup, roots, start_counter,
                                   stop)
 
@@ -95,7 +96,8 @@ def test_without_a_cgroup_of_its_own_the_whole_process_group_is_sigstopped(tmp_p
         freezer = make_freezer(tmp_path)
         fp = freezer.freeze([grower.pid], "ram below the freeze threshold")
         assert fp is not None and fp.method == "sigstop" and fp.pgid == grower.pid and len(fp.members) == 2
-        assert all(read_stat(pid).state == "T" for pid, _ in fp.members), "not every process of the group is stopped"
+        wait_for(lambda: all(read_stat(pid).state == "T" for pid, _ in fp.members), timeout=5,
+                 what="every process of the group stopped (state T)")
         assert not counting(outs[0]) and not counting(outs[1])
         freezer.close()
         assert counting(outs[0]) and counting(outs[1]) and freezer.outcomes["shutdown"] == 1
