@@ -97,6 +97,13 @@ class Freezer:
                 return None
             fp = self._record(candidate, reason, self.clock() if now is None else now)
             error = self._stop(fp, candidate)
+            if error is not None and candidate.cgroup is not None and self.settings.freeze_method == "auto":
+                # e.g. a cgroup delegated to its user: root without CAP_DAC_OVERRIDE may not write it; SIGSTOP still works
+                log.warning("cgroup freeze of %s failed (%s); SIGSTOP instead", fp.cgroup, error)
+                self._forget(fp.pid)
+                candidate = self.chooser.sigstop(candidate.info, candidate.score, self.protected())
+                fp = self._record(candidate, reason, fp.frozen_at)
+                error = self._stop(fp, candidate)
             if error is not None:
                 self._forget(fp.pid)
                 self.outcomes["failed"] += 1

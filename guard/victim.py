@@ -110,6 +110,11 @@ class Chooser:
                     return Candidate(info, value, f"cgroup-v{cg.version}", cg, members, 0)
             if self.method == "cgroup":
                 return None
+        return self.sigstop(info, value, protected, stats)
+
+    def sigstop(self, info: ProcInfo, value: int, protected: set[int], stats: dict[int, Stat] | None = None) -> Candidate:
+        """SIGSTOP to its whole process group when the group holds nothing protected (nor the guard), else to it alone."""
+        stats = stats if stats is not None else parents(self.procfs)
         group = {pid for pid, st in stats.items() if st.pgid == info.stat.pgid}
         whole_group = info.stat.pgid not in (0, os.getpgid(0)) and self._may_stop(group, protected)
         chosen = sorted(group) if whole_group else [info.pid]

@@ -8,7 +8,9 @@ import signal
 import pytest
 
 from guard import cgroupctl
-from guard.freezer import STORE_KEY
+from guard.freezer import STORE_KEY, Freezer
+from guard.settings import GuardSettings
+from guard.store import Store
 from guard.procinfo import ProcInfo, Stat, parse_stat, read_stat
 from guard.victim import is_headroom, protect_reason
 from tests.helpers import wait_for
@@ -156,4 +158,29 @@ def test_on_no_room_terminate_sends_sigterm_then_sigkill(tmp_path, ignores_sigte
         assert freezer.outcomes["terminated"] == 1
     finally:
         if grower.poll() is None:
+            stop(grower)
+
+
+@pytest.mark.kernel
+def test_a_cgroup_the_guard_may_not_write_falls_back_to_sigstop(tmp_path):
+    """A cgroup delegated to a user is not writable by a guard without CAP_DAC_OVERRIDE: it must still stop the grower."""
+    need_freezer_root()
+    root = dict(roots()).get(2)
+    if root is None:
+        pytest.skip("no cgroup v2 freezer here")
+    with owned_cgroup(2, root) as (path, directory):
+        grower, outs = start_counter(tmp_path, "grower", join=directory)
+        try:
+            fake = tmp_path / "cgroupfs"  # the same tree, except that cgroup.freeze cannot be written
+            for name in ("cgroup.procs", "cgroup.controllers"):
+                (fake / "unified").mkdir(parents=True, exist_ok=True)
+                (fake / "unified" / name).write_text("")
+            (fake / "unified" / path.lstrip("/") / "cgroup.freeze").mkdir(parents=True)
+            (fake / "unified" / path.lstrip("/") / "cgroup.procs").write_text(f"{grower.pid}\n")
+            freezer = Freezer(GuardSettings(), Store(tmp_path / "state"), cgroupfs=fake)
+            fp = freezer.freeze([grower.pid], "ram below the freeze threshold")
+            assert fp is not None and fp.method == "sigstop" and not counting(outs[0])
+            assert freezer.store.get(STORE_KEY)[0]["method"] == "sigstop"
+            assert freezer.thaw(grower.pid, "room made", "thawed") and counting(outs[0])
+        finally:
             stop(grower)
