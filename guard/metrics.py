@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from guard.leases import gpu_room, ram_room
 from guard.types import Level
+from guard.views import freezer_of
 
 P = "headroom_guard_"
 TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -66,7 +67,7 @@ def _source(engine):
 
 
 def _freezer(engine):
-    freezer = getattr(engine, "freezer", None)
+    freezer = freezer_of(engine)
     if freezer is None:
         return
     frozen = freezer.frozen()

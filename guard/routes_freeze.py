@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
-from guard.views import frozen_view
+from guard.views import freezer_of, frozen_view
 
 Pid = Annotated[int, Path(ge=1, le=4194304, description="a process id (Linux pid_max is at most 4194304)")]
 
@@ -23,7 +23,7 @@ def build_freeze_router(auth) -> APIRouter:
     async def thaw(pid: Pid, request: Request) -> dict:
         """Thaw a process the guard froze; it is then never frozen again (a person decided). 404 when it is not frozen."""
         engine = request.app.state.engine
-        freezer = getattr(engine, "freezer", None)
+        freezer = freezer_of(engine)
         if freezer is None or not freezer.thaw(pid, "thawed by hand (API)", "manual"):
             raise HTTPException(404, detail=[{"loc": ["path", "pid"], "msg": f"pid {pid} is not frozen by the guard",
                                               "type": "value_error"}])

@@ -40,9 +40,15 @@ def worker_view(engine, decision) -> dict:
             "concurrency": observed.get("concurrency"), "since": observed.get("since"), "engine": observed.get("engine")}
 
 
+def freezer_of(engine):
+    """The guard's freezer: set on the engine, or the fast path's; None when the guard has none (or freezing is off)."""
+    found = getattr(engine, "freezer", None)
+    return found if found is not None else getattr(getattr(engine, "fastpath", None), "freezer", None)
+
+
 def frozen_view(engine) -> dict:
     """What the freezer holds frozen now and how its freezes ended; the same view for the API, page, CLI and --watch."""
-    freezer = getattr(engine, "freezer", None)
+    freezer = freezer_of(engine)
     settings = engine.settings
     if freezer is None:
         return {"enabled": False, "processes": [], "outcomes": {}}
@@ -98,4 +104,4 @@ def status_page(engine) -> str:
     return page.replace("__LEVEL__", html.escape(level))
 
 
-__all__ = ["frozen_view", "headroom_view", "lease_view", "static_file", "status_page", "Level"]
+__all__ = ["freezer_of", "frozen_view", "headroom_view", "lease_view", "static_file", "status_page", "Level"]

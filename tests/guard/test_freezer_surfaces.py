@@ -21,7 +21,7 @@ from tests.guard.freezing import counting, need_freezer_root, start_counter, sto
 from tests.guard.support import GiB
 from tests.helpers import REPO, free_port, headroom_cmd, need, wait_for
 
-pytestmark = pytest.mark.kernel
+
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -44,6 +44,7 @@ def frozen(make_engine, source, tmp_path):
         stop(grower)
 
 
+@pytest.mark.kernel
 def test_api_metrics_and_manual_thaw(frozen):
     engine, grower, out = frozen
     with TestClient(create_app(None, Deps(engine, TOKEN, run_scheduler=False)), raise_server_exceptions=False) as api:
@@ -84,6 +85,7 @@ def served(frozen):
         thread.join(timeout=10)
 
 
+@pytest.mark.kernel
 def test_status_watch_and_headroom_thaw(served, tmp_path):
     base, (engine, grower, out) = served
     status = fetch_status(base, 10, full=True)
@@ -102,6 +104,7 @@ def test_status_watch_and_headroom_thaw(served, tmp_path):
     assert engine.freezer.freeze([grower.pid], "again") is None, "thawed by hand, it is never frozen again"
 
 
+@pytest.mark.kernel
 def test_status_page_shows_the_frozen_process(served):
     need(importlib.util.find_spec("playwright") is not None, "playwright (tests/requirements.txt)")
     from tests.status.conftest import chromium_path
@@ -124,3 +127,14 @@ def test_status_page_shows_the_frozen_process(served):
             page.wait_for_function("document.getElementById('frozen-card').hidden", timeout=15_000)
         finally:
             browser.close()
+
+
+def test_the_views_find_the_fast_paths_freezer_when_the_engine_has_none():
+    from types import SimpleNamespace
+
+    from guard.views import freezer_of
+
+    freezer = object()
+    assert freezer_of(SimpleNamespace(freezer=freezer)) is freezer
+    assert freezer_of(SimpleNamespace(fastpath=SimpleNamespace(freezer=freezer))) is freezer
+    assert freezer_of(SimpleNamespace(fastpath=None)) is None and freezer_of(SimpleNamespace()) is None
