@@ -82,38 +82,44 @@ def start_worker(args, hold_gib: float, port: int):
     return proc, lambda: os.kill(proc.pid, signal.SIGUSR1), lambda: {proc.pid}
 
 
-def run_one(args, rate: int, guard: bool, nvml) -> dict:
+def guard_side(args, nvml, worker_pids, free_worker, events: dict, target_gib: float):
+    """The real Freezer and GPU watch; at the freeze it frees the worker, as the guard's engine hook does."""
     from guard.freezer import Freezer
     from guard.gpufreeze import GpuFreezeWatch
     from guard.settings import GuardSettings
     from guard.store import Store
 
+    settings = GuardSettings(freeze_gpu_poll_min_seconds=0.01, freeze_gpu_poll_max_seconds=0.25,
+                             freeze_max_seconds=args.max_frozen)
+    freezer = Freezer(settings, Store(Path(tempfile.mkdtemp())), worker_pids=worker_pids)
+
+    def on_event(event):
+        events.setdefault(event.action, time.time())
+        if event.action == "froze":
+            events.setdefault("froze_pid", event.process.pid)
+            threading.Thread(target=free_worker, daemon=True).start()
+
+    watch = GpuFreezeWatch(nvml, freezer, int(args.freeze_gib * GIB), int((args.freeze_gib + target_gib) * GIB),
+                           fastest=0.01, slowest=0.25, on_event=on_event)
+    return watch, freezer
+
+
+def run_one(args, rate: int, guard: bool, nvml) -> dict:
     gpu = nvml.read_memory()[0]
     room = gpu.free_bytes / GIB
     hold = max(0.0, room - args.target_gib / 2) if not args.vllm_model else 0.0
     worker, free_worker, worker_pids = start_worker(args, hold, 18000 + rate % 1000)
     after = nvml.read_memory()[0].free_bytes
+    # vLLM takes --vllm-utilization of the GPU: the grower asks for 2 GiB more than is left, so it fits only once vLLM sleeps
+    target = max(args.target_gib, after / GIB + 2) if args.vllm_model else args.target_gib
     log = Path(tempfile.mkdtemp()) / "grower.log"
     row = {"rate": rate, "guard": "headroom" if guard else "none", "free_before_gib": after / GIB}
     events: dict = {}
-    stop = threading.Event()
-    watch = None
-    state_dir = Path(tempfile.mkdtemp())
+    stop, watch, freezer = threading.Event(), None, None
     if guard:
-        settings = GuardSettings(freeze_gpu_poll_min_seconds=0.01, freeze_gpu_poll_max_seconds=0.25,
-                                 freeze_max_seconds=args.max_frozen)
-        freezer = Freezer(settings, Store(state_dir), worker_pids=worker_pids)
-
-        def on_event(event):
-            events.setdefault(event.action, time.time())
-            if event.action == "froze":
-                events.setdefault("froze_pid", event.process.pid)
-                threading.Thread(target=free_worker, daemon=True).start()
-
-        watch = GpuFreezeWatch(nvml, freezer, int(args.freeze_gib * GIB), int((args.freeze_gib + args.target_gib) * GIB),
-                               fastest=0.01, slowest=0.25, on_event=on_event)
-        thread, stop = watch.start()
-    grower = subprocess.Popen([sys.executable, "-c", GROWER, str(rate), str(args.target_gib), str(log)],
+        watch, freezer = guard_side(args, nvml, worker_pids, free_worker, events, target)
+        _, stop = watch.start()
+    grower = subprocess.Popen([sys.executable, "-c", GROWER, str(rate), str(target), str(log)],
                               stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, _ = grower.communicate(timeout=args.timeout)
