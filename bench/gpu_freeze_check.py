@@ -133,6 +133,7 @@ def run_one(args, rate: int, guard: bool, nvml) -> dict:
         row["polls"] = watch.polls
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
+    time.sleep(2)  # the driver releases a dead process's memory asynchronously; the next run reads free memory first
     lines = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
     cross = next((float(t) for t, done in lines if after - int(done) < args.freeze_gib * GIB), None)
     row.update(exit=grower.returncode, cuda_oom="CUDA OOM" in out, reached="reached" in out,
