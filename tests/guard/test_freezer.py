@@ -184,3 +184,21 @@ def test_a_cgroup_the_guard_may_not_write_falls_back_to_sigstop(tmp_path):
             assert freezer.thaw(grower.pid, "room made", "thawed") and counting(outs[0])
         finally:
             stop(grower)
+
+
+@pytest.mark.kernel
+def test_a_process_someone_else_stopped_is_neither_chosen_nor_resumed(tmp_path):
+    need_freezer_root()
+    suspended, suspended_out = start_counter(tmp_path, "suspended", oom_score_adj=900)
+    grower, grower_out = start_counter(tmp_path, "grower", oom_score_adj=300)
+    try:
+        os.kill(suspended.pid, signal.SIGSTOP)  # a job its user suspended with Ctrl-Z
+        wait_for(lambda: read_stat(suspended.pid).state == "T", timeout=5, what="the suspended job stopped")
+        freezer = make_freezer(tmp_path)
+        fp = freezer.freeze([suspended.pid, grower.pid], "ram below the freeze threshold")
+        assert fp is not None and fp.pid == grower.pid, "a stopped process frees nothing: the next one is frozen"
+        freezer.close()
+        assert counting(grower_out[0]) and not counting(suspended_out[0]), "the user's suspended job was resumed"
+    finally:
+        stop(suspended)
+        stop(grower)
