@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -183,13 +182,13 @@ class Freezer:
     def _persist(self) -> None:
         try:
             self.store.set(STORE_KEY, [fp.to_json() for fp in self._frozen.values()])
-        except sqlite3.Error as err:  # a closed store at shutdown: the thaw itself is done, a stale record is harmless
+        except Exception as err:  # noqa: BLE001 a closed or failing store must never stop a thaw; a stale record is harmless
             log.warning("could not record the frozen processes: %s", err)
 
     def _note(self, kind: str, message: str, data: dict, at: float | None = None) -> None:
         try:
             self.store.add_event(kind, message, data, at=at)
-        except sqlite3.Error as err:
+        except Exception as err:  # noqa: BLE001 the same: recording never blocks freezing or thawing
             log.warning("could not record the event %r: %s", message, err)
 
     # --- views --------------------------------------------------------------------------------
