@@ -80,6 +80,8 @@ def render(status: dict) -> str:
         lines.append(f"GPU {gpu['gpu']}: {format_size(gpu['admissible_bytes'])} admissible of {format_size(gpu['total_bytes'])}")
     worker = h["worker"]
     lines.append(f"worker: {worker['observed'] or '-'} (wanted {worker['desired']['state']})" if worker["driven"] else "worker: not driven")
+    if worker.get("note"):
+        lines.append(f"worker note: {worker['note']}")
     if h["maintenance"].get("on"):
         lines.append(f"maintenance: on ({h['maintenance'].get('reason')})")
     for reason in h["reasons"]:

@@ -83,6 +83,25 @@ def _freezer(engine):
     yield ended
 
 
+def _store(engine):
+    store = engine.store
+    view = store.health_view()
+    errors = CounterMetricFamily(P + "store_errors", "Writes to the state database that failed, by operation.",
+                                 labels=["operation"])
+    with store.health.lock:
+        for operation, count in sorted(store.health.errors.items()):
+            errors.add_metric([operation], count)
+    yield errors
+    yield GaugeMetricFamily(P + "store_writable", "1 while the state database can be written (0: disk full or failing).",
+                            value=1.0 if view["writable"] else 0.0)
+    yield GaugeMetricFamily(P + "store_unrecorded", "Writes (events, leases, state) waiting in memory for the store.",
+                            value=view["unrecorded"])
+    yield CounterMetricFamily(P + "store_dropped_events", "Unrecorded events pushed out of memory by newer ones.",
+                              value=view["dropped_events"])
+    yield GaugeMetricFamily(P + "store_corrupt_files", "Corrupt state databases moved aside and still in the state dir.",
+                            value=len(view["corrupt_files"]))
+
+
 class TickHistogram:
     """Cumulative tick durations (a Prometheus histogram must only grow, so rate() and quantiles work)."""
 
@@ -107,7 +126,7 @@ class EngineCollector:
 
     def collect(self):
         with self.engine.lock:
-            for part in (_levels, _worker, _leases, _source, _freezer):
+            for part in (_levels, _worker, _leases, _source, _store, _freezer):
                 yield from part(self.engine)
 
 

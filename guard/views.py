@@ -37,7 +37,8 @@ def worker_view(engine, decision) -> dict:
     return {"desired": asdict(decision.desired), "observed": snap.worker_state,
             "error": reconciler.read_error if reconciler else None, "driven": reconciler is not None,
             "dry_run": engine.settings.dry_run, "queue": observed.get("queue"),
-            "concurrency": observed.get("concurrency"), "since": observed.get("since"), "engine": observed.get("engine")}
+            "concurrency": observed.get("concurrency"), "since": observed.get("since"), "engine": observed.get("engine"),
+            "note": observed.get("note") or None, "cgroup": observed.get("cgroup")}
 
 
 def freezer_of(engine):
@@ -81,6 +82,7 @@ def headroom_view(engine) -> dict:
             "maintenance": engine.maintenance,
             "frozen": frozen_view(engine),
             "leases": {"granted": sum(l.status == "granted" for l in leases), "waiting": sum(l.status == "waiting" for l in leases)},
+            "store": engine.store.health_view(),
         }
 
 

@@ -49,6 +49,11 @@ class WorkerSettings(Section):
     control_wait_seconds: float = Field(default=2.0, ge=0)
     # Retry-After for 503 answers in maintenance when PUT /control/maintenance gave none.
     retry_after_seconds: int = Field(default=300, ge=0)
+    # A job database that fails PRAGMA quick_check at start: "move_aside" renames it to worker.sqlite3.corrupt-<time>
+    # (kept, never deleted), logs it, raises a metric and an alert, and starts with an empty queue; "refuse" exits 5
+    # before serving. move_aside is the default, as for the guard: under systemd a refusal only restart-loops, while the
+    # moved file keeps every batch and result for recovery (TROUBLESHOOTING.md).
+    store_on_corrupt: Literal["move_aside", "refuse"] = "move_aside"
 
     @field_validator("listen")
     @classmethod
