@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from guard.actuator import Reconciler, build_target
 from guard.api import build_router
+from guard.routes_freeze import build_freeze_router
 from guard.engine import Engine
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
@@ -105,8 +106,9 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
                   description="Leases RAM/GPU headroom to test launches and throttles, pauses or frees the worker.")
     app.state.deps, app.state.engine = deps, deps.engine
     app.state.registry = build_registry(deps.engine)
-    auth = bearer_dependency(deps.token)
+    auth = bearer_dependency(deps.token)  # one object: the gate finds the guarded routes by it
     app.include_router(build_router(auth, deps.engine.settings))
+    app.include_router(build_freeze_router(auth))
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(sqlite3.Error, _store_error)
     gate.install(app, deps.token, auth)

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from guard.leases import gpu_room, ram_room
 from guard.types import Level
+from guard.views import freezer_of
 
 P = "headroom_guard_"
 TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -65,6 +66,23 @@ def _source(engine):
     yield CounterMetricFamily(P + "ticks", "Ticks run since start.", value=engine.ticks)
 
 
+def _freezer(engine):
+    freezer = freezer_of(engine)
+    if freezer is None:
+        return
+    frozen = freezer.frozen()
+    yield GaugeMetricFamily(P + "frozen", "Processes the guard holds frozen now (each with what was stopped with it).",
+                            value=len(frozen))
+    oldest = max((freezer.clock() - fp.frozen_at for fp in frozen), default=0.0)
+    yield GaugeMetricFamily(P + "frozen_longest_seconds", "How long the longest-frozen process has been frozen (0: none).",
+                            value=oldest)
+    ended = CounterMetricFamily(P + "freezes", "Freezes by how they ended: thawed (room made), manual, no_room_thawed, "
+                                "terminated, recovered (a restarted guard thawed it), shutdown, failed.", labels=["outcome"])
+    for outcome, count in sorted(freezer.outcomes.items()):
+        ended.add_metric([outcome], count)
+    yield ended
+
+
 def _store(engine):
     store = engine.store
     view = store.health_view()
@@ -108,7 +126,7 @@ class EngineCollector:
 
     def collect(self):
         with self.engine.lock:
-            for part in (_levels, _worker, _leases, _source, _store):
+            for part in (_levels, _worker, _leases, _source, _store, _freezer):
                 yield from part(self.engine)
 
 

@@ -137,6 +137,19 @@
     $("worker").replaceChildren(h("dl", { class: "kv", id: "worker-kv" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
   }
 
+  // Processes the guard froze to make room: loud, and only there while one is frozen.
+  function renderFrozen(hr) {
+    const frozen = hr.frozen || { processes: [] };
+    $("frozen-card").hidden = !frozen.processes.length;
+    const rows = frozen.processes.map((p) => h("tr", { "data-pid": String(p.pid), title: p.cgroup || "" },
+      h("td", { class: "num" }, String(p.pid)), h("td", {}, h("b", {}, p.comm)), h("td", { class: "num" }, formatSize(p.rss_bytes)),
+      h("td", {}, p.method), h("td", { class: "num" }, ago(p.frozen_seconds)),
+      h("td", {}, `${frozen.on_no_room} in ${ago(p.no_room_in_seconds)}`), h("td", {}, p.reason),
+      h("td", {}, h("code", {}, `headroom thaw ${p.pid}`))));
+    $("frozen").replaceChildren(table("frozen-table", ["pid#", "process", "RSS#", "method", "frozen for#", "unless room is made",
+      "why", "thaw now"], rows, "nothing is frozen"));
+  }
+
   function table(id, headers, rows, emptyText) {
     if (!rows.length) return h("p", { class: "empty", id }, emptyText);
     const head = h("tr", {}, headers.map((x) => h("th", { class: x.endsWith("#") ? "num" : null }, x.replace("#", ""))));
@@ -201,6 +214,7 @@
     renderHeader(data.headroom);
     renderResources(data.headroom);
     renderWorker(data.headroom);
+    renderFrozen(data.headroom);
     renderLeases(data.leases, data.history.now);
     renderCharts(data.history, data.headroom);
     renderTop(data.top);
