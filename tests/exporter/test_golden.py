@@ -13,7 +13,7 @@ from tests.exporter.conftest import GOLDEN, exporter_process, golden_exporter_co
 from tests.helpers import need_binary
 
 # Series whose values change from run to run (timings, the exporter's own process).
-VARYING = re.compile(r"^(# (HELP|TYPE) )?(headroom_collector_duration_seconds|headroom_exporter_process_)")
+VARYING = re.compile(r"^(# (HELP|TYPE) )?(headroom_collector_duration_seconds|headroom_exporter_process_|headroom_exporter_http_connections )")
 UPDATE = os.environ.get("HEADROOM_UPDATE_GOLDEN") == "1"
 
 
