@@ -1,0 +1,78 @@
+"""`headroom run` as a user types it: no --wait still makes room and runs; cgroup v1 shows the limits really set."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from headroom.isolate import _memory_controller
+from headroom.sizes import format_size
+from tests.guard.realstack import MiB
+from tests.helpers import need, wait_for
+from tests.run.conftest import LIMIT, headroom
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
+PY = sys.executable
+SIXTY_PERCENT = str(int(LIMIT * 0.6))
+OWN_LIMITS = (
+    "import pathlib; line = [l for l in open('/proc/self/cgroup') if ':memory:' in l][0]; "
+    "d = pathlib.Path('/sys/fs/cgroup/memory' + line.strip().split(':', 2)[2]); "
+    "print('limit', (d / 'memory.limit_in_bytes').read_text().strip(), 'soft', (d / 'memory.soft_limit_in_bytes').read_text().strip())"
+)
+
+
+def test_without_wait_the_worker_is_freed_and_the_command_runs(stack_factory, domain, tmp_path):
+    stack = stack_factory(worker_hold_mib=500, worker_in_cgroup=True)
+    wait_for(lambda: domain.usage() > 450 * MiB, 10, what="the worker to hold its memory in the domain")
+    marker = tmp_path / "ran"
+    proc = headroom(stack, "run", "--ram", SIXTY_PERCENT, "--free-worker", "--", PY, "-c", f"open({str(marker)!r}, 'w')")
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err + stack.logs()
+    assert marker.exists(), "the command ran"
+    assert "granted" in err and "not granted" not in err, err
+    states = [body["state"] for body in stack.worker_puts()]
+    assert states[:1] == ["freed"], states
+
+
+def test_wait_zero_still_gives_up_at_once(stack_factory, domain, tmp_path):
+    stack = stack_factory(worker_hold_mib=500, worker_in_cgroup=True)
+    wait_for(lambda: domain.usage() > 450 * MiB, 10, what="the worker to hold its memory in the domain")
+    start = time.monotonic()
+    proc = headroom(stack, "run", "--ram", SIXTY_PERCENT, "--free-worker", "--wait", "0", "--", PY, "-c", "pass")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75 and "not granted" in err, err
+    assert time.monotonic() - start < 20
+
+
+def test_cgroup_v1_run_prints_the_limits_the_kernel_holds(stack_factory):
+    found = _memory_controller()
+    need(found is not None and found[1] == 1, "a cgroup v1 memory controller (this host's memory hierarchy)")
+    stack = stack_factory()
+    proc = headroom(stack, "run", "--ram", str(150 * MiB + 1000), "--", PY, "-c", OWN_LIMITS)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    said = next(line for line in err.splitlines() if "running in cgroup" in line)
+    assert "memory.high" not in said, said
+    words = out.split()
+    limit, soft = int(words[1]), int(words[3])
+    assert limit % 4096 == 0 and soft % 4096 == 0, "the kernel holds whole pages"
+    assert f"memory.limit_in_bytes {format_size(limit)}" in said and f"memory.soft_limit_in_bytes {format_size(soft)}" in said, (said, out)
+
+
+def test_ctrl_c_while_queued_withdraws_the_request(stack_factory, tmp_path):
+    import signal
+
+    stack = stack_factory()
+    first = headroom(stack, "run", "--ram", SIXTY_PERCENT, "--holder", "first", "--", PY, "-c", "import time; time.sleep(20)")
+    wait_for(lambda: len(stack.guard.get("/v1/leases").json()["leases"]) == 1, 20, what="the first lease")
+    second = headroom(stack, "run", "--ram", SIXTY_PERCENT, "--holder", "second", "--", PY, "-c", "print('ran')")
+    waiting = lambda: [l for l in stack.guard.get("/v1/leases").json()["leases"] if l["holder"] == "second" and l["status"] == "waiting"]  # noqa: E731
+    wait_for(waiting, 20, what="the second request to be queued (no --wait: it queues by default)")
+    second.send_signal(signal.SIGINT)
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 130 and "ran" not in out and "cancelled while waiting" in err, err
+    assert not waiting(), "the queued request was withdrawn"
+    first.send_signal(signal.SIGTERM)
+    first.wait(30)
