@@ -2,18 +2,21 @@
 
 HTTP/1.1 with keep-alive, as Prometheus scrapes; one thread per connection, at most `max_connections` of them.
 A connection that sends nothing for `idle_timeout_seconds`, or does not finish its request line and headers
-within `header_timeout_seconds` of their first byte (a slow trickle included), is closed; one over the cap is
-answered 503 and closed at once, without a thread.
+within `header_timeout_seconds` of their first byte (a slow trickle included), is closed. At the cap, a new
+connection takes the place of the one that has waited longest without a complete request (a flood of half-open
+connections cannot lock a scraper out); when every connection is busy answering, the new one gets 503 at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ class Limits:
 class HttpStats:
     open: int = 0  # connections being served now
     rejected: int = 0  # refused at the cap
+    evicted: int = 0  # closed at the cap to make room: they had waited longest without a complete request
     timed_out: int = 0  # closed for the idle or header timeout
 
 
@@ -78,16 +82,17 @@ class _Server(ThreadingHTTPServer):
         self.stats = HttpStats()
         self._lock = threading.Lock()
         self._warned_at = float("-inf")
+        self._waiting: dict = {}  # handler -> monotonic time it began waiting for a request
         super().__init__(address, handler)
 
     def process_request(self, request, client_address):
         with self._lock:
-            full = self.stats.open >= self.limits.max_connections
-            if full:
-                self.stats.rejected += 1
-            else:
+            admitted = self.stats.open < self.limits.max_connections or self._evict_longest_waiting()
+            if admitted:
                 self.stats.open += 1
-        if full:
+            else:
+                self.stats.rejected += 1
+        if not admitted:
             self._refuse(request)
             return
         try:
@@ -96,6 +101,25 @@ class _Server(ThreadingHTTPServer):
             self._release()
             self.shutdown_request(request)
             raise
+
+    def _evict_longest_waiting(self) -> bool:
+        """Under the lock: close the connection that has waited longest for a complete request; False if none."""
+        if not self._waiting or self.stats.open >= 2 * self.limits.max_connections:  # evicted ones still winding down
+            return False
+        handler = min(self._waiting, key=self._waiting.get)
+        del self._waiting[handler]
+        with contextlib.suppress(OSError):
+            handler.connection.shutdown(socket.SHUT_RDWR)  # its blocked read returns at once and the thread ends
+        self.stats.evicted += 1
+        return True
+
+    def waiting(self, handler, since: float | None) -> None:
+        """A handler waits for a request from `since` (monotonic), or (None) has one and is busy answering it."""
+        with self._lock:
+            if since is None:
+                self._waiting.pop(handler, None)
+            else:
+                self._waiting[handler] = since
 
     def process_request_thread(self, request, client_address):
         try:
@@ -117,8 +141,15 @@ class _Server(ThreadingHTTPServer):
         now = time.monotonic()
         if now - self._warned_at >= 60:
             self._warned_at = now
-            log.warning("refusing connections: %d already open (max_connections); %d refused so far",
+            log.warning("refusing connections: %d already open and busy (max_connections); %d refused so far",
                         self.limits.max_connections, self.stats.rejected)
+
+    def handle_error(self, request, client_address):
+        """A connection that broke (reset, evicted, timed out mid-reply) is routine; anything else is logged in full."""
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("connection from %s ended: %s", client_address[0], sys.exc_info()[1])
+        else:
+            log.exception("error answering %s", client_address[0])
 
     def count_timeout(self) -> None:
         with self._lock:
@@ -150,9 +181,11 @@ def make_handler(registry: CollectorRegistry, follower: KmsgFollower | None) -> 
 
         def handle_one_request(self):
             limits = self.server.limits
-            self.deadline = time.monotonic() + limits.idle_timeout_seconds
+            now = time.monotonic()
+            self.deadline = now + limits.idle_timeout_seconds
+            self.server.waiting(self, now)
             try:
-                if not self.rfile.peek(1):  # the client closed the connection
+                if not self.rfile.peek(1):  # the client closed the connection (or it was evicted at the cap)
                     self.close_connection = True
                     return
             except OSError:  # idle too long (TimeoutError), or reset
@@ -160,6 +193,15 @@ def make_handler(registry: CollectorRegistry, follower: KmsgFollower | None) -> 
                 return
             self.deadline = time.monotonic() + limits.header_timeout_seconds
             super().handle_one_request()  # a TimeoutError while reading the headers closes the connection
+
+        def parse_request(self) -> bool:
+            complete = super().parse_request()  # reads the headers (under the deadline)
+            self.server.waiting(self, None)  # the request is in: busy until the reply is out
+            return complete
+
+        def finish(self):
+            self.server.waiting(self, None)
+            super().finish()
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             path = urlsplit(self.path).path
@@ -201,7 +243,10 @@ class HttpStatsCollector:
     def collect(self):
         yield GaugeMetricFamily("headroom_exporter_http_connections", "Connections the exporter is serving now.", value=self.stats.open)
         yield CounterMetricFamily("headroom_exporter_http_connections_rejected",
-                                  "Connections refused with 503 because max_connections were open.", value=self.stats.rejected)
+                                  "Connections refused with 503: max_connections were open, all busy answering.", value=self.stats.rejected)
+        yield CounterMetricFamily("headroom_exporter_http_connections_evicted",
+                                  "Connections closed at max_connections to make room: they had waited longest for a request.",
+                                  value=self.stats.evicted)
         yield CounterMetricFamily("headroom_exporter_http_timeouts",
                                   "Connections closed for sending no request (idle) or too slow headers.", value=self.stats.timed_out)
 

@@ -104,24 +104,50 @@ def test_keep_alive_and_a_slow_but_timely_request_still_work(tmp_path):
         assert reply.startswith(b"HTTP/1.1 200")
 
 
-def test_connections_over_the_cap_are_refused_without_a_thread(tmp_path):
-    with exporter_process(tmp_path, config(max_connections=CAP, idle_timeout_seconds=30)) as (base, proc):
+def test_a_flood_of_half_open_connections_cannot_lock_out_a_scraper(tmp_path):
+    """At the cap, a new connection replaces the one that has waited longest without a request."""
+    with exporter_process(tmp_path, config(max_connections=CAP, idle_timeout_seconds=60)) as (base, proc):
         time.sleep(0.5)  # the start-up probe's connection thread ends
         idle = threads(proc.pid)
-        held = [socket.create_connection(("127.0.0.1", port_of(base))) for _ in range(CAP)]
+        flood = [socket.create_connection(("127.0.0.1", port_of(base))) for _ in range(4 * CAP)]
         try:
-            wait_for(lambda: threads(proc.pid) >= idle + CAP, 10, what=f"the exporter to take all held connections ({idle} threads idle)")
-            extra = [socket.create_connection(("127.0.0.1", port_of(base))) for _ in range(3 * CAP)]
-            replies = []
-            for sock in extra:
-                sock.settimeout(5)
-                replies.append(sock.recv(4096))
-                sock.close()
-            assert all(r.startswith(b"HTTP/1.1 503") for r in replies), replies[:3]
-            assert threads(proc.pid) <= idle + CAP, "no thread is started for a refused connection"
+            for sock in flood[:3 * CAP]:  # the oldest were closed by the server to make room for the newest
+                assert closed_by_server(sock, within=5) is not None
+            for _ in range(3):
+                assert httpx.get(base + "/metrics", timeout=5).status_code == 200
+            assert threads(proc.pid) <= idle + 2 * CAP, "threads stay bounded by the cap"
         finally:
-            for sock in held:
+            for sock in flood:
                 sock.close()
-        # Once the held ones go, the exporter serves again, and says how many it refused.
-        wait_for(lambda: httpx.get(base + "/metrics", timeout=5).status_code == 200, 10, what="/metrics after the flood")
-        assert counter(base, "headroom_exporter_http_connections_rejected_total") >= 3 * CAP
+        assert counter(base, "headroom_exporter_http_connections_evicted_total") >= 3 * CAP
+
+
+def busy_connection(port: int) -> socket.socket:
+    """A client that pipelines requests and never reads: its handler blocks writing replies (busy, not waiting)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
+    return sock
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_503_without_a_thread(tmp_path):
+    with exporter_process(tmp_path, config(max_connections=2, header_timeout_seconds=20)) as (base, proc):
+        time.sleep(0.5)
+        idle = threads(proc.pid)
+        busy = [busy_connection(port_of(base)) for _ in range(2)]
+        try:
+            wait_for(lambda: threads(proc.pid) >= idle + 2, 10, what="both busy connections to be served")
+            time.sleep(1)  # their handlers fill the socket buffers and block
+            replies = []
+            for _ in range(5):
+                with socket.create_connection(("127.0.0.1", port_of(base))) as sock:
+                    sock.settimeout(5)
+                    replies.append(sock.recv(4096))
+            assert all(r.startswith(b"HTTP/1.1 503") for r in replies), replies[:2]
+            assert threads(proc.pid) <= idle + 2
+        finally:
+            for sock in busy:
+                sock.close()
+        wait_for(lambda: httpx.get(base + "/metrics", timeout=5).status_code == 200, 15, what="/metrics once they are gone")
+        assert counter(base, "headroom_exporter_http_connections_rejected_total") >= 5
