@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from exporter.kmsg import OomAssembler, parse_kmsg_records, unescape
@@ -90,3 +92,29 @@ def test_a_task_in_line_of_an_unfinished_report_does_not_stick_to_the_next_globa
 )
 def test_unescape_decodes_runs_as_utf8(raw, text):
     assert unescape(raw) == text
+
+
+def oom_families(procfs: Path, kmsg: Path) -> dict:
+    from exporter.follower import KmsgFollower, read_boot_time
+    from exporter.oom import OomCollector
+
+    follower = KmsgFollower(kmsg, read_boot_time(procfs))
+    follower.start()
+    try:
+        return {f.name: f for f in OomCollector(procfs, follower).collect()}
+    finally:
+        follower.stop()
+
+
+def test_the_kill_counter_says_where_it_comes_from(tmp_path):
+    el7 = REPO / "tests" / "fixtures" / "golden-el7" / "proc"
+    modern = REPO / "tests" / "fixtures" / "golden" / "proc"
+    from_kmsg = oom_families(el7, KMSG / "ubuntu-4.15-mixed.kmsg")
+    assert from_kmsg["headroom_oom_kills"].samples[0].value == 2
+    assert from_kmsg["headroom_oom_kills_source_info"].samples[0].labels == {"source": "kmsg"}
+    from_vmstat = oom_families(modern, KMSG / "ubuntu-4.15-mixed.kmsg")
+    assert from_vmstat["headroom_oom_kills"].samples[0].value == 3  # /proc/vmstat's oom_kill wins where it exists
+    assert from_vmstat["headroom_oom_kills_source_info"].samples[0].labels == {"source": "vmstat"}
+    # No oom_kill in vmstat and no readable kernel log: no series at all, never a fake 0.
+    neither = oom_families(el7, tmp_path / "no-kmsg")
+    assert "headroom_oom_kills" not in neither and "headroom_oom_kills_source_info" not in neither
