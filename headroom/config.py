@@ -21,7 +21,7 @@ from exporter.settings import ExporterSettings
 from guard.settings import GuardSettings
 from headroom.errors import EXIT_CONFIG, HeadroomError
 from headroom.paths import default_state_dir
-from headroom.run_settings import RunSettings
+from headroom.client.settings import RunSettings
 from worker.settings import WorkerSettings
 
 CONFIG_ENV = "HEADROOM_CONFIG"

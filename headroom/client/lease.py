@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from headroom.client import POLL_SECONDS, Answer, GuardClient
+from headroom.client.http import POLL_SECONDS, Answer, GuardClient
 from headroom.sizes import format_size, parse_size
 
 log = logging.getLogger("headroom.lease")
