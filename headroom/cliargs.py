@@ -1,4 +1,4 @@
-"""What subcommand parsers share: `--config FILE`, and marking a handler that receives the loaded settings.
+"""How a subcommand gets its settings: `--config FILE`, and a handler the wiring calls with the loaded settings.
 
 A part's `register(subparsers)` uses these instead of importing the command wiring (headroom.cli), which sits
 above every part: the wiring loads the settings once and calls `handler(args, settings)`.
@@ -12,11 +12,7 @@ from typing import Any, Callable
 Handler = Callable[[argparse.Namespace, Any], "int | None"]
 
 
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $HEADROOM_CONFIG, else built-in defaults)")
-
-
 def settings_command(parser: argparse.ArgumentParser, handler: Handler) -> None:
     """`parser` takes --config; the wiring loads the settings from it and calls `handler(args, settings)`."""
-    add_config_argument(parser)
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $HEADROOM_CONFIG, else built-in defaults)")
     parser.set_defaults(func=handler, with_settings=True)

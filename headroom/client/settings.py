@@ -8,12 +8,18 @@ from headroom.settings_base import Section
 
 
 class RunSettings(Section):
-    # The guard to ask; empty means http://<[guard] listen>.
-    guard_url: str = ""
-    # Parent of each command's cgroup: a systemd slice where systemd runs (a scope is made in it), else a cgroup
-    # path under the memory hierarchy ("headroom.slice" there is /headroom.slice).
-    parent_cgroup: str = "headroom.slice"
-    # memory.max = RAM lease x (1 + max_margin); memory.high = the RAM lease, so the kernel throttles before it kills.
-    max_margin: float = Field(default=0.10, ge=0.0, le=10.0)
-    # Lease TTL; heartbeats every third of it keep the lease alive while the command runs.
-    ttl_seconds: int = Field(default=60, ge=5, le=86400)
+    guard_url: str = Field(default="", description="The guard to ask; empty means http://<[guard] listen>.")
+    parent_cgroup: str = Field(
+        default="headroom.slice",
+        description="Parent of each command's cgroup: a systemd slice where systemd runs (a scope is made in it), "
+                    "else a cgroup path under the memory hierarchy (\"headroom.slice\" there is /headroom.slice).",
+    )
+    max_margin: float = Field(
+        default=0.10, ge=0.0, le=10.0,
+        description="memory.max = RAM lease x (1 + max_margin); memory.high = the RAM lease, so the kernel throttles "
+                    "before it kills.",
+    )
+    ttl_seconds: int = Field(
+        default=60, ge=5, le=86400,
+        description="Lease TTL; heartbeats every third of it keep the lease alive while the command runs.",
+    )
