@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import httpx
 
 from guard.types import Desired
+from headroom.auth import bearer_headers
 
 log = logging.getLogger("headroom.guard.actuator")
 
@@ -36,8 +37,7 @@ class ContractTarget:
     kind = "contract"
 
     def __init__(self, base_url: str, token: str | None, timeout: float, transport: httpx.BaseTransport | None = None):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=bearer_headers(token), transport=transport)
 
     def read(self) -> dict | None:
         response = self.client.get("/control/state")
@@ -66,8 +66,7 @@ class VllmServeTarget:
     kind = "vllm-serve"
 
     def __init__(self, base_url: str, token: str | None, timeout: float, transport: httpx.BaseTransport | None = None):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=bearer_headers(token), transport=transport)
         self.applied: Desired | None = None
 
     def read(self) -> dict | None:
