@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 from typing import Callable
 
@@ -22,7 +23,9 @@ def create_app(settings, engine: Engine | None = None, on_fatal: Callable[[str],
     ensure_private_dir(settings.state_dir)
     token = load_or_create_token(settings.state_dir, settings.worker.token or None)
     store = Store(settings.state_dir / DB_FILE)
-    runner = Runner(store, engine or make_engine(settings), settings.worker.concurrency, on_fatal)
+    kill_at = os.environ.get("HEADROOM_WORKER_TEST_KILL_AT") or None  # tests only: see Runner._kill_point
+    runner = Runner(store, engine or make_engine(settings), settings.worker.concurrency, on_fatal,
+                    settings.worker.pause_mode, kill_at)
     runner.default_retry_after = settings.worker.retry_after_seconds
 
     @asynccontextmanager

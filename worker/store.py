@@ -90,6 +90,13 @@ class Store:
         return self._tx(lambda: self._db.execute(
             "UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE status='running'").rowcount)
 
+    def requeue(self, keys: Iterable[int]) -> int:
+        """Requests the engine aborted (pause, throttle, free) go back to the queue; no result was written."""
+        rows = [(key,) for key in keys]
+        return self._tx(lambda: self._db.executemany(
+            "UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE id=? AND status='running'",
+            rows).rowcount)
+
     def next_step(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT value FROM kv WHERE key='step'").fetchone()
