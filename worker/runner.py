@@ -47,6 +47,8 @@ class Runner:
         self._generation = 0  # bumped by every accepted PUT
         self._applying = 0  # the generation the runner is acting on
         self._begun = -1  # the last generation the runner has begun to apply
+        self._accepted_at = 0.0  # monotonic time the last desired state or maintenance was accepted
+        self.last_control_to_idle_seconds: float | None = None  # accepted -> nothing in the engine (pause, free)
         self._queue_hint = True  # the queue may hold work (cleared when a claim comes back short)
         self._ever_loaded = False
         self._retry_at = 0.0
@@ -82,6 +84,7 @@ class Runner:
                 self._retry_at = 0.0
             self.desired = desired
             self._generation += 1
+            self._accepted_at = time.monotonic()
             generation = self._generation
         self.poke()
         return generation
@@ -91,6 +94,7 @@ class Runner:
         with self.lock:
             self.maintenance = value
             self._generation += 1
+            self._accepted_at = time.monotonic()
             generation = self._generation
         self.poke()
         return generation
@@ -136,6 +140,7 @@ class Runner:
                            "error": self.engine_error},
                 "queue": self.store.queue_depth(), "in_flight": self.in_flight, "in_flight_peak": self.in_flight_peak,
                 "pause_mode": self.pause_mode, "since": self.since,
+                "last_control_to_idle_seconds": self.last_control_to_idle_seconds,
                 "last_free_seconds": self.counters.last_free_seconds,
                 "last_wake_seconds": self.counters.last_wake_seconds,
             }
@@ -152,6 +157,8 @@ class Runner:
             if self._begun < self._applying:
                 self._begun = self._applying
                 self.in_flight_peak = self.in_flight
+                if state in ("paused", "freeing", "freed") and self.in_flight == 0:
+                    self.last_control_to_idle_seconds = time.monotonic() - self._accepted_at
             self.changed.notify_all()
 
     def _observe(self) -> None:
