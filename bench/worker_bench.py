@@ -33,20 +33,26 @@ def prompts(n: int) -> list[str]:
     return [f"the worker runs batch {i} for the guard" for i in range(n)]
 
 
-def direct(model: Path, n: int, max_tokens: int, repeats: int) -> tuple[float, int]:
-    """Median seconds and generated tokens of LLM.generate over the whole list (after one unmeasured pass)."""
+def direct(model: Path, n: int, max_tokens: int, repeats: int, chunks: list[int]) -> dict[int, tuple[float, int]]:
+    """Chunk size (n = the whole list) -> median seconds and generated tokens of LLM.generate over all prompts,
+    `chunk` prompts per call (the old fixed-step design), after one unmeasured pass."""
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=str(model), **ENGINE)
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-    runs = []
-    for repeat in range(repeats + 1):
-        started = time.perf_counter()
-        outputs = llm.generate(prompts(n), params, use_tqdm=False)
-        if repeat:
-            runs.append((time.perf_counter() - started, sum(len(o.outputs[0].token_ids) for o in outputs)))
+    result = {}
+    for chunk in [n, *chunks]:
+        runs = []
+        for repeat in range(repeats + 1):
+            started, tokens, every = time.perf_counter(), 0, prompts(n)
+            for i in range(0, n, chunk):
+                outputs = llm.generate(every[i:i + chunk], params, use_tqdm=False)
+                tokens += sum(len(o.outputs[0].token_ids) for o in outputs)
+            if repeat:
+                runs.append((time.perf_counter() - started, tokens))
+        result[chunk] = (statistics.median(r[0] for r in runs), runs[0][1])
     llm.llm_engine.engine_core.shutdown()
-    return statistics.median(r[0] for r in runs), runs[0][1]
+    return result
 
 
 def start_worker(model: Path, workdir: Path, concurrency: int):
@@ -146,8 +152,8 @@ def free_and_wake(http, concurrency: int, max_tokens: int, repeats: int) -> dict
 
 def one_mode(args, model: Path, workdir: Path) -> dict:
     """Everything for the engine-core mode this process was started in."""
-    seconds, tokens = direct(model, args.requests, args.max_tokens, args.repeats)
-    result: dict = {"direct": [seconds, tokens], "rows": []}
+    runs = direct(model, args.requests, args.max_tokens, args.repeats, args.fixed_steps)
+    result: dict = {"direct": list(runs[args.requests]), "fixed": {c: list(runs[c]) for c in args.fixed_steps}, "rows": []}
     for concurrency in args.concurrency:
         proc, http = start_worker(model, workdir, concurrency)
         try:
@@ -178,6 +184,10 @@ def print_tables(args, results: dict[str, dict], wall: float) -> None:
     for mode, res in results.items():
         d_seconds, d_tokens = res["direct"]
         print(f"| {mode} | LLM.generate, whole list | {d_seconds:.2f} | {n / d_seconds:.0f} | {d_tokens / d_seconds:.0f} | - |")
+        for chunk, (c_seconds, c_tokens) in res["fixed"].items():
+            rate = c_tokens / c_seconds
+            print(f"| {mode} | LLM.generate, {chunk} prompts per call (fixed steps) | {c_seconds:.2f} | {n / c_seconds:.0f} "
+                  f"| {rate:.0f} | ({rate / (d_tokens / d_seconds):.2f}) |")
         for row in res["rows"]:
             rate = row["tokens"] / row["seconds"]
             print(f"| {mode} | worker, concurrency {row['concurrency']} | {row['seconds']:.2f} | {n / row['seconds']:.0f} "
@@ -202,12 +212,14 @@ def print_tables(args, results: dict[str, dict], wall: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=512)
+    parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--samples", type=int, default=3, help="control-to-idle samples per concurrency and length")
     parser.add_argument("--free-repeats", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--fixed-steps", type=int, nargs="*", default=[16],
+                        help="also time LLM.generate in calls of this many prompts (the step design the loop replaced)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--one-mode", help=argparse.SUPPRESS)  # internal: run one mode, write JSON to this path
     args = parser.parse_args()
