@@ -83,9 +83,10 @@ class EngineLoop:
     def _pause(self) -> None:
         """No request starts; those in flight are aborted and requeued, finish, or stay in the engine (pause_mode)."""
         self._admit = False
-        if self.pause_mode == "abort":
+        mode = self.pause_mode if self.pause_mode != "keep" or self.engine.can_keep else "wait"
+        if mode == "abort":
             self._take_back(list(self._flight), "paused")
-        self._stepping = self.pause_mode == "wait" and bool(self._flight)
+        self._stepping = mode == "wait" and bool(self._flight)
         if self._stepping:  # draining: the state says paused once the last one finished
             self._set_state(self.state, self.concurrency)
         else:

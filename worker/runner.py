@@ -24,7 +24,8 @@ class Runner(EngineLoop):
         self.store, self.engine, self.default_concurrency = store, engine, concurrency
         self.on_fatal = on_fatal  # called when the engine cannot be built at start
         # How a pause treats requests in flight: abort (requeue), wait (let them finish), keep (hold them in the engine).
-        self.pause_mode = pause_mode if pause_mode != "keep" or engine.can_keep else "wait"
+        # keep falls back to wait where the engine cannot hold requests (engine core in its own process, remote).
+        self.pause_mode = pause_mode
         self.kill_at = kill_at  # tests only: SIGKILL this process at that point of a take-back (see _kill_point)
         self.default_retry_after = 300  # Retry-After in maintenance when none was given
         self.lock = threading.RLock()
@@ -65,6 +66,11 @@ class Runner(EngineLoop):
         self._stop = True
         self.poke()
         self._thread.join(timeout)
+        if not self._thread.is_alive() and self._flight:  # requeue now rather than at the next start
+            try:
+                self.store.requeue(list(self._flight))
+            except Exception:
+                log.warning("requeueing in-flight requests at stop failed (the next start does it)", exc_info=True)
         try:
             self.engine.close()
         except Exception:

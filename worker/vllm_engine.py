@@ -27,7 +27,6 @@ class VllmEngine:
     """
 
     kind = "vllm"
-    can_keep = True  # requests stay in the engine, unscheduled, while the runner stops calling step()
 
     def __init__(self, worker_settings):
         self.settings = worker_settings
@@ -40,6 +39,14 @@ class VllmEngine:
     @property
     def loaded(self) -> bool:
         return self.llm is not None and not self._sleeping
+
+    @property
+    def can_keep(self) -> bool:
+        """Requests stay unscheduled while step() is not called only when the engine core runs in this process
+        (VLLM_ENABLE_V1_MULTIPROCESSING=0); vLLM's default engine-core process keeps generating on its own."""
+        from vllm.v1.engine.core_client import InprocClient
+
+        return self.llm is not None and isinstance(self.llm.llm_engine.engine_core, InprocClient)
 
     def free_levels(self) -> dict[int, str] | None:
         if self._sleep_mode is None:
