@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,20 +34,25 @@ def prompts(n: int) -> list[str]:
     return [f"the worker runs batch {i} for the guard" for i in range(n)]
 
 
+def lengths(n: int, mean: int) -> list[int]:
+    """Generated tokens per request: mixed, from mean/2 to 3*mean/2 (same list on every path)."""
+    return [mean // 2 + (i * 37) % (mean + 1) for i in range(n)]
+
+
 def direct(model: Path, n: int, max_tokens: int, repeats: int, chunks: list[int]) -> dict[int, tuple[float, int]]:
     """Chunk size (n = the whole list) -> median seconds and generated tokens of LLM.generate over all prompts,
     `chunk` prompts per call (the old fixed-step design), after one unmeasured pass."""
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=str(model), **ENGINE)
-    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+    params = [SamplingParams(temperature=0, max_tokens=t, ignore_eos=True) for t in lengths(n, max_tokens)]
     result = {}
     for chunk in [n, *chunks]:
         runs = []
         for repeat in range(repeats + 1):
             started, tokens, every = time.perf_counter(), 0, prompts(n)
             for i in range(0, n, chunk):
-                outputs = llm.generate(every[i:i + chunk], params, use_tqdm=False)
+                outputs = llm.generate(every[i:i + chunk], params[i:i + chunk], use_tqdm=False)
                 tokens += sum(len(o.outputs[0].token_ids) for o in outputs)
             if repeat:
                 runs.append((time.perf_counter() - started, tokens))
@@ -75,10 +81,11 @@ def start_worker(model: Path, workdir: Path, concurrency: int):
     return proc, http
 
 
-def batch_text(n: int, max_tokens: int) -> str:
+def batch_text(n: int, max_tokens: int, mixed: bool = False) -> str:
+    tokens = lengths(n, max_tokens) if mixed else [max_tokens] * n
     return "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions", "body": {
-        "prompt": p, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}}) + "\n"
-        for i, p in enumerate(prompts(n)))
+        "prompt": p, "max_tokens": t, "temperature": 0, "ignore_eos": True}}) + "\n"
+        for i, (p, t) in enumerate(zip(prompts(n), tokens)))
 
 
 def through_worker(http, n: int, max_tokens: int, repeats: int) -> tuple[float, int]:
@@ -91,7 +98,7 @@ def through_worker(http, n: int, max_tokens: int, repeats: int) -> tuple[float, 
         lines = [json.loads(x) for x in http.get(f"/v1/batches/{batch_id}/output").text.splitlines()]
         return batch["completed_at"] - started, sum(x["response"]["body"]["usage"]["completion_tokens"] for x in lines)
 
-    text = batch_text(n, max_tokens)
+    text = batch_text(n, max_tokens, mixed=True)
     run(text)  # warm-up, as the direct path gets one unmeasured pass
     runs = [run(text) for _ in range(repeats)]
     return statistics.median(r[0] for r in runs), runs[0][1]
@@ -176,8 +183,8 @@ def one_mode(args, model: Path, workdir: Path) -> dict:
 
 def print_tables(args, results: dict[str, dict], wall: float) -> None:
     n, t = args.requests, args.max_tokens
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {n} requests x {t} "
-          f"generated tokens (ignore_eos), tiny Llama (2 layers, hidden 128, float32), temperature 0, median of "
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {n} requests of "
+          f"{t // 2}-{t * 3 // 2} generated tokens (mean ~{t}, ignore_eos), tiny Llama (2 layers, hidden 128, float32), temperature 0, median of "
           f"{args.repeats}; whole run {wall / 60:.1f} min\n")
     print("| engine core | path | seconds | requests/s | generated tokens/s | worker / LLM.generate (whole list) |")
     print("|---|---|---|---|---|---|")
@@ -228,7 +235,10 @@ def main() -> None:
 
     model = build_tiny_model(workdir / "tiny-llama")
     if args.one_mode:
-        Path(args.one_mode).write_text(json.dumps(one_mode(args, model, workdir)))
+        try:
+            Path(args.one_mode).write_text(json.dumps(one_mode(args, model, workdir)))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         return
     started, results = time.perf_counter(), {}
     for mode in args.modes:
@@ -236,6 +246,7 @@ def main() -> None:
         argv = [sys.executable, __file__, "--one-mode", str(out), *sys.argv[1:]]
         subprocess.run(argv, check=True, env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": MODES[mode]})
         results[mode] = json.loads(out.read_text())
+    shutil.rmtree(workdir, ignore_errors=True)
     print_tables(args, results, time.perf_counter() - started)
 
 
