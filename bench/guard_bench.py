@@ -31,7 +31,7 @@ from guard.settings import GuardSettings  # noqa: E402
 from guard.store import Store  # noqa: E402
 from tests.helpers import free_port, headroom_cmd, stop_process, wait_for  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 
 
 def pct(values: list[float], q: float) -> float:

@@ -70,13 +70,13 @@ def start_worker(model: Path, workdir: Path, concurrency: int):
     config = workdir / f"worker-{port}.toml"
     config.write_text(
         f'state_dir = "{workdir}/state-{port}"\nlog_level = "warning"\n[worker]\nlisten = "127.0.0.1:{port}"\n'
-        f'token = "bench"\nengine = "vllm"\nmodel = "{model}"\ndtype = "float32"\nmax_model_len = {MAX_MODEL_LEN}\n'
+        f'token = "bench-token-0123456789"\nengine = "vllm"\nmodel = "{model}"\ndtype = "float32"\nmax_model_len = {MAX_MODEL_LEN}\n'
         f'kv_cache_memory = "512MiB"\nconcurrency = {concurrency}\ncontrol_wait_seconds = 30\n'
         f'engine_args = {{enforce_eager = true}}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
     proc = subprocess.Popen([sys.executable, "-m", "headroom", "worker", "--config", str(config)], env=env,
                             stdout=open(workdir / f"worker-{port}.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer bench"}, timeout=120)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer bench-token-0123456789"}, timeout=120)
     wait_for(lambda: http.get("/readyz").status_code == 200, 180, 0.2, "worker ready")
     return proc, http
 

@@ -1,10 +1,11 @@
 """The guard's HTTP routes: leases, headroom, maintenance, alerts, events, health; thin over the Engine.
 
+No `from __future__ import annotations` here: the lease body's model is built per app (its limits are settings), and
+FastAPI resolves a route's annotations from the module's globals unless they are evaluated where the route is defined.
+
 Handlers are async and call the engine directly: its lock is only held for in-memory work and SQLite (sub-millisecond),
 never across HTTP, and a thread pool here made the GIL hand-offs the dominant latency at 50 clients.
 """
-
-from __future__ import annotations
 
 import asyncio
 import time
@@ -12,15 +13,16 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.engine import Engine
 from guard.leases import UnknownGpu, match_gpus
-from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, LeaseRequest, MaintenanceRequest
+from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, MaintenanceRequest, lease_request_model
 from guard.history import history_view
 from guard.views import headroom_view, lease_view, static_file, status_page
 
+NOT_FOUND = {404: {"description": "no such lease"}}
 LONG_POLL_MAX = 25.0  # seconds one request may hold open (below common proxy timeouts)
 LeaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 
@@ -87,9 +89,11 @@ def add_status_routes(router: APIRouter) -> None:
         return await asyncio.to_thread(engine.top.view, engine.snapshot, limit)
 
 
-def build_router(auth) -> APIRouter:
+def build_router(auth, settings) -> APIRouter:
+    """Every route; `auth` guards the mutating ones and, unless guard.events_need_token is off, the event journal."""
     router = APIRouter()
     Auth = [Depends(auth)]
+    LeaseRequest = lease_request_model(settings.max_ttl_seconds, settings.max_wait_seconds)
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(engine: EngineDep) -> str:
@@ -101,16 +105,21 @@ def build_router(auth) -> APIRouter:
     async def healthz() -> dict:
         return {"ok": True}
 
-    @router.get("/readyz", tags=["health"])
+    @router.get("/readyz", tags=["health"], responses={503: {"description": "not ready: signals stale or ticks stopped"}})
     async def readyz(engine: EngineDep):
+        store = engine.store.health_view()
         if engine.decision.stale:
-            return JSONResponse({"ready": False, "reason": "; ".join(engine.decision.reasons)}, status_code=503)
+            return JSONResponse({"ready": False, "reason": "; ".join(engine.decision.reasons), "store": store}, status_code=503)
         age = engine.clock() - engine.snapshot.taken_at
         if age > engine.settings.stale_after_seconds:  # ticks stopped: say so even though no tick could notice
-            return JSONResponse({"ready": False, "reason": f"last observation {age:.1f} s old"}, status_code=503)
+            return JSONResponse({"ready": False, "reason": f"last observation {age:.1f} s old", "store": store}, status_code=503)
+        if not store["writable"]:  # still protecting, but nothing it does is recorded and new leases are refused
+            return JSONResponse({"ready": False, "reason": engine.store.health.reason(), "store": store}, status_code=503)
+        if store["recovered"] or store["corrupt_files"] or store["unrecorded"]:  # ready, with what the operator must know
+            return {"ready": True, "store": store}
         return {"ready": True}
 
-    @router.get("/metrics", tags=["health"], response_class=Response)
+    @router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -119,13 +128,10 @@ def build_router(auth) -> APIRouter:
         return headroom_view(engine)
 
     @router.post("/v1/leases", tags=["leases"], dependencies=Auth, status_code=201,
-                 responses={202: {"description": "queued"}, 409: {"description": "refused: reason, shortfall"},
+                 responses={200: {"description": "dry_run: it would be granted"}, 202: {"description": "queued"},
+                            409: {"description": "refused: reason, shortfall"},
                             503: {"description": "signals stale"}})
     async def create_lease(body: LeaseRequest, engine: EngineDep):
-        if body.ttl_seconds > engine.settings.max_ttl_seconds:
-            raise field_error("ttl_seconds", f"at most {engine.settings.max_ttl_seconds} (guard.max_ttl_seconds)")
-        if body.wait_seconds > engine.settings.max_wait_seconds:
-            raise field_error("wait_seconds", f"at most {engine.settings.max_wait_seconds} (guard.max_wait_seconds)")
         if body.gpu_bytes and engine.snapshot.ok:
             try:
                 match_gpus(engine.snapshot, body.gpu)
@@ -152,7 +158,7 @@ def build_router(auth) -> APIRouter:
         now = engine.clock()
         return {"leases": [lease_view(lease, now) for lease in engine.leases()]}
 
-    @router.get("/v1/leases/{lease_id}", tags=["leases"])
+    @router.get("/v1/leases/{lease_id}", tags=["leases"], responses={202: {"description": "still queued"}, **NOT_FOUND})
     async def get_lease(lease_id: LeaseId, engine: EngineDep,
                         wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX, description="long-poll while queued")] = 0):
         lease = await wait_while_queued(engine, lease_id, wait)
@@ -160,7 +166,8 @@ def build_router(auth) -> APIRouter:
             raise HTTPException(404, detail=f"no lease {lease_id}")
         return lease_response(engine, lease)
 
-    @router.post("/v1/leases/{lease_id}/heartbeat", tags=["leases"], dependencies=Auth)
+    @router.post("/v1/leases/{lease_id}/heartbeat", tags=["leases"], dependencies=Auth,
+                 responses={202: {"description": "still queued"}, 410: {"description": "the lease has ended"}, **NOT_FOUND})
     async def heartbeat(lease_id: LeaseId, engine: EngineDep, body: HeartbeatRequest | None = None):
         lease = engine.heartbeat(lease_id, body.pid if body else None)
         if lease is None:
@@ -169,7 +176,7 @@ def build_router(auth) -> APIRouter:
             raise HTTPException(410, detail=f"lease {lease_id} is {lease.status}: {lease.reason}")
         return lease_response(engine, lease)
 
-    @router.delete("/v1/leases/{lease_id}", tags=["leases"], dependencies=Auth)
+    @router.delete("/v1/leases/{lease_id}", tags=["leases"], dependencies=Auth, responses=NOT_FOUND)
     async def release(lease_id: LeaseId, engine: EngineDep):
         lease = engine.release(lease_id)
         if lease is None:
@@ -193,7 +200,7 @@ def build_router(auth) -> APIRouter:
         count = await asyncio.to_thread(engine.alert, [a.model_dump() for a in body.alerts])  # a tick does HTTP
         return {"received": count}
 
-    @router.get("/v1/events", tags=["events"])
+    @router.get("/v1/events", tags=["events"], dependencies=Auth if settings.events_need_token else [])
     async def events(engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                after: Annotated[int, Query(ge=0, le=2**62)] = 0,
                kind: Annotated[str | None, Query(max_length=50)] = None) -> dict:

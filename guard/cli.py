@@ -23,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--watch", action="store_true", help="a live view in the terminal, redrawn every --interval; Ctrl-C ends it")
     status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--watch refresh period (default 2)")
     status.set_defaults(func=_status)
+    thaw = subparsers.add_parser("thaw", help="thaw a process the guard froze (it is then never frozen again)")
+    add_config_argument(thaw)
+    thaw.add_argument("pid", type=int, help="the frozen process's pid (`headroom status` lists them)")
+    thaw.add_argument("--url", help="guard base URL (default: from [guard] listen)")
+    thaw.set_defaults(func=_thaw)
 
 
 def _guard(args: argparse.Namespace) -> int:
@@ -46,21 +51,34 @@ def guard_url(settings, url: str | None) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def fetch_status(base: str, events: int, full: bool = False) -> dict:
-    """The guard's JSON API in one dict; `full` adds history and top memory users (what --watch and the page show)."""
+def fetch_status(base: str, events: int, full: bool = False, token: str | None = None) -> dict:
+    """The guard's JSON API in one dict; `full` adds history and top memory users (what --watch and the page show).
+
+    Events need the token (unless guard.events_need_token is off): it is sent when this user can read it.
+    """
     import httpx
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(base_url=base, timeout=5.0) as client:
+        with httpx.Client(base_url=base, timeout=5.0, headers=headers) as client:
             status = {"headroom": client.get("/v1/headroom").raise_for_status().json(),
                       "leases": client.get("/v1/leases").raise_for_status().json()["leases"],
-                      "events": client.get("/v1/events", params={"limit": max(1, events)}).raise_for_status().json()["events"]}
+                      "events": _events(client, events)}
             if full:
                 status["history"] = client.get("/v1/history").raise_for_status().json()
                 status["top"] = client.get("/v1/top", params={"limit": 8}).raise_for_status().json()
             return status
     except httpx.HTTPError as err:
         raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_SOURCE) from None
+
+
+def _events(client, events: int) -> list[dict]:
+    """Recent events, or one note saying the token is needed to see them."""
+    response = client.get("/v1/events", params={"limit": max(1, events)})
+    if response.status_code == 401:
+        return [{"id": 0, "at": 0, "kind": "note", "message": "events need the API token (the state dir's 'token' file)",
+                 "data": {}}]
+    return response.raise_for_status().json()["events"]
 
 
 def render(status: dict) -> str:
@@ -75,10 +93,13 @@ def render(status: dict) -> str:
         lines.append(f"GPU {gpu['gpu']}: {format_size(gpu['admissible_bytes'])} admissible of {format_size(gpu['total_bytes'])}")
     worker = h["worker"]
     lines.append(f"worker: {worker['observed'] or '-'} (wanted {worker['desired']['state']})" if worker["driven"] else "worker: not driven")
+    if worker.get("note"):
+        lines.append(f"worker note: {worker['note']}")
     if h["maintenance"].get("on"):
         lines.append(f"maintenance: on ({h['maintenance'].get('reason')})")
     for reason in h["reasons"]:
         lines.append(f"why: {reason}")
+    lines += frozen_lines(h.get("frozen") or {})
     lines.append(f"leases: {len(status['leases'])}")
     for lease in status["leases"]:
         lines.append(f"  {lease['id']} {lease['status']:8} {lease['holder']}: ram {format_size(lease['ram_bytes'])}, "
@@ -88,15 +109,54 @@ def render(status: dict) -> str:
     return "\n".join(lines)
 
 
-def _status(args: argparse.Namespace) -> int:
+def frozen_lines(frozen: dict) -> list[str]:
+    """One line per frozen process, with how long and what happens next; nothing when none is frozen."""
+    from headroom.sizes import format_size
+
+    lines = []
+    for p in frozen.get("processes", []):
+        lines.append(f"FROZEN: pid {p['pid']} {p['comm']} ({format_size(p['rss_bytes'])}) by {p['method']} for "
+                     f"{p['frozen_seconds']:.1f} s, {frozen['on_no_room']} in {p['no_room_in_seconds']:.0f} s "
+                     f"unless room is made: {p['reason']}  (`headroom thaw {p['pid']}` thaws it now)")
+    return lines
+
+
+def _thaw(args: argparse.Namespace) -> int:
+    import httpx
+
+    from headroom.auth import read_token
     from headroom.config import load_settings
+    from headroom.errors import EXIT_NO
 
     settings = load_settings(args.config)
     base = guard_url(settings, args.url)
+    token = settings.guard.token or read_token(settings.state_dir)
+    try:
+        with httpx.Client(base_url=base, timeout=10.0, headers={"Authorization": f"Bearer {token}"} if token else {}) as client:
+            response = client.post(f"/v1/frozen/{args.pid}/thaw")
+    except httpx.HTTPError as err:
+        raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_SOURCE) from None
+    if response.status_code == 200:
+        print(f"thawed {args.pid}")
+        return 0
+    from headroom.client import _detail
+
+    message = f"the guard did not thaw {args.pid} ({response.status_code}): {_detail(response)}"
+    raise HeadroomError(message, EXIT_NO if response.status_code == 404 else EXIT_CONFIG)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from headroom.config import load_settings
+
+    from headroom.auth import read_token
+
+    settings = load_settings(args.config)
+    base = guard_url(settings, args.url)
+    token = settings.guard.token or read_token(settings.state_dir)
     if args.watch:
         from guard.watch import watch
 
-        return watch(lambda: fetch_status(base, max(args.events, 10), full=True), max(0.2, args.interval))
-    status = fetch_status(base, args.events)
+        return watch(lambda: fetch_status(base, max(args.events, 10), full=True, token=token), max(0.2, args.interval))
+    status = fetch_status(base, args.events, token=token)
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from exporter.units import is_unit_name
 from headroom.settings_base import Section, listen_validator
 from headroom.sizes import parse_size
 
@@ -68,7 +69,7 @@ def _predict_rule() -> Rule:
 class GuardSettings(Section):
     # Address of the lease API, status page and /metrics.
     listen: str = "127.0.0.1:9841"
-    # API token; empty means $HEADROOM_TOKEN or the state dir's generated token file.
+    # API token (at least 16 characters); empty means $HEADROOM_TOKEN or the state dir's generated token file.
     token: str = ""
     # Observe + decide + act period; Ray's memory monitor refreshes every 250 ms, earlyoom polls at 100-1000 ms.
     tick_seconds: float = Field(default=0.25, ge=0.05, le=60)
@@ -118,18 +119,57 @@ class GuardSettings(Section):
     max_ttl_seconds: int = Field(default=86400, ge=1)
     # Longest a POST may long-poll while queued.
     max_wait_seconds: int = Field(default=600, ge=0)
+    # GET /v1/events needs the token (events carry alert payloads); false opens them, e.g. for the status page.
+    events_need_token: bool = True
     # Retry-After suggested to a refused client.
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)
     # Worker control endpoint; empty means no worker is driven (leases and signals only).
     worker_url: str = ""
-    # "contract": headroom's worker control contract; "vllm-serve": a plain `vllm serve` in dev mode.
-    worker_kind: Literal["contract", "vllm-serve"] = "contract"
+    # "contract": headroom's worker control contract; "vllm-serve": a plain `vllm serve` in dev mode; "cgroup": any worker, through its cgroup.
+    worker_kind: Literal["contract", "vllm-serve", "cgroup"] = "contract"
     # Timeout of each worker request (the worker holds a PUT up to its control_wait_seconds, 2 s); backoff doubles from base to max.
     worker_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     worker_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
     worker_backoff_max_seconds: float = Field(default=15.0, gt=0, le=600)
+    # worker_kind = "cgroup": the worker's cgroup path ("/system.slice/my-worker.service") or systemd unit ("my-worker.service").
+    worker_cgroup: str = ""
+    # argv that stops the worker to free it, e.g. ["systemctl", "stop", "my-worker.service"]; unset: SIGTERM, then SIGKILL.
+    worker_stop: list[str] | None = None
+    # argv that starts it again once the lease that freed it ends; unset: the status says a person must restart it.
+    worker_start: list[str] | None = None
+    # How long worker_stop (or SIGTERM) gets before the processes left in the cgroup get SIGKILL; also worker_start's limit.
+    worker_stop_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # The throttle level: "refuse" (nothing can be throttled from outside; the pause level still freezes) or "pause" (freeze).
+    worker_cgroup_throttle: Literal["refuse", "pause"] = "refuse"
     # Recent events kept in the state database.
     events_max: int = Field(default=1000, ge=10, le=1_000_000)
+    # --- freeze: the process the kernel would kill is frozen at the freeze level, the worker freed, then it is thawed ---
+    # Freeze at all (the freeze level's threshold is `freeze` in the ram and gpu rules).
+    freeze_enabled: bool = True
+    # Longest a process stays frozen when freeing the worker has not made room; then on_no_room applies.
+    # 20 s: freeing the worker took 1.3-6.5 s in the measured runs (a step up to 4.8 s plus the engine shutdown).
+    freeze_max_seconds: float = Field(default=20.0, gt=0, le=3600)
+    # After freeze_max_seconds: "thaw" leaves the outcome to the kernel, exactly as without headroom, so enabling the
+    # guard never kills a process that would have lived; "terminate" sends SIGTERM, then SIGKILL after the grace.
+    on_no_room: Literal["thaw", "terminate"] = "thaw"
+    # Between SIGTERM and SIGKILL when on_no_room = "terminate".
+    freeze_terminate_grace_seconds: float = Field(default=5.0, ge=0, le=600)
+    # Never frozen: "unit:NAME.service", "cgroup:/PATH" (and below it), "command:NAME" (comm or argv[0] basename).
+    freeze_protect: list[str] = Field(default_factory=lambda: ["unit:sshd.service", "command:sshd", "command:systemd"])
+    # Never freeze the worker's processes, or headroom's own (its guard, exporter, CLI, worker).
+    freeze_protect_worker: bool = True
+    freeze_protect_headroom: bool = True
+    # "auto": the cgroup freezer where the process has a cgroup of its own, else SIGSTOP to its process group.
+    freeze_method: Literal["auto", "cgroup", "sigstop"] = "auto"
+    # GPU: fastest and slowest NVML poll (the interval shrinks as a GPU's free memory nears the freeze threshold).
+    freeze_gpu_poll_min_seconds: float = Field(default=0.01, gt=0, le=10)
+    freeze_gpu_poll_max_seconds: float = Field(default=0.5, gt=0, le=60)
+    # --- end of the freeze block ---
+    # A state database that fails PRAGMA quick_check at start (truncated, garbage, damaged pages): "move_aside" renames
+    # it to guard.sqlite3.corrupt-<time> (kept, never deleted), logs, raises an event, a metric and an alert, and starts
+    # fresh; "refuse" exits 5 before serving. move_aside is the default: a guard that refuses to start protects nothing,
+    # and the file holds only leases and events, which are kept in the moved file.
+    store_on_corrupt: Literal["move_aside", "refuse"] = "move_aside"
 
     @field_validator("listen")
     @classmethod
@@ -142,6 +182,17 @@ class GuardSettings(Section):
         parse_size(value)
         return value
 
+    @field_validator("freeze_protect")
+    @classmethod
+    def _protect(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            kind, _, name = entry.partition(":")
+            if kind not in ("unit", "cgroup", "command") or not name:
+                raise ValueError(f"expected unit:NAME, cgroup:/PATH or command:NAME, got {entry!r}")
+            if kind == "cgroup" and not name.startswith("/"):
+                raise ValueError(f"a cgroup path begins with '/', got {entry!r}")
+        return value
+
     @field_validator("memory_domain")
     @classmethod
     def _domain(cls, value: str) -> str:
@@ -149,15 +200,34 @@ class GuardSettings(Section):
             raise ValueError("expected 'host' or a cgroup path beginning with '/', e.g. /headroom.slice")
         return value
 
+    @field_validator("worker_stop", "worker_start")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(arg.strip() for arg in value)):
+            raise ValueError(f"expected a non-empty argv list such as [\"systemctl\", \"stop\", \"my-worker\"], got {value!r} "
+                             "(leave the key out to use signals / a person's restart)")
+        return value
+
+    @model_validator(mode="after")
+    def _cgroup_worker(self) -> "GuardSettings":
+        target = self.worker_cgroup
+        if self.worker_kind == "cgroup" and not (target.startswith("/") or is_unit_name(target)):
+            raise ValueError(f"worker_cgroup: worker_kind = \"cgroup\" needs a cgroup path beginning with '/' or a systemd "
+                             f"unit name such as my-worker.service, got {target!r}")
+        return self
+
     @model_validator(mode="after")
     def _amounts(self) -> "GuardSettings":
         for name in ("ram", "gpu", "psi", "swap", "predict"):
             rule: Rule = getattr(self, name)
-            for value in [*rule.enter.values(), rule.band]:
-                if name in ("ram", "gpu"):
-                    parse_amount(value)
-                elif name == "swap":
-                    parse_size(value)
-                elif not isinstance(value, (int, float)) or value < 0:
-                    raise ValueError(f"{name}: expected non-negative numbers, got {value!r}")
+            for key, value in [*((f"enter.{level}", v) for level, v in rule.enter.items()), ("band", rule.band)]:
+                try:
+                    if name in ("ram", "gpu"):
+                        parse_amount(value)
+                    elif name == "swap":
+                        parse_size(value)
+                    elif not isinstance(value, (int, float)) or value < 0:
+                        raise ValueError(f"expected non-negative numbers, got {value!r}")
+                except ValueError as err:
+                    raise ValueError(f"guard.{name}.{key}: {err}") from None
         return self

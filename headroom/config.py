@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _wants_json(model: type[BaseModel], key: str) -> bool:
+    """Whether the setting at `key` is a list, a table (dict or section) or an optional one: then its value is JSON."""
     field = model.model_fields.get(key)
     if field is None:
         return False
-    origin = typing.get_origin(field.annotation) or field.annotation
-    return origin in (list, dict, tuple, set)
+    kinds = typing.get_args(field.annotation) if typing.get_origin(field.annotation) in (typing.Union, types.UnionType) \
+        else (field.annotation,)
+    for kind in kinds:
+        origin = typing.get_origin(kind) or kind
+        if origin in (list, dict, tuple, set) or (isinstance(origin, type) and issubclass(origin, BaseModel)):
+            return True
+    return False
 
 
 def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
@@ -89,7 +96,8 @@ def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError:
-                raise HeadroomError(f"${name} must be JSON (e.g. [\"a\", \"b\"]), got {raw!r}", EXIT_CONFIG) from None
+                raise HeadroomError(f"${name} must be JSON (a list such as [\"a\", \"b\"] or a table such as "
+                                    f"{{\"enter\": {{\"warn\": \"25%\"}}}}), got {raw[:200]!r}", EXIT_CONFIG) from None
         target[path[-1]] = value
     return data
 

@@ -5,6 +5,8 @@ EXIT_NO = 1  # `headroom check`: the guard would not grant it now
 EXIT_CONFIG = 2  # bad configuration or command line: nothing was started
 EXIT_BIND = 3  # the listen address is in use or not allowed
 EXIT_SOURCE = 4  # a required source (e.g. /dev/kmsg with require_kmsg) cannot be read
+EXIT_STATE = 5  # a state database is corrupt (store_on_corrupt = "refuse") or cannot be opened
+EXIT_TOKEN = 6  # the API token (setting, $HEADROOM_TOKEN or the state dir's token file) is unusable: empty, short, unreadable
 
 
 class HeadroomError(Exception):

@@ -20,3 +20,19 @@ def ensure_private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
     return path
+
+
+def private_database(path: Path) -> Path:
+    """Create an SQLite file 0600 before SQLite opens it, and fix older side files.
+
+    SQLite gives the -wal and -shm files it creates the main file's mode, so a database created 0600 keeps its
+    journal private too (without touching the process-wide umask, which other threads share).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        try:
+            os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass
+    return path

@@ -46,3 +46,26 @@ def test_parse_duration_rejects(text):
 
 def test_format_size():
     assert (format_size(None), format_size(512), format_size(1536 * 2**20)) == ("-", "512 B", "1.5 GiB")
+
+
+@pytest.mark.parametrize("text", ["9" * 400, "9" * 400 + "GiB", "1." + "9" * 400 + "G", "1e400", "14G\n", "\u0663GiB", False])
+def test_parse_size_rejects_absurd_input_with_a_value_error(text):
+    """400 digits once raised OverflowError (a 500 in the APIs); now a ValueError like any other bad size."""
+    with pytest.raises(ValueError, match="size|whole"):
+        parse_size(text)
+
+
+def test_parse_size_grammar_is_the_published_pattern():
+    """What the OpenAPI schemas publish (SIZE_PATTERN) is exactly what parse_size accepts."""
+    import re
+
+    from headroom.sizes import SIZE_PATTERN
+
+    samples = ["14GiB", "14gib", "14 G", "1.5GiB", "100KB", "4096", "4096B", "1.5", "14iB", "GiB", " 2 TiB ", "1.5B", "0x10"]
+    for text in samples:
+        try:
+            parse_size(text)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert accepted == bool(re.fullmatch(SIZE_PATTERN, text)), text

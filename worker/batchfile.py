@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from headroom.bodies import MAX_DEPTH, find_surrogate, nesting_depth
+from headroom.echo import clip_text
 from worker.types import CHAT_URL, COMPLETIONS_URL
 
 MAX_ERRORS = 50  # errors listed in one answer; the rest are counted
@@ -94,29 +97,49 @@ def _check_messages(messages: Any) -> list[tuple[str, str]]:
     return []
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {clip_text(text, 40)} is too large")
+    return value
+
+
 def _check_line(number: int, text: str, seen: dict[str, int]) -> tuple[BatchLine | None, list[dict[str, Any]]]:
     def err(field: str | None, message: str) -> tuple[None, list[dict[str, Any]]]:
         return None, [{"line": number, "field": field, "message": message}]
 
     try:
-        item = json.loads(text)
+        item = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         return err(None, f"not valid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return err(None, f"nested deeper than {MAX_DEPTH} levels")
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        return err(None, f"not usable JSON: {clip_text(str(exc), 120)}")
     if not isinstance(item, dict):
         return err(None, "expected a JSON object with custom_id, method, url and body")
+    if nesting_depth(item) > MAX_DEPTH:
+        return err(None, f"nested deeper than {MAX_DEPTH} levels")
+    where = find_surrogate(item)
+    if where is not None:
+        return err(where, "holds a lone UTF-16 surrogate (such as \\ud800), which is no text; send valid Unicode")
     custom_id = item.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         return err("custom_id", "required: a non-empty string")
     if custom_id in seen:
-        return err("custom_id", f"duplicate custom_id {custom_id!r} (first on line {seen[custom_id]})")
+        return err("custom_id", f"duplicate custom_id {clip_text(repr(custom_id), 80)} (first on line {seen[custom_id]})")
     seen[custom_id] = number
     extra = set(item) - {"custom_id", "method", "url", "body"}
     if extra:
         return err(sorted(extra)[0], "unknown field (expected custom_id, method, url, body)")
     if item.get("method", "POST") != "POST":
-        return err("method", f"expected POST, got {item.get('method')!r}")
+        return err("method", f"expected POST, got {clip_text(repr(item.get('method')), 80)}")
     if item.get("url") not in (COMPLETIONS_URL, CHAT_URL):
-        return err("url", f"expected {COMPLETIONS_URL} or {CHAT_URL}, got {item.get('url')!r}")
+        return err("url", f"expected {COMPLETIONS_URL} or {CHAT_URL}, got {clip_text(repr(item.get('url')), 80)}")
     if not isinstance(item.get("body"), dict):
         return err("body", "required: a JSON object")
     problems = check_body(item["url"], item["body"])

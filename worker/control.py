@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from headroom.bodies import Body
 from worker.types import Desired
 
 
-class StateRequest(BaseModel):
+class StateRequest(Body):
     """Body of PUT /control/state."""
 
-    model_config = ConfigDict(extra="forbid")
     state: Literal["running", "throttled", "paused", "freed"]
     concurrency: int | None = Field(default=None, ge=1, le=4096)  # required for throttled
     level: Literal[1, 2] | None = None  # required for freed
@@ -36,10 +36,9 @@ class StateRequest(BaseModel):
         return Desired(self.state, self.concurrency, self.level, self.reason, self.requested_by, time.time())
 
 
-class MaintenanceRequest(BaseModel):
+class MaintenanceRequest(Body):
     """Body of PUT /control/maintenance."""
 
-    model_config = ConfigDict(extra="forbid")
     on: bool
     reason: str | None = Field(default=None, max_length=1000)
     retry_after_seconds: int | None = Field(default=None, ge=0, le=86400 * 7)

@@ -185,7 +185,8 @@ class EngineLoop:
         if room <= 0 or not self._queue_hint:
             return
         _, requests = self.store.claim(room)
-        self._queue_hint = len(requests) == room
+        # A short claim means the queue is empty, unless the store could not be written (then retry next pass).
+        self._queue_hint = len(requests) == room or not self.store.health.writable
         if not requests:
             return
         self._flight.update((r.key, r) for r in requests)
@@ -212,14 +213,11 @@ class EngineLoop:
         self._observe()
 
     def _commit(self, results: list[EngineResult]) -> None:
-        """Write finished requests in one transaction; if that fails they are requeued (run again, written once)."""
+        """Write finished requests in one transaction; if that fails the store requeues them (run again, written once)."""
         lines = [(res.key, "completed" if res.ok else "failed", output_line(self._flight.pop(res.key).custom_id, res))
                  for res in results if res.key in self._flight]
-        try:
-            self.store.finish(lines)
-        except Exception:
-            log.exception("writing %d results failed; requeueing them", len(lines))
-            self.store.requeue(key for key, _, _ in lines)
+        if not self.store.finish(lines):
+            log.error("writing %d results failed; they run again once the store can be written", len(lines))
             self._queue_hint = True
             return
         done = {key for key, _, _ in lines}

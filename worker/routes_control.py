@@ -6,7 +6,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worker.control import Conflict, MaintenanceRequest, StateRequest
@@ -21,6 +21,9 @@ def get_runner(request: Request) -> Runner:
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 
 
+UNDER_WAY = {202: {"description": "accepted; the transition is still under way"}}
+
+
 def control_router(auth) -> APIRouter:
     router = APIRouter()
     guarded = [Depends(auth)]
@@ -29,7 +32,7 @@ def control_router(auth) -> APIRouter:
     def read_state(runner: RunnerDep) -> dict:
         return runner.snapshot()
 
-    @router.put("/control/state", dependencies=guarded)
+    @router.put("/control/state", dependencies=guarded, responses={**UNDER_WAY, 409: {"description": "impossible with this engine"}})
     def put_state(body: StateRequest, runner: RunnerDep, request: Request) -> JSONResponse:
         try:
             generation = runner.set_desired(body.to_desired())
@@ -43,7 +46,7 @@ def control_router(auth) -> APIRouter:
     def read_maintenance(runner: RunnerDep) -> dict:
         return runner.snapshot()["maintenance"]
 
-    @router.put("/control/maintenance", dependencies=guarded)
+    @router.put("/control/maintenance", dependencies=guarded, responses=UNDER_WAY)
     def put_maintenance(body: MaintenanceRequest, runner: RunnerDep, request: Request) -> JSONResponse:
         current = runner.maintenance
         if body.on != current.on or body.reason != current.reason or body.retry_after_seconds != current.retry_after_seconds:
@@ -58,14 +61,17 @@ def control_router(auth) -> APIRouter:
     def healthz() -> dict:
         return {"ok": True}
 
-    @router.get("/readyz")
+    @router.get("/readyz", responses={503: {"description": "still starting"}})
     def readyz(runner: RunnerDep) -> JSONResponse:
         snap = runner.snapshot()
+        store = runner.store.health_view()
         ready = snap["state"] != "starting"  # up and reconciling; a freed worker is ready (it wakes on request)
-        return JSONResponse({"ready": ready, "state": snap["state"], "error": snap["engine"]["error"]},
-                            status_code=200 if ready else 503)
+        body = {"ready": ready, "state": snap["state"], "error": snap["engine"]["error"], "store": store}
+        if not store["writable"]:  # nothing can be accepted or finished until the job store can be written
+            body.update(ready=False, error=runner.store.health.reason())
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=PlainTextResponse)
     def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -52,11 +52,17 @@ def _batch_or_404(fn, batch_id: str):
         raise HTTPException(404, f"no batch {batch_id!r}") from None
 
 
-def jobs_router(auth) -> APIRouter:
+NO_BATCH = {404: {"description": "no such batch"}}
+
+
+def jobs_router(auth, results_need_token: bool = True) -> APIRouter:
+    """The job routes; `auth` guards changes and, unless worker.results_need_token is off, the generated text."""
     router = APIRouter(prefix="/v1/batches")
     guarded = [Depends(auth)]
+    results = guarded if results_need_token else []
 
-    @router.post("", dependencies=guarded, status_code=201)
+    @router.post("", dependencies=guarded, status_code=201,
+                 responses={503: {"description": "maintenance: retry after Retry-After"}, 422: {"description": "invalid lines"}})
     async def submit(request: Request, runner: RunnerDep,
                      priority: Literal["production", "test", "bulk"] = "bulk",
                      name: Annotated[str | None, Query(max_length=200)] = None):
@@ -81,21 +87,22 @@ def jobs_router(auth) -> APIRouter:
     def list_batches(runner: RunnerDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
         return {"object": "list", "data": runner.store.list_batches(limit)}
 
-    @router.get("/{batch_id}")
+    @router.get("/{batch_id}", responses=NO_BATCH)
     def status(batch_id: str, runner: RunnerDep) -> dict:
         return _batch_or_404(runner.store.batch, batch_id)
 
-    @router.get("/{batch_id}/requests")
+    @router.get("/{batch_id}/requests", dependencies=results, responses=NO_BATCH)
     def requests(batch_id: str, runner: RunnerDep) -> dict:
         return {"object": "list", "data": _batch_or_404(runner.store.requests, batch_id)}
 
-    @router.get("/{batch_id}/output")
+    @router.get("/{batch_id}/output", dependencies=results, response_class=Response,
+                responses={200: {"content": {"application/jsonl": {}}, "description": "one JSON line per request"}, **NO_BATCH})
     def output(batch_id: str, runner: RunnerDep) -> Response:
         rows = _batch_or_404(runner.store.finished_requests, batch_id)
         lines = [row["result"] if row["result"] else json.dumps(cancelled_line(row["id"], row["custom_id"])) for row in rows]
         return Response("".join(line + "\n" for line in lines), media_type="application/jsonl")
 
-    @router.post("/{batch_id}/cancel", dependencies=guarded)
+    @router.post("/{batch_id}/cancel", dependencies=guarded, responses=NO_BATCH)
     def cancel(batch_id: str, runner: RunnerDep) -> dict:
         return _batch_or_404(runner.cancel, batch_id)
 

@@ -15,7 +15,7 @@ class WorkerSettings(Section):
     enabled: bool = False
     # Address of the job API, the control endpoint and /metrics.
     listen: str = "127.0.0.1:9842"
-    # Bearer token for PUT/POST/DELETE; unset: $HEADROOM_TOKEN, else the state dir's 'token' file.
+    # Bearer token for PUT/POST/DELETE and result reads (at least 16 characters); unset: $HEADROOM_TOKEN, else the state dir's 'token' file.
     token: str | None = None
     # Which engine runs requests: vllm (in-process vLLM LLM), remote (an OpenAI-compatible server), echo (dev/test only).
     engine: Literal["vllm", "remote", "echo"] = "vllm"
@@ -41,6 +41,8 @@ class WorkerSettings(Section):
     concurrency: int = Field(default=16, ge=1, le=4096)
     # Largest batch upload accepted; bigger ones get 413.
     max_upload_bytes: int = 100 * 2**20
+    # GET /v1/batches/{id}/output and /requests need the token (generated text is private); false opens them.
+    results_need_token: bool = True
     # Most request lines in one batch.
     max_requests_per_batch: int = Field(default=50_000, ge=1)
     # max_tokens for requests that do not set it (OpenAI's completions default is 16).
@@ -52,6 +54,11 @@ class WorkerSettings(Section):
     control_wait_seconds: float = Field(default=2.0, ge=0)
     # Retry-After for 503 answers in maintenance when PUT /control/maintenance gave none.
     retry_after_seconds: int = Field(default=300, ge=0)
+    # A job database that fails PRAGMA quick_check at start: "move_aside" renames it to worker.sqlite3.corrupt-<time>
+    # (kept, never deleted), logs it, raises a metric and an alert, and starts with an empty queue; "refuse" exits 5
+    # before serving. move_aside is the default, as for the guard: under systemd a refusal only restart-loops, while the
+    # moved file keeps every batch and result for recovery (TROUBLESHOOTING.md).
+    store_on_corrupt: Literal["move_aside", "refuse"] = "move_aside"
 
     @field_validator("listen")
     @classmethod

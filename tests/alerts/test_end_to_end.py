@@ -168,7 +168,7 @@ def test_oom_kill_reaches_the_guard_every_panel_has_data_and_exporter_down_fires
         prometheus = start_prometheus(prometheus_bin, tmp_path, prometheus_config(targets, f"127.0.0.1:{alertmanager.port}"))
         cleanup.callback(prometheus.stop)
         wait_for(lambda: len(query(prometheus, "up == 1")) == 5, 30, interval=0.2, what="all five targets up")
-        guard = httpx.Client(base_url=f"http://{stack.addr('guard')}", timeout=10)
+        guard = httpx.Client(base_url=f"http://{stack.addr('guard')}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
         victim = {"alertname": "HeadroomOOMKill", "cgroup": cgroup.path, "comm": "hr-e2e-victim"}
         assert not guard_alert_events(guard, **victim)
 

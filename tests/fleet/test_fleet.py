@@ -16,7 +16,7 @@ from tests.helpers import REPO, free_port, headroom_cmd, need_binary, stop_proce
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
 GiB = 2**30
-TOKEN = "fleet-token"
+TOKEN = "fleet-token-0123456789"
 # host -> (MemTotal, MemAvailable); all above the guard's warn threshold (25 % available) so only room decides.
 HOSTS = {"gpu-a": (32 * GiB, 24 * GiB), "gpu-b": (32 * GiB, 12 * GiB), "gpu-c": (32 * GiB, 9 * GiB)}
 NODE_HOST = ("gpu-d", 32 * GiB, 20 * GiB)  # watched through node_exporter and the node_exporter_dcgm preset

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from guard.app import Deps, create_app
 from tests.guard.support import GiB
 
-TOKEN = "test-token"
+TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CALM = {"ram": {"enter": {}}, "predict": {"enter": {}}}
 
@@ -162,7 +162,7 @@ def test_alertmanager_webhook_becomes_events_and_evaluates(api):
          "annotations": {"summary": "RAM runs out in 60 s"}, "startsAt": "2026-11-26T23:00:00Z"}]}
     assert api.post("/v1/alerts", json=payload, headers=AUTH).json() == {"received": 1}
     assert api.engine.ticks == ticks + 1
-    events = api.get("/v1/events", params={"kind": "alert"}).json()["events"]
+    events = api.get("/v1/events", params={"kind": "alert"}, headers=AUTH).json()["events"]
     assert events[-1]["message"] == "firing: HeadroomOOMPredicted RAM runs out in 60 s"
     assert api.post("/v1/alerts", json={"alerts": "nope"}, headers=AUTH).status_code == 422
 
@@ -171,12 +171,12 @@ def test_events_paging_and_bounds(api):
     ready(api)
     api.put("/v1/maintenance", json={"reason": "a"}, headers=AUTH)
     api.delete("/v1/maintenance", headers=AUTH)
-    events = api.get("/v1/events").json()["events"]
+    events = api.get("/v1/events", headers=AUTH).json()["events"]
     assert [e["kind"] for e in events][-2:] == ["maintenance", "maintenance"]
-    after = api.get("/v1/events", params={"after": events[-2]["id"]}).json()["events"]
+    after = api.get("/v1/events", params={"after": events[-2]["id"]}, headers=AUTH).json()["events"]
     assert [e["id"] for e in after] == [events[-1]["id"]]
-    assert len(api.get("/v1/events", params={"limit": 1}).json()["events"]) == 1
-    bad = api.get("/v1/events", params={"limit": 0})
+    assert len(api.get("/v1/events", params={"limit": 1}, headers=AUTH).json()["events"]) == 1
+    bad = api.get("/v1/events", params={"limit": 0}, headers=AUTH)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "limit"]
 
 

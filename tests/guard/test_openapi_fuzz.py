@@ -18,7 +18,7 @@ else:
     from guard.app import Deps, create_app
     from tests.guard.support import GiB
 
-    TOKEN = "fuzz-token"
+    TOKEN = "fuzz-token-0123456789"
 
     @pytest.fixture
     def guard_schema(make_engine, source):

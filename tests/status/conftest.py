@@ -16,7 +16,7 @@ QUIET = {"predict": {"enter": {}}, "psi": {"enter": {}}, "swap": {"enter": {}}} 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     with domain_cgroup(DOMAIN_LIMIT) as domain:
-        built = Stack(tmp_path_factory.mktemp("status"), domain, {"ram_margin": "16MiB", **QUIET})
+        built = Stack(tmp_path_factory.mktemp("status"), domain, {"ram_margin": "16MiB", "events_need_token": False, **QUIET})
         try:
             yield built
         finally:

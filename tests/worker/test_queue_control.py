@@ -16,7 +16,8 @@ from worker.app import create_app
 from worker.engines import EchoEngine
 from worker.store import DB_FILE, Store
 
-H = {"Authorization": "Bearer t"}
+TOKEN = "queue-control-token"
+H = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def lines(prefix: str, n: int) -> str:
@@ -30,7 +31,7 @@ def make_client(tmp_path):
 
     def make(engine=None, **worker):
         settings = load_settings(None, state_dir=str(tmp_path / "state"),
-                                 worker={"engine": "echo", "token": "t", "control_wait_seconds": 0.5, **worker})
+                                 worker={"engine": "echo", "token": TOKEN, "control_wait_seconds": 0.5, **worker})
         client = TestClient(create_app(settings, engine=engine or EchoEngine()))
         client.__enter__()
         clients.append(client)
@@ -54,8 +55,8 @@ def test_production_runs_before_test_before_bulk(make_client):
     client.put("/control/state", json={"state": "running"}, headers=H)
     for batch_id in ids.values():
         wait_done(client, batch_id)
-    firsts = {p: min(r["step"] for r in client.get(f"/v1/batches/{i}/requests").json()["data"]) for p, i in ids.items()}
-    lasts = {p: max(r["step"] for r in client.get(f"/v1/batches/{i}/requests").json()["data"]) for p, i in ids.items()}
+    firsts = {p: min(r["step"] for r in client.get(f"/v1/batches/{i}/requests", headers=H).json()["data"]) for p, i in ids.items()}
+    lasts = {p: max(r["step"] for r in client.get(f"/v1/batches/{i}/requests", headers=H).json()["data"]) for p, i in ids.items()}
     assert lasts["production"] <= firsts["test"] and lasts["test"] <= firsts["bulk"]
 
 
@@ -65,7 +66,7 @@ def test_cancel_keeps_finished_results_and_marks_the_rest(make_client):
     batch_id = client.post("/v1/batches", content=lines("c", 3), headers=H).json()["id"]
     batch = client.post(f"/v1/batches/{batch_id}/cancel", headers=H).json()
     assert batch["status"] == "cancelled" and batch["request_counts"]["cancelled"] == 3
-    output = [json.loads(x) for x in client.get(f"/v1/batches/{batch_id}/output").text.splitlines()]
+    output = [json.loads(x) for x in client.get(f"/v1/batches/{batch_id}/output", headers=H).text.splitlines()]
     assert [o["error"]["code"] for o in output] == ["batch_cancelled"] * 3
     assert "headroom_worker_requests_total{outcome=\"cancelled\"} 3.0" in client.get("/metrics").text
     assert client.get("/v1/batches/batch_nope").status_code == 404
@@ -109,7 +110,7 @@ def test_pause_keep_mode_holds_requests_in_the_engine(make_client):
     assert client.get(f"/v1/batches/{batch_id}").json()["request_counts"]["running"] == 2, "kept requests finished while paused"
     client.put("/control/state", json={"state": "running"}, headers=H)
     batch = wait_done(client, batch_id)
-    rows = client.get(f"/v1/batches/{batch_id}/requests").json()["data"]
+    rows = client.get(f"/v1/batches/{batch_id}/requests", headers=H).json()["data"]
     assert batch["request_counts"]["completed"] == 2 and all(r["attempts"] == 1 for r in rows)
 
 
@@ -130,7 +131,7 @@ def test_failed_request_is_reported_and_others_complete(make_client):
     batch_id = client.post("/v1/batches", content=text, headers=H).json()["id"]
     batch = wait_for(lambda: (b := client.get(f"/v1/batches/{batch_id}").json())["status"] == "completed" and b, 10)
     assert batch["request_counts"]["completed"] == 2 and batch["request_counts"]["failed"] == 1
-    output = {o["custom_id"]: o for o in map(json.loads, client.get(f"/v1/batches/{batch_id}/output").text.splitlines())}
+    output = {o["custom_id"]: o for o in map(json.loads, client.get(f"/v1/batches/{batch_id}/output", headers=H).text.splitlines())}
     assert output["bad"]["error"]["code"] == "invalid_request" and output["f0"]["error"] is None
 
 
