@@ -76,7 +76,8 @@ def start_worker(model: Path, workdir: Path, concurrency: int):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADROOM_")}
     proc = subprocess.Popen([sys.executable, "-m", "headroom", "worker", "--config", str(config)], env=env,
                             stdout=open(workdir / f"worker-{port}.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer bench-token-0123456789"}, timeout=120)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
+                        headers={"Authorization": "Bearer bench-token-0123456789"})
     wait_for(lambda: http.get("/readyz").status_code == 200, 180, 0.2, "worker ready")
     return proc, http
 
@@ -88,20 +89,24 @@ def batch_text(n: int, max_tokens: int, mixed: bool = False) -> str:
         for i, (p, t) in enumerate(zip(prompts(n), tokens)))
 
 
-def through_worker(http, n: int, max_tokens: int, repeats: int) -> tuple[float, int]:
-    """Median seconds from upload to the last result committed, and generated tokens, through the HTTP API."""
-    def run(text: str) -> tuple[float, int]:
+def through_worker(http, n: int, max_tokens: int, repeats: int) -> tuple[float, int, float]:
+    """Median seconds from upload to the last result committed, generated tokens, and the median seconds per
+    generated token of one request (its start to its finish), through the HTTP API."""
+    def run(text: str) -> tuple[float, int, float]:
         started = time.time()
         batch_id = http.post("/v1/batches", params={"priority": "production"}, content=text).json()["id"]
         while (batch := http.get(f"/v1/batches/{batch_id}").json())["status"] != "completed":
             time.sleep(0.25)  # seldom, so polling does not compete with an in-process engine for the GIL
         lines = [json.loads(x) for x in http.get(f"/v1/batches/{batch_id}/output").text.splitlines()]
-        return batch["completed_at"] - started, sum(x["response"]["body"]["usage"]["completion_tokens"] for x in lines)
+        tokens = {x["custom_id"]: x["response"]["body"]["usage"]["completion_tokens"] for x in lines}
+        rows = http.get(f"/v1/batches/{batch_id}/requests").json()["data"]
+        per_token = statistics.median((r["finished_at"] - r["started_at"]) / tokens[r["custom_id"]] for r in rows)
+        return batch["completed_at"] - started, sum(tokens.values()), per_token
 
     text = batch_text(n, max_tokens, mixed=True)
     run(text)  # warm-up, as the direct path gets one unmeasured pass
     runs = [run(text) for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), runs[0][1]
+    return statistics.median(r[0] for r in runs), runs[0][1], statistics.median(r[2] for r in runs)
 
 
 def metric(http, name: str) -> float:
@@ -164,13 +169,13 @@ def one_mode(args, model: Path, workdir: Path) -> dict:
     for concurrency in args.concurrency:
         proc, http = start_worker(model, workdir, concurrency)
         try:
-            w_seconds, w_tokens = through_worker(http, args.requests, args.max_tokens, args.repeats)
+            w_seconds, w_tokens, per_token = through_worker(http, args.requests, args.max_tokens, args.repeats)
             iteration = metric(http, "headroom_worker_iteration_seconds_total") / metric(http, "headroom_worker_steps_total")
             row = {"concurrency": concurrency, "seconds": w_seconds, "tokens": w_tokens, "iteration": iteration, "idle": {}}
             for target in (1.0, 10.0):  # request length in seconds, as far as the model's 512 positions allow
-                max_tokens = max(8, min(480, round(target / iteration)))
-                settle = min(2.0, 0.3 * max_tokens * iteration)
-                row["idle"][str(target)] = [max_tokens, max_tokens * iteration,
+                max_tokens = max(8, min(480, round(target / per_token)))
+                settle = min(2.0, 0.3 * max_tokens * per_token)
+                row["idle"][str(target)] = [max_tokens, max_tokens * per_token,
                                             control_to_idle(http, concurrency, max_tokens, settle, args.samples)]
             if concurrency == max(args.concurrency):
                 row["free_wake"] = free_and_wake(http, concurrency, 480, args.free_repeats)
@@ -199,7 +204,7 @@ def print_tables(args, results: dict[str, dict], wall: float) -> None:
             rate = row["tokens"] / row["seconds"]
             print(f"| {mode} | worker, concurrency {row['concurrency']} | {row['seconds']:.2f} | {n / row['seconds']:.0f} "
                   f"| {rate:.0f} | **{rate / (d_tokens / d_seconds):.2f}** |")
-    print("\n| engine core | concurrency | engine iteration ms | request (tokens, ~s) | PUT paused -> answered idle, "
+    print("\n| engine core | concurrency | mean step() ms | request (tokens, ~s at this concurrency) | PUT paused -> answered idle, "
           "p50 / max ms | inside the worker (accepted -> engine empty), p50 / max ms |")
     print("|---|---|---|---|---|---|")
     for mode, res in results.items():
