@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
         error = follower.snapshot().error
         if error and conf.require_kmsg:
             raise HeadroomError(f"{error} (require_kmsg is set)", EXIT_SOURCE)
-    httpd, _thread = server.serve(conf.listen, server.make_handler(reg, follower))
+    limits = server.Limits(conf.max_connections, conf.idle_timeout_seconds, conf.header_timeout_seconds)
+    httpd, _thread = server.serve(conf.listen, server.make_handler(reg, follower), limits)
+    reg.register(server.HttpStatsCollector(httpd.stats))
     host, port = httpd.server_address[:2]
     log.info("headroom exporter listening on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", port)
     sdnotify.ready(f"serving on {conf.listen}")

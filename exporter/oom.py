@@ -1,4 +1,4 @@
-"""The `oom` collector: the kernel's OOM-kill counter plus the victims the kmsg follower saw."""
+"""The `oom` collector: the kernel's OOM-kill counter (vmstat, or counted from kmsg before 4.13) plus the kmsg victims."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from exporter.follower import KmsgFollower
+from exporter.follower import KmsgFollower, KmsgState
 from exporter.meminfo import read_vmstat
 
 
@@ -21,14 +21,11 @@ class OomCollector:
 
     def collect(self):
         vm = read_vmstat(self.procfs)
-        if vm.oom_kills is not None:
-            yield CounterMetricFamily(
-                "headroom_oom_kills", "Processes the kernel OOM killer killed since boot (/proc/vmstat oom_kill).", value=vm.oom_kills
-            )
-        if self.follower is None:
+        state = self.follower.snapshot() if self.follower is not None else None
+        yield from _kill_counter(vm.oom_kills, state)
+        if state is None:
             self.problem = None
             return
-        state = self.follower.snapshot()
         self.problem = state.error
         if state.overruns > self._overruns_seen:  # records were lost since the last scrape: say so once
             self.problem = self.problem or f"kernel log overran {state.overruns - self._overruns_seen} time(s): some OOM records were lost"
@@ -49,3 +46,25 @@ class OomCollector:
             "headroom_kmsg_overruns", "Times the kernel log overwrote records before the exporter read them.", value=state.overruns
         )
         yield GaugeMetricFamily("headroom_kmsg_up", "1 when the kernel log is being followed.", value=0 if state.error else 1)
+
+
+def _kill_counter(vmstat_kills: int | None, state: KmsgState | None):
+    """headroom_oom_kills_total from /proc/vmstat's oom_kill (4.13+), else counted from the kernel log; and its source."""
+    if vmstat_kills is not None:
+        source, value = "vmstat", vmstat_kills
+    elif state is not None and state.error is None:
+        source, value = "kmsg", sum(state.victim_counts.values())
+    else:
+        return  # no source: no series, never a fake 0
+    yield CounterMetricFamily(
+        "headroom_oom_kills",
+        "Processes the kernel OOM killer killed since boot (/proc/vmstat oom_kill; before kernel 4.13 counted in the kernel log).",
+        value=value,
+    )
+    info = GaugeMetricFamily(
+        "headroom_oom_kills_source_info",
+        "Where headroom_oom_kills_total comes from: vmstat (kernel 4.13+) or kmsg (kills seen in the kernel log).",
+        labels=["source"],
+    )
+    info.add_metric([source], 1)
+    yield info

@@ -30,6 +30,12 @@ class ExporterSettings(Section):
     collectors: list[Literal["memory", "pressure", "oom", "cgroup", "gpu"]] = Field(
         default_factory=lambda: list(COLLECTORS)
     )
+    # Connections served at once; one more is answered 503 and closed (Prometheus needs one or two).
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    # Close a connection that sends no request for this long (keep it above your scrape interval).
+    idle_timeout_seconds: float = Field(default=90.0, gt=0, le=3600)
+    # Close a connection whose request line and headers are not complete this long after their first byte.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     # How many recent OOM kills /events keeps.
     events_max: int = Field(default=100, ge=1, le=100_000)
     # Python module that provides the NVML API; "pynvml" is the real one (tests use a fixture fake).

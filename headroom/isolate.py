@@ -27,6 +27,13 @@ class Isolation:
     argv_prefix: list[str] = field(default_factory=list)
     directory: Path | None = None
     reason: str = ""  # why there is no isolation, when kind == "none"
+    limits: dict[str, int | None] = field(default_factory=dict)  # limit file or systemd property -> bytes it holds
+
+    def describe_limits(self) -> str:
+        """What was really set, by its own name: 'memory.limit_in_bytes 1.8 GiB, memory.soft_limit_in_bytes 1.6 GiB'."""
+        from headroom.sizes import format_size
+
+        return ", ".join(f"{name} {format_size(value) if value is not None else 'unlimited'}" for name, value in self.limits.items())
 
     def preexec(self):
         """A preexec_fn that moves the child into the cgroup before it runs a single instruction of CMD."""
@@ -75,12 +82,7 @@ def create(holder: str, high_bytes: int | None, max_bytes: int | None, parent: s
     """A fresh memory cgroup for `holder` under `parent` with memory.high/max; kind "none" (with the reason) if impossible."""
     name = _unit_name(holder)
     if prefer_systemd and parent.endswith(".slice") and "/" not in parent and _systemd_running():
-        prefix = ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={parent}", f"--unit={name}.scope"]
-        prefix += ["-p", f"MemoryHigh={high_bytes}"] if high_bytes else []
-        prefix += ["-p", f"MemoryMax={max_bytes}"] if max_bytes else []
-        if os.geteuid() != 0:
-            prefix.insert(1, "--user")
-        return Isolation("systemd-scope", f"/{parent}/{name}.scope", high_bytes, max_bytes, argv_prefix=prefix + ["--"])
+        return _systemd_scope(parent, name, high_bytes, max_bytes)
     found = _memory_controller()
     if found is None:
         return Isolation("none", "", high_bytes, max_bytes, reason="no memory cgroup controller is mounted")
@@ -89,6 +91,32 @@ def create(holder: str, high_bytes: int | None, max_bytes: int | None, parent: s
         return _make_directory(root, version, parent.strip("/") or SLICE, name, high_bytes, max_bytes)
     except PermissionError:
         return Isolation("none", "", high_bytes, max_bytes, reason=f"no permission to create a cgroup under {root} (run as root, or under systemd)")
+
+
+def _systemd_scope(parent: str, name: str, high_bytes: int | None, max_bytes: int | None) -> Isolation:
+    """A transient scope; on a cgroup v1 host systemd has no MemoryHigh, so only MemoryMax (memory.limit_in_bytes) is set."""
+    found = _memory_controller()
+    v1 = found is not None and found[1] == 1
+    prefix = ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={parent}", f"--unit={name}.scope"]
+    limits: dict[str, int | None] = {}
+    if high_bytes and not v1:
+        prefix += ["-p", f"MemoryHigh={high_bytes}"]
+        limits["MemoryHigh"] = high_bytes
+    if max_bytes:
+        prefix += ["-p", f"MemoryMax={max_bytes}"]
+        limits["MemoryMax (memory.limit_in_bytes)" if v1 else "MemoryMax"] = max_bytes
+    if os.geteuid() != 0:
+        prefix.insert(1, "--user")
+    high = None if v1 else high_bytes
+    return Isolation("systemd-scope", f"/{parent}/{name}.scope", high, max_bytes, argv_prefix=prefix + ["--"], limits=limits)
+
+
+def _read_limit(path: Path) -> int | None:
+    """A limit file read back (the kernel rounds to pages; 'max' and v1's huge value mean unlimited)."""
+    text = path.read_text().strip()
+    if text == "max" or (text.isdigit() and int(text) >= 2**62):
+        return None
+    return int(text)
 
 
 def _make_directory(root: Path, version: int, parent_path: str, name: str, high: int | None, maximum: int | None) -> Isolation:
@@ -113,7 +141,12 @@ def _make_directory(root: Path, version: int, parent_path: str, name: str, high:
         if high:  # v1 has no memory.high; the soft limit makes the kernel reclaim from CMD first
             (directory / "memory.soft_limit_in_bytes").write_text(str(high))
     kind = "cgroup-v2" if version == 2 else "cgroup-v1"
-    return Isolation(kind, f"/{parent_path}/{name}", high, maximum, directory=directory)
+    if version == 2:
+        wanted = (("memory.high", high), ("memory.max", maximum))
+    else:
+        wanted = (("memory.limit_in_bytes", maximum), ("memory.soft_limit_in_bytes", high))
+    limits = {file: _read_limit(directory / file) for file, value in wanted if value}
+    return Isolation(kind, f"/{parent_path}/{name}", high, maximum, directory=directory, limits=limits)
 
 
 def remove(isolation: Isolation, timeout: float = 5.0) -> None:

@@ -10,6 +10,9 @@ import sys
 EXIT_UNREACHABLE = 2  # check: the guard cannot be reached (fail closed)
 EXIT_RUN_UNAVAILABLE = 69  # run: the guard cannot be reached (EX_UNAVAILABLE)
 EXIT_RUN_NOT_GRANTED = 75  # run: refused, or the wait ran out (EX_TEMPFAIL: try again later)
+# `headroom run` without --wait queues this long (the guard's default max_wait_seconds): making room by freeing
+# the worker takes seconds to minutes, and someone who types `headroom run` expects it to run. --wait 0: never queue.
+DEFAULT_WAIT_SECONDS = 600.0
 
 
 def _size(text: str) -> int:
@@ -49,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="lease GPU/RAM from the guard, run CMD in its own memory cgroup, release")
     _common(run)
     run.add_argument("--free-worker", action="store_true", help="let the guard free the worker to make room (restored after)")
-    run.add_argument("--wait", type=_duration, default=0.0, metavar="DURATION", help="queue up to this long, e.g. 10m (default: no wait)")
+    run.add_argument("--wait", type=_duration, default=None, metavar="DURATION",
+                     help="queue up to this long, with a live progress line, e.g. 90s (default 10m; 0: give up at once)")
     run.add_argument("--holder", help="name shown in leases and events (default: CMD's name)")
     run.add_argument("--ttl", type=int, metavar="SECONDS", help="lease TTL, renewed by heartbeats (default [run] ttl_seconds, 60)")
     run.add_argument("--max-margin", type=float, metavar="RATIO",

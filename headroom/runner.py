@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,21 +58,22 @@ def _isolation(args: argparse.Namespace, holder: str, run) -> Isolation:
     if isolation.kind == "none":
         _say(f"running without a memory cgroup: {isolation.reason}")
     else:
-        _say(f"running in cgroup {isolation.cgroup} ({isolation.kind}; memory.high {format_size(high)}, memory.max {format_size(maximum)})")
+        _say(f"running in cgroup {isolation.cgroup} ({isolation.kind}; {isolation.describe_limits() or 'no memory limit'})")
     return isolation
 
 
 def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
     from headroom.config import load_settings
-    from headroom.run_cli import EXIT_RUN_NOT_GRANTED, EXIT_RUN_UNAVAILABLE
+    from headroom.run_cli import DEFAULT_WAIT_SECONDS, EXIT_RUN_NOT_GRANTED, EXIT_RUN_UNAVAILABLE
 
     settings = load_settings(args.config)
     holder = args.holder or Path(cmd[0]).name
     client = GuardClient.from_settings(settings, args.url)
     progress = ProgressLine()
+    wait = DEFAULT_WAIT_SECONDS if args.wait is None else args.wait
     try:
         ttl = args.ttl or settings.run.ttl_seconds
-        held = acquire(client, lease_body(holder, args.gpu, args.ram, args.gpu_index, ttl, args.free_worker), args.wait, progress.update)
+        held = _acquire(client, lease_body(holder, args.gpu, args.ram, args.gpu_index, ttl, args.free_worker), wait, progress)
     except GuardUnreachable as err:
         _say(f"{err} (is `headroom guard` running?)")
         return EXIT_RUN_UNAVAILABLE
@@ -81,6 +83,9 @@ def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
     except GuardRejected as err:
         _say(f"{err}; nothing was run")
         return 2
+    except KeyboardInterrupt:
+        progress.done("headroom run: cancelled while waiting; nothing was run")
+        return 130
     progress.done(f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
                   + (f" on GPU {held.gpu}" if held.gpu is not None else ""))
     try:
@@ -88,6 +93,35 @@ def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
     finally:
         held.release()
         client.close()
+
+
+def _acquire(client: GuardClient, body: dict, wait: float, progress: ProgressLine):
+    """acquire() where Ctrl-C takes effect between the guard's answers (at most POLL_SECONDS late), so the queued
+    request is always known and withdrawn: the guard must not free the worker for someone who left."""
+    interrupted: list[int] = []
+    queued: list[str] = []
+
+    def update(answer: Answer, waited: float) -> None:
+        if answer.lease_id and answer.lease_id not in queued:
+            queued.append(answer.lease_id)
+        if interrupted:
+            raise KeyboardInterrupt
+        progress.update(answer, waited)
+
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
+    try:
+        held = acquire(client, body, wait, update)
+    except KeyboardInterrupt:
+        for lease_id in queued:
+            with contextlib.suppress(Exception):
+                client.release(lease_id)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:  # granted in the same answer that followed Ctrl-C
+        held.release()
+        raise KeyboardInterrupt
+    return held
 
 
 def _run_leased(args, cmd: list[str], held, isolation: Isolation) -> int:

@@ -13,7 +13,7 @@ from tests.exporter.conftest import GOLDEN, exporter_process, golden_exporter_co
 from tests.helpers import need_binary
 
 # Series whose values change from run to run (timings, the exporter's own process).
-VARYING = re.compile(r"^(# (HELP|TYPE) )?(headroom_collector_duration_seconds|headroom_exporter_process_)")
+VARYING = re.compile(r"^(# (HELP|TYPE) )?(headroom_collector_duration_seconds|headroom_exporter_process_|headroom_exporter_http_connections )")
 UPDATE = os.environ.get("HEADROOM_UPDATE_GOLDEN") == "1"
 
 
@@ -29,6 +29,35 @@ def test_metrics_match_golden_file(tmp_path, golden_env, version):
     if UPDATE:
         golden.write_text(stable_lines(text))
     assert stable_lines(text) == golden.read_text(), f"/metrics differs from {golden}; rerun with HEADROOM_UPDATE_GOLDEN=1 if intended"
+
+
+def el7_exporter_config() -> dict:
+    """A CentOS 7 (3.10) box: no oom_kill in /proc/vmstat, no PSI, cgroup v1, the old OOM report shape."""
+    root = GOLDEN.parent / "golden-el7"
+    return {
+        "procfs": str(root / "proc"),
+        "cgroupfs": str(root / "cgroup-v1"),
+        "kmsg": str(GOLDEN.parent / "kmsg" / "el7-3.10-memcg.kmsg"),
+        "cgroups": ["tomcat.service"],
+        "collectors": ["memory", "pressure", "oom", "cgroup"],
+    }
+
+
+def test_old_kernel_metrics_match_golden_file(tmp_path):
+    with exporter_process(tmp_path, el7_exporter_config()) as (base, _proc):
+        text = httpx.get(base + "/metrics").text
+        events = httpx.get(base + "/events").json()["events"]
+    golden = GOLDEN.parent / "golden-el7" / "metrics.prom"
+    if UPDATE:
+        golden.write_text(stable_lines(text))
+    assert stable_lines(text) == golden.read_text(), f"/metrics differs from {golden}; rerun with HEADROOM_UPDATE_GOLDEN=1 if intended"
+    # What a user of a 3.10 box must see: the kill count (from kmsg, and said so), and each victim with its cgroup.
+    assert "headroom_oom_kills_total 2.0" in text and 'headroom_oom_kills_source_info{source="kmsg"} 1.0' in text
+    assert [(e["pid"], e["comm"], e["cgroup"]) for e in events] == [
+        (9950, "my (test) app", "/user.slice/user-1000.slice/session-7.scope/my test"),
+        (9940, "java", "/system.slice/tomcat.service"),
+    ]
+    assert events[1]["time_seconds"] == pytest.approx(1180000000 + 615694.5121, abs=1e-6)
 
 
 def test_promtool_check_metrics_is_clean(tmp_path, golden_env):

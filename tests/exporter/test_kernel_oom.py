@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -39,9 +40,11 @@ def test_oom_kill_in_cgroup_is_counted_and_attributed(tmp_path):
                 assert child.stdout.readline().strip() == "ready"
                 held = scrape(base)
                 assert value(held, "headroom_cgroup_memory_usage_bytes", cgroup=cg.path) >= 60 * 2**20
+                go_at = time.time()
                 child.stdin.write("go\n")
                 child.stdin.flush()
                 assert child.wait(timeout=30) == -9, "the allocation past memory.max should be OOM-killed (SIGKILL)"
+                reaped_at = time.time()
             finally:
                 if child.poll() is None:
                     child.kill()
@@ -61,3 +64,5 @@ def test_oom_kill_in_cgroup_is_counted_and_attributed(tmp_path):
     newest = [e for e in events if e["pid"] == child.pid]
     assert newest and newest[0]["comm"] == "hr-oom-victim" and newest[0]["cgroup"] == cg.path
     assert newest[0]["rss_bytes"] > 100 * 2**20
+    # The kill time is precise (boot time to the microsecond): between "go" and the parent seeing the child die.
+    assert go_at - 0.005 <= newest[0]["time_seconds"] <= reaped_at + 0.005, (go_at, newest[0]["time_seconds"], reaped_at)
