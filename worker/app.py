@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from contextlib import asynccontextmanager
 from typing import Callable
@@ -31,7 +32,9 @@ def create_app(settings, engine: Engine | None = None, on_fatal: Callable[[str],
     ensure_private_dir(settings.state_dir)
     token = load_or_create_token(settings.state_dir, settings.worker.token or None)
     store = Store(settings.state_dir / DB_FILE, settings.worker.store_on_corrupt)
-    runner = Runner(store, engine or make_engine(settings), settings.worker.concurrency, on_fatal)
+    kill_at = os.environ.get("HEADROOM_WORKER_TEST_KILL_AT") or None  # tests only: see Runner._kill_point
+    runner = Runner(store, engine or make_engine(settings), settings.worker.concurrency, on_fatal,
+                    settings.worker.pause_mode, kill_at)
     runner.default_retry_after = settings.worker.retry_after_seconds
 
     @asynccontextmanager

@@ -1,19 +1,25 @@
-"""The engine interface, the echo engine (dev/test only) and the factory that picks one from the settings."""
+"""The engine interface (an engine loop: add, step, abort), the echo engine (dev/test only) and the factory."""
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Iterable, Protocol
 
 from worker.openai_format import response_body
 from worker.types import CHAT_URL, EngineRequest, EngineResult
 
 
 class Engine(Protocol):
-    """What the runner needs from an engine. Every call comes from the runner's one thread."""
+    """What the runner needs from an engine. Every call comes from the runner's one thread.
+
+    The runner drives a loop: add() requests as room appears, step() once per iteration (each returns
+    the requests that finished in it), abort() requests it takes back (they are requeued and restart
+    from scratch), in_flight() counts what the engine itself still holds.
+    """
 
     kind: str  # "vllm", "remote", "echo"
     model: str  # the model name put in responses
+    can_keep: bool  # requests can stay in the engine without progressing (pause_mode = "keep")
 
     @property
     def loaded(self) -> bool: ...
@@ -24,11 +30,20 @@ class Engine(Protocol):
     def load(self) -> None:
         """Build the engine (first start, or wake after a shutdown-style free)."""
 
-    def run(self, requests: list[EngineRequest]) -> list[EngineResult]:
-        """Run one step; one result per request, a failure of one request never fails the others."""
+    def add(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        """Start `requests`; returns results for those refused at once (bad parameters), the rest run."""
+
+    def step(self) -> list[EngineResult]:
+        """Run one iteration (or wait briefly for progress); the results of requests that finished in it."""
+
+    def abort(self, keys: Iterable[int]) -> None:
+        """Stop these requests now; no result comes for them."""
+
+    def in_flight(self) -> int:
+        """Requests the engine holds (added, not finished, not aborted), counted by the engine."""
 
     def free(self, level: int) -> str:
-        """Free memory at `level`; returns the method used."""
+        """Free memory at `level` (nothing is in flight); returns the method used."""
 
     def wake(self) -> None:
         """Undo free(): afterwards the engine serves again."""
@@ -44,16 +59,20 @@ class EchoEngine:
     """A deterministic stand-in FOR TESTS AND DEVELOPMENT ONLY: it 'generates' the prompt's words back.
 
     It lets the queue and control logic be tested in milliseconds; it is not a model and not a benchmark.
+    Each request takes `request_seconds` from when it was added; a step waits at most `tick_seconds`.
     """
 
     kind = "echo"
+    can_keep = True
 
-    def __init__(self, step_seconds: float = 0.0, levels: dict[int, str] | None = None, default_max_tokens: int = 16):
+    def __init__(self, request_seconds: float = 0.0, levels: dict[int, str] | None = None, default_max_tokens: int = 16,
+                 tick_seconds: float = 0.01):
         self.model = "echo"
-        self.step_seconds = step_seconds  # simulated time per step
+        self.request_seconds, self.tick_seconds = request_seconds, tick_seconds
         self._levels = levels or {2: "shutdown"}
         self._loaded = False
         self.default_max_tokens = default_max_tokens
+        self._running: dict[int, tuple[float, EngineRequest]] = {}  # key -> (due, request)
 
     @property
     def loaded(self) -> bool:
@@ -65,9 +84,25 @@ class EchoEngine:
     def load(self) -> None:
         self._loaded = True
 
-    def run(self, requests: list[EngineRequest]) -> list[EngineResult]:
-        time.sleep(self.step_seconds)
-        return [self._one(request) for request in requests]
+    def add(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        due = time.monotonic() + self.request_seconds
+        self._running.update((r.key, (due, r)) for r in requests)
+        return []
+
+    def step(self) -> list[EngineResult]:
+        if self._running:
+            wait = min(due for due, _ in self._running.values()) - time.monotonic()
+            time.sleep(max(0.0, min(wait, self.tick_seconds)))
+        now = time.monotonic()
+        done = [key for key, (due, _) in self._running.items() if due <= now]
+        return [self._one(self._running.pop(key)[1]) for key in done]
+
+    def abort(self, keys: Iterable[int]) -> None:
+        for key in keys:
+            self._running.pop(key, None)
+
+    def in_flight(self) -> int:
+        return len(self._running)
 
     def _one(self, request: EngineRequest) -> EngineResult:
         body = request.body
@@ -81,6 +116,7 @@ class EchoEngine:
         return EngineResult(request.key, 200, result, None, len(words), len(out) * len(choices))
 
     def free(self, level: int) -> str:
+        self._running.clear()
         self._loaded = False
         return self._levels[level]
 
@@ -88,6 +124,7 @@ class EchoEngine:
         self._loaded = True
 
     def close(self) -> None:
+        self._running.clear()
         self._loaded = False
 
 

@@ -21,12 +21,16 @@ class WorkerCollector:
             c = runner.counters
             requests, frees = dict(c.requests), dict(c.frees)
             tokens = (c.prompt_tokens, c.generated_tokens, c.steps, c.free_seconds, c.wakes, c.wake_seconds)
+            loop = (c.iteration_seconds, c.requeued)
         yield from _state_families(snap)
         yield from _queue_families(snap, runner.store.batch_status_counts())
         yield _by_label(P + "requests", "Requests this process finished, by outcome.", "outcome", requests)
         yield CounterMetricFamily(P + "prompt_tokens", "Prompt tokens of finished requests.", value=tokens[0])
         yield CounterMetricFamily(P + "generated_tokens", "Tokens generated (completion tokens).", value=tokens[1])
-        yield CounterMetricFamily(P + "steps", "Steps run (each at most `concurrency` requests).", value=tokens[2])
+        yield CounterMetricFamily(P + "steps", "Engine iterations run (continuous batching: one step() each).", value=tokens[2])
+        yield CounterMetricFamily(P + "iteration_seconds", "Seconds spent in engine iterations.", value=loop[0])
+        yield CounterMetricFamily(P + "requeued", "Requests aborted in flight (pause, throttle, free) and queued again.",
+                                  value=loop[1])
         yield _by_label(P + "frees", "Times the engine was freed, by method.", "method", frees)
         yield CounterMetricFamily(P + "free_seconds", "Seconds spent freeing the engine.", value=tokens[3])
         yield CounterMetricFamily(P + "wakes", "Times the engine was woken (rebuilt or woken from sleep).", value=tokens[4])
@@ -53,7 +57,7 @@ def _state_families(snap):
     yield desired
     if snap["concurrency"] is not None:
         yield GaugeMetricFamily(P + "concurrency_limit", "Most requests run at once now (absent when paused or freed).", value=snap["concurrency"])
-    yield GaugeMetricFamily(P + "in_flight_requests", "Requests in the step running now.", value=snap["in_flight"])
+    yield GaugeMetricFamily(P + "in_flight_requests", "Requests the engine holds now (counted by the engine).", value=snap["in_flight"])
     yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if snap["maintenance"]["on"] else 0.0)
     engine = snap["engine"]
     yield GaugeMetricFamily(P + "engine_loaded", "1 while the engine can serve (0 while starting, freed or asleep).", value=1.0 if engine["loaded"] else 0.0)

@@ -35,10 +35,11 @@ def control_router(auth) -> APIRouter:
     @router.put("/control/state", dependencies=guarded, responses={**UNDER_WAY, 409: {"description": "impossible with this engine"}})
     def put_state(body: StateRequest, runner: RunnerDep, request: Request) -> JSONResponse:
         try:
-            runner.set_desired(body.to_desired())
+            generation = runner.set_desired(body.to_desired())
         except Conflict as err:
             return JSONResponse({"detail": str(err), "state": runner.snapshot()}, status_code=409)
-        done = runner.wait_reached(request.app.state.settings.worker.control_wait_seconds)
+        # Answer once the transition has begun (a pause: in-flight requests already aborted), not when a free ends.
+        done = runner.wait_begun(generation, request.app.state.settings.worker.control_wait_seconds)
         return JSONResponse(runner.snapshot(), status_code=200 if done else 202)
 
     @router.get("/control/maintenance")
@@ -50,8 +51,10 @@ def control_router(auth) -> APIRouter:
         current = runner.maintenance
         if body.on != current.on or body.reason != current.reason or body.retry_after_seconds != current.retry_after_seconds:
             since = current.since if body.on == current.on else time.time()
-            runner.set_maintenance(Maintenance(body.on, body.reason, body.retry_after_seconds, since))
-        done = runner.wait_reached(request.app.state.settings.worker.control_wait_seconds)
+            generation = runner.set_maintenance(Maintenance(body.on, body.reason, body.retry_after_seconds, since))
+            done = runner.wait_begun(generation, request.app.state.settings.worker.control_wait_seconds)
+        else:
+            done = runner.wait_reached(request.app.state.settings.worker.control_wait_seconds)
         return JSONResponse(runner.snapshot(), status_code=200 if done else 202)
 
     @router.get("/healthz")

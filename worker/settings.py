@@ -37,7 +37,7 @@ class WorkerSettings(Section):
     remote_model: str | None = None
     # Seconds one remote request may take before it counts as failed.
     remote_timeout_seconds: float = Field(default=600.0, gt=0)
-    # Most requests run at once (one step) in the running state; throttled(n) lowers it.
+    # Most requests in flight at once in the running state (continuous batching); throttled(n) lowers it.
     concurrency: int = Field(default=16, ge=1, le=4096)
     # Largest batch upload accepted; bigger ones get 413.
     max_upload_bytes: int = 100 * 2**20
@@ -47,7 +47,10 @@ class WorkerSettings(Section):
     max_requests_per_batch: int = Field(default=50_000, ge=1)
     # max_tokens for requests that do not set it (OpenAI's completions default is 16).
     default_max_tokens: int = Field(default=16, ge=1)
-    # How long PUT /control/state waits for a transition before answering 202 (still under way).
+    # What a pause does with requests in flight: abort (abort and requeue them; they restart later), wait (let them
+    # finish, start no new one), keep (hold them in the in-process engine, unscheduled; resume continues them).
+    pause_mode: Literal["abort", "wait", "keep"] = "abort"
+    # How long PUT /control/state waits for the runner to begin a transition (200 once reached, else 202).
     control_wait_seconds: float = Field(default=2.0, ge=0)
     # Retry-After for 503 answers in maintenance when PUT /control/maintenance gave none.
     retry_after_seconds: int = Field(default=300, ge=0)
@@ -66,6 +69,13 @@ class WorkerSettings(Section):
     @classmethod
     def _size(cls, value: Any) -> Any:
         return None if value is None else parse_size(value)
+
+    @model_validator(mode="after")
+    def _keep_needs_in_process(self) -> "WorkerSettings":
+        if self.pause_mode == "keep" and self.engine == "remote":
+            raise ValueError("worker.pause_mode = 'keep' needs an in-process engine: a remote server keeps generating "
+                             "what it was sent; use 'abort' or 'wait' with worker.engine = 'remote'")
+        return self
 
     @model_validator(mode="after")
     def _model_needed(self) -> "WorkerSettings":

@@ -153,6 +153,19 @@ class Store:
                 self._orphans.update(r[0] for r in self._db.execute("SELECT id FROM requests WHERE status='running'"))
             return 0
 
+    def requeue(self, keys: Iterable[int]) -> int:
+        """Requests the engine aborted (pause, throttle, free) go back to the queue; no result was written.
+        While the store cannot be written they are requeued by the next claim (or probe) that can."""
+        rows = [(key,) for key in keys]
+        try:
+            return self._tx(lambda: self._db.executemany(
+                "UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE id=? AND status='running'",
+                rows).rowcount, "requeue")
+        except StoreUnavailable:
+            with self._lock:
+                self._orphans.update(row[0] for row in rows)
+            return 0
+
     def next_step(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT value FROM kv WHERE key='step'").fetchone()

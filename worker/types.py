@@ -86,7 +86,9 @@ class Counters:
     requests: dict[str, int] = field(default_factory=lambda: {"completed": 0, "failed": 0, "cancelled": 0})
     prompt_tokens: int = 0
     generated_tokens: int = 0
-    steps: int = 0
+    steps: int = 0  # engine iterations
+    iteration_seconds: float = 0.0  # time spent in engine iterations
+    requeued: int = 0  # requests aborted in flight (pause, throttle, free) and queued again
     frees: dict[str, int] = field(default_factory=dict)  # by method
     free_seconds: float = 0.0
     wakes: int = 0

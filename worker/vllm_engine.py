@@ -21,7 +21,10 @@ _SAMPLING_FIELDS = {
 
 
 class VllmEngine:
-    """vllm.LLM in this process. With sleep mode (CUDA) free = llm.sleep(level); without (CPU) free = shut down."""
+    """vllm.LLM in this process, driven through its LLMEngine (add, step, abort): continuous batching.
+
+    With sleep mode (CUDA) free = llm.sleep(level); without (CPU) free = shut down.
+    """
 
     kind = "vllm"
 
@@ -31,10 +34,19 @@ class VllmEngine:
         self.llm = None
         self._sleep_mode: bool | None = None  # known after the first load
         self._sleeping = False
+        self._running: dict[str, tuple[EngineRequest, str]] = {}  # vLLM's request id -> (request, internal id)
 
     @property
     def loaded(self) -> bool:
         return self.llm is not None and not self._sleeping
+
+    @property
+    def can_keep(self) -> bool:
+        """Requests stay unscheduled while step() is not called only when the engine core runs in this process
+        (VLLM_ENABLE_V1_MULTIPROCESSING=0); vLLM's default engine-core process keeps generating on its own."""
+        from vllm.v1.engine.core_client import InprocClient
+
+        return self.llm is not None and isinstance(self.llm.llm_engine.engine_core, InprocClient)
 
     def free_levels(self) -> dict[int, str] | None:
         if self._sleep_mode is None:
@@ -70,38 +82,56 @@ class VllmEngine:
         fields = {dst: body[src] for src, dst in _SAMPLING_FIELDS.items() if src in body}
         return SamplingParams(max_tokens=sampling_max_tokens(body, self.settings.default_max_tokens), **fields)
 
-    def _call(self, url: str, requests: list[EngineRequest]):
-        params = [self._params(r.body) for r in requests]
-        if url == CHAT_URL:
-            return self.llm.chat([r.body["messages"] for r in requests], params, use_tqdm=False)
-        return self.llm.generate([r.body["prompt"] for r in requests], params, use_tqdm=False)
+    def add(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        """Hand each request to vLLM's engine (rendered by vLLM itself); one vLLM refuses fails alone."""
+        refused: list[EngineResult] = []
+        for request in requests:
+            try:
+                params = self._params(request.body)
+                if request.url == CHAT_URL:
+                    (rid,) = self.llm.enqueue_chat([request.body["messages"]], [params], use_tqdm=False)
+                else:
+                    (rid,) = self.llm.enqueue([request.body["prompt"]], [params], use_tqdm=False)
+            except Exception as err:  # vLLM's validation errors (prompt too long, bad parameters)
+                body = {"error": {"message": str(err), "type": "invalid_request_error"}}
+                refused.append(EngineResult(request.key, 400, body, {"code": "invalid_request", "message": str(err)}))
+                continue
+            self._running[_external_id(rid)] = (request, rid)
+        return refused
 
-    def _result(self, url: str, request: EngineRequest, output) -> EngineResult:
+    def step(self) -> list[EngineResult]:
+        """One engine iteration (LLMEngine.step); the requests that finished in it."""
+        engine = self.llm.llm_engine
+        if not engine.has_unfinished_requests():
+            return []
+        results = []
+        for output in engine.step():
+            entry = self._running.pop(output.request_id, None) if output.finished else None
+            if entry is not None:  # None: an output for a request aborted meanwhile
+                results.append(self._result(entry[0], output))
+        return results
+
+    def abort(self, keys) -> None:
+        keys = set(keys)
+        gone = [ext for ext, (request, _) in self._running.items() if request.key in keys]
+        ids = [self._running.pop(ext)[1] for ext in gone]
+        if ids and self.llm is not None:
+            self.llm.llm_engine.abort_request(ids, internal=True)
+
+    def in_flight(self) -> int:
+        """Unfinished requests as vLLM's engine counts them."""
+        llm = self.llm
+        return llm.llm_engine.get_num_unfinished_requests() if llm is not None else 0
+
+    def _result(self, request: EngineRequest, output) -> EngineResult:
         choices = [(c.text, c.finish_reason) for c in output.outputs]
         prompt_tokens = len(output.prompt_token_ids or [])
         completion_tokens = sum(len(c.token_ids) for c in output.outputs)
-        body = response_body(url, self.model, choices, prompt_tokens, completion_tokens)
+        body = response_body(request.url, self.model, choices, prompt_tokens, completion_tokens)
         return EngineResult(request.key, 200, body, None, prompt_tokens, completion_tokens)
 
-    def run(self, requests: list[EngineRequest]) -> list[EngineResult]:
-        results: list[EngineResult] = []
-        for url in {r.url for r in requests}:
-            group = [r for r in requests if r.url == url]
-            try:
-                outputs = self._call(url, group)
-                results += [self._result(url, r, o) for r, o in zip(group, outputs)]
-            except Exception:  # one bad request fails the whole call: run them one by one to isolate it
-                results += [self._run_one(url, r) for r in group]
-        return results
-
-    def _run_one(self, url: str, request: EngineRequest) -> EngineResult:
-        try:
-            return self._result(url, request, self._call(url, [request])[0])
-        except Exception as err:  # vLLM's validation errors (prompt too long, bad parameters)
-            body = {"error": {"message": str(err), "type": "invalid_request_error"}}
-            return EngineResult(request.key, 400, body, {"code": "invalid_request", "message": str(err)})
-
     def free(self, level: int) -> str:
+        self._running.clear()  # the runner aborted everything first; nothing in flight survives a free
         if self._sleep_mode:
             self.llm.sleep(level=level)
             self._sleeping = True
@@ -128,3 +158,8 @@ class VllmEngine:
 
     def close(self) -> None:
         self._shutdown()
+
+
+def _external_id(internal_id: str) -> str:
+    """vLLM's id for a request it reports in outputs: LLM's counter; the engine appends '-<8 random chars>'."""
+    return internal_id.split("-", 1)[0]

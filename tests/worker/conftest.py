@@ -80,7 +80,8 @@ class WorkerProc:
         stop_process(self.proc, timeout=20)
 
 
-def start_worker(workdir: Path, state_dir: Path | None = None, ready_timeout: float = 90, **worker) -> WorkerProc:
+def start_worker(workdir: Path, state_dir: Path | None = None, ready_timeout: float = 90, env: dict | None = None,
+                 **worker) -> WorkerProc:
     """Start `headroom worker` as a child process on a free port and wait until /readyz answers 200."""
     workdir.mkdir(parents=True, exist_ok=True)
     state_dir = state_dir or workdir / "state"
@@ -94,7 +95,7 @@ def start_worker(workdir: Path, state_dir: Path | None = None, ready_timeout: fl
     log = workdir / f"worker-{port}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(headroom_cmd("worker", "--config", str(config)), stdout=out, stderr=subprocess.STDOUT,
-                                env=child_env())
+                                env=child_env() | (env or {}))
     url = f"http://127.0.0.1:{port}"
     handle = WorkerProc(proc, url, state_dir, config, log,
                         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60))

@@ -33,6 +33,13 @@ def test_vllm_engine_without_model_is_a_config_error(tmp_path):
     assert result.returncode == 2 and "worker.model" in result.stderr
 
 
+def test_pause_mode_keep_with_a_remote_engine_is_a_config_error(tmp_path):
+    config = tmp_path / "w.toml"
+    config.write_text(f'state_dir = "{tmp_path}/state"\n[worker]\nengine = "remote"\npause_mode = "keep"\n')
+    result = run("worker", "--config", str(config))
+    assert result.returncode == 2 and "worker.pause_mode" in result.stderr and "abort" in result.stderr
+
+
 def test_batch_submit_status_results_against_a_worker(tmp_path):
     worker = start_worker(tmp_path, engine="echo")
     try:

@@ -30,7 +30,7 @@ def test_a_result_commit_that_fails_requeues_its_requests(disk):
     store = Store(disk.path / DB_FILE)
     lines = completion_lines(2, prefix="full")
     batch_id = store.add_batch("bulk", parse_batch(jsonl(lines).encode(), 100))
-    runner = Runner(store, EchoEngine(step_seconds=1.5), concurrency=16)
+    runner = Runner(store, EchoEngine(request_seconds=1.5), concurrency=16)
     runner.start()
     try:
         wait_for(lambda: all(r["status"] == "running" for r in store.requests(batch_id)), 10, what="the step running")
