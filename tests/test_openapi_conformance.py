@@ -103,7 +103,7 @@ def test_worker_conforms_to_its_published_schema(schemathesis_module, tmp_path):
     from headroom.config import load_settings
     from worker.app import create_app
     from worker.engines import EchoEngine
-    from worker.types import Maintenance
+    from headroom.contract import Maintenance
 
     token = "conformance-token-0123456789"
     settings = load_settings(None, environ={}, state_dir=str(tmp_path / "state"),

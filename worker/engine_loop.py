@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+from headroom.contract import WorkerState
 from worker.openai_format import output_line
 from worker.types import EngineResult
 
@@ -18,7 +19,7 @@ class EngineLoop:
     """Mixed into Runner (worker/runner.py), which owns the attributes; only the runner thread calls these."""
 
     # ---- the runner thread: state ----------------------------------------------------------------
-    def _set_state(self, state: str, concurrency: int | None = None) -> None:
+    def _set_state(self, state: WorkerState, concurrency: int | None = None) -> None:
         """Publish the state; the generation being applied counts as begun."""
         with self.changed:
             if (state, concurrency) != (self.state, self.concurrency):
@@ -29,7 +30,7 @@ class EngineLoop:
             if self._begun < self._applying:
                 self._begun = self._applying
                 self.in_flight_peak = self.in_flight
-                if state in ("paused", "freeing", "freed") and self.in_flight == 0:
+                if state in (WorkerState.PAUSED, WorkerState.FREEING, WorkerState.FREED) and self.in_flight == 0:
                     self.last_control_to_idle_seconds = time.monotonic() - self._accepted_at
             self.changed.notify_all()
 
@@ -57,11 +58,11 @@ class EngineLoop:
             desired, maintenance_on, self._applying = self.desired, self.maintenance.on, self._generation
         if time.monotonic() < self._retry_at:
             return
-        if desired.state == "freed":
+        if desired.state == WorkerState.FREED:
             self._admit = self._stepping = False
-            if self.state == "freed" and self.free_level == desired.level:
-                return self._set_state("freed")
-            if self.state == "freed" and self._ever_loaded:
+            if self.state == WorkerState.FREED and self.free_level == desired.level:
+                return self._set_state(WorkerState.FREED)
+            if self.state == WorkerState.FREED and self._ever_loaded:
                 self._wake()  # a different level: wake, then free again at the new one
             self._free(desired.level or 2)
             return
@@ -70,15 +71,15 @@ class EngineLoop:
             self._wake()
             if not self.engine.loaded:
                 return
-        if maintenance_on or desired.state == "paused":
+        if maintenance_on or desired.state == WorkerState.PAUSED:
             self._pause()
-        elif desired.state == "throttled":
+        elif desired.state == WorkerState.THROTTLED:
             self._take_back(list(self._flight)[desired.concurrency:], f"throttled to {desired.concurrency}")
             self._admit = self._stepping = True
-            self._set_state("throttled", desired.concurrency)
+            self._set_state(WorkerState.THROTTLED, desired.concurrency)
         else:
             self._admit = self._stepping = True
-            self._set_state("running", self.default_concurrency)
+            self._set_state(WorkerState.RUNNING, self.default_concurrency)
 
     def _pause(self) -> None:
         """No request starts; those in flight are aborted and requeued, finish, or stay in the engine (pause_mode)."""
@@ -90,7 +91,7 @@ class EngineLoop:
         if self._stepping:  # draining: the state says paused once the last one finished
             self._set_state(self.state, self.concurrency)
         else:
-            self._set_state("paused")
+            self._set_state(WorkerState.PAUSED)
 
     def _take_back(self, keys: list[int], why: str) -> None:
         """Abort `keys` in the engine, then requeue them: they restart from scratch and are written once."""
@@ -118,11 +119,11 @@ class EngineLoop:
         if not self.engine.loaded:
             with self.lock:
                 self.free_level, self.free_method = level, self.free_method or "not_loaded"
-            self._set_state("freed")
+            self._set_state(WorkerState.FREED)
             return
         previous = self.state
         self._take_back(list(self._flight), f"freeing at level {level}")
-        self._set_state("freeing")
+        self._set_state(WorkerState.FREEING)
         started = time.monotonic()
         try:
             method = self.engine.free(level)
@@ -139,12 +140,12 @@ class EngineLoop:
             self.counters.last_free_seconds = seconds
         self._observe()
         log.info("freed the engine at level %d by %s in %.2fs", level, method, seconds)
-        self._set_state("freed")
+        self._set_state(WorkerState.FREED)
 
     def _wake(self) -> None:
         first = not self._ever_loaded
         previous = self.state
-        self._set_state("starting" if first else "waking")
+        self._set_state(WorkerState.STARTING if first else WorkerState.WAKING)
         started = time.monotonic()
         try:
             self.engine.load() if first else self.engine.wake()

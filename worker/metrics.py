@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from worker.types import STATES
+from headroom.contract import DESIRABLE, WorkerState
 
 P = "headroom_worker_"
 
@@ -47,13 +47,13 @@ def _by_label(name: str, doc: str, label: str, values: dict) -> CounterMetricFam
 
 def _state_families(snap):
     state = GaugeMetricFamily(P + "state", "1 for the worker's current state.", labels=["state"])
-    for name in STATES:
-        state.add_metric([name], 1.0 if snap["state"] == name else 0.0)
+    for name in WorkerState:
+        state.add_metric([name.value], 1.0 if snap["state"] == name else 0.0)
     yield state
     yield GaugeMetricFamily(P + "state_since_timestamp_seconds", "When the current state began (unix seconds).", value=snap["since"])
     desired = GaugeMetricFamily(P + "desired_state", "1 for the last accepted desired state.", labels=["state"])
-    for name in ("running", "throttled", "paused", "freed"):
-        desired.add_metric([name], 1.0 if snap["desired"]["state"] == name else 0.0)
+    for name in DESIRABLE:
+        desired.add_metric([name.value], 1.0 if snap["desired"]["state"] == name else 0.0)
     yield desired
     if snap["concurrency"] is not None:
         yield GaugeMetricFamily(P + "concurrency_limit", "Most requests run at once now (absent when paused or freed).", value=snap["concurrency"])

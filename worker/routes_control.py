@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from worker.control import Conflict, MaintenanceRequest, StateRequest
+from headroom.contract import Maintenance, MaintenanceRequest, StateRequest, WorkerStatus
+from worker.control import Conflict, to_desired
 from worker.runner import Runner
-from worker.types import Maintenance
 
 
 def get_runner(request: Request) -> Runner:
@@ -28,14 +28,14 @@ def control_router(auth) -> APIRouter:
     router = APIRouter()
     guarded = [Depends(auth)]
 
-    @router.get("/control/state")
+    @router.get("/control/state", response_model=WorkerStatus, response_model_exclude={"note", "cgroup"})
     def read_state(runner: RunnerDep) -> dict:
         return runner.snapshot()
 
     @router.put("/control/state", dependencies=guarded, responses={**UNDER_WAY, 409: {"description": "impossible with this engine"}})
     def put_state(body: StateRequest, runner: RunnerDep, request: Request) -> JSONResponse:
         try:
-            generation = runner.set_desired(body.to_desired())
+            generation = runner.set_desired(to_desired(body, time.time()))
         except Conflict as err:
             return JSONResponse({"detail": str(err), "state": runner.snapshot()}, status_code=409)
         # Answer once the transition has begun (a pause: in-flight requests already aborted), not when a free ends.

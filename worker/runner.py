@@ -11,7 +11,8 @@ from worker.control import check_possible, reached
 from worker.engine_loop import EngineLoop
 from worker.engines import Engine
 from worker.store import Store
-from worker.types import Counters, Desired, EngineRequest, Maintenance
+from headroom.contract import Maintenance, WorkerState, WorkerStatus
+from worker.types import Counters, Desired, EngineRequest
 
 log = logging.getLogger("headroom.worker.runner")
 
@@ -32,7 +33,7 @@ class Runner(EngineLoop):
         self.changed = threading.Condition(self.lock)  # notified on every state change
         self.desired = Desired(at=time.time())
         self.maintenance: Maintenance = store.load_maintenance()
-        self.state, self.since = "starting", time.time()
+        self.state, self.since = WorkerState.STARTING, time.time()
         self.concurrency: int | None = None
         self.free_level: int | None = None
         self.free_method: str | None = None
@@ -133,18 +134,22 @@ class Runner(EngineLoop):
     def _reached(self) -> bool:
         return reached(self.desired, self.state, self.concurrency, self.free_level, self.maintenance.on)
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> WorkerStatus:
         """The contract's state object (GET /control/state)."""
         with self.lock:
-            return {
-                "state": self.state, "desired": self.desired.as_dict(), "concurrency": self.concurrency,
-                "free_level": self.free_level, "maintenance": self.maintenance.as_dict(),
-                "engine": {"kind": self.engine.kind, "model": self.engine.model, "loaded": self.engine.loaded,
-                           "free_method": self.free_method, "free_levels": self.engine.free_levels(),
-                           "error": self.engine_error},
-                "queue": self.store.queue_depth(), "in_flight": self.in_flight, "in_flight_peak": self.in_flight_peak,
-                "pause_mode": self.pause_mode, "since": self.since,
-                "last_control_to_idle_seconds": self.last_control_to_idle_seconds,
-                "last_free_seconds": self.counters.last_free_seconds,
-                "last_wake_seconds": self.counters.last_wake_seconds,
-            }
+            return WorkerStatus(
+                state=self.state, desired=self.desired.as_dict(), concurrency=self.concurrency,
+                free_level=self.free_level, maintenance=self.maintenance,
+                engine={"kind": self.engine.kind, "model": self.engine.model, "loaded": self.engine.loaded,
+                        "free_method": self.free_method, "free_levels": self.engine.free_levels(),
+                        "error": self.engine_error},
+                queue=self.store.queue_depth(), in_flight=self.in_flight, in_flight_peak=self.in_flight_peak,
+                pause_mode=self.pause_mode, since=self.since,
+                last_control_to_idle_seconds=self.last_control_to_idle_seconds,
+                last_free_seconds=self.counters.last_free_seconds,
+                last_wake_seconds=self.counters.last_wake_seconds,
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        """status() as JSON-ready data (what the routes and metrics read)."""
+        return self.status().model_dump(mode="json", exclude={"note", "cgroup"})
