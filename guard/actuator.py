@@ -187,3 +187,55 @@ class Reconciler:
 def build_target(kind: str, url: str, token: str | None, timeout: float, transport=None):
     cls = VllmServeTarget if kind == "vllm-serve" else ContractTarget
     return cls(url, token, timeout, transport)
+
+
+class ActingThread:
+    """Runs the reconciler beside the loops: submit() records the latest wish and returns at once (acting never
+    blocks observing); the thread applies the newest wish, skipping any it superseded while a call was in flight."""
+
+    def __init__(self, reconciler: Reconciler, on_events, clock=None):
+        import threading
+        import time
+
+        self.reconciler, self.on_events, self.clock = reconciler, on_events, clock or time.time
+        self.cond = threading.Condition()
+        self.wish: tuple[Desired, dict] | None = None
+        self.stopping = False
+        self.busy_since: float | None = None  # when the call in flight began (None: idle)
+        self.thread = threading.Thread(target=self._run, name="headroom-acting", daemon=True)
+
+    def start(self) -> "ActingThread":
+        self.thread.start()
+        return self
+
+    def submit(self, desired: Desired, maintenance: dict) -> None:
+        with self.cond:
+            self.wish = (desired, dict(maintenance))
+            self.cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.wish is None and not self.stopping:
+                    self.cond.wait()
+                if self.stopping:
+                    return
+                (desired, maintenance), self.wish = self.wish, None
+            now = self.clock()
+            self.busy_since = now
+            try:
+                events = self.reconciler.reconcile(desired, maintenance, now)
+            except Exception as err:  # a bug in one call must not end acting
+                log.exception("reconcile failed")
+                events = [{"kind": "action", "action": f"set_{desired.state}", "result": "error", "message": repr(err)}]
+            finally:
+                self.busy_since = None
+            if events:
+                self.on_events(events, now)
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)

@@ -43,6 +43,25 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     return Deps(Engine(guard, observer, store, reconciler, **kwargs), token)
 
 
+def build_fastpath(guard, engine: Engine):
+    """The fast path over the configured domain, with the freezer when it is available; None when disabled."""
+    if not guard.fast_path:
+        return None
+    from guard.domain import DomainReader
+    from guard.fastpath import FastPath
+
+    freezer = None
+    try:
+        from guard.freezer import Freezer
+    except ImportError:
+        Freezer = None
+    if Freezer is not None and getattr(guard, "freeze_enabled", True):
+        freezer = Freezer(guard, engine.store)
+        for item in freezer.recover():
+            log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
+    return FastPath(guard, DomainReader(guard.memory_domain), engine, freezer)
+
+
 def _safe_tick(engine: Engine) -> None:
     try:
         engine.tick()
@@ -55,6 +74,12 @@ async def lifespan(app: FastAPI):
     deps: Deps = app.state.deps
     scheduler = None
     if deps.run_scheduler:
+        if deps.engine.settings.mlock:
+            from guard.lockmem import lock_memory
+
+            locked, _, note = lock_memory()
+            (log.info if locked else log.warning)(note)
+        deps.engine.start_background(build_fastpath(deps.engine.settings, deps.engine))
         from apscheduler.schedulers.background import BackgroundScheduler
 
         scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1})
@@ -68,6 +93,11 @@ async def lifespan(app: FastAPI):
         if scheduler is not None:
             scheduler.shutdown(wait=True)
         engine = deps.engine
+        engine.stop_background()  # thaws whatever the fast path froze
+        if deps.run_scheduler and engine.settings.mlock:
+            from guard.lockmem import unlock_memory
+
+            unlock_memory()
         engine.observer.close()
         if engine.reconciler is not None:
             engine.reconciler.close()

@@ -15,6 +15,7 @@ from guard.leases import Admission, admit, queue_order
 from guard.metrics import TickHistogram
 from guard.observer import describe_kill
 from guard.policy import evaluate
+from guard.protection import DowntimeMeter, forget_free, merge_fast, with_override, worker_restarted
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
@@ -44,6 +45,10 @@ class Engine:
         self.history = History()  # the status page's charts: last 15 minutes, in memory only
         self.top = Top()  # top memory users, scanned on request
         self._queue_changed = False
+        self.override: Desired | None = None  # the fast path's protection (freed), while an episode lasts
+        self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
+        self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
+        self.downtime = DowntimeMeter()
         self.active: dict[str, Lease] = {lease.id: lease for lease in store.active_leases()}  # write-through cache
         with self.lock:
             self.expire(self.clock())
@@ -76,14 +81,22 @@ class Engine:
     def observe(self) -> Snapshot:
         pids = [lease.pid for lease in self.leases() if lease.pid and lease.status == "granted"]
         snapshot = self.observer.observe(pids)
+        if self.fastpath is not None:
+            snapshot = merge_fast(snapshot, self.fastpath.last)
         if self.reconciler is not None:
+            before = self.reconciler.observed
             snapshot = replace(snapshot, worker_state=self.reconciler.read())
+            if worker_restarted(before, self.reconciler.observed) and self.override is None:
+                with self.lock:
+                    self.state = forget_free(self.state)
+                self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
         with self.lock:
             self.snapshot = snapshot
         return snapshot
 
     def decide(self, snapshot: Snapshot, now: float) -> Decision:
         state, decision = evaluate(snapshot, self.state, self.leases(), now, self.settings, self.maintenance)
+        state, decision = with_override(state, decision, self.override)
         self.record_changes(self.state, self.decision, state, decision, now)
         self.state, self.decision = state, decision
         return decision
@@ -117,9 +130,49 @@ class Engine:
     def act(self, decision: Decision, now: float) -> None:
         if self.reconciler is None:
             return
-        for event in self.reconciler.reconcile(decision.desired, self.maintenance, now):
+        back = self.downtime.update(self.snapshot.worker_state, decision.desired, now)
+        if back is not None:
+            self.store.add_event("worker", f"the worker is running again after {back:.1f} s down", {"downtime_seconds": back}, at=now)
+        if self.acting is not None:
+            self.acting.submit(decision.desired, self.maintenance)
+            return
+        self.record_actions(self.reconciler.reconcile(decision.desired, self.maintenance, now), now)
+
+    def record_actions(self, events: list[dict], now: float) -> None:
+        for event in events:
             self.actions[(event["action"], event["result"])] += 1
             self.store.add_event("action", f"{event['action']} {event['result']}: {event['message']}", event, at=now)
+
+    # --- the fast path --------------------------------------------------------------------------
+    def protect(self, desired: Desired | None, message: str, data: dict | None = None) -> None:
+        """The fast path's wish (freed, or None once the cause is gone): recorded, and sent to the worker at once."""
+        with self.lock:
+            now = self.clock()
+            self.override = desired
+            self.store.add_event("protect", message, data or {}, at=now)
+            if desired is None:
+                return
+            self.downtime.start(now)
+            self.state, self.decision = with_override(self.state, self.decision, desired)
+            wish = self.decision.desired
+        if self.acting is not None:
+            self.acting.submit(wish, self.maintenance)
+
+    def start_background(self, fastpath=None) -> None:
+        """Control calls on their own thread, and the fast path (if any) on its own."""
+        from guard.actuator import ActingThread
+
+        if self.reconciler is not None and self.acting is None:
+            self.acting = ActingThread(self.reconciler, self.record_actions, self.clock).start()
+        if fastpath is not None:
+            self.fastpath = fastpath
+            fastpath.start()
+
+    def stop_background(self) -> None:
+        if self.fastpath is not None:
+            self.fastpath.close()
+        if self.acting is not None:
+            self.acting.stop()
 
     def record_oom_kills(self) -> None:
         """OOM kills the exporter reported since the last poll become `oom_kill` events (at the kill's time)."""

@@ -14,6 +14,7 @@ class Level(enum.IntEnum):
     THROTTLE = 2
     PAUSE = 3
     FREE = 4
+    FREEZE = 5  # the fast path freezes the process the kernel would kill, and frees the worker
 
     @classmethod
     def named(cls, name: str) -> "Level":
@@ -102,6 +103,7 @@ class GuardState:
     stale_since: float | None = None
     level: Level = Level.OK
     desired: Desired = field(default_factory=Desired)
+    free_seconds: float | None = None  # how long the last free of the worker took (measured), for the urgency check
 
 
 @dataclass
