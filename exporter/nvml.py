@@ -93,6 +93,20 @@ class Nvml:
                 return []
             return [self._read_device(index) for index in range(self.nv.nvmlDeviceGetCount())]
 
+    def read_memory(self) -> list[GpuReading]:
+        """Memory and per-process use only, for fast polling (the guard's GPU freezer); [] when there is no driver."""
+        with self._lock:
+            if not self._init():
+                return []
+            readings = []
+            for index in range(self.nv.nvmlDeviceGetCount()):
+                handle = self.nv.nvmlDeviceGetHandleByIndex(index)
+                reading = GpuReading(index=index, uuid="", name="", pci_bus="")
+                self._read_memory(handle, reading)
+                reading.processes = self._processes(handle, index)
+                readings.append(reading)
+            return readings
+
     def _read_device(self, index: int) -> GpuReading:
         handle = self.nv.nvmlDeviceGetHandleByIndex(index)
         pci = self.query("nvmlDeviceGetPciInfo", handle, gpu=index)

@@ -1,0 +1,243 @@
+"""The freezer: freeze the process the kernel would kill, record it in the store, thaw it, and never leave one frozen."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Callable
+
+from guard import cgroupctl
+from guard.procinfo import read_stat
+from guard.victim import Candidate, Chooser
+
+log = logging.getLogger("headroom.guard.freezer")
+STORE_KEY = "freezer.frozen"  # what a guard killed mid-freeze left frozen: its successor thaws it at start
+# How a freeze ended (headroom_guard_freezes_total{outcome}); "failed" is a freeze the kernel refused.
+OUTCOMES = ("thawed", "manual", "no_room_thawed", "terminated", "recovered", "shutdown", "failed")
+
+
+@dataclass(frozen=True)
+class FrozenProcess:
+    """One frozen process (and whatever the freeze stopped with it)."""
+
+    pid: int
+    comm: str
+    method: str  # "cgroup-v2" | "cgroup-v1" | "sigstop"
+    cgroup: str | None  # the frozen cgroup's path in its hierarchy (cgroup methods)
+    frozen_at: float  # wall clock seconds
+    reason: str
+    rss_bytes: int
+    members: tuple[tuple[int, int], ...] = ()  # (pid, start_ticks) of every process stopped with it
+    pgid: int = 0  # the process group stopped as a whole (sigstop), 0 when only members were signalled
+    score: int = 0  # its oom_score (or GPU bytes) when chosen
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FrozenProcess":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["members"] = tuple(tuple(m) for m in values.get("members", ()))
+        return cls(**values)
+
+
+class Freezer:
+    """Freezes, thaws and terminates; every freeze is recorded in the store before it happens, and removed after."""
+
+    def __init__(self, settings, store, *, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup"),
+                 clock: Callable[[], float] = time.time, protected_pids: Callable[[], set[int]] = set,
+                 worker_pids: Callable[[], set[int]] = set):
+        self.settings, self.store, self.procfs, self.cgroupfs, self.clock = settings, store, procfs, cgroupfs, clock
+        self.protected_pids, self.worker_pids = protected_pids, worker_pids
+        self.chooser = Chooser(settings.freeze_protect, settings.freeze_protect_headroom, settings.freeze_method,
+                               procfs, cgroupfs)
+        self.lock = threading.RLock()
+        self._frozen: dict[int, FrozenProcess] = {}
+        self._terminating: dict[int, tuple[FrozenProcess, float]] = {}  # pid -> (record, SIGKILL deadline)
+        self.outcomes: Counter = Counter({name: 0 for name in OUTCOMES})
+        # Thawed by hand or by on_no_room = thaw: the person or the kernel decides now, so it is never frozen again.
+        self._exempt: dict[int, int] = {}  # pid -> start_ticks
+
+    # --- choosing -----------------------------------------------------------------------------
+    def protected(self) -> set[int]:
+        pids = {1, os.getpid()} | set(self.protected_pids())
+        if self.settings.freeze_protect_worker:
+            pids |= set(self.worker_pids())
+        return pids
+
+    def pick(self, domain_pids: list[int], score: Callable[[int], int] | None = None) -> Candidate | None:
+        """The process the kernel would kill (highest oom_score, or highest `score`), never a protected one."""
+        with self.lock:
+            skip = {pid for fp in self._frozen.values() for pid, _ in fp.members} | set(self._frozen)
+            for pid, start in list(self._exempt.items()):
+                stat = read_stat(pid, self.procfs)
+                if stat is None or stat.start_ticks != start:
+                    del self._exempt[pid]  # gone: its pid may be reused by a process that was never thawed
+            skip |= set(self._exempt)
+        return self.chooser.pick(list(domain_pids), self.protected(), skip, score)
+
+    # --- freezing -----------------------------------------------------------------------------
+    def freeze(self, domain_pids: list[int], reason: str, now: float | None = None,
+               score: Callable[[int], int] | None = None) -> FrozenProcess | None:
+        """Pick, record, freeze; None when freezing is off, nothing may be frozen, or the kernel refused."""
+        if not self.settings.freeze_enabled:
+            return None
+        with self.lock:
+            candidate = self.pick(domain_pids, score)
+            if candidate is None:
+                return None
+            fp = self._record(candidate, reason, self.clock() if now is None else now)
+            error = self._stop(fp, candidate)
+            if error is not None:
+                self._forget(fp.pid)
+                self.outcomes["failed"] += 1
+                self.store.add_event("freeze", f"could not freeze {fp.comm} ({fp.pid}): {error}", fp.to_json())
+                return None
+            self.store.add_event("freeze", f"froze {fp.comm} ({fp.pid}, oom_score {candidate.score}, "
+                                 f"{fp.rss_bytes >> 20} MiB) by {fp.method}: {reason}", fp.to_json(), at=fp.frozen_at)
+            log.warning("froze %s (%d) by %s: %s", fp.comm, fp.pid, fp.method, reason)
+            return fp
+
+    def _record(self, candidate: Candidate, reason: str, now: float) -> FrozenProcess:
+        info = candidate.info
+        fp = FrozenProcess(info.pid, info.stat.comm, candidate.method, candidate.cgroup.path if candidate.cgroup else None,
+                           now, reason, info.stat.rss_bytes, candidate.members, candidate.pgid, candidate.score)
+        self._frozen[fp.pid] = fp
+        self._persist()  # before the freeze: a guard killed right after it still leaves a record to thaw from
+        return fp
+
+    def _stop(self, fp: FrozenProcess, candidate: Candidate) -> str | None:
+        try:
+            if candidate.cgroup is not None:
+                if not cgroupctl.freeze(candidate.cgroup, timeout=0.5):
+                    log.warning("cgroup %s not reported frozen within 0.5 s; it stays asked to freeze", fp.cgroup)
+            elif fp.pgid:
+                os.killpg(fp.pgid, signal.SIGSTOP)
+            else:
+                os.kill(fp.pid, signal.SIGSTOP)
+        except OSError as err:
+            return str(err)
+        return None
+
+    # --- thawing ------------------------------------------------------------------------------
+    def thaw(self, pid: int, reason: str, outcome: str = "manual") -> bool:
+        """Thaw one frozen process (and what was stopped with it); False when the freezer did not freeze it."""
+        with self.lock:
+            fp = self._frozen.get(pid)
+            if fp is None:
+                return False
+            self._release(fp)
+            self._forget(pid)
+            self.outcomes[outcome] += 1
+            if outcome in ("manual", "no_room_thawed"):
+                self._exempt.update(dict(fp.members) or {fp.pid: 0})
+            self.store.add_event("thaw", f"thawed {fp.comm} ({fp.pid}) after {self.clock() - fp.frozen_at:.1f} s: {reason}",
+                                 {**fp.to_json(), "outcome": outcome})
+            log.warning("thawed %s (%d): %s", fp.comm, fp.pid, reason)
+            return True
+
+    def thaw_all(self, reason: str, outcome: str = "thawed") -> list[FrozenProcess]:
+        with self.lock:
+            done = [fp for fp in list(self._frozen.values()) if self.thaw(fp.pid, reason, outcome)]
+        return done
+
+    def _release(self, fp: FrozenProcess) -> None:
+        """SIGCONT only the very processes that were stopped (pid and start time match); thaw the cgroup."""
+        if fp.cgroup is not None:
+            cg = cgroupctl.freezer_of(self.cgroupfs, fp.cgroup, 2 if fp.method == "cgroup-v2" else 1)
+            if cg is not None:
+                cgroupctl.thaw(cg)
+            return
+        for pid, start in fp.members:
+            self._signal_if_same(pid, start, signal.SIGCONT)
+
+    def _signal_if_same(self, pid: int, start_ticks: int, sig: int) -> bool:
+        stat = read_stat(pid, self.procfs)
+        if stat is None or stat.start_ticks != start_ticks:
+            return False  # gone, or the pid now belongs to another process
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            return True
+        return False
+
+    def _forget(self, pid: int) -> None:
+        self._frozen.pop(pid, None)
+        self._persist()
+
+    def _persist(self) -> None:
+        self.store.set(STORE_KEY, [fp.to_json() for fp in self._frozen.values()])
+
+    # --- views --------------------------------------------------------------------------------
+    def frozen(self) -> tuple[FrozenProcess, ...]:
+        with self.lock:
+            return tuple(sorted(self._frozen.values(), key=lambda fp: fp.frozen_at))
+
+    def expired(self, now: float) -> list[FrozenProcess]:
+        return [fp for fp in self.frozen() if now - fp.frozen_at >= self.settings.freeze_max_seconds]
+
+    # --- no room ------------------------------------------------------------------------------
+    def resolve_no_room(self, now: float) -> list[tuple[str, FrozenProcess]]:
+        """on_no_room for freezes past freeze_max_seconds, then SIGKILL terminations past their grace; what it did."""
+        done: list[tuple[str, FrozenProcess]] = []
+        with self.lock:
+            for fp in self.expired(now):
+                waited = f"no room after {now - fp.frozen_at:.1f} s frozen"
+                if self.settings.on_no_room == "thaw":
+                    self.thaw(fp.pid, waited + " (on_no_room = thaw: the kernel decides)", "no_room_thawed")
+                    done.append(("thawed", fp))
+                else:
+                    self._terminate(fp, now, waited)
+                    done.append(("sigterm", fp))
+            for pid, (fp, deadline) in list(self._terminating.items()):
+                if now >= deadline or not self._alive(fp):
+                    killed = [p for p, start in fp.members if self._signal_if_same(p, start, signal.SIGKILL)]
+                    del self._terminating[pid]
+                    self.outcomes["terminated"] += 1
+                    how = f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s" if killed else "exited on SIGTERM"
+                    self.store.add_event("thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"})
+                    done.append(("sigkill" if killed else "exited", fp))
+        return done
+
+    def _terminate(self, fp: FrozenProcess, now: float, why: str) -> None:
+        """SIGTERM while still stopped (delivered at once on thaw), then thaw so it can act on it; SIGKILL later."""
+        for pid, start in fp.members:
+            self._signal_if_same(pid, start, signal.SIGTERM)
+        self._release(fp)
+        self._forget(fp.pid)
+        self._terminating[fp.pid] = (fp, now + self.settings.freeze_terminate_grace_seconds)
+        self.store.add_event("thaw", f"terminating {fp.comm} ({fp.pid}): {why} (on_no_room = terminate: SIGTERM, "
+                             f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s)", {**fp.to_json(), "outcome": "sigterm"})
+        log.warning("terminating %s (%d): %s", fp.comm, fp.pid, why)
+
+    def _alive(self, fp: FrozenProcess) -> bool:
+        for pid, start in fp.members:
+            stat = read_stat(pid, self.procfs)
+            if stat is not None and stat.start_ticks == start and stat.state not in ("Z", "X"):
+                return True
+        return False
+
+    # --- start and stop -----------------------------------------------------------------------
+    def recover(self) -> list[FrozenProcess]:
+        """At start: thaw everything a previous guard recorded as frozen (it was stopped or killed mid-freeze)."""
+        with self.lock:
+            records = [FrozenProcess.from_json(item) for item in self.store.get(STORE_KEY, []) or []]
+            for fp in records:
+                self._frozen[fp.pid] = fp
+            for fp in records:
+                self.thaw(fp.pid, "recovered at start: a previous guard froze it and stopped", "recovered")
+            self._persist()
+        return records
+
+    def close(self) -> None:
+        """On guard shutdown: thaw everything. A termination in progress already has its SIGTERM and is not frozen."""
+        with self.lock:
+            self.thaw_all("the guard is stopping", "shutdown")
+            self._terminating.clear()

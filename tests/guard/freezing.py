@@ -1,0 +1,118 @@
+"""Processes the freezer tests start and own: counters in a cgroup the test creates, or in a process group of their own."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from guard import cgroupctl
+from guard.freezer import Freezer
+from guard.settings import GuardSettings
+from guard.store import Store
+from tests.helpers import need, wait_for
+
+CGROUPFS = Path("/sys/fs/cgroup")
+# Counts in a file every 10 ms; with a second argument it first starts a child counting in that file (same group).
+COUNTER = """import os, signal, subprocess, sys, time
+if os.environ.get('COUNTER_IGNORES_SIGTERM'):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if len(sys.argv) > 2:
+    subprocess.Popen([sys.executable, '-c', open(sys.argv[3]).read(), sys.argv[2]])
+n = 0
+while True:
+    n += 1
+    with open(sys.argv[1] + '.tmp', 'w') as f:
+        f.write(str(n))
+    os.replace(sys.argv[1] + '.tmp', sys.argv[1])
+    time.sleep(0.01)
+"""
+
+
+def need_freezer_root() -> None:
+    need(os.geteuid() == 0 and bool(roots()), "root and a cgroup freezer (v2 cgroup.freeze or the v1 freezer)")
+
+
+def roots() -> list[tuple[int, Path]]:
+    found = []
+    if (v2 := cgroupctl.v2_root(CGROUPFS)) is not None:
+        found.append((2, v2))
+    if (v1 := cgroupctl.v1_freezer_root(CGROUPFS)) is not None:
+        found.append((1, v1))
+    return found
+
+
+def count(path: Path) -> int:
+    return int(path.read_text() or 0) if path.exists() else 0
+
+
+def counting(path: Path, seconds: float = 0.3) -> bool:
+    """Whether the counter behind `path` advances within `seconds` (a stopped or frozen one does not)."""
+    before = count(path)
+    time.sleep(seconds)
+    return count(path) > before
+
+
+def set_oom_score_adj(pid: int, value: int) -> None:
+    Path(f"/proc/{pid}/oom_score_adj").write_text(str(value))
+
+
+def start_counter(tmp_path: Path, name: str, *, child: bool = False, join: Path | None = None,
+                  oom_score_adj: int = 0, ignores_sigterm: bool = False) -> tuple[subprocess.Popen, list[Path]]:
+    """A counter in a new session (its own process group); with `child`, a second counter below it."""
+    script = tmp_path / "counter.py"
+    script.write_text(COUNTER)
+    outs = [tmp_path / f"{name}.count"] + ([tmp_path / f"{name}-child.count"] if child else [])
+    args = [sys.executable, "-c", COUNTER, str(outs[0])] + ([str(outs[1]), str(script)] if child else [])
+
+    def enter():
+        if join is not None:
+            (join / "cgroup.procs").write_text(str(os.getpid()))
+
+    env = {**os.environ, **({"COUNTER_IGNORES_SIGTERM": "1"} if ignores_sigterm else {})}
+    proc = subprocess.Popen(args, start_new_session=True, preexec_fn=enter, env=env)
+    set_oom_score_adj(proc.pid, oom_score_adj)
+    for out in outs:
+        wait_for(lambda out=out: count(out) > 0, timeout=15, what=f"{out.name} counting")
+    return proc, outs
+
+
+def group_pids(proc: subprocess.Popen) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == proc.pid]
+
+
+def _pgid(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        return os.getpgid(pid)
+    return -1
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill the counter's whole group (the test started it) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, 9)
+    proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def owned_cgroup(version: int, root: Path):
+    """A freezer-capable cgroup the test creates under `root`, removed afterwards (thawed, emptied first)."""
+    name = f"headroom-test-freezer-{uuid.uuid4().hex[:8]}"
+    directory = root / name
+    directory.mkdir()
+    try:
+        yield "/" + name, directory
+    finally:
+        with contextlib.suppress(OSError):
+            cgroupctl.thaw(cgroupctl.FreezerCgroup("/" + name, directory, version))
+        wait_for(lambda: not (directory / "cgroup.procs").read_text().strip(), timeout=10, what="test cgroup empty")
+        directory.rmdir()
+
+
+def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, **settings) -> Freezer:
+    store = Store(tmp_path / "state")
+    return Freezer(GuardSettings(**settings), store, clock=clock, protected_pids=lambda: set(protected or ()))

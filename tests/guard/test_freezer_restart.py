@@ -1,0 +1,73 @@
+"""A guard SIGKILLed while a process is frozen leaves a record, and the next guard thaws the process at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from guard import cgroupctl
+from tests.guard.freezing import CGROUPFS, counting, need_freezer_root, owned_cgroup, roots, start_counter, stop
+from tests.helpers import REPO, wait_for
+
+# A stand-in for the guard process: the real Freezer and Store on a state dir, freezing the pid it is given.
+GUARD = """import sys, time
+from pathlib import Path
+from guard.freezer import Freezer
+from guard.settings import GuardSettings
+from guard.store import Store
+freezer = Freezer(GuardSettings(), Store(Path(sys.argv[1])))
+if sys.argv[2] == 'recover':
+    print(' '.join(f'{fp.pid}:{fp.method}' for fp in freezer.recover()), flush=True)
+    freezer.close()
+    sys.exit(0)
+fp = freezer.freeze([int(sys.argv[2])], 'test: ram below the freeze threshold')
+print(f'frozen {fp.method}' if fp else 'nothing', flush=True)
+time.sleep(600)
+"""
+
+
+def run_guard(state, arg) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", GUARD, str(state), str(arg)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+
+
+def sigkilled_guard_then_restart(tmp_path, grower, out, method):
+    guard = run_guard(tmp_path / "state", grower.pid)
+    try:
+        assert guard.stdout.readline().strip() == f"frozen {method}"
+        assert not counting(out)
+    finally:
+        guard.kill()  # SIGKILL: no exit handler runs
+        guard.wait(timeout=10)
+    assert not counting(out), "the process should still be frozen right after the guard died"
+    restarted = run_guard(tmp_path / "state", "recover")
+    line, _ = restarted.communicate(timeout=60)
+    assert restarted.returncode == 0 and line.strip() == f"{grower.pid}:{method}"
+    wait_for(lambda: counting(out, 0.2), timeout=5, what="the process running again after the restart")
+    again = run_guard(tmp_path / "state", "recover")
+    assert again.communicate(timeout=60)[0].strip() == "", "a second start found a stale record"
+
+
+@pytest.mark.kernel
+def test_sigkilled_guard_leaves_nothing_sigstopped_once_restarted(tmp_path):
+    need_freezer_root()
+    grower, outs = start_counter(tmp_path, "grower", child=True)
+    try:
+        sigkilled_guard_then_restart(tmp_path, grower, outs[0], "sigstop")
+        assert counting(outs[1]), "the child stopped with the group was not resumed"
+    finally:
+        stop(grower)
+
+
+@pytest.mark.kernel
+def test_sigkilled_guard_leaves_no_cgroup_frozen_once_restarted(tmp_path):
+    need_freezer_root()
+    version, root = roots()[0]
+    with owned_cgroup(version, root) as (path, directory):
+        grower, outs = start_counter(tmp_path, "grower", join=directory)
+        try:
+            sigkilled_guard_then_restart(tmp_path, grower, outs[0], f"cgroup-v{version}")
+            assert not cgroupctl.is_frozen(cgroupctl.freezer_of(CGROUPFS, path, version))
+        finally:
+            stop(grower)
