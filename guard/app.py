@@ -50,16 +50,12 @@ def build_fastpath(guard, engine: Engine):
     from guard.domain import DomainReader
     from guard.fastpath import FastPath
 
-    freezer = None
-    try:
-        from guard.freezer import Freezer
-    except ImportError:
-        Freezer = None
-    if Freezer is not None and getattr(guard, "freeze_enabled", True):
-        freezer = Freezer(guard, engine.store)
-        for item in freezer.recover():
-            log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
-    return FastPath(guard, DomainReader(guard.memory_domain), engine, freezer)
+    from guard.freezer import Freezer
+
+    freezer = Freezer(guard, engine.store, worker_pids=engine.worker_pids)
+    for item in freezer.recover():  # always, even with freezing off now: a previous guard may have left some
+        log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
+    return FastPath(guard, DomainReader(guard.memory_domain), engine, freezer if guard.freeze_enabled else None)
 
 
 def _safe_tick(engine: Engine) -> None:

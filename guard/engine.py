@@ -49,6 +49,9 @@ class Engine:
         self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
         self.downtime = DowntimeMeter()
+        from guard.workerpids import WorkerPids
+
+        self.worker_pids = WorkerPids(settings.worker_url)  # never frozen; refreshed by the tick
         self.active: dict[str, Lease] = {lease.id: lease for lease in store.active_leases()}  # write-through cache
         with self.lock:
             self.expire(self.clock())
@@ -68,6 +71,7 @@ class Engine:
                     decision = self.decide(snapshot, now)
                 self.history.add(snapshot, self.leases(), decision.level.label)
             decision = self.remeasure_before_free(decision, now)
+            self.worker_pids.refresh()
             self.act(decision, now)
             self.record_oom_kills()
             self.ticks += 1
@@ -86,7 +90,7 @@ class Engine:
         if self.reconciler is not None:
             before = self.reconciler.observed
             snapshot = replace(snapshot, worker_state=self.reconciler.read())
-            if worker_restarted(before, self.reconciler.observed) and self.override is None:
+            if worker_restarted(before, self.reconciler.observed, self.decision.desired.state) and self.override is None:
                 with self.lock:
                     self.state = forget_free(self.state)
                 self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")

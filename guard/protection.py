@@ -28,9 +28,10 @@ def with_override(state: GuardState, decision: Decision, override: Desired | Non
     return new_state, replace(decision, desired=override, level=new_state.level, reasons=reasons, admissions_open=False)
 
 
-def worker_restarted(before: dict | None, after: dict | None) -> bool:
-    """The worker came back with a fresh desired state: it had accepted "freed", now it reports running/starting."""
-    if not before or not after:
+def worker_restarted(before: dict | None, after: dict | None, wanted: str) -> bool:
+    """The worker came back with a fresh desired state: it had accepted "freed", now it reports running/starting,
+    while the guard still wants it freed (a wake the guard asked for is no restart)."""
+    if not before or not after or wanted != "freed":
         return False
     had = (before.get("desired") or {}).get("state")
     has = (after.get("desired") or {}).get("state")

@@ -119,9 +119,9 @@ class GuardSettings(Section):
     # Lock the guard's pages in RAM (mlockall) so a thrashing host cannot page it out while it must act.
     mlock: bool = True
     # Once a value is back beyond every threshold by the band, its level is left after this hold instead of the
-    # rule's hold_seconds: 3 s lets a freed worker run again within the 5 s target while a new grower is still caught
-    # by the fast path in milliseconds.
-    recovery_hold_seconds: float = Field(default=3.0, ge=0, le=3600)
+    # rule's hold_seconds: 2 s (8 ticks) shows the memory stays back, and leaves the worker's wake-up (1-2 s for the
+    # contract worker re-taking its memory) inside the 5 s target; a new grower is still caught by the fast path.
+    recovery_hold_seconds: float = Field(default=2.0, ge=0, le=3600)
     # How long freeing the worker takes until the guard has measured it (the measured value replaces it): with less
     # time than that to exhaustion, a level is entered without its grace.
     free_seconds_estimate: float = Field(default=2.0, ge=0, le=600)
