@@ -191,13 +191,14 @@ def build_target(kind: str, url: str, token: str | None, timeout: float, transpo
 
 class ActingThread:
     """Runs the reconciler beside the loops: submit() records the latest wish and returns at once (acting never
-    blocks observing); the thread applies the newest wish, skipping any it superseded while a call was in flight."""
+    blocks observing); the thread applies the newest wish, skipping any it superseded while a call was in flight,
+    and reads the worker's state every `read_every` seconds while idle (the tick uses the last one read)."""
 
-    def __init__(self, reconciler: Reconciler, on_events, clock=None):
+    def __init__(self, reconciler: Reconciler, on_events, clock=None, read_every: float = 0.25):
         import threading
         import time
 
-        self.reconciler, self.on_events, self.clock = reconciler, on_events, clock or time.time
+        self.reconciler, self.on_events, self.clock, self.read_every = reconciler, on_events, clock or time.time, read_every
         self.cond = threading.Condition()
         self.wish: tuple[Desired, dict] | None = None
         self.stopping = False
@@ -216,11 +217,15 @@ class ActingThread:
     def _run(self) -> None:
         while True:
             with self.cond:
-                while self.wish is None and not self.stopping:
-                    self.cond.wait()
+                if self.wish is None and not self.stopping:
+                    self.cond.wait(self.read_every)
                 if self.stopping:
                     return
-                (desired, maintenance), self.wish = self.wish, None
+                wish, self.wish = self.wish, None
+            if wish is None:  # idle: read the worker's state here too, so no observing thread waits on the worker
+                self.reconciler.read()
+                continue
+            desired, maintenance = wish
             now = self.clock()
             self.busy_since = now
             try:

@@ -55,7 +55,8 @@ def build_fastpath(guard, engine: Engine):
     freezer = Freezer(guard, engine.store, worker_pids=engine.worker_pids)
     for item in freezer.recover():  # always, even with freezing off now: a previous guard may have left some
         log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
-    return FastPath(guard, DomainReader(guard.memory_domain), engine, freezer if guard.freeze_enabled else None)
+    return FastPath(guard, DomainReader(guard.memory_domain), engine, freezer if guard.freeze_enabled else None,
+                    worker_bytes=engine.worker_pids.rss_bytes)
 
 
 def _safe_tick(engine: Engine) -> None:

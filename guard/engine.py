@@ -49,6 +49,7 @@ class Engine:
         self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
         self.downtime = DowntimeMeter()
+        self._seen_observed: dict | None = None  # the worker's state object at the previous tick (restart detection)
         from guard.workerpids import WorkerPids
 
         self.worker_pids = WorkerPids(settings.worker_url)  # never frozen; refreshed by the tick
@@ -88,15 +89,21 @@ class Engine:
         if self.fastpath is not None:
             snapshot = merge_fast(snapshot, self.fastpath.last)
         if self.reconciler is not None:
-            before = self.reconciler.observed
-            snapshot = replace(snapshot, worker_state=self.reconciler.read())
-            if worker_restarted(before, self.reconciler.observed, self.decision.desired.state) and self.override is None:
-                with self.lock:
-                    self.state = forget_free(self.state)
-                self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
+            snapshot = replace(snapshot, worker_state=self.read_worker())
         with self.lock:
             self.snapshot = snapshot
         return snapshot
+
+    def read_worker(self) -> str | None:
+        """The worker's state: read here without an acting thread, else the acting thread's last read (never waits)."""
+        state = self.reconciler.read() if self.acting is None else (self.reconciler.observed or {}).get("state")
+        observed = self.reconciler.observed
+        if worker_restarted(self._seen_observed, observed, self.decision.desired.state) and self.override is None:
+            with self.lock:
+                self.state = forget_free(self.state)
+            self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
+        self._seen_observed = observed
+        return state
 
     def decide(self, snapshot: Snapshot, now: float) -> Decision:
         state, decision = evaluate(snapshot, self.state, self.leases(), now, self.settings, self.maintenance)
@@ -167,7 +174,7 @@ class Engine:
         from guard.actuator import ActingThread
 
         if self.reconciler is not None and self.acting is None:
-            self.acting = ActingThread(self.reconciler, self.record_actions, self.clock).start()
+            self.acting = ActingThread(self.reconciler, self.record_actions, self.clock, self.settings.tick_seconds).start()
         if fastpath is not None:
             self.fastpath = fastpath
             fastpath.start()

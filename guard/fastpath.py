@@ -55,15 +55,17 @@ class Episode:
     crossed_at: float
     available_at_start: float
     pids: set[int] = field(default_factory=set)  # processes frozen in this episode
-    max_available: float = 0.0  # highest available seen while the worker was freed: start + the worker's footprint
+    max_available: float = 0.0  # highest available seen while something was frozen: start + what freeing gave back
+    worker_bytes: float = 0.0  # the worker's RSS when the episode began (what it takes back when it wakes)
     cause_ended_at: float | None = None
     thaws: int = 0
     last_try_available: float = float("inf")  # available at the last freeze attempt (reset by a thaw)
 
     @property
     def footprint(self) -> float:
-        """What freeing the worker gave back, as seen from the domain (the grower is frozen meanwhile)."""
-        return max(0.0, self.max_available - self.available_at_start)
+        """What the worker takes back when it wakes: its RSS at the start, or what freeing it gave back as seen from
+        the domain while the grower was frozen, whichever is larger."""
+        return max(self.worker_bytes, self.max_available - self.available_at_start, 0.0)
 
 
 def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Callable[[int], bool], frozen: int) -> bool:
@@ -102,8 +104,10 @@ class FastPath:
     """Observe the domain adaptively; at the freeze level freeze the grower and free the worker; thaw at once after."""
 
     def __init__(self, settings: GuardSettings, reader: DomainReader, engine, freezer=None, waker: Waker | None = None,
-                 clock: Callable[[], float] = time.time, alive: Callable[[int], bool] = pid_alive):
+                 clock: Callable[[], float] = time.time, alive: Callable[[int], bool] = pid_alive,
+                 worker_bytes: Callable[[], float] = lambda: 0.0):
         self.settings, self.reader, self.engine, self.freezer, self.clock, self.alive = settings, reader, engine, freezer, clock, alive
+        self.worker_bytes = worker_bytes
         self.waker = waker or Waker(reader, settings.fast_path_notify)
         self.max_rate = float(parse_size(settings.fast_path_max_rate))
         self.last: DomainObs | None = None  # the latest look (published; read by the engine and /metrics)
@@ -181,7 +185,7 @@ class FastPath:
             frozen = self.freezer.freeze(self.reader.pids(), reason, obs.taken_at)
         if ep is None:
             ep = self.episode = Episode(started_at=obs.taken_at, crossed_at=crossed, available_at_start=obs.available_bytes,
-                                        max_available=obs.available_bytes)
+                                        max_available=obs.available_bytes, worker_bytes=self.worker_bytes())
         else:
             ep.available_at_start = min(ep.available_at_start, obs.available_bytes)
         ep.last_try_available = obs.available_bytes
@@ -197,8 +201,9 @@ class FastPath:
     def recover(self, obs: DomainObs, th: FastThresholds) -> None:
         """Thaw as soon as the domain is back above the pause threshold; end the episode once the cause is gone."""
         ep = self.episode
-        ep.max_available = max(ep.max_available, obs.available_bytes)
         frozen = self.freezer.frozen() if self.freezer is not None else ()
+        if frozen:  # growth is stopped: a rise is what freeing the worker gave back
+            ep.max_available = max(ep.max_available, obs.available_bytes)
         if frozen and obs.available_bytes > th.pause:
             thawed = self.freezer.thaw_all(f"{format_size(obs.available_bytes)} available, above the pause threshold")
             ep.thaws, ep.last_try_available = ep.thaws + len(thawed), float("inf")

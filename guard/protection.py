@@ -52,6 +52,7 @@ class DowntimeMeter:
 
     def __init__(self) -> None:
         self.down_since: float | None = None
+        self.seen_down = False  # the worker has been observed down since down_since (a stale "running" ends nothing)
         self.histogram = Histogram(DOWNTIME_BUCKETS)
         self.last: float | None = None
 
@@ -67,9 +68,12 @@ class DowntimeMeter:
         if observed_state not in UP_STATES:
             if self.down_since is None and desired.state in ("paused", "freed"):
                 self.down_since = now
+            self.seen_down = self.down_since is not None
             return None
-        if self.down_since is None:
+        if self.down_since is None or not self.seen_down:
+            if self.down_since is not None and desired.state in UP_STATES:
+                self.down_since = None  # the guard changed its mind before the worker ever went down
             return None
-        seconds, self.down_since, self.last = now - self.down_since, None, now - self.down_since
+        seconds, self.down_since, self.last, self.seen_down = now - self.down_since, None, now - self.down_since, False
         self.histogram.observe(seconds)
         return seconds

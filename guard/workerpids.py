@@ -48,3 +48,13 @@ class WorkerPids:
 
     def __call__(self) -> set[int]:
         return set(self.pids)
+
+    def rss_bytes(self) -> float:
+        """What the worker's processes hold now (0 when unknown)."""
+        total = 0.0
+        for pid in self.pids:
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                continue
+        return total
