@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests drive for real. As root on Debian: install what is missing. Otherwise: name it.
 set -euo pipefail
-packages=(prometheus prometheus-alertmanager prometheus-node-exporter chromium tmux systemd)
-binaries=(/usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/prometheus-node-exporter /usr/bin/chromium /usr/bin/tmux /usr/bin/systemd-analyze)
+packages=(prometheus prometheus-alertmanager prometheus-node-exporter chromium tmux systemd earlyoom)
+binaries=(/usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/prometheus-node-exporter /usr/bin/chromium /usr/bin/tmux /usr/bin/systemd-analyze /usr/bin/earlyoom)
 missing=()
 for i in "${!packages[@]}"; do
   [ -x "${binaries[$i]}" ] || missing+=("${packages[$i]}")

@@ -75,7 +75,10 @@ class HeadroomRig:
         crossing = Crossing(self.cgroup, int(self.cgroup.limit * (1 - FREEZE)))
         grower = start_grower(self.cgroup, GROWER_MIB, rate, self.tmp / "grower.log")
         rc = grower.wait(timeout=120)
+        exited = time.time()
         worker_alive = self.stack.procs["worker"].poll() is None
+        running = lambda: self.stack.worker.get("/control/state").json()["state"] == "running" and time.time()  # noqa: E731
+        back = wait_for(running, 60, 0.05, what="the worker running again") - exited
         crossing.close()
         downtime = None
         try:
@@ -88,7 +91,7 @@ class HeadroomRig:
         kernel, _ = reactions(crossing, seen)
         died = [name for name, dead in (("grower", rc < 0), ("worker", not worker_alive)) if dead]
         return {"oom_kills": oom_kills(self.cgroup) - before, "died": died, "grower_rc": rc, "reaction": kernel,
-                "frozen": frozen, "downtime": downtime}
+                "frozen": frozen, "downtime": downtime, "back": back}
 
     def close(self) -> None:
         self.stack.stop()
@@ -119,8 +122,10 @@ def row(mode: str, rate: float, reached: float, runs: list[dict]) -> str:
     down = [r["downtime"] for r in runs if r["downtime"] is not None]
     frozen_s = f"{statistics.mean(frozen):.2f}" if frozen else "-"
     down_s = f"{statistics.mean(down):.1f} (max {max(down):.1f})" if down else "-"
+    back = [r["back"] for r in runs if r.get("back") is not None]
+    back_s = f"{max(back):.1f}" if back else "-"
     return (f"| {mode} | {rate:g} ({reached:.0f}) | {len(runs)} | {kills} | {who} | {ms(pct(react, 0.5))} / "
-            f"{ms(pct(react, 0.99))} | {frozen_s} | {down_s} |")
+            f"{ms(pct(react, 0.99))} | {frozen_s} | {down_s} | {back_s} |")
 
 
 def main() -> None:
@@ -133,7 +138,7 @@ def main() -> None:
     modes = args.modes.split(",")
     reached = calibrate(rates)
     lines = ["| guard | rate MB/s asked (reached alone) | runs | OOM kills | who died | reaction p50 / p99 ms | frozen s | "
-             "worker downtime s |", "|---|---|---|---|---|---|---|---|"]
+             "worker downtime s | worker back after the grower exited, max s |", "|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="headroom-protect-") as name:
         tmp = Path(name)
         for mode in modes:

@@ -15,7 +15,8 @@ from guard.leases import Admission, admit, queue_order
 from guard.metrics import TickHistogram
 from guard.observer import describe_kill
 from guard.policy import evaluate
-from guard.protection import DowntimeMeter, forget_free, merge_fast, with_override, worker_restarted
+from guard.engine_protect import ProtectionMixin
+from guard.protection import DowntimeMeter, merge_fast, with_override
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
@@ -25,7 +26,7 @@ log = logging.getLogger("headroom.guard")
 FREE_WAIT_SECONDS = 120  # a free_worker request waits at least this long for the worker to be freed
 
 
-class Engine:
+class Engine(ProtectionMixin):
     """Observer, policy, queue, reconciler and store wired together; every entry point is thread-safe."""
 
     def __init__(self, settings: GuardSettings, observer, store: Store, reconciler=None,
@@ -45,7 +46,8 @@ class Engine:
         self.history = History()  # the status page's charts: last 15 minutes, in memory only
         self.top = Top()  # top memory users, scanned on request
         self._queue_changed = False
-        self.override: Desired | None = None  # the fast path's protection (freed), while an episode lasts
+        self.overrides: dict[str, Desired] = {}  # protection wishes (freed) by source (ram, gpu), while episodes last
+        self.gpu_pids: set[int] = set()  # processes frozen for a GPU in the current GPU episode
         self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
         self.downtime = DowntimeMeter()
@@ -73,6 +75,7 @@ class Engine:
                 self.history.add(snapshot, self.leases(), decision.level.label)
             decision = self.remeasure_before_free(decision, now)
             self.worker_pids.refresh()
+            self.end_gpu_episode()
             self.act(decision, now)
             self.record_oom_kills()
             self.ticks += 1
@@ -93,17 +96,6 @@ class Engine:
         with self.lock:
             self.snapshot = snapshot
         return snapshot
-
-    def read_worker(self) -> str | None:
-        """The worker's state: read here without an acting thread, else the acting thread's last read (never waits)."""
-        state = self.reconciler.read() if self.acting is None else (self.reconciler.observed or {}).get("state")
-        observed = self.reconciler.observed
-        if worker_restarted(self._seen_observed, observed, self.decision.desired.state) and self.override is None:
-            with self.lock:
-                self.state = forget_free(self.state)
-            self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
-        self._seen_observed = observed
-        return state
 
     def decide(self, snapshot: Snapshot, now: float) -> Decision:
         state, decision = evaluate(snapshot, self.state, self.leases(), now, self.settings, self.maintenance)
@@ -153,37 +145,6 @@ class Engine:
         for event in events:
             self.actions[(event["action"], event["result"])] += 1
             self.store.add_event("action", f"{event['action']} {event['result']}: {event['message']}", event, at=now)
-
-    # --- the fast path --------------------------------------------------------------------------
-    def protect(self, desired: Desired | None, message: str, data: dict | None = None) -> None:
-        """The fast path's wish (freed, or None once the cause is gone): recorded, and sent to the worker at once."""
-        with self.lock:
-            now = self.clock()
-            self.override = desired
-            self.store.add_event("protect", message, data or {}, at=now)
-            if desired is None:
-                return
-            self.downtime.start(now)
-            self.state, self.decision = with_override(self.state, self.decision, desired)
-            wish = self.decision.desired
-        if self.acting is not None:
-            self.acting.submit(wish, self.maintenance)
-
-    def start_background(self, fastpath=None) -> None:
-        """Control calls on their own thread, and the fast path (if any) on its own."""
-        from guard.actuator import ActingThread
-
-        if self.reconciler is not None and self.acting is None:
-            self.acting = ActingThread(self.reconciler, self.record_actions, self.clock, self.settings.tick_seconds).start()
-        if fastpath is not None:
-            self.fastpath = fastpath
-            fastpath.start()
-
-    def stop_background(self) -> None:
-        if self.fastpath is not None:
-            self.fastpath.close()
-        if self.acting is not None:
-            self.acting.stop()
 
     def record_oom_kills(self) -> None:
         """OOM kills the exporter reported since the last poll become `oom_kill` events (at the kill's time)."""

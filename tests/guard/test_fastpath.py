@@ -158,3 +158,37 @@ def test_the_fast_path_freezes_a_real_process_frees_the_worker_and_thaws_it_abov
         assert freezer.frozen() == () and counting(outs[0])
     finally:
         stop(proc)
+
+
+def test_a_gpu_freeze_frees_the_worker_until_the_frozen_process_exits(tmp_path, monkeypatch, make_engine):
+    import json
+
+    from exporter.nvml import Nvml
+    from guard.app import build_gpu_watch
+    from tests.guard.test_freezer_gpu import scenario, set_device
+
+    need_freezer_root()
+    grower, outs = start_counter(tmp_path, "gpu-grower")
+    try:
+        path = tmp_path / "nvml.json"
+        path.write_text(json.dumps(scenario(40, {grower.pid: 5})))
+        monkeypatch.setenv("HEADROOM_FAKE_NVML", str(path))
+        engine = make_engine(gpu={"enter": {"warn": "3%", "pause": "10%", "freeze": "2%"}})
+        freezer = make_freezer(tmp_path / "f", gpu={"enter": {"freeze": "2%"}})
+        watch = build_gpu_watch(engine.settings, engine, freezer, Nvml("tests.fakes.fake_pynvml"))
+        watch.step()
+        assert engine.override is None
+        set_device(scenario(1, {grower.pid: 44}))  # it loads weights: 1 of 80 GiB free, below 2 %
+        watch.step()
+        assert engine.override.state == "freed" and not counting(outs[0])
+        engine.tick()
+        assert engine.decision.desired.state == "freed"
+        engine.end_gpu_episode()
+        assert engine.override is not None, "the frozen process still lives: the worker stays freed"
+        set_device(scenario(31, {grower.pid: 44}))  # the worker slept: thawed
+        watch.step()
+        assert counting(outs[0])
+    finally:
+        stop(grower)
+    engine.end_gpu_episode()
+    assert engine.override is None and [e["kind"] for e in engine.store.events(10, kind="protect")] == ["protect"] * 2
