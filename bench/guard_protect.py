@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--rates", default="100,300,1000,2000,3000")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--modes", default="none,earlyoom,headroom")
+    parser.add_argument("--workdir", help="keep the guard's state and logs here (default: a temporary directory)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     modes = args.modes.split(",")
@@ -140,7 +141,8 @@ def main() -> None:
     lines = ["| guard | rate MB/s asked (reached alone) | runs | OOM kills | who died | reaction p50 / p99 ms | frozen s | "
              "worker downtime s | worker back after the grower exited, max s |", "|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="headroom-protect-") as name:
-        tmp = Path(name)
+        tmp = Path(args.workdir or name)
+        tmp.mkdir(parents=True, exist_ok=True)
         for mode in modes:
             rig = HeadroomRig(tmp) if mode == "headroom" else None
             try:

@@ -84,6 +84,10 @@ def test_a_fast_grower_is_frozen_the_worker_freed_and_nobody_is_killed(tmp_path,
                   f"guard's own {[f'{1000 * r:.0f} ms' for r in result.guard_reaction_seconds]}, frozen {result.frozen_seconds:.2f} s, "
                   f"worker running {result.worker_back_seconds:.2f} s after the grower exited, "
                   f"downtime {result.worker_downtime_seconds} s")
+            metrics = stack.guard.get("/metrics").text
+            worst = [line.split()[-1] for line in metrics.splitlines() if line.startswith("headroom_guard_fast_gap_ratio_max ")]
+            print(f"fast path: worst gap between two looks / its planned interval = {worst[0]} "
+                  "(through the freeze, the worker's free and its wake)")
             assert result.oom_kills == 0, stack.logs()
             assert result.grower_rc == 0, stack.logs()
             assert any(e["kind"] == "freeze" for e in result.events), "the grower was never frozen"
