@@ -103,11 +103,16 @@ def build_router(auth) -> APIRouter:
 
     @router.get("/readyz", tags=["health"])
     async def readyz(engine: EngineDep):
+        store = engine.store.health_view()
         if engine.decision.stale:
-            return JSONResponse({"ready": False, "reason": "; ".join(engine.decision.reasons)}, status_code=503)
+            return JSONResponse({"ready": False, "reason": "; ".join(engine.decision.reasons), "store": store}, status_code=503)
         age = engine.clock() - engine.snapshot.taken_at
         if age > engine.settings.stale_after_seconds:  # ticks stopped: say so even though no tick could notice
-            return JSONResponse({"ready": False, "reason": f"last observation {age:.1f} s old"}, status_code=503)
+            return JSONResponse({"ready": False, "reason": f"last observation {age:.1f} s old", "store": store}, status_code=503)
+        if not store["writable"]:  # still protecting, but nothing it does is recorded and new leases are refused
+            return JSONResponse({"ready": False, "reason": engine.store.health.reason(), "store": store}, status_code=503)
+        if store["recovered"] or store["corrupt_files"] or store["unrecorded"]:  # ready, with what the operator must know
+            return {"ready": True, "store": store}
         return {"ready": True}
 
     @router.get("/metrics", tags=["health"], response_class=Response)

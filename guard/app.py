@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Callable
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from guard.actuator import Reconciler, build_target
 from guard.api import build_router
+from guard.routes_freeze import build_freeze_router
 from guard.engine import Engine
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
-from guard.store import Store
+from guard.store import Store, StoreUnavailable
 from guard.types import Desired
 from headroom.auth import bearer_dependency, load_or_create_token
+from headroom.dbfile import describe_error
 
 log = logging.getLogger("headroom.guard")
+STORE_RETRY_SECONDS = 2.0  # how often what waits in memory is written again while the store fails
 
 
 @dataclass
@@ -35,13 +40,31 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     guard = settings.guard
     token = load_or_create_token(settings.state_dir, guard.token or None)
     observer = Observer(build_source(guard, source_transport))
-    store = Store(settings.state_dir, guard.events_max)
-    reconciler = None
-    if guard.worker_url:
+    store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt)
+    reconciler = target = None
+    if guard.worker_kind == "cgroup":
+        from guard.cgroup_worker import build_cgroup_target
+        from guard.worker_cgroup import gpu_process_bytes
+
+        target = build_cgroup_target(guard, store)  # refuses a cgroup it cannot safely act on, before anything starts
+    elif guard.worker_url:
         target = build_target(guard.worker_kind, guard.worker_url, token, guard.worker_timeout_seconds, worker_transport)
+    if target is not None:
         reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
     kwargs = {"clock": clock} if clock else {}
-    return Deps(Engine(guard, observer, store, reconciler, **kwargs), token)
+    engine = Engine(guard, observer, store, reconciler, **kwargs)
+    if guard.worker_kind == "cgroup":  # "freed" needs the GPU memory of the worker's processes gone too
+        target.gpu_processes = lambda: gpu_process_bytes(engine.snapshot.gpus)
+    return Deps(engine, token)
+
+
+def _retry_store(store: Store) -> None:
+    """Write what waited in memory once the disk has room again (a no-op while the store works)."""
+    try:
+        if store.unrecorded() or not store.health.writable:
+            store.retry()
+    except Exception:
+        log.exception("store retry failed")
 
 
 def build_protection(guard, engine: Engine):
@@ -101,6 +124,7 @@ async def lifespan(app: FastAPI):
         scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1})
         scheduler.add_job(_safe_tick, "interval", args=[deps.engine], seconds=deps.engine.settings.tick_seconds,
                           id="tick")
+        scheduler.add_job(_retry_store, "interval", args=[deps.engine.store], seconds=STORE_RETRY_SECONDS, id="store")
         _safe_tick(deps.engine)  # first observation before serving, so /readyz is meaningful at once
         scheduler.start()
     try:
@@ -128,7 +152,24 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
     app.state.deps, app.state.engine = deps, deps.engine
     app.state.registry = build_registry(deps.engine)
     app.include_router(build_router(bearer_dependency(deps.token)))
+    app.include_router(build_freeze_router(bearer_dependency(deps.token)))
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(sqlite3.Error, _store_error)
     return app
+
+
+async def _store_unavailable(request: Request, err: StoreUnavailable) -> JSONResponse:
+    """A write that had to be durable failed: 507 when the disk is full, else 503; never a bare 500."""
+    retry = request.app.state.engine.settings.retry_after_seconds
+    return JSONResponse({"detail": str(err), "reason": "disk full" if err.full else "store unavailable"},
+                        status_code=507 if err.full else 503, headers={"Retry-After": str(retry)})
+
+
+async def _store_error(request: Request, err: sqlite3.Error) -> JSONResponse:
+    """A read of the state database failed (damaged after start): 503 with SQLite's words."""
+    log.error("state database error on %s %s: %s", request.method, request.url.path, describe_error(err))
+    return JSONResponse({"detail": f"the guard's state database failed: {describe_error(err)}", "reason": "store error"},
+                        status_code=503)
 
 
 def serve(settings) -> None:

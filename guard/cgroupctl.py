@@ -117,8 +117,13 @@ def thaw(cg: FreezerCgroup) -> None:
 
 def pids(cg: FreezerCgroup) -> list[int]:
     """Every process in the cgroup and below it (v2 cgroup.procs lists only the cgroup itself)."""
+    return pids_under(cg.directory)
+
+
+def pids_under(top: Path) -> list[int]:
+    """Every process in the cgroup directory `top` of any hierarchy and below it; [] when it does not exist."""
     found: list[int] = []
-    for directory, _subdirs, files in os.walk(cg.directory):
+    for directory, _subdirs, files in os.walk(top):
         if "cgroup.procs" in files:
             with contextlib.suppress(OSError):
                 found += [int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()]

@@ -23,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--watch", action="store_true", help="a live view in the terminal, redrawn every --interval; Ctrl-C ends it")
     status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--watch refresh period (default 2)")
     status.set_defaults(func=_status)
+    thaw = subparsers.add_parser("thaw", help="thaw a process the guard froze (it is then never frozen again)")
+    add_config_argument(thaw)
+    thaw.add_argument("pid", type=int, help="the frozen process's pid (`headroom status` lists them)")
+    thaw.add_argument("--url", help="guard base URL (default: from [guard] listen)")
+    thaw.set_defaults(func=_thaw)
 
 
 def _guard(args: argparse.Namespace) -> int:
@@ -75,10 +80,13 @@ def render(status: dict) -> str:
         lines.append(f"GPU {gpu['gpu']}: {format_size(gpu['admissible_bytes'])} admissible of {format_size(gpu['total_bytes'])}")
     worker = h["worker"]
     lines.append(f"worker: {worker['observed'] or '-'} (wanted {worker['desired']['state']})" if worker["driven"] else "worker: not driven")
+    if worker.get("note"):
+        lines.append(f"worker note: {worker['note']}")
     if h["maintenance"].get("on"):
         lines.append(f"maintenance: on ({h['maintenance'].get('reason')})")
     for reason in h["reasons"]:
         lines.append(f"why: {reason}")
+    lines += frozen_lines(h.get("frozen") or {})
     lines.append(f"leases: {len(status['leases'])}")
     for lease in status["leases"]:
         lines.append(f"  {lease['id']} {lease['status']:8} {lease['holder']}: ram {format_size(lease['ram_bytes'])}, "
@@ -86,6 +94,42 @@ def render(status: dict) -> str:
     lines.append("recent events:")
     lines += [f"  #{e['id']} {e['kind']}: {e['message']}" for e in status["events"]]
     return "\n".join(lines)
+
+
+def frozen_lines(frozen: dict) -> list[str]:
+    """One line per frozen process, with how long and what happens next; nothing when none is frozen."""
+    from headroom.sizes import format_size
+
+    lines = []
+    for p in frozen.get("processes", []):
+        lines.append(f"FROZEN: pid {p['pid']} {p['comm']} ({format_size(p['rss_bytes'])}) by {p['method']} for "
+                     f"{p['frozen_seconds']:.1f} s, {frozen['on_no_room']} in {p['no_room_in_seconds']:.0f} s "
+                     f"unless room is made: {p['reason']}  (`headroom thaw {p['pid']}` thaws it now)")
+    return lines
+
+
+def _thaw(args: argparse.Namespace) -> int:
+    import httpx
+
+    from headroom.auth import read_token
+    from headroom.config import load_settings
+    from headroom.errors import EXIT_NO
+
+    settings = load_settings(args.config)
+    base = guard_url(settings, args.url)
+    token = settings.guard.token or read_token(settings.state_dir)
+    try:
+        with httpx.Client(base_url=base, timeout=10.0, headers={"Authorization": f"Bearer {token}"} if token else {}) as client:
+            response = client.post(f"/v1/frozen/{args.pid}/thaw")
+    except httpx.HTTPError as err:
+        raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_SOURCE) from None
+    if response.status_code == 200:
+        print(f"thawed {args.pid}")
+        return 0
+    from headroom.client import _detail
+
+    message = f"the guard did not thaw {args.pid} ({response.status_code}): {_detail(response)}"
+    raise HeadroomError(message, EXIT_NO if response.status_code == 404 else EXIT_CONFIG)
 
 
 def _status(args: argparse.Namespace) -> int:

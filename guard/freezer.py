@@ -96,12 +96,19 @@ class Freezer:
                 return None
             fp = self._record(candidate, reason, self.clock() if now is None else now)
             error = self._stop(fp, candidate)
+            if error is not None and candidate.cgroup is not None and self.settings.freeze_method == "auto":
+                # e.g. a cgroup delegated to its user: root without CAP_DAC_OVERRIDE may not write it; SIGSTOP still works
+                log.warning("cgroup freeze of %s failed (%s); SIGSTOP instead", fp.cgroup, error)
+                self._forget(fp.pid)
+                candidate = self.chooser.sigstop(candidate.info, candidate.score, self.protected())
+                fp = self._record(candidate, reason, fp.frozen_at)
+                error = self._stop(fp, candidate)
             if error is not None:
                 self._forget(fp.pid)
                 self.outcomes["failed"] += 1
-                self.store.add_event("freeze", f"could not freeze {fp.comm} ({fp.pid}): {error}", fp.to_json())
+                self._note("freeze", f"could not freeze {fp.comm} ({fp.pid}): {error}", fp.to_json())
                 return None
-            self.store.add_event("freeze", f"froze {fp.comm} ({fp.pid}, oom_score {candidate.score}, "
+            self._note("freeze", f"froze {fp.comm} ({fp.pid}, oom_score {candidate.score}, "
                                  f"{fp.rss_bytes >> 20} MiB) by {fp.method}: {reason}", fp.to_json(), at=fp.frozen_at)
             log.warning("froze %s (%d) by %s: %s", fp.comm, fp.pid, fp.method, reason)
             return fp
@@ -139,7 +146,7 @@ class Freezer:
             self.outcomes[outcome] += 1
             if outcome in ("manual", "no_room_thawed"):
                 self._exempt.update(dict(fp.members) or {fp.pid: 0})
-            self.store.add_event("thaw", f"thawed {fp.comm} ({fp.pid}) after {self.clock() - fp.frozen_at:.1f} s: {reason}",
+            self._note("thaw", f"thawed {fp.comm} ({fp.pid}) after {self.clock() - fp.frozen_at:.1f} s: {reason}",
                                  {**fp.to_json(), "outcome": outcome})
             log.warning("thawed %s (%d): %s", fp.comm, fp.pid, reason)
             return True
@@ -161,8 +168,8 @@ class Freezer:
 
     def _signal_if_same(self, pid: int, start_ticks: int, sig: int) -> bool:
         stat = read_stat(pid, self.procfs)
-        if stat is None or stat.start_ticks != start_ticks:
-            return False  # gone, or the pid now belongs to another process
+        if stat is None or stat.start_ticks != start_ticks or stat.state in ("Z", "X"):
+            return False  # gone (or dead, not yet reaped), or the pid now belongs to another process
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
             return True
@@ -173,7 +180,16 @@ class Freezer:
         self._persist()
 
     def _persist(self) -> None:
-        self.store.set(STORE_KEY, [fp.to_json() for fp in self._frozen.values()])
+        try:
+            self.store.set(STORE_KEY, [fp.to_json() for fp in self._frozen.values()])
+        except Exception as err:  # noqa: BLE001 a closed or failing store must never stop a thaw; a stale record is harmless
+            log.warning("could not record the frozen processes: %s", err)
+
+    def _note(self, kind: str, message: str, data: dict, at: float | None = None) -> None:
+        try:
+            self.store.add_event(kind, message, data, at=at)
+        except Exception as err:  # noqa: BLE001 the same: recording never blocks freezing or thawing
+            log.warning("could not record the event %r: %s", message, err)
 
     # --- views --------------------------------------------------------------------------------
     def frozen(self) -> tuple[FrozenProcess, ...]:
@@ -188,6 +204,14 @@ class Freezer:
         """on_no_room for freezes past freeze_max_seconds, then SIGKILL terminations past their grace; what it did."""
         done: list[tuple[str, FrozenProcess]] = []
         with self.lock:
+            for pid, (fp, deadline) in list(self._terminating.items()):
+                if now >= deadline or not self._alive(fp):
+                    killed = [p for p, start in fp.members if self._signal_if_same(p, start, signal.SIGKILL)]
+                    del self._terminating[pid]
+                    self.outcomes["terminated"] += 1
+                    how = f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s" if killed else "exited on SIGTERM"
+                    self._note("thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"})
+                    done.append(("sigkill" if killed else "exited", fp))
             for fp in self.expired(now):
                 waited = f"no room after {now - fp.frozen_at:.1f} s frozen"
                 if self.settings.on_no_room == "thaw":
@@ -196,14 +220,6 @@ class Freezer:
                 else:
                     self._terminate(fp, now, waited)
                     done.append(("sigterm", fp))
-            for pid, (fp, deadline) in list(self._terminating.items()):
-                if now >= deadline or not self._alive(fp):
-                    killed = [p for p, start in fp.members if self._signal_if_same(p, start, signal.SIGKILL)]
-                    del self._terminating[pid]
-                    self.outcomes["terminated"] += 1
-                    how = f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s" if killed else "exited on SIGTERM"
-                    self.store.add_event("thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"})
-                    done.append(("sigkill" if killed else "exited", fp))
         return done
 
     def _terminate(self, fp: FrozenProcess, now: float, why: str) -> None:
@@ -213,7 +229,7 @@ class Freezer:
         self._release(fp)
         self._forget(fp.pid)
         self._terminating[fp.pid] = (fp, now + self.settings.freeze_terminate_grace_seconds)
-        self.store.add_event("thaw", f"terminating {fp.comm} ({fp.pid}): {why} (on_no_room = terminate: SIGTERM, "
+        self._note("thaw", f"terminating {fp.comm} ({fp.pid}): {why} (on_no_room = terminate: SIGTERM, "
                              f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s)", {**fp.to_json(), "outcome": "sigterm"})
         log.warning("terminating %s (%d): %s", fp.comm, fp.pid, why)
 

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from guard.leases import gpu_room, ram_room
 from guard.types import Level
+from guard.views import freezer_of
 
 P = "headroom_guard_"
 TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -65,6 +66,42 @@ def _source(engine):
     yield CounterMetricFamily(P + "ticks", "Ticks run since start.", value=engine.ticks)
 
 
+def _freezer(engine):
+    freezer = freezer_of(engine)
+    if freezer is None:
+        return
+    frozen = freezer.frozen()
+    yield GaugeMetricFamily(P + "frozen", "Processes the guard holds frozen now (each with what was stopped with it).",
+                            value=len(frozen))
+    oldest = max((freezer.clock() - fp.frozen_at for fp in frozen), default=0.0)
+    yield GaugeMetricFamily(P + "frozen_longest_seconds", "How long the longest-frozen process has been frozen (0: none).",
+                            value=oldest)
+    ended = CounterMetricFamily(P + "freezes", "Freezes by how they ended: thawed (room made), manual, no_room_thawed, "
+                                "terminated, recovered (a restarted guard thawed it), shutdown, failed.", labels=["outcome"])
+    for outcome, count in sorted(freezer.outcomes.items()):
+        ended.add_metric([outcome], count)
+    yield ended
+
+
+def _store(engine):
+    store = engine.store
+    view = store.health_view()
+    errors = CounterMetricFamily(P + "store_errors", "Writes to the state database that failed, by operation.",
+                                 labels=["operation"])
+    with store.health.lock:
+        for operation, count in sorted(store.health.errors.items()):
+            errors.add_metric([operation], count)
+    yield errors
+    yield GaugeMetricFamily(P + "store_writable", "1 while the state database can be written (0: disk full or failing).",
+                            value=1.0 if view["writable"] else 0.0)
+    yield GaugeMetricFamily(P + "store_unrecorded", "Writes (events, leases, state) waiting in memory for the store.",
+                            value=view["unrecorded"])
+    yield CounterMetricFamily(P + "store_dropped_events", "Unrecorded events pushed out of memory by newer ones.",
+                              value=view["dropped_events"])
+    yield GaugeMetricFamily(P + "store_corrupt_files", "Corrupt state databases moved aside and still in the state dir.",
+                            value=len(view["corrupt_files"]))
+
+
 class TickHistogram:
     """Cumulative tick durations (a Prometheus histogram must only grow, so rate() and quantiles work)."""
 
@@ -89,7 +126,7 @@ class EngineCollector:
 
     def collect(self):
         with self.engine.lock:
-            for part in (_levels, _worker, _leases, _source):
+            for part in (_levels, _worker, _leases, _source, _store, _freezer):
                 yield from part(self.engine)
 
 

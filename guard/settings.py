@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from exporter.units import is_unit_name
 from headroom.settings_base import Section, listen_validator
 from headroom.sizes import parse_size
 
@@ -144,12 +145,22 @@ class GuardSettings(Section):
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)
     # Worker control endpoint; empty means no worker is driven (leases and signals only).
     worker_url: str = ""
-    # "contract": headroom's worker control contract; "vllm-serve": a plain `vllm serve` in dev mode.
-    worker_kind: Literal["contract", "vllm-serve"] = "contract"
+    # "contract": headroom's worker control contract; "vllm-serve": a plain `vllm serve` in dev mode; "cgroup": any worker, through its cgroup.
+    worker_kind: Literal["contract", "vllm-serve", "cgroup"] = "contract"
     # Timeout of each worker request (the worker holds a PUT up to its control_wait_seconds, 2 s); backoff doubles from base to max.
     worker_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     worker_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
     worker_backoff_max_seconds: float = Field(default=15.0, gt=0, le=600)
+    # worker_kind = "cgroup": the worker's cgroup path ("/system.slice/my-worker.service") or systemd unit ("my-worker.service").
+    worker_cgroup: str = ""
+    # argv that stops the worker to free it, e.g. ["systemctl", "stop", "my-worker.service"]; unset: SIGTERM, then SIGKILL.
+    worker_stop: list[str] | None = None
+    # argv that starts it again once the lease that freed it ends; unset: the status says a person must restart it.
+    worker_start: list[str] | None = None
+    # How long worker_stop (or SIGTERM) gets before the processes left in the cgroup get SIGKILL; also worker_start's limit.
+    worker_stop_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # The throttle level: "refuse" (nothing can be throttled from outside; the pause level still freezes) or "pause" (freeze).
+    worker_cgroup_throttle: Literal["refuse", "pause"] = "refuse"
     # Recent events kept in the state database.
     events_max: int = Field(default=1000, ge=10, le=1_000_000)
     # --- freeze: the process the kernel would kill is frozen at the freeze level, the worker freed, then it is thawed ---
@@ -174,6 +185,11 @@ class GuardSettings(Section):
     freeze_gpu_poll_min_seconds: float = Field(default=0.01, gt=0, le=10)
     freeze_gpu_poll_max_seconds: float = Field(default=0.5, gt=0, le=60)
     # --- end of the freeze block ---
+    # A state database that fails PRAGMA quick_check at start (truncated, garbage, damaged pages): "move_aside" renames
+    # it to guard.sqlite3.corrupt-<time> (kept, never deleted), logs, raises an event, a metric and an alert, and starts
+    # fresh; "refuse" exits 5 before serving. move_aside is the default: a guard that refuses to start protects nothing,
+    # and the file holds only leases and events, which are kept in the moved file.
+    store_on_corrupt: Literal["move_aside", "refuse"] = "move_aside"
 
     @field_validator("listen")
     @classmethod
@@ -203,6 +219,22 @@ class GuardSettings(Section):
         if value != "host" and not value.startswith("/"):
             raise ValueError("expected 'host' or a cgroup path beginning with '/', e.g. /headroom.slice")
         return value
+
+    @field_validator("worker_stop", "worker_start")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(arg.strip() for arg in value)):
+            raise ValueError(f"expected a non-empty argv list such as [\"systemctl\", \"stop\", \"my-worker\"], got {value!r} "
+                             "(leave the key out to use signals / a person's restart)")
+        return value
+
+    @model_validator(mode="after")
+    def _cgroup_worker(self) -> "GuardSettings":
+        target = self.worker_cgroup
+        if self.worker_kind == "cgroup" and not (target.startswith("/") or is_unit_name(target)):
+            raise ValueError(f"worker_cgroup: worker_kind = \"cgroup\" needs a cgroup path beginning with '/' or a systemd "
+                             f"unit name such as my-worker.service, got {target!r}")
+        return self
 
     @model_validator(mode="after")
     def _amounts(self) -> "GuardSettings":

@@ -81,8 +81,8 @@ class Chooser:
             if value < 0:
                 break
             info = read_proc(pid, self.procfs)
-            if info is None or info.stat.state in ("Z", "X"):
-                continue
+            if info is None or info.stat.state in ("Z", "X", "T", "t"):
+                continue  # dead, or already stopped (Ctrl-Z, a debugger): freezing it frees nothing, thawing would resume it
             if protect_reason(info, self.rules, protected, self.protect_headroom) is not None:
                 continue
             stats = stats if stats is not None else parents(self.procfs)
@@ -110,8 +110,14 @@ class Chooser:
                     return Candidate(info, value, f"cgroup-v{cg.version}", cg, members, 0)
             if self.method == "cgroup":
                 return None
+        return self.sigstop(info, value, protected, stats)
+
+    def sigstop(self, info: ProcInfo, value: int, protected: set[int], stats: dict[int, Stat] | None = None) -> Candidate:
+        """SIGSTOP to its whole process group when the group holds nothing protected (nor the guard), else to it alone."""
+        stats = stats if stats is not None else parents(self.procfs)
         group = {pid for pid, st in stats.items() if st.pgid == info.stat.pgid}
         whole_group = info.stat.pgid not in (0, os.getpgid(0)) and self._may_stop(group, protected)
-        chosen = sorted(group) if whole_group else [info.pid]
+        # members already stopped by someone else stay out of the record, so a thaw never resumes them
+        chosen = sorted(p for p in group if stats[p].state not in ("T", "t")) if whole_group else [info.pid]
         members = tuple((pid, stats[pid].start_ticks if pid in stats else info.stat.start_ticks) for pid in chosen)
         return Candidate(info, value, "sigstop", None, members, info.stat.pgid if whole_group else 0)

@@ -37,7 +37,29 @@ def worker_view(engine, decision) -> dict:
     return {"desired": asdict(decision.desired), "observed": snap.worker_state,
             "error": reconciler.read_error if reconciler else None, "driven": reconciler is not None,
             "dry_run": engine.settings.dry_run, "queue": observed.get("queue"),
-            "concurrency": observed.get("concurrency"), "since": observed.get("since"), "engine": observed.get("engine")}
+            "concurrency": observed.get("concurrency"), "since": observed.get("since"), "engine": observed.get("engine"),
+            "note": observed.get("note") or None, "cgroup": observed.get("cgroup")}
+
+
+def freezer_of(engine):
+    """The guard's freezer: set on the engine, or the fast path's; None when the guard has none (or freezing is off)."""
+    found = getattr(engine, "freezer", None)
+    return found if found is not None else getattr(getattr(engine, "fastpath", None), "freezer", None)
+
+
+def frozen_view(engine) -> dict:
+    """What the freezer holds frozen now and how its freezes ended; the same view for the API, page, CLI and --watch."""
+    freezer = freezer_of(engine)
+    settings = engine.settings
+    if freezer is None:
+        return {"enabled": False, "processes": [], "outcomes": {}}
+    now = freezer.clock()
+    processes = [{"pid": fp.pid, "comm": fp.comm, "method": fp.method, "cgroup": fp.cgroup, "reason": fp.reason,
+                  "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(now - fp.frozen_at, 3),
+                  "no_room_in_seconds": round(max(0.0, fp.frozen_at + settings.freeze_max_seconds - now), 3),
+                  "members": [pid for pid, _ in fp.members]} for fp in freezer.frozen()]
+    return {"enabled": settings.freeze_enabled, "on_no_room": settings.on_no_room,
+            "freeze_max_seconds": settings.freeze_max_seconds, "processes": processes, "outcomes": dict(freezer.outcomes)}
 
 
 def headroom_view(engine) -> dict:
@@ -58,7 +80,9 @@ def headroom_view(engine) -> dict:
             "signals": {name: _resource(state.resources.get(name)) for name in ("psi", "swap", "predict")},
             "worker": worker_view(engine, decision),
             "maintenance": engine.maintenance,
+            "frozen": frozen_view(engine),
             "leases": {"granted": sum(l.status == "granted" for l in leases), "waiting": sum(l.status == "waiting" for l in leases)},
+            "store": engine.store.health_view(),
         }
 
 
@@ -82,4 +106,4 @@ def status_page(engine) -> str:
     return page.replace("__LEVEL__", html.escape(level))
 
 
-__all__ = ["headroom_view", "lease_view", "static_file", "status_page", "Level"]
+__all__ = ["freezer_of", "frozen_view", "headroom_view", "lease_view", "static_file", "status_page", "Level"]

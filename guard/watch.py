@@ -13,10 +13,11 @@ from rich.text import Text
 from headroom.sizes import format_size
 
 LEVEL_STYLE = {"ok": "bold white on green", "warn": "bold black on yellow", "throttle": "bold white on dark_orange",
-               "pause": "bold white on red", "free": "bold white on purple", "stale": "bold white on grey50"}
+               "pause": "bold white on red", "free": "bold white on purple",
+               "freeze": "bold white on dark_blue", "stale": "bold white on grey50"}
 MARK_STYLE = {"warn": "yellow", "throttle": "dark_orange", "pause": "red", "free": "purple"}
 EVENT_STYLE = {"oom_kill": "bold red", "action": "blue", "decision": "dark_orange", "level": "dark_orange",
-               "admission": "red", "alert": "magenta"}
+               "admission": "red", "alert": "magenta", "freeze": "bold white on dark_blue", "thaw": "cyan"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -95,6 +96,21 @@ def worker_text(h: dict) -> Text:
     return text
 
 
+def frozen_text(h: dict) -> Text:
+    """A loud line per process the guard holds frozen; nothing when none is."""
+    frozen = h.get("frozen") or {}
+    text = Text()
+    for p in frozen.get("processes", []):
+        if text:
+            text.append("\n")
+        text.append(" FROZEN ", style=EVENT_STYLE["freeze"])
+        text.append(f" pid {p['pid']} {p['comm']} {format_size(p['rss_bytes'])} by {p['method']} for "
+                    f"{p['frozen_seconds']:.0f} s", style="bold")
+        text.append(f" · {frozen['on_no_room']} in {p['no_room_in_seconds']:.0f} s unless room is made · "
+                    f"headroom thaw {p['pid']}", style="dim")
+    return text
+
+
 def leases_table(leases: list[dict], now: float) -> Table:
     table = Table(title="leases", title_justify="left", box=None, show_edge=False, header_style="dim")
     for name in ("holder", "status", "RAM", "GPU", "age", "pid"):
@@ -141,7 +157,7 @@ def screen(status: dict, width: int = 100) -> Group:
     why = Text("why: " + "; ".join(h["reasons"]) if h["reasons"] else "all clear", style="dim")
     now = (status.get("history") or {}).get("now") or h["observed_at"]
     memory = Panel(Group(*resource_lines(h, width - 4), history_lines(h, status.get("history"))), title="memory", title_align="left")
-    return Group(head, why, memory, worker_text(h), leases_table(status["leases"], now), top_table(status.get("top")),
+    return Group(head, why, memory, worker_text(h), frozen_text(h), leases_table(status["leases"], now), top_table(status.get("top")),
                  events_table(status["events"]))
 
 

@@ -31,6 +31,7 @@ class WorkerCollector:
         yield CounterMetricFamily(P + "free_seconds", "Seconds spent freeing the engine.", value=tokens[3])
         yield CounterMetricFamily(P + "wakes", "Times the engine was woken (rebuilt or woken from sleep).", value=tokens[4])
         yield CounterMetricFamily(P + "wake_seconds", "Seconds spent waking the engine.", value=tokens[5])
+        yield from _store_families(runner.store)
 
 
 def _by_label(name: str, doc: str, label: str, values: dict) -> CounterMetricFamily:
@@ -76,6 +77,17 @@ def _queue_families(snap, batch_counts):
     for status in ("queued", "in_progress", "completed", "cancelling", "cancelled"):
         batches.add_metric([status], batch_counts.get(status, 0))
     yield batches
+
+
+def _store_families(store):
+    view = store.health_view()
+    with store.health.lock:
+        errors = dict(store.health.errors)
+    yield _by_label(P + "store_errors", "Writes to the job database that failed, by operation.", "operation", errors)
+    yield GaugeMetricFamily(P + "store_writable", "1 while the job database can be written (0: disk full or failing).",
+                            value=1.0 if view["writable"] else 0.0)
+    yield GaugeMetricFamily(P + "store_corrupt_files", "Corrupt job databases moved aside and still in the state dir.",
+                            value=len(view["corrupt_files"]))
 
 
 def build_registry(runner) -> CollectorRegistry:

@@ -58,9 +58,12 @@ def control_router(auth) -> APIRouter:
     @router.get("/readyz")
     def readyz(runner: RunnerDep) -> JSONResponse:
         snap = runner.snapshot()
+        store = runner.store.health_view()
         ready = snap["state"] != "starting"  # up and reconciling; a freed worker is ready (it wakes on request)
-        return JSONResponse({"ready": ready, "state": snap["state"], "error": snap["engine"]["error"]},
-                            status_code=200 if ready else 503)
+        body = {"ready": ready, "state": snap["state"], "error": snap["engine"]["error"], "store": store}
+        if not store["writable"]:  # nothing can be accepted or finished until the job store can be written
+            body.update(ready=False, error=runner.store.health.reason())
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @router.get("/metrics")
     def metrics(request: Request) -> Response:

@@ -218,8 +218,11 @@ class Runner:
             error = {"code": "engine_error", "message": f"{type(err).__name__}: {err}"}
             results = [EngineResult(r.key, 0, None, error) for r in requests]
         by_key = {r.key: r for r in requests}
-        self.store.finish((res.key, "completed" if res.ok else "failed", output_line(by_key[res.key].custom_id, res))
-                          for res in results)
+        if not self.store.finish((res.key, "completed" if res.ok else "failed", output_line(by_key[res.key].custom_id, res))
+                                 for res in results):  # not committed: the store queues them again once it can write
+            with self.lock:
+                self.in_flight = 0
+            return False
         self._count(results)
         return True
 

@@ -54,6 +54,11 @@ class WorkerSettings(Section):
     # newcomer of the same size but stays above headroom's own -900. Lowering it needs CAP_SYS_RESOURCE (systemd
     # sets it from the unit's OOMScoreAdjust=); null leaves it as inherited.
     oom_score_adj: int | None = Field(default=-500, ge=-1000, le=1000)
+    # A job database that fails PRAGMA quick_check at start: "move_aside" renames it to worker.sqlite3.corrupt-<time>
+    # (kept, never deleted), logs it, raises a metric and an alert, and starts with an empty queue; "refuse" exits 5
+    # before serving. move_aside is the default, as for the guard: under systemd a refusal only restart-loops, while the
+    # moved file keeps every batch and result for recovery (TROUBLESHOOTING.md).
+    store_on_corrupt: Literal["move_aside", "refuse"] = "move_aside"
 
     @field_validator("listen")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -11,9 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from headroom.dbfile import StoreHealth, open_checked
 from worker.batchfile import BatchLine
 from worker.types import PRIORITIES, PRIORITY_RANK, EngineRequest, Maintenance
 
+log = logging.getLogger("headroom.worker.store")
 DB_FILE = "worker.sqlite3"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -30,8 +33,19 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 FINISHED = ("completed", "failed", "cancelled")
 
 
+OPERATIONS = ("batch", "claim", "result", "cancel", "maintenance", "requeue", "probe")  # the errors metric's labels
+
+
 class BatchNotFound(KeyError):
     pass
+
+
+class StoreUnavailable(Exception):
+    """A write failed; `full` when the disk is full (the API answers 507), else 503."""
+
+    def __init__(self, message: str, full: bool):
+        super().__init__(message)
+        self.full = full
 
 
 def _private_file(path: Path) -> None:
@@ -42,8 +56,12 @@ def _private_file(path: Path) -> None:
 
 
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, on_corrupt: str = "move_aside"):
         self.path = Path(path)
+        recovery = open_checked(self.path, on_corrupt, "worker.store_on_corrupt")
+        self.health = StoreHealth("worker", OPERATIONS, recovery)
+        self._orphans: set[int] = set()  # requests left running by a result commit that failed: queued again next claim
+        self._unsaved_maintenance: Maintenance | None = None  # maintenance set while the store could not be written
         _private_file(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
@@ -58,16 +76,55 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def _tx(self, fn, *args):
+    def _tx(self, fn, operation: str = "batch"):
+        """Run `fn` in one write transaction; a SQLite failure is counted and raised as StoreUnavailable."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                value = fn(*args)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    value = fn()
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                self.health.failed(operation, err)
+                raise StoreUnavailable(self.health.reason(), self.health.full) from err
+            self.health.succeeded()
             return value
+
+    def probe(self) -> bool:
+        """A tiny write (and any maintenance that waited): True once the store can be written again."""
+        try:
+            self._tx(self._write_pending, "probe")
+        except StoreUnavailable:
+            return False
+        self._pending_written()
+        return True
+
+    def _write_pending(self) -> None:
+        """Inside a write transaction: requeue orphaned requests and save maintenance that waited in memory."""
+        if self._orphans:
+            self._db.executemany("UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE id=? AND status='running'",
+                                 [(key,) for key in self._orphans])
+        if self._unsaved_maintenance is not None:
+            self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('maintenance', ?)",
+                             (json.dumps(self._unsaved_maintenance.as_dict()),))
+        self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('store_probe', ?)", (str(time.time()),))
+
+    def _pending_written(self) -> None:
+        """After a commit that included _write_pending."""
+        with self._lock:
+            if self._orphans:
+                log.warning("requeued %d requests whose results could not be committed", len(self._orphans))
+            self._orphans.clear()
+            self._unsaved_maintenance = None
 
     def add_batch(self, priority: str, lines: list[BatchLine], name: str | None = None) -> str:
         """Store a validated batch in one transaction; returns its id."""
@@ -86,9 +143,15 @@ class Store:
         return batch_id
 
     def requeue_running(self) -> int:
-        """At start: requests a killed worker left running had no result written; queue them again."""
-        return self._tx(lambda: self._db.execute(
-            "UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE status='running'").rowcount)
+        """At start: requests a killed worker left running had no result written; queue them again (now or once the
+        store can be written)."""
+        try:
+            return self._tx(lambda: self._db.execute(
+                "UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE status='running'").rowcount, "requeue")
+        except StoreUnavailable:
+            with self._lock:
+                self._orphans.update(r[0] for r in self._db.execute("SELECT id FROM requests WHERE status='running'"))
+            return 0
 
     def next_step(self) -> int:
         with self._lock:
@@ -99,6 +162,7 @@ class Store:
         """Mark up to `limit` queued requests running (production, test, bulk; oldest batch, then line order)."""
 
         def take() -> tuple[int, list[EngineRequest]]:
+            self._write_pending()
             rows = self._db.execute(
                 "SELECT id, url, body, custom_id FROM requests WHERE status='queued' ORDER BY prank, batch_seq, line LIMIT ?",
                 (limit,)).fetchall()
@@ -112,14 +176,28 @@ class Store:
                 [(step, now, row["id"]) for row in rows])
             return step, [EngineRequest(row["id"], row["url"], json.loads(row["body"]), row["custom_id"]) for row in rows]
 
-        return self._tx(take)
+        try:
+            claimed = self._tx(take, "claim")
+        except StoreUnavailable:  # nothing runs while nothing can be recorded; health says why
+            return 0, []
+        self._pending_written()
+        return claimed
 
-    def finish(self, outcomes: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
-        """Write (request id, 'completed'|'failed', output line) for running requests, in one transaction."""
+    def finish(self, outcomes: Iterable[tuple[int, str, dict[str, Any]]]) -> bool:
+        """Write (request id, 'completed'|'failed', output line) for running requests, in one transaction.
+
+        False when the commit failed: the requests are queued again by the next claim that can write, so each
+        result is still recorded exactly once."""
         now = time.time()
         rows = [(status, now, json.dumps(line), key) for key, status, line in outcomes]
-        self._tx(lambda: self._db.executemany(
-            "UPDATE requests SET status=?, finished_at=?, result=? WHERE id=? AND status='running'", rows))
+        try:
+            self._tx(lambda: self._db.executemany(
+                "UPDATE requests SET status=?, finished_at=?, result=? WHERE id=? AND status='running'", rows), "result")
+        except StoreUnavailable:
+            with self._lock:
+                self._orphans.update(row[3] for row in rows)
+            return False
+        return True
 
     def _batch_row(self, batch_id: str) -> sqlite3.Row:
         row = self._db.execute("SELECT * FROM batches WHERE id=?", (batch_id,)).fetchone()
@@ -153,7 +231,7 @@ class Store:
                 "UPDATE requests SET status='cancelled', finished_at=? WHERE batch_seq=? AND status='queued'",
                 (time.time(), row["seq"])).rowcount
 
-        cancelled = self._tx(mark)
+        cancelled = self._tx(mark, "cancel")
         return self.batch(batch_id), cancelled
 
     def finished_requests(self, batch_id: str) -> list[sqlite3.Row]:
@@ -204,8 +282,23 @@ class Store:
         return Maintenance(**json.loads(row["value"])) if row else Maintenance()
 
     def save_maintenance(self, value: Maintenance) -> None:
-        self._tx(lambda: self._db.execute(
-            "INSERT OR REPLACE INTO kv (key, value) VALUES ('maintenance', ?)", (json.dumps(value.as_dict()),)))
+        """Save maintenance; while the store cannot be written it applies at once and is saved later."""
+        try:
+            self._tx(lambda: self._db.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES ('maintenance', ?)", (json.dumps(value.as_dict()),)),
+                "maintenance")
+        except StoreUnavailable:
+            with self._lock:
+                self._unsaved_maintenance = value
+            return
+        with self._lock:
+            self._unsaved_maintenance = None
+
+    def health_view(self) -> dict[str, Any]:
+        view = self.health.view(self.path)
+        with self._lock:
+            view["requeue_pending"] = len(self._orphans)
+        return view
 
 
 def _status(cancelled_at: float | None, counts: dict[str, int]) -> str:

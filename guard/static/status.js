@@ -51,7 +51,23 @@
       `${hr.leases.granted} granted, ${hr.leases.waiting} waiting`];
     if (hr.maintenance && hr.maintenance.on) parts.push(`maintenance: ${hr.maintenance.reason || "on"}`);
     $("summary").replaceChildren(parts.join(" · "),
-      h("div", { class: "why" }, hr.reasons.length ? "why: " + hr.reasons.join("; ") : "all clear"));
+      h("div", { class: "why" }, hr.reasons.length ? "why: " + hr.reasons.join("; ") : "all clear"),
+      storeLine(hr.store));
+  }
+
+  // The state database: a line only when it cannot be written or a corrupt one was moved aside.
+  function storeLine(store) {
+    if (!store) return null;
+    if (!store.writable) {
+      return h("div", { class: "store-error", id: "store-line" },
+        `state database: cannot write (${store.disk_full ? "disk full" : store.last_error}); ` +
+        `${store.unrecorded} change(s) waiting in memory, new leases refused until there is room`);
+    }
+    if (store.corrupt_files && store.corrupt_files.length) {
+      return h("div", { class: "store-error", id: "store-line" },
+        `state database was corrupt and moved aside: ${store.corrupt_files.join(", ")} (see TROUBLESHOOTING.md)`);
+    }
+    return null;
   }
 
   function ticks(thresholds, total) {
@@ -106,9 +122,24 @@
       ["since", w.since ? `${clock(w.since)} (${ago(hr.observed_at - w.since)} ago)` : "-"],
       ["engine", w.engine ? `${w.engine.kind}, ${w.engine.loaded ? "loaded" : "not loaded"}` : "-"],
       ["maintenance", hr.maintenance.on ? `on: ${hr.maintenance.reason}` : "off"]];
+    if (w.note) rows.push(["note", w.note]);
+    if (w.cgroup) rows.push(["cgroup", `${w.cgroup.path}: ${w.cgroup.processes} process(es)${w.cgroup.frozen ? ", frozen" : ""}`]);
     if (w.error) rows.push(["error", w.error]);
     if (w.dry_run) rows.push(["mode", "dry run: logs, never acts"]);
     $("worker").replaceChildren(h("dl", { class: "kv", id: "worker-kv" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+  }
+
+  // Processes the guard froze to make room: loud, and only there while one is frozen.
+  function renderFrozen(hr) {
+    const frozen = hr.frozen || { processes: [] };
+    $("frozen-card").hidden = !frozen.processes.length;
+    const rows = frozen.processes.map((p) => h("tr", { "data-pid": String(p.pid), title: p.cgroup || "" },
+      h("td", { class: "num" }, String(p.pid)), h("td", {}, h("b", {}, p.comm)), h("td", { class: "num" }, formatSize(p.rss_bytes)),
+      h("td", {}, p.method), h("td", { class: "num" }, ago(p.frozen_seconds)),
+      h("td", {}, `${frozen.on_no_room} in ${ago(p.no_room_in_seconds)}`), h("td", {}, p.reason),
+      h("td", {}, h("code", {}, `headroom thaw ${p.pid}`))));
+    $("frozen").replaceChildren(table("frozen-table", ["pid#", "process", "RSS#", "method", "frozen for#", "unless room is made",
+      "why", "thaw now"], rows, "nothing is frozen"));
   }
 
   function table(id, headers, rows, emptyText) {
@@ -170,6 +201,7 @@
     renderHeader(data.headroom);
     renderResources(data.headroom);
     renderWorker(data.headroom);
+    renderFrozen(data.headroom);
     renderLeases(data.leases, data.history.now);
     renderCharts(data.history, data.headroom);
     renderTop(data.top);

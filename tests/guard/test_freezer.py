@@ -8,9 +8,12 @@ import signal
 import pytest
 
 from guard import cgroupctl
-from guard.freezer import STORE_KEY
+from guard.freezer import STORE_KEY, Freezer
+from guard.settings import GuardSettings
+from guard.store import Store
 from guard.procinfo import ProcInfo, Stat, parse_stat, read_stat
 from guard.victim import is_headroom, protect_reason
+from tests.helpers import wait_for
 from tests.guard.freezing import (CGROUPFS, counting, make_freezer, need_freezer_root, owned_cgroup, roots, start_counter,
                                   stop)
 
@@ -95,7 +98,8 @@ def test_without_a_cgroup_of_its_own_the_whole_process_group_is_sigstopped(tmp_p
         freezer = make_freezer(tmp_path)
         fp = freezer.freeze([grower.pid], "ram below the freeze threshold")
         assert fp is not None and fp.method == "sigstop" and fp.pgid == grower.pid and len(fp.members) == 2
-        assert all(read_stat(pid).state == "T" for pid, _ in fp.members), "not every process of the group is stopped"
+        wait_for(lambda: all(read_stat(pid).state == "T" for pid, _ in fp.members), timeout=5,
+                 what="every process of the group stopped (state T)")
         assert not counting(outs[0]) and not counting(outs[1])
         freezer.close()
         assert counting(outs[0]) and counting(outs[1]) and freezer.outcomes["shutdown"] == 1
@@ -155,3 +159,46 @@ def test_on_no_room_terminate_sends_sigterm_then_sigkill(tmp_path, ignores_sigte
     finally:
         if grower.poll() is None:
             stop(grower)
+
+
+@pytest.mark.kernel
+def test_a_cgroup_the_guard_may_not_write_falls_back_to_sigstop(tmp_path):
+    """A cgroup delegated to a user is not writable by a guard without CAP_DAC_OVERRIDE: it must still stop the grower."""
+    need_freezer_root()
+    root = dict(roots()).get(2)
+    if root is None:
+        pytest.skip("no cgroup v2 freezer here")
+    with owned_cgroup(2, root) as (path, directory):
+        grower, outs = start_counter(tmp_path, "grower", join=directory)
+        try:
+            fake = tmp_path / "cgroupfs"  # the same tree, except that cgroup.freeze cannot be written
+            for name in ("cgroup.procs", "cgroup.controllers"):
+                (fake / "unified").mkdir(parents=True, exist_ok=True)
+                (fake / "unified" / name).write_text("")
+            (fake / "unified" / path.lstrip("/") / "cgroup.freeze").mkdir(parents=True)
+            (fake / "unified" / path.lstrip("/") / "cgroup.procs").write_text(f"{grower.pid}\n")
+            freezer = Freezer(GuardSettings(), Store(tmp_path / "state"), cgroupfs=fake)
+            fp = freezer.freeze([grower.pid], "ram below the freeze threshold")
+            assert fp is not None and fp.method == "sigstop" and not counting(outs[0])
+            assert freezer.store.get(STORE_KEY)[0]["method"] == "sigstop"
+            assert freezer.thaw(grower.pid, "room made", "thawed") and counting(outs[0])
+        finally:
+            stop(grower)
+
+
+@pytest.mark.kernel
+def test_a_process_someone_else_stopped_is_neither_chosen_nor_resumed(tmp_path):
+    need_freezer_root()
+    suspended, suspended_out = start_counter(tmp_path, "suspended", oom_score_adj=900)
+    grower, grower_out = start_counter(tmp_path, "grower", oom_score_adj=300)
+    try:
+        os.kill(suspended.pid, signal.SIGSTOP)  # a job its user suspended with Ctrl-Z
+        wait_for(lambda: read_stat(suspended.pid).state == "T", timeout=5, what="the suspended job stopped")
+        freezer = make_freezer(tmp_path)
+        fp = freezer.freeze([suspended.pid, grower.pid], "ram below the freeze threshold")
+        assert fp is not None and fp.pid == grower.pid, "a stopped process frees nothing: the next one is frozen"
+        freezer.close()
+        assert counting(grower_out[0]) and not counting(suspended_out[0]), "the user's suspended job was resumed"
+    finally:
+        stop(suspended)
+        stop(grower)

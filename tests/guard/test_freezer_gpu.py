@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from exporter.nvml import Nvml
-from guard.gpufreeze import GpuFreezeWatch, poll_interval, threshold_bytes
+from guard.gpufreeze import GpuFreezeWatch, engine_hook, poll_interval, start_gpu_freeze, threshold_bytes
 from tests.fakes import fake_pynvml
 from tests.guard.freezing import counting, make_freezer, need_freezer_root, start_counter, stop
 
@@ -94,3 +95,38 @@ def test_a_gpu_freeze_without_room_follows_on_no_room(tmp_path, monkeypatch):
         assert watch.step()[0] == [] and counting(grower_out[0]), "released to the kernel, it must not be frozen again"
     finally:
         stop(grower)
+
+
+@pytest.mark.kernel
+def test_a_gpu_freeze_asks_the_engine_to_free_the_worker_and_the_thaw_withdraws_it(tmp_path, monkeypatch):
+    need_freezer_root()
+    grower, outs = start_counter(tmp_path, "grower")
+    try:
+        path = tmp_path / "nvml.json"
+        path.write_text(json.dumps(scenario(1, {grower.pid: 70})))
+        monkeypatch.setenv("HEADROOM_FAKE_NVML", str(path))
+        freezer = make_freezer(tmp_path)
+        wishes = []
+        engine = SimpleNamespace(settings=freezer.settings, protect=lambda desired, message, data: wishes.append(desired))
+        watch = GpuFreezeWatch(Nvml("tests.fakes.fake_pynvml"), freezer, "3%", "10%", on_event=engine_hook(engine))
+        watch.step()
+        assert [w.state for w in wishes] == ["freed"] and wishes[0].level == freezer.settings.free_level
+        set_device(scenario(30, {grower.pid: 50}))
+        watch.step()
+        assert wishes[1:] == [None] and counting(outs[0])
+    finally:
+        stop(grower)
+
+
+def test_the_gpu_freezer_starts_only_with_a_freeze_level_in_the_gpu_rule(tmp_path):
+    freezer = make_freezer(tmp_path)
+    engine = SimpleNamespace(settings=freezer.settings)
+    assert start_gpu_freeze(engine, freezer, nvml=object()) is None, "the shipped gpu rule has no freeze level"
+    rule = SimpleNamespace(enter={"warn": "3%", "pause": "8%", "freeze": "2%"}, band="2%")
+    settings = SimpleNamespace(gpu=rule, freeze_enabled=True, freeze_gpu_poll_min_seconds=0.02, freeze_gpu_poll_max_seconds=1)
+    watch = GpuFreezeWatch.from_settings(settings, object(), freezer)
+    assert (watch.freeze_below, watch.thaw_above, watch.fastest, watch.slowest) == ("2%", "8%", 0.02, 1)
+    del rule.enter["pause"]
+    assert GpuFreezeWatch.from_settings(settings, object(), freezer).thaw_above == "4%", "freeze + band without pause"
+    settings.freeze_enabled = False
+    assert GpuFreezeWatch.from_settings(settings, object(), freezer) is None

@@ -1,0 +1,32 @@
+"""The freezer's HTTP routes: what is frozen now, and thawing one process by hand (token required)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+
+from guard.views import freezer_of, frozen_view
+
+Pid = Annotated[int, Path(ge=1, le=4194304, description="a process id (Linux pid_max is at most 4194304)")]
+
+
+def build_freeze_router(auth) -> APIRouter:
+    router = APIRouter(tags=["freezer"])
+
+    @router.get("/v1/frozen")
+    async def frozen(request: Request) -> dict:
+        """Processes the guard froze (pid, method, cgroup, reason, how long), and how past freezes ended."""
+        return frozen_view(request.app.state.engine)
+
+    @router.post("/v1/frozen/{pid}/thaw", dependencies=[Depends(auth)])
+    async def thaw(pid: Pid, request: Request) -> dict:
+        """Thaw a process the guard froze; it is then never frozen again (a person decided). 404 when it is not frozen."""
+        engine = request.app.state.engine
+        freezer = freezer_of(engine)
+        if freezer is None or not freezer.thaw(pid, "thawed by hand (API)", "manual"):
+            raise HTTPException(404, detail=[{"loc": ["path", "pid"], "msg": f"pid {pid} is not frozen by the guard",
+                                              "type": "value_error"}])
+        return {"thawed": pid, "frozen": frozen_view(engine)}
+
+    return router
