@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from headroom.config import load_settings
-from tests.helpers import REPO
+from tests.helpers import REPO, need
 from worker.cli import set_oom_score_adj
 from worker.settings import WorkerSettings
 
@@ -49,4 +49,15 @@ def test_a_bad_oom_score_adj_names_the_key(tmp_path):
 
 def test_the_guard_unit_keeps_the_guard_fed_under_pressure():
     lines = (UNITS / "headroom-guard.service").read_text().splitlines()
-    assert {"Nice=-10", "CPUWeight=1000", "LimitMEMLOCK=256M"} <= set(lines)
+    assert {"Nice=-10", "CPUWeight=1000", "LimitMEMLOCK=infinity"} <= set(lines)
+
+
+def test_the_guard_locks_its_memory_on_fault_at_almost_no_rss_cost():
+    code = ("from guard.lockmem import lock_memory; locked, grown, note = lock_memory(); "
+            "lck = [l for l in open('/proc/self/status') if l.startswith('VmLck')][0].split()[1]; print(locked, grown, lck, note)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    locked, grown, vm_lck_kib, *_ = out.stdout.split()
+    need(locked == "True", f"mlockall permitted (root or LimitMEMLOCK): {out.stdout.strip()}")
+    assert int(vm_lck_kib) > 0  # the kernel counts the locked mappings
+    assert int(grown) < 8 * 2**20, "on-fault locking must not pull untouched pages (thread stacks) into RSS"
