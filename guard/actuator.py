@@ -192,7 +192,7 @@ def build_target(kind: str, url: str, token: str | None, timeout: float, transpo
 class ActingThread:
     """Runs the reconciler beside the loops: submit() records the latest wish and returns at once (acting never
     blocks observing); the thread applies the newest wish, skipping any it superseded while a call was in flight,
-    and reads the worker's state every `read_every` seconds while idle (the tick uses the last one read)."""
+    and reads the worker's state every `read_every` seconds, wishes or not (the tick uses the last one read)."""
 
     def __init__(self, reconciler: Reconciler, on_events, clock=None, read_every: float = 0.25):
         import threading
@@ -215,6 +215,9 @@ class ActingThread:
             self.cond.notify()
 
     def _run(self) -> None:
+        import time
+
+        read_at = float("-inf")
         while True:
             with self.cond:
                 if self.wish is None and not self.stopping:
@@ -222,21 +225,26 @@ class ActingThread:
                 if self.stopping:
                     return
                 wish, self.wish = self.wish, None
-            if wish is None:  # idle: read the worker's state here too, so no observing thread waits on the worker
+            if wish is not None:
+                if self.reconciler.observed is None:  # know what the worker already has before changing it
+                    self.reconciler.read()
+                self._apply(*wish)
+            if time.monotonic() - read_at >= self.read_every:  # a wish every tick must not starve the reads
                 self.reconciler.read()
-                continue
-            desired, maintenance = wish
-            now = self.clock()
-            self.busy_since = now
-            try:
-                events = self.reconciler.reconcile(desired, maintenance, now)
-            except Exception as err:  # a bug in one call must not end acting
-                log.exception("reconcile failed")
-                events = [{"kind": "action", "action": f"set_{desired.state}", "result": "error", "message": repr(err)}]
-            finally:
-                self.busy_since = None
-            if events:
-                self.on_events(events, now)
+                read_at = time.monotonic()
+
+    def _apply(self, desired: Desired, maintenance: dict) -> None:
+        now = self.clock()
+        self.busy_since = now
+        try:
+            events = self.reconciler.reconcile(desired, maintenance, now)
+        except Exception as err:  # a bug in one call must not end acting
+            log.exception("reconcile failed")
+            events = [{"kind": "action", "action": f"set_{desired.state}", "result": "error", "message": repr(err)}]
+        finally:
+            self.busy_since = None
+        if events:
+            self.on_events(events, now)
 
     def stop(self) -> None:
         with self.cond:

@@ -51,6 +51,7 @@ class ProtectionMixin:
         sys.setswitchinterval(0.001)  # a waking fast path gets the GIL within 1 ms, not the default 5 ms
 
         if self.reconciler is not None and self.acting is None:
+            self.reconciler.read()  # the first tick already knows the worker's state
             self.acting = ActingThread(self.reconciler, self.record_actions, self.clock, self.settings.tick_seconds).start()
         if fastpath is not None:
             self.fastpath = fastpath

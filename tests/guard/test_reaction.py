@@ -145,3 +145,18 @@ def test_a_slow_control_call_never_blocks_the_caller_and_the_newest_wish_wins():
     puts = [c["body"]["state"] for c in transport.worker.calls if c["method"] == "PUT"]
     assert puts[-1] == "running" and "paused" not in puts[1:]  # a superseded wish is skipped, the last one applied
     assert all(e["result"] in ("ok", "accepted") for e in events)
+
+
+def test_a_wish_every_tick_does_not_starve_the_reads_of_the_worker():
+    transport = SlowWorker(hold=0.0)
+    reconciler = Reconciler(ContractTarget("http://worker", "t", 5.0, transport), False, 0.5, 5)
+    acting = ActingThread(reconciler, lambda evs, now: None, read_every=0.05).start()
+    try:
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            acting.submit(Desired("running"), {"on": False})  # in sync: nothing to send, but the state moves on
+            time.sleep(0.01)
+    finally:
+        acting.stop()
+    reads = [c for c in transport.worker.calls if c["method"] == "GET"]
+    assert len(reads) >= 5 and not [c for c in transport.worker.calls if c["method"] == "PUT"]
