@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from guard.fastpath import Episode, FastPath, FastThresholds, cause_gone, crossi
 from guard.settings import GuardSettings
 from tests.guard.freezing import counting, make_freezer, need_freezer_root, start_counter, stop
 from tests.guard.support import GiB, MiB
+from tests.helpers import need
 
 MEMINFO = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\nCached: 100 kB\n"
 
@@ -192,3 +194,25 @@ def test_a_gpu_freeze_frees_the_worker_until_the_frozen_process_exits(tmp_path, 
         stop(grower)
     engine.end_gpu_episode()
     assert engine.override is None and [e["kind"] for e in engine.store.events(10, kind="protect")] == ["protect"] * 2
+
+
+def test_the_kernel_wakes_the_fast_path_when_usage_crosses_a_threshold(tmp_path):
+    from guard.domain import Waker
+    from tests.guard.realstack import Allocator, domain_cgroup
+
+    with domain_cgroup(512 * MiB) as group:
+        need(group.version == 1, "cgroup v1 memory thresholds (v2 has no notification for memory.current)")
+        reader = DomainReader(group.name)
+        waker = Waker(reader)
+        waker.arm([group.usage() + 64 * MiB])
+        allocator = Allocator(group)
+        try:
+            assert not waker.wait(0.2), "woken with nothing crossed"
+            holding = threading.Thread(target=allocator.hold, args=(128,), daemon=True)
+            holding.start()
+            assert waker.wait(10), "the kernel did not signal the crossing"
+            holding.join(timeout=30)
+            assert reader.read().available_bytes < 512 * MiB - 64 * MiB
+        finally:
+            allocator.stop()
+            waker.close()
