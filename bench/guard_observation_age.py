@@ -42,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update(VLLM_ENV)
     with tempfile.TemporaryDirectory(prefix="headroom-age-") as name:
-        tmp = Path(name)
+        tmp = Path(os.environ.get("HEADROOM_BENCH_DIR") or name)
+        tmp.mkdir(parents=True, exist_ok=True)
         model = build_tiny_model(tmp / "tiny-llama")
         group = MemoryCgroup(3 * 2**30)
         stack = Stack(tmp, group, {"ram": {"enter": {"pause": "15%", "free": "10%", "freeze": "5%"}}},
@@ -66,8 +67,15 @@ def main() -> None:
             sampler.start()
             for _ in range(args.cycles):
                 room = int(stack.headroom()["ram"]["admissible_bytes"]) + 64 * MiB
-                lease = stack.guard.post("/v1/leases", json={"holder": "bench", "ram_bytes": room, "free_worker": True})
-                wait_for(lambda: state() == "freed", 120, what="the engine freed")
+                lease = stack.guard.post("/v1/leases", json={"holder": "bench", "ram_bytes": room, "free_worker": True,
+                                                             "wait_seconds": 120})
+                assert lease.status_code in (201, 202), lease.text
+                try:
+                    wait_for(lambda: state() == "freed", 60, what="the engine freed")
+                except AssertionError:
+                    print([(e["kind"], e["message"][:160]) for e in stack.guard.get("/v1/events", params={"limit": 40}).json()["events"]])
+                    print(stack.worker.get("/control/state").json(), stack.logs()[-3000:])
+                    raise
                 stack.guard.delete(f"/v1/leases/{lease.json()['lease']['id']}")
                 wait_for(lambda: state() == "running", 300, what="the engine loaded again")
             stop.set()

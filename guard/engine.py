@@ -52,6 +52,7 @@ class Engine(ProtectionMixin):
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
         self.downtime = DowntimeMeter()
         self._seen_observed: dict | None = None  # the worker's state object at the previous tick (restart detection)
+        self._grew_at: float | None = None  # when the worker was last seen starting, waking or freed (it loads after)
         from guard.workerpids import WorkerPids
 
         self.worker_pids = WorkerPids(settings.worker_url)  # never frozen; refreshed by the tick
@@ -93,6 +94,7 @@ class Engine(ProtectionMixin):
             snapshot = merge_fast(snapshot, self.fastpath.last)
         if self.reconciler is not None:
             snapshot = replace(snapshot, worker_state=self.read_worker())
+            snapshot = replace(snapshot, worker_settling=self.worker_settling())
         with self.lock:
             self.snapshot = snapshot
         return snapshot

@@ -23,7 +23,13 @@ class ProtectionMixin:
                 self.state = forget_free(self.state)
             self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
         self._seen_observed = observed
+        if state in ("starting", "waking", "freeing", "freed"):
+            self._grew_at = self.clock()  # it loads (or will load) its engine: growth the guard caused
         return state
+
+    def worker_settling(self) -> bool:
+        """Within the prediction window after the worker last started, woke or was freed (it loads after it says running)."""
+        return self._grew_at is not None and self.clock() - self._grew_at < self.settings.predict_window_seconds
 
     def protect(self, desired: Desired | None, message: str, data: dict | None = None, source: str = "ram") -> None:
         """A protection wish from `source` (freed, or None once its cause is gone): recorded, sent to the worker at once."""

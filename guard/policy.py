@@ -116,7 +116,7 @@ WORKER_GROWING = ("starting", "waking")  # the worker's own load: growth the gua
 
 def measure(snapshot: Snapshot, state: GuardState, now: float, config: GuardSettings) -> dict[str, tuple[float | None, Threshold]]:
     """Each resource's value this tick with its resolved threshold."""
-    if snapshot.worker_state in WORKER_GROWING:  # the slope restarts once the worker has loaded
+    if snapshot.worker_state in WORKER_GROWING or snapshot.worker_settling:  # the slope restarts once it has loaded
         samples = []
     else:
         samples = update_samples(state.samples, now, snapshot.ram_available_bytes, config.predict_window_seconds)

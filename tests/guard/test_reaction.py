@@ -64,6 +64,8 @@ def test_a_waking_worker_is_not_a_falling_trend():
     config = GuardSettings(ram={"enter": {}}, gpu={"enter": {}}, predict={"enter": {"pause": 20}, "grace_seconds": 0})
     waking = [(1, {"available": (60 - 10 * i) * GiB, "worker_state": "waking"}) for i in range(5)]
     assert all(lvl == Level.OK for lvl, _, _ in run(config, waking))
+    settling = [(1, {"available": (60 - 10 * i) * GiB, "worker_state": "running", "worker_settling": True}) for i in range(5)]
+    assert all(lvl == Level.OK for lvl, _, _ in run(config, settling))  # running, but still loading its engine
     loading = [(1, {"available": (60 - 10 * i) * GiB, "worker_state": "running"}) for i in range(5)]
     assert run(config, loading)[-1][0] == Level.PAUSE
 
@@ -160,3 +162,27 @@ def test_a_wish_every_tick_does_not_starve_the_reads_of_the_worker():
         acting.stop()
     reads = [c for c in transport.worker.calls if c["method"] == "GET"]
     assert len(reads) >= 5 and not [c for c in transport.worker.calls if c["method"] == "PUT"]
+
+
+def test_the_engine_marks_the_worker_settling_for_a_window_after_it_woke(make_engine, clock):
+    worker = ContractWorker("t", clock=clock)
+    reconciler = Reconciler(ContractTarget("http://w", "t", 5.0, _mock(worker)), False, 0.5, 5)
+    engine = make_engine(reconciler=reconciler, predict_window_seconds=10)
+    engine.tick()
+    assert not engine.snapshot.worker_settling  # running since before the guard: a trend counts
+    worker.put_state({"state": "freed", "level": 2})
+    clock.advance(1)
+    engine.tick()
+    worker.put_state({"state": "running"})
+    clock.advance(9.5)
+    engine.tick()
+    assert engine.snapshot.worker_settling
+    clock.advance(1)
+    engine.tick()
+    assert not engine.snapshot.worker_settling
+
+
+def _mock(worker):
+    from tests.guard.contract_worker import mock_transport
+
+    return mock_transport(worker)
