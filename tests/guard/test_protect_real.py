@@ -50,7 +50,7 @@ def nothing_frozen(stack: Stack, cgroup) -> bool:
 def start_stack(tmp_path, cgroup, worker_mib: int = WORKER_MIB, **guard) -> Stack:
     stack = Stack(tmp_path, cgroup, guard_config(**guard), worker_hold_mib=worker_mib, worker_in_cgroup=True,
                   worker_args=("--free-latency", "1.2", "--transition-seconds", "0.5"))
-    protect_worker(stack.procs["worker"].pid)
+    protect_worker(stack.procs["worker"].pid)  # best effort, never raises: the stack is the caller's to stop
     return stack
 
 
