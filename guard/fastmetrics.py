@@ -39,6 +39,8 @@ class FastPathCollector:
         yield _histogram("fast_gap_seconds", "Time between consecutive fast-path observations.", fast.gaps)
         yield GaugeMetricFamily(P + "fast_gap_ratio_max", "The worst gap between two fast-path observations relative to "
                                 "the interval planned for it (acting never blinds observing: stays below 2).", value=fast.max_gap_ratio)
+        yield _histogram("fast_step_seconds", "How long one fast-path look took, with what it did (a freeze, a thaw).",
+                         fast.steps)
         yield _histogram("reaction_seconds", "From the domain crossing the freeze threshold (interpolated) to the freeze "
                          "and the free request.", fast.reactions)
         yield CounterMetricFamily(P + "fast_wakeups", "Fast-path wake-ups by a kernel notification.", value=fast.wakeups)

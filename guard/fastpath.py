@@ -115,6 +115,7 @@ class FastPath:
         self.episode: Episode | None = None
         self.gaps = Histogram(GAP_BUCKETS)  # time between consecutive looks
         self.reactions = Histogram(GAP_BUCKETS)  # threshold crossing -> freeze (or urgent free) done
+        self.steps = Histogram(GAP_BUCKETS)  # how long one look (and what it did: a freeze, a thaw) took
         self.max_gap_ratio = 0.0  # the worst gap relative to the interval planned for it
         self.wakeups = 0
         self._stop = threading.Event()
@@ -128,12 +129,14 @@ class FastPath:
     def run(self) -> None:
         _raise_priority()
         while not self._stop.is_set():
+            started = time.perf_counter()
             try:
-                planned = self.interval
                 self.step()
+                planned = self.interval
             except Exception:  # one bad look must not end protection
                 log.exception("fast path step failed")
                 planned = self.settings.tick_seconds
+            self.steps.observe(time.perf_counter() - started)
             if self.waker.wait(planned):
                 self.wakeups += 1
 

@@ -86,8 +86,11 @@ def test_a_fast_grower_is_frozen_the_worker_freed_and_nobody_is_killed(tmp_path,
                   f"downtime {result.worker_downtime_seconds} s")
             metrics = stack.guard.get("/metrics").text
             worst = [line.split()[-1] for line in metrics.splitlines() if line.startswith("headroom_guard_fast_gap_ratio_max ")]
-            print(f"fast path: worst gap between two looks / its planned interval = {worst[0]} "
-                  "(through the freeze, the worker's free and its wake)")
+            buckets = {line.split('le="')[1].split('"')[0]: float(line.split()[-1]) for line in metrics.splitlines()
+                       if line.startswith("headroom_guard_fast_step_seconds_bucket")}
+            print(f"fast path: worst gap between two looks / its planned interval = {float(worst[0]):.2f} "
+                  f"(through the freeze, the worker's free and its wake); looks slower than 10 ms: "
+                  f"{buckets['+Inf'] - buckets['0.01']:.0f} of {buckets['+Inf']:.0f} (the freeze is done inside a look)")
             assert result.oom_kills == 0, stack.logs()
             assert result.grower_rc == 0, stack.logs()
             assert any(e["kind"] == "freeze" for e in result.events), "the grower was never frozen"
