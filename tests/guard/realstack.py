@@ -122,14 +122,14 @@ class Stack:
     """exporter + guard + contract worker over HTTP on free loopback ports."""
 
     def __init__(self, tmp: Path, cgroup: MemoryCgroup, guard: dict, worker_hold_mib: int = 0, worker_in_cgroup: bool = False,
-                 real_worker: dict | None = None):
+                 real_worker: dict | None = None, worker_args: tuple[str, ...] = ()):
         self.tmp, self.cgroup = tmp, cgroup
         self.ports = {name: free_port() for name in ("exporter", "guard", "worker")}
         self.config = write_config(tmp / "headroom.toml", tmp / "state", self.ports["exporter"], self.ports["guard"],
                                    self.ports["worker"], cgroup.name, guard, real_worker)
         self.procs: dict[str, subprocess.Popen] = {}
         worker_argv = [sys.executable, str(Path(__file__).parent / "contract_worker.py"), "--port", str(self.ports["worker"]),
-                       "--token", TOKEN, "--hold-bytes", str(worker_hold_mib * MiB)]
+                       "--token", TOKEN, "--hold-bytes", str(worker_hold_mib * MiB), *worker_args]
         if real_worker is not None:  # the project's worker (worker/), not the contract double
             worker_argv = headroom_cmd("worker", "--config", str(self.config))
         self.procs["worker"] = start(worker_argv, tmp / "worker.log", cgroup if worker_in_cgroup else None)
