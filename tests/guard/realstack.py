@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import REPO, free_port, headroom_cmd, need, need_root_memory_cgroup, stop_process, toml_value, wait_for
+from tests.helpers import FREEZE_ENV, REPO, free_port, headroom_cmd, need, need_root_memory_cgroup, stop_process, toml_value, wait_for
 from tests.kernel import memory_root
 
 MiB = 2**20
@@ -95,7 +95,8 @@ class Allocator:
 
 def start(argv: list[str], log: Path, cgroup: MemoryCgroup | None = None) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=cgroup.join if cgroup else None)
+                            env={**os.environ, "PYTHONPATH": str(REPO), FREEZE_ENV: "true"},  # the domain is a test cgroup
+                            preexec_fn=cgroup.join if cgroup else None)
 
 
 def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: int, worker_port: int, cgroup: str, guard: dict,
