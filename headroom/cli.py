@@ -14,19 +14,35 @@ from headroom.logsetup import setup_logging
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A server's command-line flag that overrides one key of its settings section."""
+
+    option: str
+    key: str
+    type: type
+    metavar: str
+    help: str
+
+
+LISTEN = Flag("--listen", "listen", str, "HOST:PORT", "address to serve on (default: [{part}] listen)")
+
+
+@dataclass(frozen=True)
 class Server:
     """A part that serves: `module` exports `serve(settings) -> int | None`; `name` is its command and settings section."""
 
     name: str
     module: str
     help: str
+    flags: tuple[Flag, ...] = (LISTEN,)
 
 
-# `headroom <name>` loads the settings (with --listen), sets up logging and calls the part's serve(settings).
+# `headroom <name>` loads the settings (with its flags), sets up logging and calls the part's serve(settings).
 SERVERS = (
     Server("exporter", "exporter.app", "serve GPU/RAM/swap/pressure/OOM metrics on /metrics"),
     Server("guard", "guard.app", "run the guard (lease API, worker control, /metrics)"),
-    Server("worker", "worker.server", "run the vLLM batch worker (job API, control endpoint, /metrics)"),
+    Server("worker", "worker.server", "run the vLLM batch worker (job API, control endpoint, /metrics)",
+           (LISTEN, Flag("--oom-score-adj", "oom_score_adj", int, "N", "the worker's oom_score_adj (default: [{part}] oom_score_adj)"))),
 )
 # Modules with a `register(subparsers)` for the other commands, in help order (kept import-light).
 COMMANDS = ("headroom.config_cli", "headroom.up", "guard.cli", "worker.cli", "headroom.client.commands", "headroom.install")
@@ -40,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     for server in SERVERS:
         sub = subparsers.add_parser(server.name, help=server.help)
         settings_command(sub, _serve)
-        sub.add_argument("--listen", metavar="HOST:PORT", help=f"address to serve on (default: [{server.name}] listen)")
+        for flag in server.flags:
+            sub.add_argument(flag.option, dest=flag.key, type=flag.type, metavar=flag.metavar, help=flag.help.format(part=server.name))
         sub.set_defaults(server=server)
     for name in COMMANDS:
         importlib.import_module(name).register(subparsers)
@@ -54,13 +71,12 @@ def _serve(args: argparse.Namespace, settings) -> int:
 
 
 def _settings(args: argparse.Namespace):
-    """The settings a command runs with: its --config file, HEADROOM_* variables, and a server's --listen."""
+    """The settings a command runs with: its --config file, HEADROOM_* variables, then a server's flags."""
     from headroom.config import load_settings
 
     server = getattr(args, "server", None)
-    listen = getattr(args, "listen", None)
-    overrides = {server.name: {"listen": listen}} if server and listen else {}
-    return load_settings(args.config, **overrides)
+    given = {flag.key: getattr(args, flag.key) for flag in (server.flags if server else ()) if getattr(args, flag.key) is not None}
+    return load_settings(args.config, **({server.name: given} if given else {}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,11 @@ class WorkerSettings(Section):
     control_wait_seconds: float = Field(default=2.0, ge=0)
     # Retry-After for 503 answers in maintenance when PUT /control/maintenance gave none.
     retry_after_seconds: int = Field(default=300, ge=0)
+    # The kernel's backstop: the worker's oom_score_adj (and its engine processes', inherited), so that if the kernel
+    # must still kill, it takes an unleased newcomer, not production. -500 halves the worker's badness against a
+    # newcomer of the same size but stays above headroom's own -900. Lowering it needs CAP_SYS_RESOURCE (systemd
+    # sets it from the unit's OOMScoreAdjust=); null leaves it as inherited.
+    oom_score_adj: int | None = Field(default=-500, ge=-1000, le=1000)
     # A job database that fails PRAGMA quick_check at start: "move_aside" renames it to worker.sqlite3.corrupt-<time>
     # (kept, never deleted), logs it, raises a metric and an alert, and starts with an empty queue; "refuse" exits 5
     # before serving. move_aside is the default, as for the guard: under systemd a refusal only restart-loops, while the
