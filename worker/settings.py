@@ -50,7 +50,7 @@ class WorkerSettings(Section):
     # What a pause does with requests in flight: abort (abort and requeue them; they restart later), wait (let them
     # finish, start no new one), keep (hold them in the in-process engine, unscheduled; resume continues them).
     pause_mode: Literal["abort", "wait", "keep"] = "abort"
-    # How long PUT /control/state waits for the runner to begin a transition (200 once reached, else 202).
+    # How long PUT /control/state waits for the controller to begin a transition (200 once reached, else 202).
     control_wait_seconds: float = Field(default=2.0, ge=0)
     # Retry-After for 503 answers in maintenance when PUT /control/maintenance gave none.
     retry_after_seconds: int = Field(default=300, ge=0)
