@@ -194,3 +194,68 @@ class Reconciler:
 def build_target(kind: str, url: str, token: str | None, timeout: float, transport=None):
     cls = VllmServeTarget if kind == "vllm-serve" else ContractTarget
     return cls(url, token, timeout, transport)
+
+
+class ActingThread:
+    """Runs the reconciler beside the loops: submit() records the latest wish and returns at once (acting never
+    blocks observing); the thread applies the newest wish, skipping any it superseded while a call was in flight,
+    and reads the worker's state every `read_every` seconds, wishes or not (the tick uses the last one read)."""
+
+    def __init__(self, reconciler: Reconciler, on_events, clock=None, read_every: float = 0.25):
+        import threading
+        import time
+
+        self.reconciler, self.on_events, self.clock, self.read_every = reconciler, on_events, clock or time.time, read_every
+        self.cond = threading.Condition()
+        self.wish: tuple[Desired, Maintenance] | None = None
+        self.stopping = False
+        self.busy_since: float | None = None  # when the call in flight began (None: idle)
+        self.thread = threading.Thread(target=self._run, name="headroom-acting", daemon=True)
+
+    def start(self) -> "ActingThread":
+        self.thread.start()
+        return self
+
+    def submit(self, desired: Desired, maintenance: Maintenance) -> None:
+        with self.cond:
+            self.wish = (desired, maintenance)
+            self.cond.notify()
+
+    def _run(self) -> None:
+        import time
+
+        read_at = float("-inf")
+        while True:
+            with self.cond:
+                if self.wish is None and not self.stopping:
+                    self.cond.wait(self.read_every)
+                if self.stopping:
+                    return
+                wish, self.wish = self.wish, None
+            if wish is not None:
+                if self.reconciler.observed is None:  # know what the worker already has before changing it
+                    self.reconciler.read()
+                self._apply(*wish)
+            if time.monotonic() - read_at >= self.read_every:  # a wish every tick must not starve the reads
+                self.reconciler.read()
+                read_at = time.monotonic()
+
+    def _apply(self, desired: Desired, maintenance: Maintenance) -> None:
+        now = self.clock()
+        self.busy_since = now
+        try:
+            events = self.reconciler.reconcile(desired, maintenance, now)
+        except Exception as err:  # a bug in one call must not end acting
+            log.exception("reconcile failed")
+            events = [{"kind": "action", "action": f"set_{desired.state}", "result": "error", "message": repr(err)}]
+        finally:
+            self.busy_since = None
+        if events:
+            self.on_events(events, now)
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)

@@ -18,6 +18,7 @@ from guard.engine import Engine
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store, StoreUnavailable
+from guard.types import Desired
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
 from headroom.dbfile import describe_error
@@ -67,6 +68,40 @@ def _retry_store(store: Store) -> None:
         log.exception("store retry failed")
 
 
+def build_protection(guard, engine: Engine):
+    """(fast path, GPU freeze watch) over the configured domain and GPUs; None for what is disabled."""
+    if not guard.fast_path:
+        return None, None
+    from guard.domain import DomainReader
+    from guard.fastpath import FastPath
+    from guard.freezer import Freezer
+
+    freezer = Freezer(guard, engine.store, worker_pids=engine.worker_pids)
+    for item in freezer.recover():  # always, even with freezing off now: a previous guard may have left some
+        log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
+    if not guard.freeze_enabled:
+        freezer = None
+    fast = FastPath(guard, DomainReader(guard.memory_domain), engine, freezer, worker_bytes=engine.worker_pids.rss_bytes)
+    return fast, build_gpu_watch(guard, engine, freezer)
+
+
+def build_gpu_watch(guard, engine: Engine, freezer, nvml=None):
+    """The freezer on GPUs when the gpu rule has a freeze level and NVML answers; it frees the worker on a freeze."""
+    if freezer is None or "freeze" not in guard.gpu.enter:
+        return None
+    from exporter.nvml import Nvml
+    from guard.gpufreeze import GpuFreezeWatch
+
+    def on_event(event) -> None:
+        pid, gpu = event.process.pid, event.gpu
+        if event.action == "froze":
+            engine.gpu_pids.add(pid)
+            engine.protect(Desired("freed", level=guard.free_level, reason=f"GPU {gpu} freeze level"),
+                           f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu}, "gpu")
+
+    return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=on_event)
+
+
 def _safe_tick(engine: Engine) -> None:
     try:
         engine.tick()
@@ -79,6 +114,12 @@ async def lifespan(app: FastAPI):
     deps: Deps = app.state.deps
     scheduler = None
     if deps.run_scheduler:
+        if deps.engine.settings.mlock:
+            from guard.lockmem import lock_memory
+
+            locked, _, note = lock_memory()
+            (log.info if locked else log.warning)(note)
+        deps.engine.start_background(*build_protection(deps.engine.settings, deps.engine))
         from apscheduler.schedulers.background import BackgroundScheduler
 
         scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1})
@@ -93,6 +134,11 @@ async def lifespan(app: FastAPI):
         if scheduler is not None:
             scheduler.shutdown(wait=True)
         engine = deps.engine
+        engine.stop_background()  # thaws whatever the fast path froze
+        if deps.run_scheduler and engine.settings.mlock:
+            from guard.lockmem import unlock_memory
+
+            unlock_memory()
         engine.observer.close()
         if engine.reconciler is not None:
             engine.reconciler.close()

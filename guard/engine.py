@@ -15,17 +15,19 @@ from guard.leases import Admission, admit, queue_order
 from guard.metrics import TickHistogram
 from guard.observer import describe_kill
 from guard.policy import evaluate
+from guard.engine_protect import ProtectionMixin
+from guard.protection import DowntimeMeter, merge_fast, with_override
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
-from headroom.contract import Maintenance
+from headroom.contract import Maintenance, WorkerStatus
 
 log = logging.getLogger("headroom.guard")
 FREE_WAIT_SECONDS = 120  # a free_worker request waits at least this long for the worker to be freed
 
 
-class Engine:
+class Engine(ProtectionMixin):
     """Observer, policy, queue, reconciler and store wired together; every entry point is thread-safe."""
 
     def __init__(self, settings: GuardSettings, observer, store: Store, reconciler=None,
@@ -45,6 +47,16 @@ class Engine:
         self.history = History()  # the status page's charts: last 15 minutes, in memory only
         self.top = Top()  # top memory users, scanned on request
         self._queue_changed = False
+        self.overrides: dict[str, Desired] = {}  # protection wishes (freed) by source (ram, gpu), while episodes last
+        self.gpu_pids: set[int] = set()  # processes frozen for a GPU in the current GPU episode
+        self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
+        self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
+        self.downtime = DowntimeMeter()
+        self._seen_observed: WorkerStatus | None = None  # the worker's state object at the previous tick (restart detection)
+        self._grew_at: float | None = None  # when the worker was last seen starting, waking or freed (it loads after)
+        from guard.workerpids import WorkerPids
+
+        self.worker_pids = WorkerPids(settings.worker_url)  # never frozen; refreshed by the tick
         self.active: dict[str, Lease] = {lease.id: lease for lease in store.active_leases()}  # write-through cache
         with self.lock:
             self.expire(self.clock())
@@ -64,6 +76,8 @@ class Engine:
                     decision = self.decide(snapshot, now)
                 self.history.add(snapshot, self.leases(), decision.level.label)
             decision = self.remeasure_before_free(decision, now)
+            self.worker_pids.refresh()
+            self.end_gpu_episode()
             self.act(decision, now)
             self.record_oom_kills()
             self.ticks += 1
@@ -77,14 +91,18 @@ class Engine:
     def observe(self) -> Snapshot:
         pids = [lease.pid for lease in self.leases() if lease.pid and lease.status == "granted"]
         snapshot = self.observer.observe(pids)
+        if self.fastpath is not None:
+            snapshot = merge_fast(snapshot, self.fastpath.last)
         if self.reconciler is not None:
-            snapshot = replace(snapshot, worker_state=self.reconciler.read())
+            snapshot = replace(snapshot, worker_state=self.read_worker())
+            snapshot = replace(snapshot, worker_settling=self.worker_settling())
         with self.lock:
             self.snapshot = snapshot
         return snapshot
 
     def decide(self, snapshot: Snapshot, now: float) -> Decision:
         state, decision = evaluate(snapshot, self.state, self.leases(), now, self.settings, self.maintenance)
+        state, decision = with_override(state, decision, self.override)
         self.record_changes(self.state, self.decision, state, decision, now)
         self.state, self.decision = state, decision
         return decision
@@ -118,7 +136,16 @@ class Engine:
     def act(self, decision: Decision, now: float) -> None:
         if self.reconciler is None:
             return
-        for event in self.reconciler.reconcile(decision.desired, self.maintenance, now):
+        back = self.downtime.update(self.snapshot.worker_state, decision.desired, now)
+        if back is not None:
+            self.store.add_event("worker", f"the worker is running again after {back:.1f} s down", {"downtime_seconds": back}, at=now)
+        if self.acting is not None:
+            self.acting.submit(decision.desired, self.maintenance)
+            return
+        self.record_actions(self.reconciler.reconcile(decision.desired, self.maintenance, now), now)
+
+    def record_actions(self, events: list[dict], now: float) -> None:
+        for event in events:
             self.actions[(event["action"], event["result"])] += 1
             self.store.add_event("action", f"{event['action']} {event['result']}: {event['message']}", event, at=now)
 

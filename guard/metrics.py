@@ -17,7 +17,7 @@ WORKER_STATES = ("running", "throttled", "paused", "freed")
 
 
 def _levels(engine):
-    family = GaugeMetricFamily(P + "level", "Level per resource: 0 ok, 1 warn, 2 throttle, 3 pause, 4 free.", labels=["resource"])
+    family = GaugeMetricFamily(P + "level", "Level per resource: 0 ok, 1 warn, 2 throttle, 3 pause, 4 free, 5 freeze.", labels=["resource"])
     for name, rs in engine.state.resources.items():
         family.add_metric([name], int(rs.level))
     yield family
@@ -133,6 +133,9 @@ class EngineCollector:
 def build_registry(engine) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine))
+    from guard.fastmetrics import FastPathCollector
+
+    registry.register(FastPathCollector(engine))
     return registry
 
 

@@ -65,16 +65,19 @@ def target_level(value: float | None, th: Threshold, current: Level) -> Level:
     return max(entered_level(value, th), held_level(value, th, current))
 
 
-def apply_hysteresis(rs: ResourceState, target: Level, now: float, th: Threshold) -> ResourceState:
-    """Grace before entering a higher level, hold before leaving for a lower one."""
+def apply_hysteresis(rs: ResourceState, target: Level, now: float, th: Threshold, urgent: bool = False,
+                     recovery_hold: float | None = None) -> ResourceState:
+    """Grace before entering a higher level (none when `urgent`), hold before leaving for a lower one (the shorter
+    `recovery_hold` once the value is clear of every threshold by the band, i.e. the target is OK)."""
     if target > rs.level:
         since = rs.rising_since if rs.rising_since is not None else now
-        if now - since >= th.grace_seconds:
+        if urgent or now - since >= th.grace_seconds:
             return ResourceState(level=target)
         return ResourceState(level=rs.level, rising_since=since)
     if target < rs.level:
         since = rs.falling_since if rs.falling_since is not None else now
-        if now - since >= th.hold_seconds:
+        hold = th.hold_seconds if recovery_hold is None or target > Level.OK else min(th.hold_seconds, recovery_hold)
+        if now - since >= hold:
             return ResourceState(level=target)
         return ResourceState(level=rs.level, falling_since=since)
     return ResourceState(level=rs.level)
@@ -109,9 +112,15 @@ def swap_in_rate(last: tuple[float, float] | None, now: float, total: float | No
     return (total - last[1]) / (now - last[0])
 
 
+WORKER_GROWING = ("starting", "waking")  # the worker's own load: growth the guard caused, not a trend to act on
+
+
 def measure(snapshot: Snapshot, state: GuardState, now: float, config: GuardSettings) -> dict[str, tuple[float | None, Threshold]]:
     """Each resource's value this tick with its resolved threshold."""
-    samples = update_samples(state.samples, now, snapshot.ram_available_bytes, config.predict_window_seconds)
+    if snapshot.worker_state in WORKER_GROWING or snapshot.worker_settling:  # the slope restarts once it has loaded
+        samples = []
+    else:
+        samples = update_samples(state.samples, now, snapshot.ram_available_bytes, config.predict_window_seconds)
     state.samples = samples
     rate = swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total)
     if snapshot.swap_in_bytes_total is not None:
@@ -142,12 +151,22 @@ def describe(name: str, value: float | None, level: Level) -> str:
     return f"{name} {level.label}: {shown}"
 
 
-def step_resources(values: dict, previous: dict[str, ResourceState], now: float) -> dict[str, ResourceState]:
-    """New level per resource: band, then grace/hold timers."""
+def is_urgent(values: dict, free_seconds: float) -> bool:
+    """Exhaustion is nearer than a free takes: waiting out a grace would guarantee the kill."""
+    exhaustion = values.get("predict", (None, None))[0]
+    return exhaustion is not None and exhaustion < free_seconds
+
+
+def step_resources(values: dict, previous: dict[str, ResourceState], now: float, urgent: bool = False,
+                   recovery_hold: float | None = None) -> dict[str, ResourceState]:
+    """New level per resource: band, then grace/hold timers; a value that has disappeared holds no level."""
     result = {}
     for name, (value, th) in values.items():
         rs = previous.get(name, ResourceState())
-        new = apply_hysteresis(rs, target_level(value, th, rs.level), now, th)
+        if value is None:
+            result[name] = ResourceState(level=Level.OK, why=describe(name, None, Level.OK))
+            continue
+        new = apply_hysteresis(rs, target_level(value, th, rs.level), now, th, urgent and name in RAM_LIKE, recovery_hold)
         new.value = value
         new.why = describe(name, value, new.level)
         result[name] = new
@@ -201,7 +220,10 @@ def evaluate(snapshot: Snapshot, previous: GuardState, leases: Iterable[Lease], 
         state.desired = desired
         return state, Decision(state.level, desired, (why,), stale=True, admissions_open=False)
     state.stale_since, state.last_ok_at = None, now
-    state.resources = step_resources(measure(snapshot, state, now, config), previous.resources, now)
+    values = measure(snapshot, state, now, config)
+    free_seconds = state.free_seconds if state.free_seconds is not None else config.free_seconds_estimate
+    state.resources = step_resources(values, previous.resources, now, is_urgent(values, free_seconds),
+                                     config.recovery_hold_seconds)
     state.level = max((rs.level for rs in state.resources.values()), default=Level.OK)
     state.desired = desired_worker(state.level, state.resources, leases, maintenance, config)
     reasons = tuple(rs.why for rs in state.resources.values() if rs.level > Level.OK)

@@ -10,7 +10,7 @@ from exporter.units import is_unit_name
 from headroom.settings_base import Section, listen_validator
 from headroom.sizes import parse_size
 
-LEVEL_NAMES = ("warn", "throttle", "pause", "free")
+LEVEL_NAMES = ("warn", "throttle", "pause", "free", "freeze")
 
 
 def parse_amount(value: str | int | float) -> tuple[str, float]:
@@ -29,7 +29,7 @@ class Rule(Section):
     """Enter thresholds per level for one resource, plus its hysteresis (grace, hold, band)."""
 
     # Value at which each level is entered; a level left out is never entered for this resource.
-    enter: dict[Literal["warn", "throttle", "pause", "free"], float | int | str] = Field(default_factory=dict)
+    enter: dict[Literal["warn", "throttle", "pause", "free", "freeze"], float | int | str] = Field(default_factory=dict)
     # Value band: a level is left only once the value is better than enter by this much (kubelet's min-reclaim).
     band: float | int | str = 0
     # Grace: the value must stay past a threshold this long before the level is entered.
@@ -40,7 +40,9 @@ class Rule(Section):
 
 def _ram_rule() -> Rule:
     # earlyoom SIGTERMs at 10 % available and Ray kills at 95 % used; headroom only throttles/pauses, so it starts earlier.
-    return Rule(enter={"warn": "25%", "throttle": "20%", "pause": "15%", "free": "10%"}, band="5%",
+    # freeze at 5 %: a 3 GB/s loader crosses 5 % of a 3 GiB domain in ~50 ms, five 10 ms fast-path polls; a freeze only
+    # stops the grower (it resumes unharmed), so it may come early. Below it the kernel's own reserves are close.
+    return Rule(enter={"warn": "25%", "throttle": "20%", "pause": "15%", "free": "10%", "freeze": "5%"}, band="5%",
                 grace_seconds=1.0, hold_seconds=30.0)
 
 
@@ -105,6 +107,26 @@ class GuardSettings(Section):
     predict: Rule = Field(default_factory=_predict_rule)
     # Window of recent samples the exhaustion slope is fitted over (a model load takes ~10 s).
     predict_window_seconds: float = Field(default=10.0, ge=1, le=600)
+    # --- fast path: a thread reads the domain straight from the kernel and freezes/frees within milliseconds ---
+    # Run the fast path (it needs the memory domain on this host: /proc/meminfo or the domain's cgroup files).
+    fast_path: bool = True
+    # Its poll interval shrinks with the headroom left above the freeze threshold (earlyoom's rule), from tick_seconds
+    # down to this; 10 ms keeps a 3 GB/s grower to ~30 MB between two looks.
+    fast_path_min_interval_seconds: float = Field(default=0.01, ge=0.001, le=1)
+    # The fastest growth the interval is sized for, per second: a model load from NVMe or page cache reads 1-3 GB/s.
+    fast_path_max_rate: str | int = "3GiB"
+    # Also wake on the kernel's notifications (cgroup v1 memory thresholds via eventfd), not only on the poll.
+    fast_path_notify: bool = True
+    # Lock the guard's pages in RAM (mlockall) so a thrashing host cannot page it out while it must act.
+    mlock: bool = True
+    # Once a value is back beyond every threshold by the band, its level is left after this hold instead of the
+    # rule's hold_seconds: 2 s (8 ticks) shows the memory stays back, and leaves the worker's wake-up (1-2 s for the
+    # contract worker re-taking its memory) inside the 5 s target; a new grower is still caught by the fast path.
+    recovery_hold_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # How long freeing the worker takes until the guard has measured it (the measured value replaces it): with less
+    # time than that to exhaustion, a level is entered without its grace.
+    free_seconds_estimate: float = Field(default=2.0, ge=0, le=600)
+    # --- end of the fast path block ---
     # Concurrency the worker is throttled to at the throttle level.
     throttle_concurrency: int = Field(default=1, ge=1, le=4096)
     # Free level used when RAM is calm; 1 offloads weights to CPU RAM, so under RAM pressure 2 is always used.
@@ -176,7 +198,7 @@ class GuardSettings(Section):
     def _listen(cls, value: str) -> str:
         return listen_validator(value)
 
-    @field_validator("ram_margin", "gpu_margin")
+    @field_validator("ram_margin", "gpu_margin", "fast_path_max_rate")
     @classmethod
     def _size(cls, value: str | int) -> str | int:
         parse_size(value)

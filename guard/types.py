@@ -14,6 +14,7 @@ class Level(enum.IntEnum):
     THROTTLE = 2
     PAUSE = 3
     FREE = 4
+    FREEZE = 5  # the fast path freezes the process the kernel would kill, and frees the worker
 
     @classmethod
     def named(cls, name: str) -> "Level":
@@ -53,6 +54,7 @@ class Snapshot:
     pid_ram_bytes: dict[int, float] = field(default_factory=dict)  # lease pid -> RSS of its process tree
     pid_gpu_bytes: dict[int, dict[str, float]] = field(default_factory=dict)  # lease pid -> gpu -> bytes of its tree
     worker_state: str | None = None  # the worker's reported state (None: no worker or unreachable)
+    worker_settling: bool = False  # the worker woke or started within the prediction window: its own growth, not a trend
 
 
 @dataclass
@@ -102,6 +104,7 @@ class GuardState:
     stale_since: float | None = None
     level: Level = Level.OK
     desired: Desired = field(default_factory=Desired)
+    free_seconds: float | None = None  # how long the last free of the worker took (measured), for the urgency check
 
 
 @dataclass

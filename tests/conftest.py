@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+from tests.helpers import FREEZE_ENV
+
+# A guard started by a test watches the host domain unless the test gives it a cgroup it created. On these shared
+# machines such a guard must never freeze a process: freezing is off for every guard a test starts, and only the stacks
+# whose domain is a cgroup the test created (tests/guard/realstack.py) turn it back on.
+os.environ[FREEZE_ENV] = "false"
 
 
 @pytest.fixture

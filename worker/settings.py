@@ -72,6 +72,12 @@ class WorkerSettings(Section):
     retry_after_seconds: int = Field(
         default=300, ge=0,
         description="Retry-After for 503 answers in maintenance when PUT /control/maintenance gave none.")
+    oom_score_adj: int | None = Field(
+        default=-500, ge=-1000, le=1000,
+        description=("The kernel's backstop: the worker's oom_score_adj (and its engine processes', inherited), so that if "
+                     "the kernel must still kill, it takes an unleased newcomer, not production. -500 halves the worker's "
+                     "badness against a newcomer of the same size but stays above headroom's own -900. Lowering it needs "
+                     "CAP_SYS_RESOURCE (systemd sets it from the unit's OOMScoreAdjust=); null leaves it as inherited."))
     store_on_corrupt: Literal["move_aside", "refuse"] = Field(
         "move_aside",
         description=('A job database that fails PRAGMA quick_check at start: "move_aside" renames it to '

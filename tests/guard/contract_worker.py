@@ -1,7 +1,8 @@
 """A small worker that implements the control contract faithfully and records every call (test double, real HTTP).
 
-Run: python contract_worker.py --port N --token T [--hold-bytes B] [--transition-seconds S] [--no-level1]
-While not freed it holds B bytes of RAM (so freeing it really frees memory in its cgroup).
+Run: python contract_worker.py --port N --token T [--hold-bytes B] [--transition-seconds S] [--free-latency S] [--no-level1]
+While not freed it holds B bytes of RAM (so freeing it really frees memory in its cgroup); with --free-latency the
+memory is given back only S seconds after the free was accepted (a real engine finishes its step, then shuts down).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ STATES = {"running", "throttled", "paused", "freed"}
 class ContractWorker:
     """The contract's state machine; `handle()` is shared by the HTTP server and httpx.MockTransport tests."""
 
-    def __init__(self, token: str, hold_bytes: int = 0, transition_seconds: float = 0.0, level1: bool = True, clock=time.time):
+    def __init__(self, token: str, hold_bytes: int = 0, transition_seconds: float = 0.0, level1: bool = True, clock=time.time,
+                 free_latency: float = 0.0):
         self.token, self.hold_bytes, self.transition_seconds, self.level1, self.clock = token, hold_bytes, transition_seconds, level1, clock
+        self.free_latency = free_latency
         self.lock = threading.Lock()
         self.desired = {"state": "running"}
         self.state, self.since, self.transition_until = "running", clock(), 0.0
@@ -60,6 +63,10 @@ class ContractWorker:
             return 200, self.current()  # idempotent
         was_freed = self.state in ("freed", "freeing")
         self.desired = desired
+        if self.free_latency and state == "freed" and not was_freed:
+            self.state, self.transition_until = "freeing", self.clock() + self.free_latency
+            threading.Timer(self.free_latency, self._release_if_still_freed).start()
+            return 202, self.current()
         self._set_memory(state == "freed")
         if self.transition_seconds and (state == "freed") != was_freed:
             self.state = "freeing" if state == "freed" else "waking"
@@ -67,6 +74,12 @@ class ContractWorker:
             return 202, self.current()
         self.state, self.since = state, self.clock()
         return 200, self.current()
+
+    def _release_if_still_freed(self) -> None:
+        with self.lock:
+            if self.desired.get("state") == "freed":
+                self._set_memory(True)
+                self.state, self.since = "freed", self.clock()
 
     def handle(self, method: str, path: str, headers: dict, raw: bytes) -> tuple[int, dict]:
         with self.lock:
@@ -129,5 +142,7 @@ if __name__ == "__main__":
     parser.add_argument("--hold-bytes", type=int, default=0)
     parser.add_argument("--transition-seconds", type=float, default=0.0)
     parser.add_argument("--no-level1", action="store_true")
+    parser.add_argument("--free-latency", type=float, default=0.0)
     args = parser.parse_args()
-    serve(ContractWorker(args.token, args.hold_bytes, args.transition_seconds, not args.no_level1), args.port)
+    serve(ContractWorker(args.token, args.hold_bytes, args.transition_seconds, not args.no_level1,
+                         free_latency=args.free_latency), args.port)

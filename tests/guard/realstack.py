@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import REPO, free_port, headroom_cmd, need, need_root_memory_cgroup, stop_process, toml_value, wait_for
+from tests.helpers import FREEZE_ENV, REPO, free_port, headroom_cmd, need, need_root_memory_cgroup, stop_process, toml_value, wait_for
 from tests.kernel import memory_root
 
 MiB = 2**20
@@ -95,7 +95,8 @@ class Allocator:
 
 def start(argv: list[str], log: Path, cgroup: MemoryCgroup | None = None) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=cgroup.join if cgroup else None)
+                            env={**os.environ, "PYTHONPATH": str(REPO), FREEZE_ENV: "true"},  # the domain is a test cgroup
+                            preexec_fn=cgroup.join if cgroup else None)
 
 
 def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: int, worker_port: int, cgroup: str, guard: dict,
@@ -122,14 +123,14 @@ class Stack:
     """exporter + guard + contract worker over HTTP on free loopback ports."""
 
     def __init__(self, tmp: Path, cgroup: MemoryCgroup, guard: dict, worker_hold_mib: int = 0, worker_in_cgroup: bool = False,
-                 real_worker: dict | None = None):
+                 real_worker: dict | None = None, worker_args: tuple[str, ...] = ()):
         self.tmp, self.cgroup = tmp, cgroup
         self.ports = {name: free_port() for name in ("exporter", "guard", "worker")}
         self.config = write_config(tmp / "headroom.toml", tmp / "state", self.ports["exporter"], self.ports["guard"],
                                    self.ports["worker"], cgroup.name, guard, real_worker)
         self.procs: dict[str, subprocess.Popen] = {}
         worker_argv = [sys.executable, str(Path(__file__).parent / "contract_worker.py"), "--port", str(self.ports["worker"]),
-                       "--token", TOKEN, "--hold-bytes", str(worker_hold_mib * MiB)]
+                       "--token", TOKEN, "--hold-bytes", str(worker_hold_mib * MiB), *worker_args]
         if real_worker is not None:  # the project's worker (worker/), not the contract double
             worker_argv = headroom_cmd("worker", "--config", str(self.config))
         self.procs["worker"] = start(worker_argv, tmp / "worker.log", cgroup if worker_in_cgroup else None)

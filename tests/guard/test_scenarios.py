@@ -37,7 +37,7 @@ def test_a_spike_shorter_than_grace_does_nothing():
 
 
 def test_hold_delays_leaving_a_level():
-    config = GuardSettings(ram={"enter": {"pause": "15%"}, "grace_seconds": 0, "hold_seconds": 30}, **QUIET)
+    config = GuardSettings(ram={"enter": {"pause": "15%"}, "grace_seconds": 0, "hold_seconds": 30}, recovery_hold_seconds=60, **QUIET)
     steps = [(1, {"available": 10 * GiB}), (1, {"available": 60 * GiB}), (29, {"available": 60 * GiB}), (1, {"available": 60 * GiB})]
     assert [lvl for lvl, _ in run(config, steps)] == [Level.PAUSE, Level.PAUSE, Level.PAUSE, Level.OK]
 

@@ -1,0 +1,232 @@
+"""The guard's fast path: a thread that watches the memory domain from the kernel and freezes/frees in milliseconds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from guard.domain import DomainObs, DomainReader, Waker
+from guard.policy import resolve_rule
+from guard.settings import GuardSettings
+from guard.types import Desired, Level
+from headroom.sizes import format_size, parse_size
+
+log = logging.getLogger("headroom.guard.fastpath")
+GAP_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class FastThresholds:
+    """Available-bytes thresholds the fast path compares against (resolved from the ram rule for one domain size)."""
+
+    freeze: float | None  # freeze the grower and free the worker at or below this
+    pause: float  # thaw once back above this
+    band: float
+
+
+def thresholds_for(config: GuardSettings, total: float) -> FastThresholds:
+    th = resolve_rule(config.ram, "ram", total)
+    pause = th.enter.get(Level.PAUSE, th.enter.get(Level.FREE, th.enter.get(Level.FREEZE, 0.0)))
+    return FastThresholds(th.enter.get(Level.FREEZE), pause, th.band)
+
+
+def next_interval(available: float, watch_at: float, max_rate: float, shortest: float, longest: float) -> float:
+    """earlyoom's rule: sleep no longer than the fastest grower needs to eat the headroom above `watch_at`."""
+    return min(longest, max(shortest, (available - watch_at) / max_rate))
+
+
+def crossing_time(prev: DomainObs | None, cur: DomainObs, threshold: float) -> float:
+    """When the available value crossed `threshold`, interpolated between the last look above it and this one."""
+    if prev is None or prev.available_bytes <= threshold or prev.available_bytes <= cur.available_bytes:
+        return cur.taken_at
+    share = (prev.available_bytes - threshold) / (prev.available_bytes - cur.available_bytes)
+    return prev.taken_at + share * (cur.taken_at - prev.taken_at)
+
+
+@dataclass
+class Episode:
+    """One protection event: from the freeze (or urgent free) to the worker running again."""
+
+    started_at: float
+    crossed_at: float
+    available_at_start: float
+    pids: set[int] = field(default_factory=set)  # processes frozen in this episode
+    max_available: float = 0.0  # highest available seen while something was frozen: start + what freeing gave back
+    worker_bytes: float = 0.0  # the worker's RSS when the episode began (what it takes back when it wakes)
+    cause_ended_at: float | None = None
+    thaws: int = 0
+    last_try_available: float = float("inf")  # available at the last freeze attempt (reset by a thaw)
+
+    @property
+    def footprint(self) -> float:
+        """What the worker takes back when it wakes: its RSS at the start, or what freeing it gave back as seen from
+        the domain while the grower was frozen, whichever is larger."""
+        return max(self.worker_bytes, self.max_available - self.available_at_start, 0.0)
+
+
+def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Callable[[int], bool], frozen: int) -> bool:
+    """Nothing is frozen, and either every process frozen in the episode exited, or the worker fits back with the band."""
+    if frozen:
+        return False
+    if episode.pids and not any(alive(pid) for pid in episode.pids):
+        return True
+    return obs.available_bytes - episode.footprint >= th.pause + th.band
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Histogram:
+    """Cumulative bucket counts for /metrics, plus the recent values for benchmarks."""
+
+    def __init__(self, buckets: tuple[float, ...]):
+        self.buckets, self.counts, self.count, self.total = buckets, [0] * len(buckets), 0, 0.0
+        self.recent: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.count, self.total = self.count + 1, self.total + value
+        self.recent = (self.recent + [value])[-1000:]
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+
+
+class FastPath:
+    """Observe the domain adaptively; at the freeze level freeze the grower and free the worker; thaw at once after."""
+
+    def __init__(self, settings: GuardSettings, reader: DomainReader, engine, freezer=None, waker: Waker | None = None,
+                 clock: Callable[[], float] = time.time, alive: Callable[[int], bool] = pid_alive,
+                 worker_bytes: Callable[[], float] = lambda: 0.0):
+        self.settings, self.reader, self.engine, self.freezer, self.clock, self.alive = settings, reader, engine, freezer, clock, alive
+        self.worker_bytes = worker_bytes
+        self.waker = waker or Waker(reader, settings.fast_path_notify)
+        self.max_rate = float(parse_size(settings.fast_path_max_rate))
+        self.last: DomainObs | None = None  # the latest look (published; read by the engine and /metrics)
+        self.interval = settings.tick_seconds
+        self.episode: Episode | None = None
+        self.gaps = Histogram(GAP_BUCKETS)  # time between consecutive looks
+        self.reactions = Histogram(GAP_BUCKETS)  # threshold crossing -> freeze (or urgent free) done
+        self.steps = Histogram(GAP_BUCKETS)  # how long one look (and what it did: a freeze, a thaw) took
+        self.max_gap_ratio = 0.0  # the worst gap relative to the interval planned for it
+        self.wakeups = 0
+        self._stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    # --- the loop -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="headroom-fastpath", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        _raise_priority()
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            try:
+                self.step()
+                planned = self.interval
+            except Exception:  # one bad look must not end protection
+                log.exception("fast path step failed")
+                planned = self.settings.tick_seconds
+            self.steps.observe(time.perf_counter() - started)
+            if self.waker.wait(planned):
+                self.wakeups += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self.waker.close()
+
+    # --- one iteration --------------------------------------------------------------------------
+    def step(self) -> DomainObs | None:
+        obs = self.reader.read()
+        if obs is None:
+            self.interval = self.settings.tick_seconds
+            return None
+        prev, self.last = self.last, obs
+        if prev is not None:
+            gap = obs.taken_at - prev.taken_at
+            self.gaps.observe(gap)
+            self.max_gap_ratio = max(self.max_gap_ratio, gap / max(self.interval, 1e-3))
+        th = thresholds_for(self.settings, obs.total_bytes)
+        if self.freezer is not None:
+            self.freezer.resolve_no_room(obs.taken_at)
+        if th.freeze is not None and obs.available_bytes <= th.freeze:
+            self.protect(prev, obs, th)
+        elif self.episode is not None:
+            self.recover(obs, th)
+        watch_at = th.freeze if th.freeze is not None else th.pause
+        self.interval = next_interval(obs.available_bytes, watch_at, self.max_rate,
+                                      self.settings.fast_path_min_interval_seconds, self.settings.tick_seconds)
+        self.waker.arm(self.usage_thresholds(obs, th))
+        return obs
+
+    def usage_thresholds(self, obs: DomainObs, th: FastThresholds) -> list[int]:
+        """Usage values (v1 thresholds) at which the kernel wakes the loop: the freeze and the pause crossings."""
+        values = [th.pause] + ([th.freeze] if th.freeze is not None else [])
+        return [int(obs.total_bytes - value) for value in values]
+
+    def protect(self, prev: DomainObs | None, obs: DomainObs, th: FastThresholds) -> None:
+        """At the freeze level: freeze the process the kernel would kill (once per further drop) and free the worker."""
+        ep = self.episode
+        drop = max(32 * 2**20, 0.01 * obs.total_bytes)
+        if ep is not None and obs.available_bytes > ep.last_try_available - drop:
+            return  # this crossing is handled; freeze another only if the domain keeps falling
+        crossed = crossing_time(prev, obs, th.freeze)
+        reason = f"{format_size(obs.available_bytes)} available <= freeze threshold {format_size(th.freeze)}"
+        frozen = None
+        if self.freezer is not None and not self.settings.dry_run:
+            frozen = self.freezer.freeze(self.reader.pids(), reason, obs.taken_at)
+        if ep is None:
+            ep = self.episode = Episode(started_at=obs.taken_at, crossed_at=crossed, available_at_start=obs.available_bytes,
+                                        max_available=obs.available_bytes, worker_bytes=self.worker_bytes())
+        else:
+            ep.available_at_start = min(ep.available_at_start, obs.available_bytes)
+        ep.last_try_available = obs.available_bytes
+        if frozen is not None:
+            ep.pids.add(frozen.pid)
+        done = self.clock()
+        self.reactions.observe(max(0.0, done - crossed))
+        what = f"froze {frozen.comm} (pid {frozen.pid})" if frozen is not None else "nothing to freeze"
+        self.engine.protect(Desired("freed", level=2, reason=f"freeze level: {reason}"),
+                            f"fast path: {what}; freeing the worker ({reason}); reaction {1000 * (done - crossed):.0f} ms",
+                            {"crossed_at": crossed, "acted_at": done, "pid": frozen.pid if frozen else None})
+
+    def recover(self, obs: DomainObs, th: FastThresholds) -> None:
+        """Thaw as soon as the domain is back above the pause threshold; end the episode once the cause is gone."""
+        ep = self.episode
+        frozen = self.freezer.frozen() if self.freezer is not None else ()
+        if frozen:  # growth is stopped: a rise is what freeing the worker gave back
+            ep.max_available = max(ep.max_available, obs.available_bytes)
+        if frozen and obs.available_bytes > th.pause:
+            thawed = self.freezer.thaw_all(f"{format_size(obs.available_bytes)} available, above the pause threshold")
+            ep.thaws, ep.last_try_available = ep.thaws + len(thawed), float("inf")
+            frozen = self.freezer.frozen()
+        if cause_gone(ep, obs, th, self.alive, len(frozen)):
+            ep.cause_ended_at = obs.taken_at
+            self.episode = None
+            self.engine.protect(None, f"fast path: the cause is gone ({format_size(obs.available_bytes)} available); "
+                                      f"the worker may run again after the recovery hold", {"episode_started_at": ep.started_at})
+
+    def close(self) -> None:
+        """Stop the loop and thaw whatever is frozen (guard shutdown)."""
+        self.stop()
+        if self.freezer is not None:
+            self.freezer.close()
+
+
+def _raise_priority() -> None:
+    """Ask for a better nice value for this thread only (Linux nice is per thread); fine to be refused."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)
+    except (OSError, AttributeError):
+        pass
