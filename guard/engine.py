@@ -21,7 +21,7 @@ from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
-from headroom.contract import Maintenance
+from headroom.contract import Maintenance, WorkerStatus
 
 log = logging.getLogger("headroom.guard")
 FREE_WAIT_SECONDS = 120  # a free_worker request waits at least this long for the worker to be freed
@@ -52,7 +52,7 @@ class Engine(ProtectionMixin):
         self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
         self.downtime = DowntimeMeter()
-        self._seen_observed: dict | None = None  # the worker's state object at the previous tick (restart detection)
+        self._seen_observed: WorkerStatus | None = None  # the worker's state object at the previous tick (restart detection)
         self._grew_at: float | None = None  # when the worker was last seen starting, waking or freed (it loads after)
         from guard.workerpids import WorkerPids
 

@@ -16,7 +16,7 @@ class ProtectionMixin:
 
     def read_worker(self) -> str | None:
         """The worker's state: read here without an acting thread, else the acting thread's last read (never waits)."""
-        state = self.reconciler.read() if self.acting is None else (self.reconciler.observed or {}).get("state")
+        state = self.reconciler.read() if self.acting is None else getattr(self.reconciler.observed, "state", None)
         observed = self.reconciler.observed
         if worker_restarted(self._seen_observed, observed, self.decision.desired.state) and self.override is None:
             with self.lock:
