@@ -151,7 +151,7 @@ class Reconciler:
     def _call(self, action: str, now: float, fn) -> list[dict]:
         try:
             outcome = fn()
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, ValueError) as err:  # ValueError: a desired state the contract cannot carry
             outcome = Outcome("error", f"{type(err).__name__}: {err}")
         if outcome.result in ("ok", "accepted"):
             self.failures, self.next_attempt_at = 0, 0.0
