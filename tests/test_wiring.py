@@ -49,3 +49,15 @@ def test_client_commands_receive_the_settings(monkeypatch, tmp_path, capsys):
     assert '"log_level": "debug"' in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["status", "--no-such-flag"])
+
+
+@pytest.mark.parametrize("argv", [["status", "--url", "http://127.0.0.1:1"], ["thaw", "1", "--url", "http://127.0.0.1:1"],
+                                  ["check", "--ram", "1GiB", "--url", "http://127.0.0.1:1"],
+                                  ["batch", "status", "b1", "--url", "http://127.0.0.1:1"]])
+def test_an_unreachable_guard_or_worker_is_exit_69_for_every_client_command(argv, monkeypatch, tmp_path, capsys):
+    from headroom.errors import EXIT_UNREACHABLE
+
+    monkeypatch.delenv("HEADROOM_CONFIG", raising=False)
+    monkeypatch.setenv("HEADROOM_STATE_DIR", str(tmp_path))
+    assert cli.main(argv) == EXIT_UNREACHABLE == 69
+    assert "reach" in (lambda out: out.out + out.err)(capsys.readouterr())
