@@ -26,9 +26,8 @@ def test_every_key_has_a_meaning_or_shares_one():
     assert "## [exporter]" in text and "## [guard]" in text and "## [worker]" in text
 
 
-# Sections whose every key has a Field(description=...); guard and worker join once their settings carry them.
-DESCRIBED = {"top level": Settings, "[exporter]": Settings.model_fields["exporter"].annotation,
-             "[run]": Settings.model_fields["run"].annotation}
+# Sections whose every key has a Field(description=...); [guard] joins once its settings carry them.
+DESCRIBED = {"top level": Settings} | {f"[{name}]": Settings.model_fields[name].annotation for name in ("exporter", "worker", "run")}
 
 
 def test_each_key_of_the_described_sections_has_a_description_in_the_reference():

@@ -6,13 +6,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from headroom.settings_base import Section, listen_validator
+from headroom.settings_base import ListenAddress, Section
 from headroom.sizes import parse_size
 
 
 class WorkerSettings(Section):
     enabled: bool = Field(False, description="`headroom up` starts the worker only when enabled.")
-    listen: str = Field("127.0.0.1:9842", description="Address of the job API, the control endpoint and /metrics.")
+    listen: ListenAddress = Field("127.0.0.1:9842", description="Address of the job API, the control endpoint and /metrics.")
     token: str | None = Field(
         None,
         description=("Bearer token for PUT/POST/DELETE and result reads (at least 16 characters); unset: $HEADROOM_TOKEN, "
@@ -85,11 +85,6 @@ class WorkerSettings(Section):
                      'starts with an empty queue; "refuse" exits 5 before serving. move_aside is the default, as for the '
                      'guard: under systemd a refusal only restart-loops, while the moved file keeps every batch and result'
                      ' for recovery (TROUBLESHOOTING.md).'))
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        return listen_validator(value)
 
     @field_validator("kv_cache_memory", "max_upload_bytes", mode="before")
     @classmethod
