@@ -7,6 +7,7 @@ import time
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from guard.freezer import OUTCOMES
 from guard.leases import gpu_room, ram_room
 from guard.types import Level
 from guard.views import freezer_of
@@ -67,10 +68,10 @@ def _source(engine):
 
 
 def _freezer(engine):
+    """Freezer series, present (at zero) when freezing is off too: 'nothing frozen' is then the truth, not a gap."""
     freezer = freezer_of(engine)
-    if freezer is None:
-        return
-    frozen = freezer.frozen()
+    frozen = freezer.frozen() if freezer is not None else ()
+    outcomes = freezer.outcomes if freezer is not None else dict.fromkeys(OUTCOMES, 0)
     yield GaugeMetricFamily(P + "frozen", "Processes the guard holds frozen now (each with what was stopped with it).",
                             value=len(frozen))
     oldest = max((freezer.clock() - fp.frozen_at for fp in frozen), default=0.0)
@@ -78,7 +79,7 @@ def _freezer(engine):
                             value=oldest)
     ended = CounterMetricFamily(P + "freezes", "Freezes by how they ended: thawed (room made), manual, no_room_thawed, "
                                 "terminated, recovered (a restarted guard thawed it), shutdown, failed.", labels=["outcome"])
-    for outcome, count in sorted(freezer.outcomes.items()):
+    for outcome, count in sorted(outcomes.items()):
         ended.add_metric([outcome], count)
     yield ended
 

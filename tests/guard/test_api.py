@@ -40,7 +40,8 @@ def test_health_ready_docs_metrics_page(api):
     text = api.get("/metrics").text
     for name in ("headroom_guard_level{resource=\"ram\"}", "headroom_guard_actions_total", "headroom_guard_leases{status=\"granted\"}",
                  "headroom_guard_reserved_bytes{resource=\"ram\"}", "headroom_guard_admissions_total{result=\"granted\"}",
-                 "headroom_guard_source_up 1.0", "headroom_guard_snapshot_age_seconds", "headroom_guard_tick_seconds_bucket"):
+                 "headroom_guard_source_up 1.0", "headroom_guard_snapshot_age_seconds", "headroom_guard_tick_seconds_bucket",
+                 "headroom_guard_frozen 0.0", 'headroom_guard_freezes_total{outcome="thawed"} 0.0'):  # freezing off: zeros
         assert name in text, name
     assert "headroom guard: ok" in api.get("/").text
 
