@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.units import parse_proc_cgroup
+
 # Shared by the guard's freezer (a growing process) and the cgroup worker actuator (a worker without a control
 # endpoint). Every path hangs off `cgroupfs` (normally /sys/fs/cgroup) and `procfs` (normally /proc).
 
@@ -33,22 +35,6 @@ def v2_root(cgroupfs: Path) -> Path | None:
 def v1_freezer_root(cgroupfs: Path) -> Path | None:
     root = cgroupfs / "freezer"
     return root if (root / "freezer.state").exists() or (root / "cgroup.procs").exists() else None
-
-
-def parse_proc_cgroup(text: str) -> dict[str, str]:
-    """/proc/PID/cgroup -> {controller or '' for v2: path}; v1 lines list their controllers comma-separated."""
-    paths: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if not controllers:
-            paths[""] = path
-        for name in controllers.split(","):
-            if name:
-                paths[name] = path
-    return paths
 
 
 def freezer_of(cgroupfs: Path, path: str, version: int | None = None) -> FreezerCgroup | None:

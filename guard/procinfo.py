@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.units import parse_proc_cgroup
 from guard import cgroupctl
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
@@ -70,7 +71,7 @@ def read_proc(pid: int, procfs: Path = Path("/proc")) -> ProcInfo | None:
     try:
         oom_score = int((base / "oom_score").read_text())
         cmdline = parse_cmdline((base / "cmdline").read_bytes())
-        cgroups = cgroupctl.parse_proc_cgroup((base / "cgroup").read_text())
+        cgroups = parse_proc_cgroup((base / "cgroup").read_text())
     except (OSError, ValueError):
         return None
     return ProcInfo(pid, stat, oom_score, cmdline, cgroups)

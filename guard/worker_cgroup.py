@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.units import find_unit_path, is_unit_name
+from exporter.units import find_unit_path, is_unit_name, parse_proc_cgroup
 from guard import cgroupctl
 
 # One cgroup path, several hierarchies. On a hybrid host (this one) "/a/b" may exist as unified/a/b (cgroup2, which
@@ -106,7 +106,7 @@ def holds_headroom(cg: WorkerCgroup, procfs: Path = Path("/proc"), own_pid: int 
     """Why acting on `cg` would act on headroom itself (this process, or a headroom process inside it); None if not."""
     own_pid = own_pid or os.getpid()
     with contextlib.suppress(OSError):
-        own = cgroupctl.parse_proc_cgroup((procfs / str(own_pid) / "cgroup").read_text())
+        own = parse_proc_cgroup((procfs / str(own_pid) / "cgroup").read_text())
         for key, name in (("", "cgroup2"), ("freezer", "freezer"), ("memory", "memory")):
             if key in own and _within(own[key], cg.path):
                 return f"headroom itself (pid {own_pid}, in {name} cgroup {own[key]})"

@@ -13,26 +13,11 @@ from pathlib import Path
 import pytest
 
 from guard import cgroupctl
+from tests.guard.freezing import roots
 from tests.helpers import need, wait_for
 
 CGROUPFS = Path("/sys/fs/cgroup")
 COUNTER = "import sys, time\nn = 0\nwhile True:\n    n += 1\n    open(sys.argv[1], 'w').write(str(n))\n    time.sleep(0.01)\n"
-
-
-def test_parse_proc_cgroup_v1_and_v2_lines():
-    text = "9:name=systemd:/\n6:freezer:/f/x\n4:memory:/a/b\n3:cpu,cpuacct:/c\n0::/unified/path\n"
-    paths = cgroupctl.parse_proc_cgroup(text)
-    assert paths["freezer"] == "/f/x" and paths["memory"] == "/a/b" and paths["cpu"] == paths["cpuacct"] == "/c"
-    assert paths[""] == "/unified/path" and paths["name=systemd"] == "/"
-
-
-def roots() -> list[tuple[int, Path]]:
-    found = []
-    if (v2 := cgroupctl.v2_root(CGROUPFS)) is not None:
-        found.append((2, v2))
-    if (v1 := cgroupctl.v1_freezer_root(CGROUPFS)) is not None:
-        found.append((1, v1))
-    return found
 
 
 @contextlib.contextmanager
