@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import httpx
 
 from guard.types import Desired
+from headroom.contract import DesiredStatus, Maintenance, MaintenanceRequest, StateRequest, WorkerState, WorkerStatus
 
 log = logging.getLogger("headroom.guard.actuator")
 
@@ -18,13 +19,21 @@ class Outcome:
 
     result: str
     detail: str = ""
-    state: dict | None = None
+    state: WorkerStatus | None = None  # the worker's status when its answer carried one
+
+
+def _status(body: object) -> WorkerStatus | None:
+    """The worker's status from a 200/202 body; None when the body is not one (the next read fetches it)."""
+    try:
+        return WorkerStatus.model_validate(body)
+    except ValueError:
+        return None
 
 
 def _outcome(response: httpx.Response) -> Outcome:
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code in (200, 202):
-        return Outcome("ok" if response.status_code == 200 else "accepted", "", body if isinstance(body, dict) else None)
+        return Outcome("ok" if response.status_code == 200 else "accepted", "", _status(body))
     detail = body.get("detail") if isinstance(body, dict) else None
     result = "refused" if response.status_code in (409, 422) else "error"
     return Outcome(result, f"HTTP {response.status_code}: {detail or response.text[:200]}")
@@ -39,22 +48,21 @@ class ContractTarget:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
 
-    def read(self) -> dict | None:
+    def read(self) -> WorkerStatus:
+        """GET /control/state, parsed (httpx.HTTPError when unreachable, ValueError when not the contract's shape)."""
         response = self.client.get("/control/state")
         response.raise_for_status()
-        return response.json()
+        return WorkerStatus.model_validate(response.json())
 
     def apply(self, desired: Desired) -> Outcome:
-        body = {"state": desired.state, "reason": desired.reason[:500], "requested_by": "headroom-guard"}
-        if desired.state == "throttled":
-            body["concurrency"] = desired.concurrency
-        if desired.state == "freed":
-            body["level"] = desired.level
-        return _outcome(self.client.put("/control/state", json=body))
+        body = StateRequest(state=desired.state, reason=desired.reason[:500], requested_by="headroom-guard",
+                            concurrency=desired.concurrency if desired.state == WorkerState.THROTTLED else None,
+                            level=desired.level if desired.state == WorkerState.FREED else None)
+        return _outcome(self.client.put("/control/state", json=body.model_dump(mode="json", exclude_none=True)))
 
     def set_maintenance(self, on: bool, reason: str, retry_after: int) -> Outcome:
-        body = {"on": on, "reason": reason, "retry_after_seconds": retry_after}
-        return _outcome(self.client.put("/control/maintenance", json=body))
+        body = MaintenanceRequest(on=on, reason=reason, retry_after_seconds=retry_after)
+        return _outcome(self.client.put("/control/maintenance", json=body.model_dump(mode="json")))
 
     def close(self) -> None:
         self.client.close()
@@ -70,14 +78,13 @@ class VllmServeTarget:
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
         self.applied: Desired | None = None
 
-    def read(self) -> dict | None:
+    def read(self) -> WorkerStatus:
         sleeping = self.client.get("/is_sleeping")
         sleeping.raise_for_status()
         paused = self.client.get("/is_paused")
         is_paused = paused.status_code == 200 and bool(paused.json().get("is_paused"))
-        state = "freed" if sleeping.json().get("is_sleeping") else "paused" if is_paused else "running"
-        desired = self.applied.__dict__ if self.applied else {}
-        return {"state": state, "desired": {k: v for k, v in desired.items() if k != "reason"}, "maintenance": {"on": False}}
+        state = WorkerState.FREED if sleeping.json().get("is_sleeping") else WorkerState.PAUSED if is_paused else WorkerState.RUNNING
+        return WorkerStatus(state=state, desired=accepted_status(self.applied))
 
     def _post(self, path: str, **params) -> httpx.Response:
         return self.client.post(path, params=params or None)
@@ -105,16 +112,16 @@ class VllmServeTarget:
         self.client.close()
 
 
-def in_sync(observed: dict | None, desired: Desired) -> bool:
+def accepted_status(desired: Desired | None) -> DesiredStatus:
+    """The contract's echo of a desired state a target took on itself (vllm serve, cgroup); empty when none."""
+    if desired is None:
+        return DesiredStatus()
+    return DesiredStatus(state=desired.state, concurrency=desired.concurrency, level=desired.level)
+
+
+def in_sync(observed: WorkerStatus | None, desired: Desired) -> bool:
     """Whether the worker already has `desired` as its accepted desired state (idempotent reconcile)."""
-    if not observed:
-        return False
-    have = observed.get("desired") or {}
-    state = have.get("state")
-    want = desired.key()
-    have_key = (state, have.get("concurrency") if state == "throttled" else None,
-                have.get("level") if state == "freed" else None)
-    return have_key == want
+    return observed is not None and observed.desired.key() == desired.key()
 
 
 class Reconciler:
@@ -123,20 +130,20 @@ class Reconciler:
     def __init__(self, target, dry_run: bool, backoff_base: float, backoff_max: float):
         self.target, self.dry_run = target, dry_run
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
-        self.observed: dict | None = None
+        self.observed: WorkerStatus | None = None
         self.failures = 0
         self.next_attempt_at = 0.0
         self.last_dry_key: tuple | None = None
         self.read_error: str | None = None
 
-    def read(self) -> str | None:
-        """The worker's current state name, None when unreachable (remembered in read_error)."""
+    def read(self) -> WorkerState | None:
+        """The worker's current state, None when unreachable or not speaking the contract (remembered in read_error)."""
         try:
             self.observed = self.target.read()
             self.read_error = None
         except (httpx.HTTPError, ValueError) as err:
             self.observed, self.read_error = None, f"{type(err).__name__}: {err}"
-        return (self.observed or {}).get("state")
+        return self.observed.state if self.observed else None
 
     def _failed(self, now: float) -> None:
         self.failures += 1
@@ -149,16 +156,16 @@ class Reconciler:
             outcome = Outcome("error", f"{type(err).__name__}: {err}")
         if outcome.result in ("ok", "accepted"):
             self.failures, self.next_attempt_at = 0, 0.0
-            if outcome.state and "state" in outcome.state:
+            if outcome.state is not None:
                 self.observed = outcome.state
         else:
             self._failed(now)
         return [{"kind": "action", "action": action, "result": outcome.result, "message": outcome.detail}]
 
-    def reconcile(self, desired: Desired, maintenance: dict, now: float) -> list[dict]:
+    def reconcile(self, desired: Desired, maintenance: Maintenance, now: float) -> list[dict]:
         """Zero or more action events; idempotent: nothing is sent when the worker already agrees."""
-        want_maint = bool(maintenance.get("on"))
-        have_maint = bool(((self.observed or {}).get("maintenance") or {}).get("on"))
+        want_maint = maintenance.on
+        have_maint = self.observed is not None and self.observed.maintenance.on
         state_ok = in_sync(self.observed, desired)
         if state_ok and want_maint == have_maint:
             return []
@@ -174,7 +181,7 @@ class Reconciler:
         events: list[dict] = []
         if want_maint != have_maint:
             events += self._call("maintenance_on" if want_maint else "maintenance_off", now, lambda: self.target.set_maintenance(
-                want_maint, maintenance.get("reason") or "", int(maintenance.get("retry_after_seconds") or 60)))
+                want_maint, maintenance.reason or "", int(maintenance.retry_after_seconds or 60)))
         if not state_ok and not any(e["result"] == "error" for e in events):
             events += self._call(f"set_{desired.state}", now, lambda: self.target.apply(desired))
             events[-1]["message"] = (events[-1]["message"] or f"worker -> {desired.describe()}: {desired.reason}")

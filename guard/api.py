@@ -185,15 +185,15 @@ def build_router(auth, settings) -> APIRouter:
 
     @router.get("/v1/maintenance", tags=["maintenance"])
     async def get_maintenance(engine: EngineDep) -> dict:
-        return engine.maintenance
+        return engine.maintenance.as_dict()
 
     @router.put("/v1/maintenance", tags=["maintenance"], dependencies=Auth)
     async def put_maintenance(body: MaintenanceRequest, engine: EngineDep) -> dict:
-        return engine.set_maintenance(True, body.reason, body.retry_after_seconds)
+        return engine.set_maintenance(True, body.reason, body.retry_after_seconds).as_dict()
 
     @router.delete("/v1/maintenance", tags=["maintenance"], dependencies=Auth)
     async def delete_maintenance(engine: EngineDep) -> dict:
-        return engine.set_maintenance(False)
+        return engine.set_maintenance(False).as_dict()
 
     @router.post("/v1/alerts", tags=["alerts"], dependencies=Auth)
     async def alerts(body: AlertmanagerWebhook, engine: EngineDep) -> dict:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from guard import cgroupctl
-from guard.actuator import Outcome
+from guard.actuator import Outcome, accepted_status
 from guard.types import Desired
 from guard.worker_cgroup import ANON_SLACK_BYTES, WorkerCgroup, has_exited, holds_headroom, resolve
+from headroom.contract import EngineStatus, Maintenance, WorkerState, WorkerStatus
 from headroom.errors import EXIT_CONFIG, HeadroomError
 
 log = logging.getLogger("headroom.guard.cgroup_worker")
@@ -24,15 +25,15 @@ STORE_KEY = "cgroup_worker"  # {"name", "path", "frozen": [{"path", "directory",
 KILL_WAIT_SECONDS = 5.0  # after SIGKILL, how long the processes get to leave the cgroup
 
 
-def observed_state(has_processes: bool, frozen: bool, busy: str | None, holds_memory: bool) -> str:
-    """The contract's state name from what the kernel shows: "freed" only once no process and none of its memory is left."""
+def observed_state(has_processes: bool, frozen: bool, busy: str | None, holds_memory: bool) -> WorkerState:
+    """The contract's state from what the kernel shows: freed only once no process and none of its memory is left."""
     if busy == "waking" and not has_processes:
-        return "waking"
+        return WorkerState.WAKING
     if not has_processes and not holds_memory:
-        return "freed"
+        return WorkerState.FREED
     if busy == "freeing" or not has_processes:
-        return "freeing"
-    return "paused" if frozen else "running"
+        return WorkerState.FREEING
+    return WorkerState.PAUSED if frozen else WorkerState.RUNNING
 
 
 def run_argv(argv: list[str], timeout: float) -> str | None:
@@ -110,7 +111,7 @@ class CgroupWorkerTarget:
         self._record(frozen=[])
 
     # --- the target interface -----------------------------------------------------------------------
-    def read(self) -> dict:
+    def read(self) -> WorkerStatus:
         pids = self.cgroup.pids()
         memory = self.cgroup.memory()
         gpu_bytes = self._gpu_bytes(pids)
@@ -124,11 +125,11 @@ class CgroupWorkerTarget:
             state = observed_state(bool(pids), frozen, self.busy, holds)
             desired = self.accepted
             note = self.note or self._idle_note(pids, state)
-        return {"state": state, "desired": {k: v for k, v in (desired.__dict__ if desired else {}).items() if k != "reason"},
-                "maintenance": {"on": self.maintenance}, "since": self.since, "concurrency": None,
-                "engine": {"kind": "cgroup", "loaded": bool(pids)}, "note": note,
-                "cgroup": {"path": self.cgroup.path, "processes": len(pids), "frozen": frozen, "memory_bytes": memory.usage_bytes,
-                           "anon_bytes": memory.anon_bytes, "shmem_bytes": memory.shmem_bytes, "gpu_bytes": gpu_bytes}}
+        return WorkerStatus(
+            state=state, desired=accepted_status(desired), maintenance=Maintenance(on=self.maintenance), since=self.since,
+            engine=EngineStatus(kind="cgroup", loaded=bool(pids)), note=note,
+            cgroup={"path": self.cgroup.path, "processes": len(pids), "frozen": frozen, "memory_bytes": memory.usage_bytes,
+                    "anon_bytes": memory.anon_bytes, "shmem_bytes": memory.shmem_bytes, "gpu_bytes": gpu_bytes})
 
     def _idle_note(self, pids: list[int], state: str) -> str:
         if pids or state != "freed":

@@ -21,6 +21,7 @@ from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
+from headroom.contract import Maintenance
 
 log = logging.getLogger("headroom.guard")
 FREE_WAIT_SECONDS = 120  # a free_worker request waits at least this long for the worker to be freed
@@ -37,7 +38,7 @@ class Engine(ProtectionMixin):
         self.state = restore_state(store)
         self.snapshot = Snapshot(taken_at=0.0, ok=False, error="not observed yet")
         self.decision = Decision(self.state.level, self.state.desired, ("not observed yet",), stale=True, admissions_open=False)
-        self.maintenance: dict = store.get("maintenance", {"on": False})
+        self.maintenance = Maintenance.from_dict(store.get("maintenance", None))
         self.actions: Counter = Counter()
         self.admissions: Counter = Counter()
         self.tick_seconds: list[float] = []  # the last 1000 tick durations (for the benchmark)
@@ -266,13 +267,12 @@ class Engine(ProtectionMixin):
             return self.end(lease, "released", "released by the holder", self.clock())
 
     # --- maintenance, alerts --------------------------------------------------------------------
-    def set_maintenance(self, on: bool, reason: str = "", retry_after_seconds: int = 600) -> dict:
+    def set_maintenance(self, on: bool, reason: str = "", retry_after_seconds: int = 600) -> Maintenance:
         with self.lock:
             now = self.clock()
-            self.maintenance = {"on": on, "reason": reason if on else None, "retry_after_seconds": retry_after_seconds,
-                                "since": now}
-            self.store.set("maintenance", self.maintenance)
-            self.store.add_event("maintenance", f"maintenance {'on: ' + reason if on else 'off'}", dict(self.maintenance), at=now)
+            self.maintenance = Maintenance(on, reason if on else None, retry_after_seconds, now)
+            self.store.set("maintenance", self.maintenance.as_dict())
+            self.store.add_event("maintenance", f"maintenance {'on: ' + reason if on else 'off'}", self.maintenance.as_dict(), at=now)
         return self.maintenance
 
     def alert(self, alerts: list[dict]) -> int:

@@ -33,7 +33,7 @@ def _worker(engine):
     for (action, result), count in sorted(engine.actions.items()):
         actions.add_metric([action, result], count)
     yield actions
-    yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if engine.maintenance.get("on") else 0.0)
+    yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if engine.maintenance.on else 0.0)
     yield GaugeMetricFamily(P + "dry_run", "1 when the guard only logs what it would do.", value=1.0 if engine.settings.dry_run else 0.0)
 
 

@@ -8,6 +8,7 @@ from typing import Iterable
 
 from guard.settings import GuardSettings, Rule, parse_amount
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
+from headroom.contract import Maintenance
 from headroom.sizes import format_size, parse_size
 
 RAM_LIKE = ("ram", "psi", "swap", "predict")  # resources whose pressure is pressure on RAM
@@ -189,12 +190,12 @@ def desired_from_level(level: Level, resources: dict[str, ResourceState], config
     return Desired("running", reason=reason)
 
 
-def desired_worker(level: Level, resources: dict, leases: Iterable[Lease], maintenance: dict | None,
+def desired_worker(level: Level, resources: dict, leases: Iterable[Lease], maintenance: Maintenance | None,
                    config: GuardSettings) -> Desired:
     """The most severe of: what the level asks, maintenance (paused), leases that free the worker (freed)."""
     candidates = [desired_from_level(level, resources, config)]
-    if maintenance and maintenance.get("on"):
-        candidates.append(Desired("paused", reason=f"maintenance: {maintenance.get('reason') or 'operator'}"))
+    if maintenance is not None and maintenance.on:
+        candidates.append(Desired("paused", reason=f"maintenance: {maintenance.reason or 'operator'}"))
     holders = [f"{lease.holder} ({lease.id})" for lease in leases if lease.active and lease.frees_worker]
     if holders:
         candidates.append(Desired("freed", level=free_level_for(resources, config),
@@ -207,7 +208,7 @@ def is_stale(snapshot: Snapshot, now: float, config: GuardSettings) -> bool:
 
 
 def evaluate(snapshot: Snapshot, previous: GuardState, leases: Iterable[Lease], now: float,
-             config: GuardSettings, maintenance: dict | None = None) -> tuple[GuardState, Decision]:
+             config: GuardSettings, maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
     """One tick of policy: freshness, per-resource levels with hysteresis, overall level, desired worker state."""
     state = copy.deepcopy(previous)
     leases = list(leases)

@@ -33,12 +33,13 @@ def thresholds(rule, kind: str, total: float | None) -> dict[str, float]:
 
 def worker_view(engine, decision) -> dict:
     reconciler, snap = engine.reconciler, engine.snapshot
-    observed = (reconciler.observed if reconciler else None) or {}
+    observed = reconciler.observed if reconciler else None
+    seen = observed.model_dump(mode="json", include={"queue", "concurrency", "since", "engine", "note", "cgroup"}) if observed else {}
     return {"desired": asdict(decision.desired), "observed": snap.worker_state,
             "error": reconciler.read_error if reconciler else None, "driven": reconciler is not None,
-            "dry_run": engine.settings.dry_run, "queue": observed.get("queue"),
-            "concurrency": observed.get("concurrency"), "since": observed.get("since"), "engine": observed.get("engine"),
-            "note": observed.get("note") or None, "cgroup": observed.get("cgroup")}
+            "dry_run": engine.settings.dry_run, "queue": seen.get("queue"),
+            "concurrency": seen.get("concurrency"), "since": seen.get("since"), "engine": seen.get("engine"),
+            "note": seen.get("note") or None, "cgroup": seen.get("cgroup")}
 
 
 def freezer_of(engine):
@@ -79,7 +80,7 @@ def headroom_view(engine) -> dict:
             "admissions_open": decision.admissions_open, "ram": ram, "gpus": gpus,
             "signals": {name: _resource(state.resources.get(name)) for name in ("psi", "swap", "predict")},
             "worker": worker_view(engine, decision),
-            "maintenance": engine.maintenance,
+            "maintenance": engine.maintenance.as_dict(),
             "frozen": frozen_view(engine),
             "leases": {"granted": sum(l.status == "granted" for l in leases), "waiting": sum(l.status == "waiting" for l in leases)},
             "store": engine.store.health_view(),

@@ -103,13 +103,13 @@ def test_worker_conforms_to_its_published_schema(schemathesis_module, tmp_path):
     from headroom.config import load_settings
     from worker.app import create_app
     from worker.engines import EchoEngine
-    from worker.types import Maintenance
+    from headroom.contract import Maintenance
 
     token = "conformance-token-0123456789"
     settings = load_settings(None, environ={}, state_dir=str(tmp_path / "state"),
                              worker={"engine": "echo", "token": token, "control_wait_seconds": 0})
     app = create_app(settings, engine=EchoEngine())
     schema = schemathesis_module.openapi.from_asgi("/openapi.json", app)  # its transport runs the app's lifespan
-    runner = app.state.runner
-    calls = run_schema(schema, token, 60, reset=lambda: runner.maintenance.on and runner.set_maintenance(Maintenance()))
+    controller = app.state.controller
+    calls = run_schema(schema, token, 60, reset=lambda: controller.maintenance.on and controller.set_maintenance(Maintenance()))
     assert calls >= 150, calls

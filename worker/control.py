@@ -1,47 +1,17 @@
-"""The control contract's inputs and rules: what a PUT may ask for, and which requests are impossible (409)."""
+"""The control contract's rules on the worker's side: which requests are impossible (409), and when one is reached.
+
+The request bodies themselves are the contract's (headroom/contract.py).
+"""
 
 from __future__ import annotations
 
-import time
-from typing import Literal
-
-from pydantic import Field, model_validator
-
-from headroom.bodies import Body
+from headroom.contract import StateRequest, WorkerState
 from worker.types import Desired
 
 
-class StateRequest(Body):
-    """Body of PUT /control/state."""
-
-    state: Literal["running", "throttled", "paused", "freed"]
-    concurrency: int | None = Field(default=None, ge=1, le=4096)  # required for throttled
-    level: Literal[1, 2] | None = None  # required for freed
-    reason: str | None = Field(default=None, max_length=1000)
-    requested_by: str | None = Field(default=None, max_length=200)
-
-    @model_validator(mode="after")
-    def _fields_fit_state(self) -> "StateRequest":
-        if self.state == "throttled" and self.concurrency is None:
-            raise ValueError("throttled needs concurrency (an integer >= 1)")
-        if self.state != "throttled" and self.concurrency is not None:
-            raise ValueError(f"concurrency only goes with throttled, not {self.state}")
-        if self.state == "freed" and self.level is None:
-            raise ValueError("freed needs level (1 or 2)")
-        if self.state != "freed" and self.level is not None:
-            raise ValueError(f"level only goes with freed, not {self.state}")
-        return self
-
-    def to_desired(self) -> Desired:
-        return Desired(self.state, self.concurrency, self.level, self.reason, self.requested_by, time.time())
-
-
-class MaintenanceRequest(Body):
-    """Body of PUT /control/maintenance."""
-
-    on: bool
-    reason: str | None = Field(default=None, max_length=1000)
-    retry_after_seconds: int | None = Field(default=None, ge=0, le=86400 * 7)
+def to_desired(request: StateRequest, now: float) -> Desired:
+    """The accepted desired state for a validated PUT /control/state body, stamped with `now` (unix seconds)."""
+    return Desired(request.worker_state, request.concurrency, request.level, request.reason, request.requested_by, now)
 
 
 class Conflict(Exception):
@@ -50,7 +20,7 @@ class Conflict(Exception):
 
 def check_possible(desired: Desired, free_levels: dict[int, str] | None, engine_kind: str) -> None:
     """Raise Conflict when `desired` cannot be reached with this engine."""
-    if desired.state != "freed":
+    if desired.state != WorkerState.FREED:
         return
     if free_levels is None:
         if desired.level == 2:
@@ -66,12 +36,12 @@ def check_possible(desired: Desired, free_levels: dict[int, str] | None, engine_
                        f"(vLLM has no sleep mode on CPU), so it can only be freed at {how}")
 
 
-def reached(desired: Desired, state: str, concurrency: int | None, free_level: int | None, maintenance_on: bool) -> bool:
+def reached(desired: Desired, state: WorkerState, concurrency: int | None, free_level: int | None, maintenance_on: bool) -> bool:
     """Whether the worker's current state satisfies `desired` (used to answer 200 rather than 202)."""
-    if desired.state == "freed":
-        return state == "freed" and free_level == desired.level
-    if maintenance_on or desired.state == "paused":
-        return state == "paused"
-    if desired.state == "throttled":
-        return state == "throttled" and concurrency == desired.concurrency
-    return state == "running"
+    if desired.state == WorkerState.FREED:
+        return state == WorkerState.FREED and free_level == desired.level
+    if maintenance_on or desired.state == WorkerState.PAUSED:
+        return state == WorkerState.PAUSED
+    if desired.state == WorkerState.THROTTLED:
+        return state == WorkerState.THROTTLED and concurrency == desired.concurrency
+    return state == WorkerState.RUNNING

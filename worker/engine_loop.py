@@ -1,4 +1,4 @@
-"""The runner thread's half of the Runner: the engine loop (add, step, abort) and control applied between iterations."""
+"""The controller thread's half of the Controller: the engine loop (add, step, abort) and control applied between iterations."""
 
 from __future__ import annotations
 
@@ -7,30 +7,31 @@ import os
 import signal
 import time
 
+from headroom.contract import WorkerState
 from worker.openai_format import output_line
 from worker.types import EngineResult
 
-log = logging.getLogger("headroom.worker.runner")
+log = logging.getLogger("headroom.worker.controller")
 RETRY_SECONDS = 5.0  # wait before retrying a failed free or wake
 
 
 class EngineLoop:
-    """Mixed into Runner (worker/runner.py), which owns the attributes; only the runner thread calls these."""
+    """Mixed into Controller (worker/controller.py), which owns the attributes; only the controller thread calls these."""
 
-    # ---- the runner thread: state ----------------------------------------------------------------
-    def _set_state(self, state: str, concurrency: int | None = None) -> None:
+    # ---- the controller thread: state ----------------------------------------------------------------
+    def _set_state(self, state: WorkerState, concurrency: int | None = None) -> None:
         """Publish the state; the generation being applied counts as begun."""
         with self.changed:
             if (state, concurrency) != (self.state, self.concurrency):
                 if state != self.state:
-                    self.since = time.time()
+                    self.since = self.clock()
                     log.info("state %s -> %s", self.state, state)
                 self.state, self.concurrency = state, concurrency
             if self._begun < self._applying:
                 self._begun = self._applying
                 self.in_flight_peak = self.in_flight
-                if state in ("paused", "freeing", "freed") and self.in_flight == 0:
-                    self.last_control_to_idle_seconds = time.monotonic() - self._accepted_at
+                if state in (WorkerState.PAUSED, WorkerState.FREEING, WorkerState.FREED) and self.in_flight == 0:
+                    self.last_control_to_idle_seconds = self.timer() - self._accepted_at
             self.changed.notify_all()
 
     def _observe(self) -> None:
@@ -46,22 +47,22 @@ class EngineLoop:
                 if self._pass():
                     continue
             except Exception:  # keep the worker alive; the error is in the log and the state object
-                log.exception("runner iteration failed")
+                log.exception("controller iteration failed")
                 time.sleep(1)
             self._poke.wait(0.5)
             self._poke.clear()
 
-    # ---- the runner thread: control between iterations -------------------------------------------
+    # ---- the controller thread: control between iterations -------------------------------------------
     def _reconcile(self) -> None:
         with self.lock:
             desired, maintenance_on, self._applying = self.desired, self.maintenance.on, self._generation
-        if time.monotonic() < self._retry_at:
+        if self.timer() < self._retry_at:
             return
-        if desired.state == "freed":
+        if desired.state == WorkerState.FREED:
             self._admit = self._stepping = False
-            if self.state == "freed" and self.free_level == desired.level:
-                return self._set_state("freed")
-            if self.state == "freed" and self._ever_loaded:
+            if self.state == WorkerState.FREED and self.free_level == desired.level:
+                return self._set_state(WorkerState.FREED)
+            if self.state == WorkerState.FREED and self._ever_loaded:
                 self._wake()  # a different level: wake, then free again at the new one
             self._free(desired.level or 2)
             return
@@ -70,15 +71,15 @@ class EngineLoop:
             self._wake()
             if not self.engine.loaded:
                 return
-        if maintenance_on or desired.state == "paused":
+        if maintenance_on or desired.state == WorkerState.PAUSED:
             self._pause()
-        elif desired.state == "throttled":
+        elif desired.state == WorkerState.THROTTLED:
             self._take_back(list(self._flight)[desired.concurrency:], f"throttled to {desired.concurrency}")
             self._admit = self._stepping = True
-            self._set_state("throttled", desired.concurrency)
+            self._set_state(WorkerState.THROTTLED, desired.concurrency)
         else:
             self._admit = self._stepping = True
-            self._set_state("running", self.default_concurrency)
+            self._set_state(WorkerState.RUNNING, self.default_concurrency)
 
     def _pause(self) -> None:
         """No request starts; those in flight are aborted and requeued, finish, or stay in the engine (pause_mode)."""
@@ -90,7 +91,7 @@ class EngineLoop:
         if self._stepping:  # draining: the state says paused once the last one finished
             self._set_state(self.state, self.concurrency)
         else:
-            self._set_state("paused")
+            self._set_state(WorkerState.PAUSED)
 
     def _take_back(self, keys: list[int], why: str) -> None:
         """Abort `keys` in the engine, then requeue them: they restart from scratch and are written once."""
@@ -118,20 +119,20 @@ class EngineLoop:
         if not self.engine.loaded:
             with self.lock:
                 self.free_level, self.free_method = level, self.free_method or "not_loaded"
-            self._set_state("freed")
+            self._set_state(WorkerState.FREED)
             return
         previous = self.state
         self._take_back(list(self._flight), f"freeing at level {level}")
-        self._set_state("freeing")
-        started = time.monotonic()
+        self._set_state(WorkerState.FREEING)
+        started = self.timer()
         try:
             method = self.engine.free(level)
         except Exception as err:
             log.exception("freeing the engine failed")
-            self.engine_error, self._retry_at = f"free failed: {err}", time.monotonic() + RETRY_SECONDS
+            self.engine_error, self._retry_at = f"free failed: {err}", self.timer() + RETRY_SECONDS
             self._set_state(previous)
             return
-        seconds = time.monotonic() - started
+        seconds = self.timer() - started
         with self.lock:
             self.free_level, self.free_method, self.engine_error = level, method, None
             self.counters.frees[method] = self.counters.frees.get(method, 0) + 1
@@ -139,23 +140,23 @@ class EngineLoop:
             self.counters.last_free_seconds = seconds
         self._observe()
         log.info("freed the engine at level %d by %s in %.2fs", level, method, seconds)
-        self._set_state("freed")
+        self._set_state(WorkerState.FREED)
 
     def _wake(self) -> None:
         first = not self._ever_loaded
         previous = self.state
-        self._set_state("starting" if first else "waking")
-        started = time.monotonic()
+        self._set_state(WorkerState.STARTING if first else WorkerState.WAKING)
+        started = self.timer()
         try:
             self.engine.load() if first else self.engine.wake()
         except Exception as err:
             log.exception("building the engine failed")
-            self.engine_error, self._retry_at = f"{'load' if first else 'wake'} failed: {err}", time.monotonic() + RETRY_SECONDS
+            self.engine_error, self._retry_at = f"{'load' if first else 'wake'} failed: {err}", self.timer() + RETRY_SECONDS
             self._set_state(previous)
             if first and self.on_fatal:
                 self.on_fatal(f"the {self.engine.kind} engine could not be built: {err}")
             return
-        seconds = time.monotonic() - started
+        seconds = self.timer() - started
         with self.lock:
             self._ever_loaded, self.free_level, self.engine_error = True, None, None
             if not first:
@@ -164,7 +165,7 @@ class EngineLoop:
                 self.counters.last_wake_seconds = seconds
         log.info("engine %s in %.2fs", "built" if first else "woken", seconds)
 
-    # ---- the runner thread: the engine loop ------------------------------------------------------
+    # ---- the controller thread: the engine loop ------------------------------------------------------
     def _pass(self) -> bool:
         """Top up to the limit, run one engine iteration; False when there is nothing to do."""
         if not self.engine.loaded:
@@ -195,7 +196,7 @@ class EngineLoop:
             self._commit(refused)
 
     def _iterate(self) -> None:
-        started = time.monotonic()
+        started = self.timer()
         try:
             results = self.engine.step()
         except Exception as err:  # the engine itself broke: what it held fails, named
@@ -204,7 +205,7 @@ class EngineLoop:
             keys = list(self._flight)
             self.engine.abort(keys)
             results = [EngineResult(key, 0, None, error) for key in keys]
-        seconds = time.monotonic() - started
+        seconds = self.timer() - started
         if results:
             self._commit(results)
         with self.lock:

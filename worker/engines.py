@@ -1,18 +1,21 @@
-"""The engine interface (an engine loop: add, step, abort), the echo engine (dev/test only) and the factory."""
+"""The model engine interface (an engine loop: add, step, abort), the echo engine (dev/test only) and the factory.
+
+The factory imports the real engines lazily; they import nothing from here (no import loop).
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Iterable, Protocol
 
-from worker.openai_format import response_body
+from worker.openai_format import response_body, sampling_max_tokens
 from worker.types import CHAT_URL, EngineRequest, EngineResult
 
 
-class Engine(Protocol):
-    """What the runner needs from an engine. Every call comes from the runner's one thread.
+class ModelEngine(Protocol):
+    """What the controller needs from a model engine. Every call comes from the controller's one thread.
 
-    The runner drives a loop: add() requests as room appears, step() once per iteration (each returns
+    The controller drives a loop: add() requests as room appears, step() once per iteration (each returns
     the requests that finished in it), abort() requests it takes back (they are requeued and restart
     from scratch), in_flight() counts what the engine itself still holds.
     """
@@ -49,10 +52,6 @@ class Engine(Protocol):
         """Undo free(): afterwards the engine serves again."""
 
     def close(self) -> None: ...
-
-
-def sampling_max_tokens(body: dict, default: int) -> int:
-    return body.get("max_tokens") or body.get("max_completion_tokens") or default
 
 
 class EchoEngine:
@@ -128,7 +127,7 @@ class EchoEngine:
         self._loaded = False
 
 
-def make_engine(settings) -> Engine:
+def make_engine(settings) -> ModelEngine:
     """The engine named by settings.worker.engine (nothing heavy is imported or loaded here)."""
     ws = settings.worker
     if ws.engine == "echo":

@@ -1,29 +1,29 @@
-"""The worker's /metrics: a collector that reads the runner and the store on every scrape (own registry)."""
+"""The worker's /metrics: a collector that reads the controller and the store on every scrape (own registry)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from worker.types import STATES
+from headroom.contract import DESIRABLE, WorkerState
 
 P = "headroom_worker_"
 
 
 class WorkerCollector:
-    def __init__(self, runner):
-        self.runner = runner
+    def __init__(self, controller):
+        self.controller = controller
 
     def collect(self):
-        runner = self.runner
-        snap = runner.snapshot()
-        with runner.lock:
-            c = runner.counters
+        controller = self.controller
+        snap = controller.snapshot()
+        with controller.lock:
+            c = controller.counters
             requests, frees = dict(c.requests), dict(c.frees)
             tokens = (c.prompt_tokens, c.generated_tokens, c.steps, c.free_seconds, c.wakes, c.wake_seconds)
             loop = (c.iteration_seconds, c.requeued)
         yield from _state_families(snap)
-        yield from _queue_families(snap, runner.store.batch_status_counts())
+        yield from _queue_families(snap, controller.store.batch_status_counts())
         yield _by_label(P + "requests", "Requests this process finished, by outcome.", "outcome", requests)
         yield CounterMetricFamily(P + "prompt_tokens", "Prompt tokens of finished requests.", value=tokens[0])
         yield CounterMetricFamily(P + "generated_tokens", "Tokens generated (completion tokens).", value=tokens[1])
@@ -35,7 +35,7 @@ class WorkerCollector:
         yield CounterMetricFamily(P + "free_seconds", "Seconds spent freeing the engine.", value=tokens[3])
         yield CounterMetricFamily(P + "wakes", "Times the engine was woken (rebuilt or woken from sleep).", value=tokens[4])
         yield CounterMetricFamily(P + "wake_seconds", "Seconds spent waking the engine.", value=tokens[5])
-        yield from _store_families(runner.store)
+        yield from _store_families(controller.store)
 
 
 def _by_label(name: str, doc: str, label: str, values: dict) -> CounterMetricFamily:
@@ -47,13 +47,13 @@ def _by_label(name: str, doc: str, label: str, values: dict) -> CounterMetricFam
 
 def _state_families(snap):
     state = GaugeMetricFamily(P + "state", "1 for the worker's current state.", labels=["state"])
-    for name in STATES:
-        state.add_metric([name], 1.0 if snap["state"] == name else 0.0)
+    for name in WorkerState:
+        state.add_metric([name.value], 1.0 if snap["state"] == name else 0.0)
     yield state
     yield GaugeMetricFamily(P + "state_since_timestamp_seconds", "When the current state began (unix seconds).", value=snap["since"])
     desired = GaugeMetricFamily(P + "desired_state", "1 for the last accepted desired state.", labels=["state"])
-    for name in ("running", "throttled", "paused", "freed"):
-        desired.add_metric([name], 1.0 if snap["desired"]["state"] == name else 0.0)
+    for name in DESIRABLE:
+        desired.add_metric([name.value], 1.0 if snap["desired"]["state"] == name else 0.0)
     yield desired
     if snap["concurrency"] is not None:
         yield GaugeMetricFamily(P + "concurrency_limit", "Most requests run at once now (absent when paused or freed).", value=snap["concurrency"])
@@ -94,7 +94,7 @@ def _store_families(store):
                             value=len(view["corrupt_files"]))
 
 
-def build_registry(runner) -> CollectorRegistry:
+def build_registry(controller) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(WorkerCollector(runner))
+    registry.register(WorkerCollector(controller))
     return registry

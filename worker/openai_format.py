@@ -45,3 +45,8 @@ def output_line(custom_id: str, result: EngineResult) -> dict[str, Any]:
 def cancelled_line(key: int, custom_id: str) -> dict[str, Any]:
     return {"id": f"batch_req_{key:010d}", "custom_id": custom_id, "response": None,
             "error": {"code": "batch_cancelled", "message": "the batch was cancelled before this request ran"}}
+
+
+def sampling_max_tokens(body: dict, default: int) -> int:
+    """The request's token budget: max_tokens, else max_completion_tokens (chat), else the worker's default."""
+    return body.get("max_tokens") or body.get("max_completion_tokens") or default

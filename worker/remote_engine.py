@@ -19,7 +19,7 @@ class RemoteEngine:
     """Requests go to `base_url`; free = POST /sleep?level=N, wake = POST /wake_up (needs VLLM_SERVER_DEV_MODE=1).
 
     Requests in flight are HTTP calls on an asyncio loop in a helper thread; abort() cancels them (the server sees
-    the connection close and drops the request). Control endpoints go through a plain client on the runner's thread.
+    the connection close and drops the request). Control endpoints go through a plain client on the controller's thread.
     """
 
     kind = "remote"

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from worker.control import Conflict, MaintenanceRequest, StateRequest
-from worker.runner import Runner
-from worker.types import Maintenance
+from headroom.contract import Maintenance, MaintenanceRequest, StateRequest, WorkerStatus
+from worker.control import Conflict, to_desired
+from worker.controller import Controller
 
 
-def get_runner(request: Request) -> Runner:
-    return request.app.state.runner
+def get_controller(request: Request) -> Controller:
+    return request.app.state.controller
 
 
-RunnerDep = Annotated[Runner, Depends(get_runner)]
+ControllerDep = Annotated[Controller, Depends(get_controller)]
 
 
 UNDER_WAY = {202: {"description": "accepted; the transition is still under way"}}
@@ -28,47 +27,47 @@ def control_router(auth) -> APIRouter:
     router = APIRouter()
     guarded = [Depends(auth)]
 
-    @router.get("/control/state")
-    def read_state(runner: RunnerDep) -> dict:
-        return runner.snapshot()
+    @router.get("/control/state", response_model=WorkerStatus, response_model_exclude={"note", "cgroup"})
+    def read_state(controller: ControllerDep) -> dict:
+        return controller.snapshot()
 
     @router.put("/control/state", dependencies=guarded, responses={**UNDER_WAY, 409: {"description": "impossible with this engine"}})
-    def put_state(body: StateRequest, runner: RunnerDep, request: Request) -> JSONResponse:
+    def put_state(body: StateRequest, controller: ControllerDep, request: Request) -> JSONResponse:
         try:
-            generation = runner.set_desired(body.to_desired())
+            generation = controller.set_desired(to_desired(body, controller.clock()))
         except Conflict as err:
-            return JSONResponse({"detail": str(err), "state": runner.snapshot()}, status_code=409)
+            return JSONResponse({"detail": str(err), "state": controller.snapshot()}, status_code=409)
         # Answer once the transition has begun (a pause: in-flight requests already aborted), not when a free ends.
-        done = runner.wait_begun(generation, request.app.state.settings.worker.control_wait_seconds)
-        return JSONResponse(runner.snapshot(), status_code=200 if done else 202)
+        done = controller.wait_begun(generation, request.app.state.settings.worker.control_wait_seconds)
+        return JSONResponse(controller.snapshot(), status_code=200 if done else 202)
 
     @router.get("/control/maintenance")
-    def read_maintenance(runner: RunnerDep) -> dict:
-        return runner.snapshot()["maintenance"]
+    def read_maintenance(controller: ControllerDep) -> dict:
+        return controller.snapshot()["maintenance"]
 
     @router.put("/control/maintenance", dependencies=guarded, responses=UNDER_WAY)
-    def put_maintenance(body: MaintenanceRequest, runner: RunnerDep, request: Request) -> JSONResponse:
-        current = runner.maintenance
+    def put_maintenance(body: MaintenanceRequest, controller: ControllerDep, request: Request) -> JSONResponse:
+        current = controller.maintenance
         if body.on != current.on or body.reason != current.reason or body.retry_after_seconds != current.retry_after_seconds:
-            since = current.since if body.on == current.on else time.time()
-            generation = runner.set_maintenance(Maintenance(body.on, body.reason, body.retry_after_seconds, since))
-            done = runner.wait_begun(generation, request.app.state.settings.worker.control_wait_seconds)
+            since = current.since if body.on == current.on else controller.clock()
+            generation = controller.set_maintenance(Maintenance(body.on, body.reason, body.retry_after_seconds, since))
+            done = controller.wait_begun(generation, request.app.state.settings.worker.control_wait_seconds)
         else:
-            done = runner.wait_reached(request.app.state.settings.worker.control_wait_seconds)
-        return JSONResponse(runner.snapshot(), status_code=200 if done else 202)
+            done = controller.wait_reached(request.app.state.settings.worker.control_wait_seconds)
+        return JSONResponse(controller.snapshot(), status_code=200 if done else 202)
 
     @router.get("/healthz")
     def healthz() -> dict:
         return {"ok": True}
 
     @router.get("/readyz", responses={503: {"description": "still starting"}})
-    def readyz(runner: RunnerDep) -> JSONResponse:
-        snap = runner.snapshot()
-        store = runner.store.health_view()
+    def readyz(controller: ControllerDep) -> JSONResponse:
+        snap = controller.snapshot()
+        store = controller.store.health_view()
         ready = snap["state"] != "starting"  # up and reconciling; a freed worker is ready (it wakes on request)
         body = {"ready": ready, "state": snap["state"], "error": snap["engine"]["error"], "store": store}
         if not store["writable"]:  # nothing can be accepted or finished until the job store can be written
-            body.update(ready=False, error=runner.store.health.reason())
+            body.update(ready=False, error=controller.store.health.reason())
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @router.get("/metrics", response_class=PlainTextResponse)

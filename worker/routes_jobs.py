@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from worker.batchfile import BatchInvalid, parse_batch
 from worker.openai_format import cancelled_line
-from worker.routes_control import RunnerDep
+from worker.routes_control import ControllerDep
 from worker.store import BatchNotFound
 
 
@@ -32,13 +32,13 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _maintenance_answer(runner) -> JSONResponse | None:
-    maintenance = runner.maintenance
+def _maintenance_answer(controller) -> JSONResponse | None:
+    maintenance = controller.maintenance
     if not maintenance.on:
         return None
     retry = maintenance.retry_after_seconds
     if retry is None:
-        retry = runner.default_retry_after
+        retry = controller.default_retry_after
     reason = maintenance.reason or "maintenance"
     return JSONResponse({"detail": f"the worker is in maintenance: {reason}; queued work is kept",
                          "reason": maintenance.reason, "retry_after_seconds": retry},
@@ -63,10 +63,10 @@ def jobs_router(auth, results_need_token: bool = True) -> APIRouter:
 
     @router.post("", dependencies=guarded, status_code=201,
                  responses={503: {"description": "maintenance: retry after Retry-After"}, 422: {"description": "invalid lines"}})
-    async def submit(request: Request, runner: RunnerDep,
+    async def submit(request: Request, controller: ControllerDep,
                      priority: Literal["production", "test", "bulk"] = "bulk",
                      name: Annotated[str | None, Query(max_length=200)] = None):
-        busy = _maintenance_answer(runner)
+        busy = _maintenance_answer(controller)
         if busy is not None:
             return busy
         ws = request.app.state.settings.worker
@@ -79,31 +79,31 @@ def jobs_router(auth, results_need_token: bool = True) -> APIRouter:
             lines = parse_batch(data, ws.max_requests_per_batch)
         except BatchInvalid as err:
             return JSONResponse({"detail": str(err), "errors": err.errors, "error_count": err.total}, status_code=422)
-        batch_id = runner.store.add_batch(priority, lines, name)
-        runner.poke()
-        return JSONResponse(runner.store.batch(batch_id), status_code=201)
+        batch_id = controller.store.add_batch(priority, lines, name)
+        controller.poke()
+        return JSONResponse(controller.store.batch(batch_id), status_code=201)
 
     @router.get("")
-    def list_batches(runner: RunnerDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
-        return {"object": "list", "data": runner.store.list_batches(limit)}
+    def list_batches(controller: ControllerDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+        return {"object": "list", "data": controller.store.list_batches(limit)}
 
     @router.get("/{batch_id}", responses=NO_BATCH)
-    def status(batch_id: str, runner: RunnerDep) -> dict:
-        return _batch_or_404(runner.store.batch, batch_id)
+    def status(batch_id: str, controller: ControllerDep) -> dict:
+        return _batch_or_404(controller.store.batch, batch_id)
 
     @router.get("/{batch_id}/requests", dependencies=results, responses=NO_BATCH)
-    def requests(batch_id: str, runner: RunnerDep) -> dict:
-        return {"object": "list", "data": _batch_or_404(runner.store.requests, batch_id)}
+    def requests(batch_id: str, controller: ControllerDep) -> dict:
+        return {"object": "list", "data": _batch_or_404(controller.store.requests, batch_id)}
 
     @router.get("/{batch_id}/output", dependencies=results, response_class=Response,
                 responses={200: {"content": {"application/jsonl": {}}, "description": "one JSON line per request"}, **NO_BATCH})
-    def output(batch_id: str, runner: RunnerDep) -> Response:
-        rows = _batch_or_404(runner.store.finished_requests, batch_id)
+    def output(batch_id: str, controller: ControllerDep) -> Response:
+        rows = _batch_or_404(controller.store.finished_requests, batch_id)
         lines = [row["result"] if row["result"] else json.dumps(cancelled_line(row["id"], row["custom_id"])) for row in rows]
         return Response("".join(line + "\n" for line in lines), media_type="application/jsonl")
 
     @router.post("/{batch_id}/cancel", dependencies=guarded, responses=NO_BATCH)
-    def cancel(batch_id: str, runner: RunnerDep) -> dict:
-        return _batch_or_404(runner.cancel, batch_id)
+    def cancel(batch_id: str, controller: ControllerDep) -> dict:
+        return _batch_or_404(controller.cancel, batch_id)
 
     return router

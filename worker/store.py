@@ -14,7 +14,8 @@ from typing import Any, Iterable
 
 from headroom.dbfile import StoreHealth, open_checked
 from worker.batchfile import BatchLine
-from worker.types import PRIORITIES, PRIORITY_RANK, EngineRequest, Maintenance
+from headroom.contract import Maintenance
+from worker.types import PRIORITIES, PRIORITY_RANK, EngineRequest
 
 log = logging.getLogger("headroom.worker.store")
 DB_FILE = "worker.sqlite3"
@@ -292,7 +293,7 @@ class Store:
     def load_maintenance(self) -> Maintenance:
         with self._lock:
             row = self._db.execute("SELECT value FROM kv WHERE key='maintenance'").fetchone()
-        return Maintenance(**json.loads(row["value"])) if row else Maintenance()
+        return Maintenance.from_dict(json.loads(row["value"])) if row else Maintenance()
 
     def save_maintenance(self, value: Maintenance) -> None:
         """Save maintenance; while the store cannot be written it applies at once and is saved later."""

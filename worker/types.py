@@ -1,18 +1,18 @@
-"""The worker's vocabulary: states, priorities, requests handed to engines and what engines hand back."""
+"""The worker's vocabulary: priorities, the accepted desired state, requests handed to engines and what they hand back.
+
+The states and maintenance are the control contract's (headroom/contract.py), shared with the guard.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from headroom.contract import WorkerState
+
 # Priorities in the order they run: production before test before bulk.
 PRIORITIES = ("production", "test", "bulk")
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
-
-# The contract's states (DESIGN.md, "The worker control contract").
-STATES = ("starting", "running", "throttled", "paused", "freeing", "freed", "waking")
-# States a PUT /control/state may ask for.
-DESIRED_STATES = ("running", "throttled", "paused", "freed")
 
 # The two URLs a batch line may name.
 COMPLETIONS_URL = "/v1/completions"
@@ -49,7 +49,7 @@ class EngineResult:
 class Desired:
     """The last accepted desired state (PUT /control/state)."""
 
-    state: str = "running"  # one of DESIRED_STATES
+    state: WorkerState = WorkerState.RUNNING  # one of headroom.contract.DESIRABLE
     concurrency: int | None = None  # throttled(n)
     level: int | None = None  # freed(level)
     reason: str | None = None
@@ -64,19 +64,6 @@ class Desired:
 
     def same_target(self, other: "Desired") -> bool:
         return (self.state, self.concurrency, self.level) == (other.state, other.concurrency, other.level)
-
-
-@dataclass
-class Maintenance:
-    """The operator switch: new submissions get 503 with Retry-After and the reason; nothing starts."""
-
-    on: bool = False
-    reason: str | None = None
-    retry_after_seconds: int | None = None
-    since: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"on": self.on, "reason": self.reason, "retry_after_seconds": self.retry_after_seconds, "since": self.since}
 
 
 @dataclass

@@ -6,8 +6,7 @@ import gc
 import logging
 from typing import Any
 
-from worker.engines import sampling_max_tokens
-from worker.openai_format import response_body
+from worker.openai_format import response_body, sampling_max_tokens
 from worker.types import CHAT_URL, EngineRequest, EngineResult
 
 log = logging.getLogger("headroom.worker.vllm")
@@ -131,7 +130,7 @@ class VllmEngine:
         return EngineResult(request.key, 200, body, None, prompt_tokens, completion_tokens)
 
     def free(self, level: int) -> str:
-        self._running.clear()  # the runner aborted everything first; nothing in flight survives a free
+        self._running.clear()  # the controller aborted everything first; nothing in flight survives a free
         if self._sleep_mode:
             self.llm.sleep(level=level)
             self._sleeping = True

@@ -6,9 +6,10 @@ import httpx
 
 from guard.actuator import ContractTarget, Reconciler, VllmServeTarget, in_sync
 from guard.types import Desired
+from headroom.contract import Maintenance, WorkerStatus
 from tests.guard.contract_worker import ContractWorker, mock_transport
 
-OFF = {"on": False}
+OFF = Maintenance()
 
 
 def reconciler(worker: ContractWorker, dry_run=False, token="tok") -> Reconciler:
@@ -79,7 +80,7 @@ def test_maintenance_is_sent_and_then_in_sync():
     worker = ContractWorker("tok")
     rec = reconciler(worker)
     rec.read()
-    maint = {"on": True, "reason": "driver upgrade", "retry_after_seconds": 120}
+    maint = Maintenance(True, "driver upgrade", 120)
     actions = [e["action"] for e in rec.reconcile(Desired("paused"), maint, 0)]
     assert actions == ["maintenance_on", "set_paused"]
     assert worker.maintenance == {"on": True, "reason": "driver upgrade"}
@@ -98,8 +99,12 @@ def test_dry_run_logs_once_per_change_and_never_calls():
 
 
 def test_in_sync_compares_only_relevant_fields():
-    assert in_sync({"desired": {"state": "freed", "level": 2, "concurrency": 4}}, Desired("freed", level=2))
-    assert not in_sync({"desired": {"state": "freed", "level": 1}}, Desired("freed", level=2))
+    def seen(desired: dict) -> WorkerStatus:
+        return WorkerStatus.model_validate({"state": "running", "desired": desired})
+
+    assert in_sync(seen({"state": "freed", "level": 2, "concurrency": 4}), Desired("freed", level=2))
+    assert not in_sync(seen({"state": "freed", "level": 1}), Desired("freed", level=2))
+    assert not in_sync(seen({}), Desired("running"))
     assert not in_sync(None, Desired("running"))
 
 

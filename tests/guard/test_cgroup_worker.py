@@ -130,7 +130,7 @@ def store(tmp_path):
 
 
 def settle(target: CgroupWorkerTarget, want: str, timeout: float = 20) -> dict:
-    return wait_for(lambda: (lambda s: s if s["state"] == want else None)(target.read()), timeout, what=f"worker state {want}")
+    return wait_for(lambda: (lambda s: s if s.state == want else None)(target.read()), timeout, what=f"worker state {want}")
 
 
 @pytest.mark.parametrize("procs, frozen, busy, holds, want", [
@@ -166,13 +166,13 @@ def test_empty_argv_and_missing_target_are_refused_by_the_settings():
 def test_pause_freezes_the_cgroup_and_running_thaws_it(box, store):
     box.start()
     target = CgroupWorkerTarget(WorkerCgroup(box.path, CGROUPFS), store)
-    assert target.read()["state"] == "running"
+    assert target.read().state == "running"
     assert target.apply(Desired("paused")).result in ("ok", "accepted")
     settle(target, "paused")
     assert box.frozen() and not box.heartbeating(0.4), "the worker kept heartbeating while frozen"
     assert target.apply(Desired("running")).result == "ok"
     assert not box.frozen() and box.heartbeating(), "the worker did not resume after the thaw"
-    assert target.read()["state"] == "running"
+    assert target.read().state == "running"
 
 
 @pytest.mark.kernel
@@ -183,7 +183,7 @@ def test_throttle_is_refused_or_mapped_to_pause(box, store):
     assert outcome.result == "refused" and "worker_cgroup_throttle" in outcome.detail and box.heartbeating()
     pausing = CgroupWorkerTarget(WorkerCgroup(box.path, CGROUPFS), store, throttle="pause")
     pausing.apply(Desired("throttled", concurrency=1))
-    assert settle(pausing, "paused")["desired"]["state"] == "throttled" and not box.heartbeating(0.4)
+    assert settle(pausing, "paused").desired.state == "throttled" and not box.heartbeating(0.4)
     pausing.close()
     assert not box.frozen(), "close() left the worker frozen"
 
@@ -192,17 +192,17 @@ def test_throttle_is_refused_or_mapped_to_pause(box, store):
 def test_free_by_signals_escalates_to_sigkill_and_then_needs_a_person(box, store):
     box.start(hold_mib=96, ignore_term=True)  # shrugs off SIGTERM, as a stuck worker would
     target = CgroupWorkerTarget(WorkerCgroup(box.path, CGROUPFS), store, name="stuck.service", stop_timeout=1.0)
-    assert target.read()["cgroup"]["anon_bytes"] >= 90 * MiB
+    assert target.read().cgroup["anon_bytes"] >= 90 * MiB
     target.apply(Desired("paused"))
     settle(target, "paused")
     assert target.apply(Desired("freed", level=2)).result == "accepted"
     state = settle(target, "freed")
     assert box.marker("term"), "SIGTERM came first (after a thaw, so a frozen worker can act on it)"
-    assert state["cgroup"]["processes"] == 0 and state["cgroup"]["anon_bytes"] < 8 * MiB
+    assert state.cgroup["processes"] == 0 and state.cgroup["anon_bytes"] < 8 * MiB
     assert target.apply(Desired("running")).result == "ok"
-    assert "a person must restart it (stuck.service)" in target.read()["note"]
+    assert "a person must restart it (stuck.service)" in target.read().note
     box.start()  # a person restarts it
-    assert target.read()["state"] == "running" and target.read()["note"] == ""
+    assert target.read().state == "running" and target.read().note == ""
 
 
 @pytest.mark.kernel
@@ -227,9 +227,9 @@ def test_freed_waits_for_the_gpu_memory_of_its_processes(box, store):
     target.apply(Desired("freed", level=2))
     wait_for(lambda: not box.pids(), 15, what="the worker gone")
     time.sleep(0.3)
-    assert target.read()["state"] == "freeing", "freed reported while the GPU listing still shows the worker's memory"
+    assert target.read().state == "freeing", "freed reported while the GPU listing still shows the worker's memory"
     listing.clear()  # the next listing no longer has it
-    assert target.read()["state"] == "freed"
+    assert target.read().state == "freed"
 
 
 @pytest.mark.kernel
@@ -270,8 +270,8 @@ def test_a_guard_restarted_after_stopping_a_systemd_worker_accepts_its_vanished_
     settings = GuardSettings(worker_kind="cgroup", worker_cgroup="headroom-test-gone.service")
     target = build_cgroup_target(settings, store)
     state = target.read()
-    assert target.cgroup.path == gone and state["state"] == "freed"
-    assert "a person must restart it (headroom-test-gone.service)" in state["note"]
+    assert target.cgroup.path == gone and state.state == "freed"
+    assert "a person must restart it (headroom-test-gone.service)" in state.note
     store.set(STORE_KEY, {**store.get(STORE_KEY), "stopped": False})  # not stopped by the guard: a missing cgroup is an error
     with pytest.raises(HeadroomError, match="no such cgroup"):
         build_cgroup_target(settings, store)

@@ -189,7 +189,7 @@ def test_restart_keeps_leases_and_expires_what_timed_out(tmp_path, clock, source
     again = Engine(config, Observer(source), Store(tmp_path, 100), clock=clock)
     assert [l.id for l in again.store.active_leases()] == [keep.id]
     assert again.store.get_lease(lose.id).status == "expired"
-    assert again.maintenance["on"] and again.maintenance["reason"] == "upgrade"
+    assert again.maintenance.on and again.maintenance.reason == "upgrade"
     again.store.close()
 
 

@@ -8,6 +8,7 @@ from guard.policy import (apply_hysteresis, desired_worker, entered_level, free_
                           seconds_to_exhaustion, swap_in_rate, target_level, update_samples)
 from guard.settings import GuardSettings, Rule
 from guard.types import Lease, Level, ResourceState
+from headroom.contract import Maintenance
 from tests.guard.support import GiB, MiB
 
 W, T, P, F, OK = Level.WARN, Level.THROTTLE, Level.PAUSE, Level.FREE, Level.OK
@@ -114,7 +115,7 @@ def _lease(**fields) -> Lease:
     (T, None, [], ("throttled", 3, None)),
     (P, None, [], ("paused", None, None)),
     (F, None, [], ("freed", None, 2)),
-    (T, {"on": True, "reason": "upgrade"}, [], ("paused", None, None)),
+    (T, Maintenance(True, "upgrade"), [], ("paused", None, None)),
     (P, None, [_lease(status="waiting", frees_worker=True)], ("freed", None, 2)),
     (OK, None, [_lease(status="released", frees_worker=True)], ("running", None, None)),
     (OK, None, [_lease(status="granted", free_worker=True)], ("running", None, None)),  # allowed, not needed

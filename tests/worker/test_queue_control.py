@@ -117,7 +117,7 @@ def test_pause_keep_mode_holds_requests_in_the_engine(make_client):
 def test_level_1_allowed_where_the_engine_can_sleep(make_client):
     client = make_client(engine=EchoEngine(levels={1: "sleep", 2: "sleep"}))
     answer = client.put("/control/state", json={"state": "freed", "level": 1}, headers=H)
-    assert answer.status_code in (200, 202)  # 202: the free has begun (the runner was freeing when it answered)
+    assert answer.status_code in (200, 202)  # 202: the free has begun (the controller was freeing when it answered)
     state = wait_for(lambda: (s := client.get("/control/state").json())["state"] == "freed" and s, 5)
     assert state["free_level"] == 1 and state["engine"]["free_method"] == "sleep"
     answer = client.put("/control/state", json={"state": "throttled", "concurrency": 3}, headers=H)

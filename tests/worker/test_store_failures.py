@@ -13,8 +13,8 @@ from tests.diskfull import CORRUPTIONS, checkpoint, small_disk
 from tests.helpers import REPO, free_port, headroom_cmd, wait_for
 from tests.worker.conftest import TOKEN, completion_lines, jsonl, start_worker
 from worker.batchfile import parse_batch
+from worker.controller import Controller
 from worker.engines import EchoEngine
-from worker.runner import Runner
 from worker.store import DB_FILE, Store
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -30,13 +30,13 @@ def test_a_result_commit_that_fails_requeues_its_requests(disk):
     store = Store(disk.path / DB_FILE)
     lines = completion_lines(2, prefix="full")
     batch_id = store.add_batch("bulk", parse_batch(jsonl(lines).encode(), 100))
-    runner = Runner(store, EchoEngine(request_seconds=1.5), concurrency=16)
-    runner.start()
+    controller = Controller(store, EchoEngine(request_seconds=1.5), concurrency=16)
+    controller.start()
     try:
         wait_for(lambda: all(r["status"] == "running" for r in store.requests(batch_id)), 10, what="the step running")
         disk.fill()  # the step finishes while nothing can be written
-        wait_for(lambda: not store.health.writable and runner.in_flight == 0, 10, what="the commit failing")
-        assert store.health.errors["result"] == 1 and runner.counters.requests["completed"] == 0
+        wait_for(lambda: not store.health.writable and controller.in_flight == 0, 10, what="the commit failing")
+        assert store.health.errors["result"] == 1 and controller.counters.requests["completed"] == 0
         assert store.batch(batch_id)["status"] != "completed"
 
         disk.free()
@@ -45,9 +45,9 @@ def test_a_result_commit_that_fails_requeues_its_requests(disk):
         assert [r["attempts"] for r in requests] == [2, 2]  # run again, since the first results never reached the disk
         outputs = [json.loads(row["result"]) for row in store.finished_requests(batch_id)]
         assert sorted(o["custom_id"] for o in outputs) == ["full-0", "full-1"]  # each exactly once
-        assert runner.counters.requests["completed"] == 2 and store.health.writable
+        assert controller.counters.requests["completed"] == 2 and store.health.writable
     finally:
-        runner.stop()
+        controller.stop()
         store.close()
 
 

@@ -1,4 +1,4 @@
-"""The runner: the worker's published state and what the HTTP side may ask of it; one thread drives the engine."""
+"""The controller: the worker's published state and what the HTTP side may ask of it; one thread drives the engine."""
 
 from __future__ import annotations
 
@@ -9,18 +9,23 @@ from typing import Any, Callable
 
 from worker.control import check_possible, reached
 from worker.engine_loop import EngineLoop
-from worker.engines import Engine
+from worker.engines import ModelEngine
 from worker.store import Store
-from worker.types import Counters, Desired, EngineRequest, Maintenance
+from headroom.contract import Maintenance, WorkerState, WorkerStatus
+from worker.types import Counters, Desired, EngineRequest
 
-log = logging.getLogger("headroom.worker.runner")
+log = logging.getLogger("headroom.worker.controller")
 
 
-class Runner(EngineLoop):
+class Controller(EngineLoop):
     """The worker's state and the HTTP side's calls; the loop itself runs on one thread (EngineLoop)."""
 
-    def __init__(self, store: Store, engine: Engine, concurrency: int, on_fatal: Callable[[str], None] | None = None,
-                 pause_mode: str = "abort", kill_at: str | None = None):
+    def __init__(self, store: Store, engine: ModelEngine, concurrency: int, on_fatal: Callable[[str], None] | None = None,
+                 pause_mode: str = "abort", kill_at: str | None = None,
+                 clock: Callable[[], float] = time.time, timer: Callable[[], float] = time.monotonic):
+        # clock: unix seconds for what is published (since, accepted at); timer: seconds for measured durations.
+        # Waits on the condition (wait_begun, wait_reached) keep real time: a fake timer could never wake them.
+        self.clock, self.timer = clock, timer
         self.store, self.engine, self.default_concurrency = store, engine, concurrency
         self.on_fatal = on_fatal  # called when the engine cannot be built at start
         # How a pause treats requests in flight: abort (requeue), wait (let them finish), keep (hold them in the engine).
@@ -30,9 +35,9 @@ class Runner(EngineLoop):
         self.default_retry_after = 300  # Retry-After in maintenance when none was given
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)  # notified on every state change
-        self.desired = Desired(at=time.time())
+        self.desired = Desired(at=clock())
         self.maintenance: Maintenance = store.load_maintenance()
-        self.state, self.since = "starting", time.time()
+        self.state, self.since = WorkerState.STARTING, clock()
         self.concurrency: int | None = None
         self.free_level: int | None = None
         self.free_method: str | None = None
@@ -44,8 +49,8 @@ class Runner(EngineLoop):
         self._admit = False  # whether queued requests may start now
         self._stepping = False  # whether in-flight requests progress now
         self._generation = 0  # bumped by every accepted PUT
-        self._applying = 0  # the generation the runner is acting on
-        self._begun = -1  # the last generation the runner has begun to apply
+        self._applying = 0  # the generation the controller is acting on
+        self._begun = -1  # the last generation the controller has begun to apply
         self._accepted_at = 0.0  # monotonic time the last desired state or maintenance was accepted
         self.last_control_to_idle_seconds: float | None = None  # accepted -> nothing in the engine (pause, free)
         self._queue_hint = True  # the queue may hold work (cleared when a claim comes back short)
@@ -53,7 +58,7 @@ class Runner(EngineLoop):
         self._retry_at = 0.0
         self._stop = False
         self._poke = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="worker-runner", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="worker-controller", daemon=True)
 
     # ---- called from the HTTP side -------------------------------------------------------------
     def start(self) -> None:
@@ -88,7 +93,7 @@ class Runner(EngineLoop):
                 self._retry_at = 0.0
             self.desired = desired
             self._generation += 1
-            self._accepted_at = time.monotonic()
+            self._accepted_at = self.timer()
             generation = self._generation
         self.poke()
         return generation
@@ -98,7 +103,7 @@ class Runner(EngineLoop):
         with self.lock:
             self.maintenance = value
             self._generation += 1
-            self._accepted_at = time.monotonic()
+            self._accepted_at = self.timer()
             generation = self._generation
         self.poke()
         return generation
@@ -110,7 +115,7 @@ class Runner(EngineLoop):
         return batch
 
     def wait_begun(self, generation: int, timeout: float) -> bool:
-        """Wait until the runner has begun applying `generation` (or reached it); True when reached."""
+        """Wait until the controller has begun applying `generation` (or reached it); True when reached."""
         deadline = time.monotonic() + timeout
         with self.changed:
             while self._begun < generation and not self._reached():
@@ -133,18 +138,22 @@ class Runner(EngineLoop):
     def _reached(self) -> bool:
         return reached(self.desired, self.state, self.concurrency, self.free_level, self.maintenance.on)
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> WorkerStatus:
         """The contract's state object (GET /control/state)."""
         with self.lock:
-            return {
-                "state": self.state, "desired": self.desired.as_dict(), "concurrency": self.concurrency,
-                "free_level": self.free_level, "maintenance": self.maintenance.as_dict(),
-                "engine": {"kind": self.engine.kind, "model": self.engine.model, "loaded": self.engine.loaded,
-                           "free_method": self.free_method, "free_levels": self.engine.free_levels(),
-                           "error": self.engine_error},
-                "queue": self.store.queue_depth(), "in_flight": self.in_flight, "in_flight_peak": self.in_flight_peak,
-                "pause_mode": self.pause_mode, "since": self.since,
-                "last_control_to_idle_seconds": self.last_control_to_idle_seconds,
-                "last_free_seconds": self.counters.last_free_seconds,
-                "last_wake_seconds": self.counters.last_wake_seconds,
-            }
+            return WorkerStatus(
+                state=self.state, desired=self.desired.as_dict(), concurrency=self.concurrency,
+                free_level=self.free_level, maintenance=self.maintenance,
+                engine={"kind": self.engine.kind, "model": self.engine.model, "loaded": self.engine.loaded,
+                        "free_method": self.free_method, "free_levels": self.engine.free_levels(),
+                        "error": self.engine_error},
+                queue=self.store.queue_depth(), in_flight=self.in_flight, in_flight_peak=self.in_flight_peak,
+                pause_mode=self.pause_mode, since=self.since,
+                last_control_to_idle_seconds=self.last_control_to_idle_seconds,
+                last_free_seconds=self.counters.last_free_seconds,
+                last_wake_seconds=self.counters.last_wake_seconds,
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        """status() as JSON-ready data (what the routes and metrics read)."""
+        return self.status().model_dump(mode="json", exclude={"note", "cgroup"})
