@@ -207,7 +207,7 @@ class ActingThread:
 
         self.reconciler, self.on_events, self.clock, self.read_every = reconciler, on_events, clock or time.time, read_every
         self.cond = threading.Condition()
-        self.wish: tuple[Desired, dict] | None = None
+        self.wish: tuple[Desired, Maintenance] | None = None
         self.stopping = False
         self.busy_since: float | None = None  # when the call in flight began (None: idle)
         self.thread = threading.Thread(target=self._run, name="headroom-acting", daemon=True)
@@ -216,9 +216,9 @@ class ActingThread:
         self.thread.start()
         return self
 
-    def submit(self, desired: Desired, maintenance: dict) -> None:
+    def submit(self, desired: Desired, maintenance: Maintenance) -> None:
         with self.cond:
-            self.wish = (desired, dict(maintenance))
+            self.wish = (desired, maintenance)
             self.cond.notify()
 
     def _run(self) -> None:
@@ -240,7 +240,7 @@ class ActingThread:
                 self.reconciler.read()
                 read_at = time.monotonic()
 
-    def _apply(self, desired: Desired, maintenance: dict) -> None:
+    def _apply(self, desired: Desired, maintenance: Maintenance) -> None:
         now = self.clock()
         self.busy_since = now
         try:

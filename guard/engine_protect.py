@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from guard.protection import forget_free, with_override, worker_restarted
 from guard.types import Desired
+from headroom.contract import WorkerState
 
 
 class ProtectionMixin:
@@ -14,9 +15,10 @@ class ProtectionMixin:
         """The most severe protection wish now (None when no episode lasts)."""
         return max(self.overrides.values(), key=lambda d: d.severity, default=None)
 
-    def read_worker(self) -> str | None:
+    def read_worker(self) -> WorkerState | None:
         """The worker's state: read here without an acting thread, else the acting thread's last read (never waits)."""
-        state = self.reconciler.read() if self.acting is None else (self.reconciler.observed or {}).get("state")
+        observed = self.reconciler.observed
+        state = self.reconciler.read() if self.acting is None else (observed.state if observed is not None else None)
         observed = self.reconciler.observed
         if worker_restarted(self._seen_observed, observed, self.decision.desired.state) and self.override is None:
             with self.lock:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from guard.domain import DomainObs
 from guard.fastpath import Histogram
 from guard.types import Decision, Desired, GuardState, Level, ResourceState, Snapshot
+from headroom.contract import WorkerState, WorkerStatus
 
 DOWNTIME_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 UP_STATES = ("running", "throttled")
@@ -28,14 +29,13 @@ def with_override(state: GuardState, decision: Decision, override: Desired | Non
     return new_state, replace(decision, desired=override, level=new_state.level, reasons=reasons, admissions_open=False)
 
 
-def worker_restarted(before: dict | None, after: dict | None, wanted: str) -> bool:
+def worker_restarted(before: WorkerStatus | None, after: WorkerStatus | None, wanted: str) -> bool:
     """The worker came back with a fresh desired state: it had accepted "freed", now it reports running/starting,
     while the guard still wants it freed (a wake the guard asked for is no restart)."""
-    if not before or not after or wanted != "freed":
+    if before is None or after is None or wanted != WorkerState.FREED:
         return False
-    had = (before.get("desired") or {}).get("state")
-    has = (after.get("desired") or {}).get("state")
-    return had == "freed" and has == "running" and after.get("state") in ("starting", "running", "waking")
+    return (before.desired.state == WorkerState.FREED and after.desired.state == WorkerState.RUNNING
+            and after.state in (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.WAKING))
 
 
 def forget_free(state: GuardState) -> GuardState:

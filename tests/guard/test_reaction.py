@@ -9,6 +9,7 @@ import pytest
 
 from guard.actuator import ActingThread, ContractTarget, Reconciler
 from guard.policy import evaluate
+from headroom.contract import Maintenance, WorkerStatus
 from guard.protection import DowntimeMeter, forget_free, merge_fast, with_override, worker_restarted
 from guard.domain import DomainObs
 from guard.settings import GuardSettings
@@ -88,10 +89,10 @@ def test_a_newer_fast_look_replaces_the_sources_ram_values():
 
 
 def test_a_restarted_worker_is_not_freed_again_without_a_fresh_reason():
-    freed = {"state": "freed", "desired": {"state": "freed", "level": 2}}
-    fresh = {"state": "starting", "desired": {"state": "running"}}
+    freed = WorkerStatus.model_validate({"state": "freed", "desired": {"state": "freed", "level": 2}})
+    fresh = WorkerStatus.model_validate({"state": "starting", "desired": {"state": "running"}})
     assert worker_restarted(freed, fresh, "freed")
-    assert not worker_restarted(freed, {"state": "waking", "desired": {"state": "running"}}, "running")  # we woke it
+    assert not worker_restarted(freed, WorkerStatus.model_validate({"state": "waking", "desired": {"state": "running"}}), "running")  # we woke it
     state = GuardState(resources={"ram": ResourceState(level=Level.FREE), "psi": ResourceState(level=Level.WARN)},
                        level=Level.FREE, desired=Desired("freed", level=2))
     after = forget_free(state)
@@ -133,10 +134,10 @@ def test_a_slow_control_call_never_blocks_the_caller_and_the_newest_wish_wins():
     acting = ActingThread(reconciler, lambda evs, now: events.extend(evs)).start()
     try:
         started = time.perf_counter()
-        acting.submit(Desired("paused", reason="a"), {"on": False})
-        acting.submit(Desired("freed", level=2, reason="b"), {"on": False})
+        acting.submit(Desired("paused", reason="a"), Maintenance())
+        acting.submit(Desired("freed", level=2, reason="b"), Maintenance())
         time.sleep(0.05)
-        acting.submit(Desired("running", reason="c"), {"on": False})
+        acting.submit(Desired("running", reason="c"), Maintenance())
         submitted = time.perf_counter() - started
         deadline = time.monotonic() + 10
         while not any(c["body"].get("state") == "running" for c in transport.worker.calls) and time.monotonic() < deadline:
@@ -156,7 +157,7 @@ def test_a_wish_every_tick_does_not_starve_the_reads_of_the_worker():
     try:
         deadline = time.monotonic() + 0.6
         while time.monotonic() < deadline:
-            acting.submit(Desired("running"), {"on": False})  # in sync: nothing to send, but the state moves on
+            acting.submit(Desired("running"), Maintenance())  # in sync: nothing to send, but the state moves on
             time.sleep(0.01)
     finally:
         acting.stop()
