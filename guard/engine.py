@@ -41,7 +41,6 @@ class Engine(ProtectionMixin):
         self.maintenance = Maintenance.from_dict(store.get("maintenance", None))
         self.actions: Counter = Counter()
         self.admissions: Counter = Counter()
-        self.tick_seconds: list[float] = []  # the last 1000 tick durations (for the benchmark)
         self.tick_histogram = TickHistogram()  # every tick since start (for /metrics)
         self.ticks = 0
         self.history = History()  # the status page's charts: last 15 minutes, in memory only
@@ -84,7 +83,6 @@ class Engine(ProtectionMixin):
             if self.ticks % 1000 == 0:
                 self.store.prune_leases()
             duration = time.perf_counter() - started
-            self.tick_seconds = (self.tick_seconds + [duration])[-1000:]
             self.tick_histogram.observe(duration)
             return decision
 

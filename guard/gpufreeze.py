@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from guard.freezer import Freezer, FrozenProcess
-from guard.settings import parse_amount
+from guard.signals import parse_amount
 from guard.types import Desired
 
 log = logging.getLogger("headroom.guard.gpufreeze")

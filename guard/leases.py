@@ -7,7 +7,7 @@ from typing import Iterable
 
 from guard.settings import GuardSettings
 from guard.types import Decision, GpuObs, Lease, Snapshot
-from headroom.sizes import format_size, parse_size
+from headroom.sizes import format_size
 
 
 class UnknownGpu(ValueError):
@@ -46,7 +46,7 @@ def ram_room(snapshot: Snapshot, leases: Iterable[Lease], config: GuardSettings)
     """Observed available RAM minus outstanding reservations minus the margin."""
     available = snapshot.ram_available_bytes or 0.0
     reserved = sum(reserved_ram(lease, snapshot) for lease in leases)
-    margin = float(parse_size(config.ram_margin))
+    margin = float(config.ram_margin)
     return {"available_bytes": available, "reserved_bytes": reserved, "margin_bytes": margin,
             "admissible_bytes": max(0.0, available - reserved - margin)}
 
@@ -54,7 +54,7 @@ def ram_room(snapshot: Snapshot, leases: Iterable[Lease], config: GuardSettings)
 def gpu_room(snapshot: Snapshot, gpu: GpuObs, leases: Iterable[Lease], config: GuardSettings) -> dict[str, float]:
     """Observed free bytes on one GPU minus reservations on it minus the margin."""
     reserved = sum(reserved_gpu(lease, snapshot, gpu.gpu) for lease in leases)
-    margin = float(parse_size(config.gpu_margin))
+    margin = float(config.gpu_margin)
     return {"total_bytes": gpu.total_bytes, "available_bytes": gpu.free_bytes, "reserved_bytes": reserved,
             "margin_bytes": margin, "admissible_bytes": max(0.0, gpu.free_bytes - reserved - margin)}
 

@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Iterable
 
-from guard.settings import GuardSettings, Rule, parse_amount
+from guard.settings import GuardSettings
+from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
 from headroom.contract import Maintenance
-from headroom.sizes import format_size, parse_size
-
-RAM_LIKE = ("ram", "psi", "swap", "predict")  # resources whose pressure is pressure on RAM
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A rule resolved to numbers: enter value per level, the band, and which direction is worse."""
-
-    enter: dict[Level, float]
-    band: float
-    higher_is_worse: bool
-    grace_seconds: float
-    hold_seconds: float
-
-
-def resolve_rule(rule: Rule, kind: str, total: float | None = None) -> Threshold:
-    """Numbers for `rule`: percentages of `total` for ram/gpu, sizes for swap, plain numbers otherwise."""
-
-    def number(value) -> float:
-        if kind in ("ram", "gpu"):
-            unit, amount = parse_amount(value)
-            return amount * (total or 0) if unit == "ratio" else amount
-        if kind == "swap":
-            return float(parse_size(value))
-        return float(value)
-
-    enter = {Level.named(name): number(value) for name, value in rule.enter.items()}
-    return Threshold(enter, number(rule.band), kind in ("psi", "swap"), rule.grace_seconds, rule.hold_seconds)
 
 
 def _worse(value: float, limit: float, higher_is_worse: bool) -> bool:
@@ -115,40 +86,24 @@ def swap_in_rate(last: tuple[float, float] | None, now: float, total: float | No
 WORKER_GROWING = ("starting", "waking")  # the worker's own load: growth the guard caused, not a trend to act on
 
 
-def measure(snapshot: Snapshot, state: GuardState, now: float, config: GuardSettings) -> dict[str, tuple[float | None, Threshold]]:
-    """Each resource's value this tick with its resolved threshold."""
+def measure(snapshot: Snapshot, state: GuardState, now: float,
+            config: GuardSettings) -> tuple[dict[str, tuple[float | None, Threshold]], GuardState]:
+    """Each resource's value this tick with its threshold in numbers (one row of the signal table each), and the state
+    carrying this tick's slope samples and swap counter; `state` itself is left as it was."""
     if snapshot.worker_state in WORKER_GROWING or snapshot.worker_settling:  # the slope restarts once it has loaded
         samples = []
     else:
         samples = update_samples(state.samples, now, snapshot.ram_available_bytes, config.predict_window_seconds)
-    state.samples = samples
-    rate = swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total)
-    if snapshot.swap_in_bytes_total is not None:
-        state.last_swap = (now, snapshot.swap_in_bytes_total)
-    values = {
-        "ram": (snapshot.ram_available_bytes, resolve_rule(config.ram, "ram", snapshot.ram_total_bytes)),
-        "psi": (snapshot.psi_full_ratio, resolve_rule(config.psi, "psi")),
-        "swap": (rate, resolve_rule(config.swap, "swap")),
-        "predict": (seconds_to_exhaustion(samples), resolve_rule(config.predict, "predict")),
-    }
-    for gpu in snapshot.gpus:
-        values[f"gpu:{gpu.gpu}"] = (gpu.free_bytes, resolve_rule(config.gpu, "gpu", gpu.total_bytes))
-    return values
-
-
-def describe(name: str, value: float | None, level: Level) -> str:
-    """A person-readable reason for one resource's level."""
-    if value is None:
-        return f"{name}: no signal"
-    if name in ("psi",):
-        shown = f"{value:.1%} of time stalled (full, 10 s)"
-    elif name == "swap":
-        shown = f"swap-in {format_size(value)}/s"
-    elif name == "predict":
-        shown = f"exhausted in {value:.0f} s at the current slope"
-    else:
-        shown = f"{format_size(value)} available"
-    return f"{name} {level.label}: {shown}"
+    trends = Trends(swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total), seconds_to_exhaustion(samples))
+    last_swap = (now, snapshot.swap_in_bytes_total) if snapshot.swap_in_bytes_total is not None else state.last_swap
+    values: dict[str, tuple[float | None, Threshold]] = {}
+    for resource, signal in SIGNALS.items():
+        rule = config.rules[resource]
+        if signal.per_gpu:
+            values.update({f"{resource}:{gpu.gpu}": (gpu.free_bytes, rule.at(gpu.total_bytes)) for gpu in snapshot.gpus})
+        else:
+            values[resource.value] = (signal.reads(snapshot, trends), rule.at(signal.total(snapshot)))
+    return values, replace(state, samples=samples, last_swap=last_swap)
 
 
 def is_urgent(values: dict, free_seconds: float) -> bool:
@@ -167,9 +122,7 @@ def step_resources(values: dict, previous: dict[str, ResourceState], now: float,
             result[name] = ResourceState(level=Level.OK, why=describe(name, None, Level.OK))
             continue
         new = apply_hysteresis(rs, target_level(value, th, rs.level), now, th, urgent and name in RAM_LIKE, recovery_hold)
-        new.value = value
-        new.why = describe(name, value, new.level)
-        result[name] = new
+        result[name] = replace(new, value=value, why=describe(name, value, new.level))
     return result
 
 
@@ -209,23 +162,22 @@ def is_stale(snapshot: Snapshot, now: float, config: GuardSettings) -> bool:
 
 def evaluate(snapshot: Snapshot, previous: GuardState, leases: Iterable[Lease], now: float,
              config: GuardSettings, maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
-    """One tick of policy: freshness, per-resource levels with hysteresis, overall level, desired worker state."""
-    state = copy.deepcopy(previous)
+    """One tick of policy: freshness, per-resource levels with hysteresis, overall level, desired worker state.
+    Returns a new state; `previous` is left as it was."""
     leases = list(leases)
     if is_stale(snapshot, now, config):
-        state.stale_since = state.stale_since or state.last_ok_at or now
-        why = f"signals stale since {state.stale_since:.3f}" + (f" ({snapshot.error})" if snapshot.error else "")
+        stale_since = previous.stale_since or previous.last_ok_at or now
+        why = f"signals stale since {stale_since:.3f}" + (f" ({snapshot.error})" if snapshot.error else "")
         # The worker is not flapped on missing data: keep the last desired state, except maintenance/leases.
-        desired = max([state.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity)
-        state.desired = desired
+        desired = max([previous.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity)
+        state = replace(previous, stale_since=stale_since, desired=desired)
         return state, Decision(state.level, desired, (why,), stale=True, admissions_open=False)
-    state.stale_since, state.last_ok_at = None, now
-    values = measure(snapshot, state, now, config)
+    values, state = measure(snapshot, previous, now, config)
     free_seconds = state.free_seconds if state.free_seconds is not None else config.free_seconds_estimate
-    state.resources = step_resources(values, previous.resources, now, is_urgent(values, free_seconds),
-                                     config.recovery_hold_seconds)
-    state.level = max((rs.level for rs in state.resources.values()), default=Level.OK)
-    state.desired = desired_worker(state.level, state.resources, leases, maintenance, config)
-    reasons = tuple(rs.why for rs in state.resources.values() if rs.level > Level.OK)
-    admit_ok = state.level < Level.named(config.admit_below_level)
-    return state, Decision(state.level, state.desired, reasons, stale=False, admissions_open=admit_ok)
+    resources = step_resources(values, previous.resources, now, is_urgent(values, free_seconds), config.recovery_hold_seconds)
+    level = max((rs.level for rs in resources.values()), default=Level.OK)
+    desired = desired_worker(level, resources, leases, maintenance, config)
+    state = replace(state, stale_since=None, last_ok_at=now, resources=resources, level=level, desired=desired)
+    reasons = tuple(rs.why for rs in resources.values() if rs.level > Level.OK)
+    admit_ok = level < Level.named(config.admit_below_level)
+    return state, Decision(level, desired, reasons, stale=False, admissions_open=admit_ok)

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
 
 from exporter.units import is_unit_name
 from headroom.settings_base import Section, listen_validator
+from guard.signals import Resource, ResolvedRule, resolve
 from headroom.sizes import parse_size
 
+Size = Annotated[int, BeforeValidator(parse_size)]  # "512MiB" or a number of bytes in the file; an int after load
+
 LEVEL_NAMES = ("warn", "throttle", "pause", "free", "freeze")
-
-
-def parse_amount(value: str | int | float) -> tuple[str, float]:
-    """'15%' -> ('ratio', 0.15); '2GiB' / 1024 -> ('bytes', n); ValueError naming what was expected."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        ratio = float(value.strip()[:-1]) / 100
-        if not 0 <= ratio <= 1:
-            raise ValueError(f"a percentage must be 0-100%, got {value!r}")
-        return "ratio", ratio
-    if isinstance(value, float):
-        raise ValueError(f"expected a percentage such as '10%' or a size such as '2GiB', got {value!r}")
-    return "bytes", float(parse_size(value))
 
 
 class Rule(Section):
@@ -69,6 +60,8 @@ def _predict_rule() -> Rule:
 
 
 class GuardSettings(Section):
+    _rules: dict[Resource, ResolvedRule] = PrivateAttr(default_factory=dict)
+
     # Address of the lease API, status page and /metrics.
     listen: str = "127.0.0.1:9841"
     # API token (at least 16 characters); empty means $HEADROOM_TOKEN or the state dir's generated token file.
@@ -114,7 +107,7 @@ class GuardSettings(Section):
     # down to this; 10 ms keeps a 3 GB/s grower to ~30 MB between two looks.
     fast_path_min_interval_seconds: float = Field(default=0.01, ge=0.001, le=1)
     # The fastest growth the interval is sized for, per second: a model load from NVMe or page cache reads 1-3 GB/s.
-    fast_path_max_rate: str | int = "3GiB"
+    fast_path_max_rate: Size = Field(default="3GiB", validate_default=True)
     # Also wake on the kernel's notifications (cgroup v1 memory thresholds via eventfd), not only on the poll.
     fast_path_notify: bool = True
     # Lock the guard's pages in RAM (mlockall) so a thrashing host cannot page it out while it must act.
@@ -134,9 +127,9 @@ class GuardSettings(Section):
     # Admissions are refused at or above this level (on any resource).
     admit_below_level: Literal["warn", "throttle", "pause", "free"] = "throttle"
     # Kept free beyond every lease, like kubelet's eviction-hard memory.available<100Mi but larger for a GPU box.
-    ram_margin: str | int = "512MiB"
+    ram_margin: Size = Field(default="512MiB", validate_default=True)
     # GPU bytes kept free beyond every lease (CUDA context and fragmentation).
-    gpu_margin: str | int = "256MiB"
+    gpu_margin: Size = Field(default="256MiB", validate_default=True)
     # Longest lease TTL a client may ask for; heartbeats keep a lease alive.
     max_ttl_seconds: int = Field(default=86400, ge=1)
     # Longest a POST may long-poll while queued.
@@ -198,12 +191,6 @@ class GuardSettings(Section):
     def _listen(cls, value: str) -> str:
         return listen_validator(value)
 
-    @field_validator("ram_margin", "gpu_margin", "fast_path_max_rate")
-    @classmethod
-    def _size(cls, value: str | int) -> str | int:
-        parse_size(value)
-        return value
-
     @field_validator("freeze_protect")
     @classmethod
     def _protect(cls, value: list[str]) -> list[str]:
@@ -240,16 +227,10 @@ class GuardSettings(Section):
 
     @model_validator(mode="after")
     def _amounts(self) -> "GuardSettings":
-        for name in ("ram", "gpu", "psi", "swap", "predict"):
-            rule: Rule = getattr(self, name)
-            for key, value in [*((f"enter.{level}", v) for level, v in rule.enter.items()), ("band", rule.band)]:
-                try:
-                    if name in ("ram", "gpu"):
-                        parse_amount(value)
-                    elif name == "swap":
-                        parse_size(value)
-                    elif not isinstance(value, (int, float)) or value < 0:
-                        raise ValueError(f"expected non-negative numbers, got {value!r}")
-                except ValueError as err:
-                    raise ValueError(f"guard.{name}.{key}: {err}") from None
+        """Every rule parsed once, here: the tick, admission and the views read numbers from `rules`."""
+        self._rules = {resource: resolve(getattr(self, resource.value), resource) for resource in Resource}
         return self
+
+    @property
+    def rules(self) -> dict[Resource, ResolvedRule]:
+        return self._rules

@@ -57,7 +57,7 @@ class Snapshot:
     worker_settling: bool = False  # the worker woke or started within the prediction window: its own growth, not a trend
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResourceState:
     """One resource's level and the timers hysteresis needs."""
 
@@ -93,7 +93,7 @@ class Desired:
         return self.state
 
 
-@dataclass
+@dataclass(frozen=True)
 class GuardState:
     """What evaluate() carries from one tick to the next (pure data; persisted on change)."""
 
@@ -144,4 +144,3 @@ class Decision:
     reasons: tuple[str, ...]
     stale: bool
     admissions_open: bool
-    events: tuple[str, ...] = ()

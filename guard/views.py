@@ -7,7 +7,7 @@ from dataclasses import asdict
 from importlib import resources
 
 from guard.leases import gpu_room, ram_room
-from guard.policy import resolve_rule
+from guard.signals import Resource, ResolvedRule
 from guard.types import Lease, Level, ResourceState
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -24,11 +24,11 @@ def _resource(rs: ResourceState | None) -> dict:
     return {"level": rs.level.label, "value": rs.value, "why": rs.why}
 
 
-def thresholds(rule, kind: str, total: float | None) -> dict[str, float]:
+def thresholds(rule: ResolvedRule, total: float | None) -> dict[str, float]:
     """Available (free) bytes at which each level is entered, for the bars' marks."""
     if not total:
         return {}
-    return {level.label: value for level, value in resolve_rule(rule, kind, total).enter.items()}
+    return {level.label: value for level, value in rule.at(total).enter.items()}
 
 
 def worker_view(engine, decision) -> dict:
@@ -70,9 +70,9 @@ def headroom_view(engine) -> dict:
         leases = engine.leases()
         settings = engine.settings
         ram = {**ram_room(snap, leases, settings), "total_bytes": snap.ram_total_bytes,
-               **_resource(state.resources.get("ram")), "thresholds": thresholds(settings.ram, "ram", snap.ram_total_bytes)}
+               **_resource(state.resources.get("ram")), "thresholds": thresholds(settings.rules[Resource.RAM], snap.ram_total_bytes)}
         gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, settings),
-                 **_resource(state.resources.get(f"gpu:{g.gpu}")), "thresholds": thresholds(settings.gpu, "gpu", g.total_bytes)}
+                 **_resource(state.resources.get(f"gpu:{g.gpu}")), "thresholds": thresholds(settings.rules[Resource.GPU], g.total_bytes)}
                 for g in snap.gpus]
         return {
             "observed_at": snap.taken_at, "domain": snap.domain, "stale": decision.stale,

@@ -200,4 +200,4 @@ def test_tick_metrics_and_events_record_decisions(make_engine, source, clock):
     events = engine.store.events(10)
     assert any(e["kind"] == "decision" and "worker paused" in e["message"] for e in events)
     assert any(e["kind"] == "level" and "ram: ok -> pause" in e["message"] for e in events)
-    assert MiB and len(engine.tick_seconds) == 1
+    assert MiB and engine.tick_histogram.count == 1
