@@ -1,4 +1,4 @@
-"""The engine's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of Engine)."""
+"""The engine's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of Manager)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from headroom.contract import WorkerState
 
 
 class ProtectionMixin:
-    """Needs the Engine's lock, store, clock, state, decision, reconciler, overrides, downtime, acting and fastpath."""
+    """Needs the Manager's lock, store, clock, state, decision, reconciler, overrides, downtime, acting and fastpath."""
 
     @property
     def override(self) -> Desired | None:

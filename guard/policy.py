@@ -160,24 +160,38 @@ def is_stale(snapshot: Snapshot, now: float, config: GuardSettings) -> bool:
     return not snapshot.ok or now - snapshot.taken_at > config.stale_after_seconds
 
 
-def evaluate(snapshot: Snapshot, previous: GuardState, leases: Iterable[Lease], now: float,
-             config: GuardSettings, maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
-    """One tick of policy: freshness, per-resource levels with hysteresis, overall level, desired worker state.
-    Returns a new state; `previous` is left as it was."""
-    leases = list(leases)
+def assess(snapshot: Snapshot, previous: GuardState, now: float,
+           config: GuardSettings) -> tuple[GuardState, Decision]:
+    """Freshness and per-resource levels with hysteresis: a new state and a decision whose desired state is still the
+    previous one (compose() fills it in once the queue is served). `previous` is left as it was."""
     if is_stale(snapshot, now, config):
         stale_since = previous.stale_since or previous.last_ok_at or now
         why = f"signals stale since {stale_since:.3f}" + (f" ({snapshot.error})" if snapshot.error else "")
-        # The worker is not flapped on missing data: keep the last desired state, except maintenance/leases.
-        desired = max([previous.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity)
-        state = replace(previous, stale_since=stale_since, desired=desired)
-        return state, Decision(state.level, desired, (why,), stale=True, admissions_open=False)
+        state = replace(previous, stale_since=stale_since)
+        return state, Decision(state.level, previous.desired, (why,), stale=True, admissions_open=False)
     values, state = measure(snapshot, previous, now, config)
     free_seconds = state.free_seconds if state.free_seconds is not None else config.free_seconds_estimate
     resources = step_resources(values, previous.resources, now, is_urgent(values, free_seconds), config.recovery_hold_seconds)
     level = max((rs.level for rs in resources.values()), default=Level.OK)
-    desired = desired_worker(level, resources, leases, maintenance, config)
-    state = replace(state, stale_since=None, last_ok_at=now, resources=resources, level=level, desired=desired)
+    state = replace(state, stale_since=None, last_ok_at=now, resources=resources, level=level)
     reasons = tuple(rs.why for rs in resources.values() if rs.level > Level.OK)
-    admit_ok = level < Level.named(config.admit_below_level)
-    return state, Decision(level, desired, reasons, stale=False, admissions_open=admit_ok)
+    return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < Level.named(config.admit_below_level))
+
+
+def compose(state: GuardState, decision: Decision, leases: Iterable[Lease], config: GuardSettings,
+            maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
+    """The desired worker state from the assessed levels, the leases (served already) and maintenance. On stale signals
+    the worker is not flapped: the last desired state stays, except what maintenance and leases ask."""
+    leases = list(leases)
+    if decision.stale:
+        desired = max([state.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity)
+    else:
+        desired = desired_worker(state.level, state.resources, leases, maintenance, config)
+    return replace(state, desired=desired), replace(decision, desired=desired)
+
+
+def evaluate(snapshot: Snapshot, previous: GuardState, leases: Iterable[Lease], now: float,
+             config: GuardSettings, maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
+    """One tick of policy without a queue to serve: assess, then compose. Returns a new state."""
+    state, decision = assess(snapshot, previous, now, config)
+    return compose(state, decision, leases, config, maintenance)

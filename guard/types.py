@@ -25,6 +25,27 @@ class Level(enum.IntEnum):
         return self.name.lower()
 
 
+class LeaseStatus(enum.StrEnum):
+    """Where a lease is; waiting and granted are active. A StrEnum: its plain name in JSON and the state database."""
+
+    WAITING = "waiting"
+    GRANTED = "granted"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    REFUSED = "refused"
+
+
+ACTIVE = (LeaseStatus.WAITING, LeaseStatus.GRANTED)
+
+
+class AdmissionOutcome(enum.StrEnum):
+    """Admission's answer to one request."""
+
+    GRANTED = "granted"
+    WAIT = "wait"  # the worker is being freed for it, or it is queued
+    REFUSED = "refused"
+
+
 @dataclass(frozen=True)
 class GpuObs:
     """One GPU as the source reports it."""
@@ -119,7 +140,7 @@ class Lease:
     ttl_seconds: int
     created_at: float
     expires_at: float
-    status: str = "waiting"  # waiting | granted | released | expired | refused
+    status: LeaseStatus = LeaseStatus.WAITING
     priority: int = 0
     pid: int | None = None
     free_worker: bool = False  # the client allows the worker to be freed to make room
@@ -130,9 +151,12 @@ class Lease:
     reason: str = ""
     wait_until: float | None = None  # a queued lease gives up at this time
 
+    def __post_init__(self) -> None:
+        self.status = LeaseStatus(self.status)  # a stored lease comes back with the plain name
+
     @property
     def active(self) -> bool:
-        return self.status in ("waiting", "granted")
+        return self.status in ACTIVE
 
 
 @dataclass(frozen=True)
