@@ -16,13 +16,12 @@ from guard.history import History
 from guard.leasebook import LeaseBook
 from guard.leases import Admission, admit, queue_order
 from guard.metrics import TickHistogram
-from guard.observer import describe_kill
 from guard.policy import assess, compose
 from guard.protection import DowntimeMeter, merge_fast, with_override
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
-from guard.types import AdmissionOutcome, Decision, Desired, GuardState, Lease, LeaseStatus, Level, ResourceState, Snapshot
+from guard.types import ActionEvent, AdmissionOutcome, Decision, Desired, GuardState, Lease, LeaseStatus, Level, ResourceState, Snapshot
 from headroom.contract import Maintenance, WorkerState, WorkerStatus
 
 log = logging.getLogger("headroom.guard")
@@ -173,16 +172,16 @@ class Manager(ProtectionMixin):
             return
         self.record_actions(self.reconciler.reconcile(decision.desired, self.maintenance, now), now)
 
-    def record_actions(self, events: list[dict], now: float) -> None:
+    def record_actions(self, events: list[ActionEvent], now: float) -> None:
         for event in events:
-            self.actions[(event["action"], event["result"])] += 1
-            self.store.add_event("action", f"{event['action']} {event['result']}: {event['message']}", event, at=now)
+            self.actions[(event.action, event.result)] += 1
+            self.store.add_event("action", f"{event.action} {event.result}: {event.message}", event.data(), at=now)
 
     def record_oom_kills(self) -> None:
         """OOM kills the exporter reported since the last poll become `oom_kill` events (at the kill's time)."""
         poll = getattr(self.observer, "oom_kills", None)
         for kill in poll() if poll else ():
-            self.store.add_event("oom_kill", describe_kill(kill), kill, at=kill.get("time_seconds"))
+            self.store.add_event("oom_kill", kill.describe(), kill.data, at=kill.time_seconds)
 
     # --- leases ---------------------------------------------------------------------------------
     def leases(self) -> list[Lease]:

@@ -160,6 +160,19 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class ActionEvent:
+    """One call the guard made to the worker (or would make, in a dry run) and how it ended."""
+
+    action: str  # set_<state>, maintenance_on, maintenance_off, worker_stop, worker_start, recover_thaw
+    result: str  # ok | accepted | refused | error | dry_run
+    message: str = ""
+
+    def data(self) -> dict:
+        """The event's stored payload."""
+        return {"kind": "action", "action": self.action, "result": self.result, "message": self.message}
+
+
+@dataclass(frozen=True)
 class Decision:
     """One tick's outcome: the level, the desired worker state and the reasons, plus whether admission is open."""
 
