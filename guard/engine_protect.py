@@ -25,7 +25,7 @@ class ProtectionMixin:
                 self.state = forget_free(self.state)
             self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
         self._seen_observed = observed
-        if state in ("starting", "waking", "freeing", "freed"):
+        if state in (WorkerState.STARTING, WorkerState.WAKING, WorkerState.FREEING, WorkerState.FREED):
             self._grew_at = self.clock()  # it loads (or will load) its engine: growth the guard caused
         return state
 

@@ -152,12 +152,13 @@ class Manager(ProtectionMixin):
     def remeasure_before_free(self, decision: Decision, now: float) -> Decision:
         """Before a destructive free, observe again; if memory recovered, the fresh decision wins (earlyoom's re-check)."""
         worker_state = self.snapshot.worker_state
-        if decision.desired.state != "freed" or worker_state in ("freed", "freeing") or self.reconciler is None:
+        if (decision.desired.state != WorkerState.FREED or worker_state in (WorkerState.FREED, WorkerState.FREEING)
+                or self.reconciler is None):
             return decision
         snapshot = self.observe()
         with self.lock:
             fresh = self.decide(snapshot, now)
-        if fresh.desired.state != "freed":
+        if fresh.desired.state != WorkerState.FREED:
             self.store.add_event("action", "free aborted: the re-measure shows memory recovered", at=now)
         return fresh
 

@@ -8,7 +8,7 @@ from typing import Iterable
 from guard.settings import GuardSettings
 from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
-from headroom.contract import Maintenance
+from headroom.contract import Maintenance, WorkerState
 
 
 def _worse(value: float, limit: float, higher_is_worse: bool) -> bool:
@@ -83,7 +83,7 @@ def swap_in_rate(last: tuple[float, float] | None, now: float, total: float | No
     return (total - last[1]) / (now - last[0])
 
 
-WORKER_GROWING = ("starting", "waking")  # the worker's own load: growth the guard caused, not a trend to act on
+WORKER_GROWING = (WorkerState.STARTING, WorkerState.WAKING)  # the worker's own load: growth the guard caused, not a trend to act on
 
 
 def measure(snapshot: Snapshot, state: GuardState, now: float,
@@ -135,12 +135,12 @@ def free_level_for(resources: dict[str, ResourceState], config: GuardSettings) -
 def desired_from_level(level: Level, resources: dict[str, ResourceState], config: GuardSettings) -> Desired:
     reason = "; ".join(rs.why for rs in resources.values() if rs.level == level and level > Level.OK) or "all clear"
     if level >= Level.FREE:
-        return Desired("freed", level=free_level_for(resources, config), reason=reason)
+        return Desired(WorkerState.FREED, level=free_level_for(resources, config), reason=reason)
     if level == Level.PAUSE:
-        return Desired("paused", reason=reason)
+        return Desired(WorkerState.PAUSED, reason=reason)
     if level == Level.THROTTLE:
-        return Desired("throttled", concurrency=config.throttle_concurrency, reason=reason)
-    return Desired("running", reason=reason)
+        return Desired(WorkerState.THROTTLED, concurrency=config.throttle_concurrency, reason=reason)
+    return Desired(WorkerState.RUNNING, reason=reason)
 
 
 def desired_worker(level: Level, resources: dict, leases: Iterable[Lease], maintenance: Maintenance | None,
@@ -148,10 +148,10 @@ def desired_worker(level: Level, resources: dict, leases: Iterable[Lease], maint
     """The most severe of: what the level asks, maintenance (paused), leases that free the worker (freed)."""
     candidates = [desired_from_level(level, resources, config)]
     if maintenance is not None and maintenance.on:
-        candidates.append(Desired("paused", reason=f"maintenance: {maintenance.reason or 'operator'}"))
+        candidates.append(Desired(WorkerState.PAUSED, reason=f"maintenance: {maintenance.reason or 'operator'}"))
     holders = [f"{lease.holder} ({lease.id})" for lease in leases if lease.active and lease.frees_worker]
     if holders:
-        candidates.append(Desired("freed", level=free_level_for(resources, config),
+        candidates.append(Desired(WorkerState.FREED, level=free_level_for(resources, config),
                                   reason="freed for lease " + ", ".join(holders)))
     return max(candidates, key=lambda d: d.severity)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from headroom.contract import SEVERITY, WorkerState
+
 
 class Level(enum.IntEnum):
     """How hard the guard leans on the worker; ordered so max() picks the most severe."""
@@ -74,7 +76,7 @@ class Snapshot:
     gpus: tuple[GpuObs, ...] = ()
     pid_ram_bytes: dict[int, float] = field(default_factory=dict)  # lease pid -> RSS of its process tree
     pid_gpu_bytes: dict[int, dict[str, float]] = field(default_factory=dict)  # lease pid -> gpu -> bytes of its tree
-    worker_state: str | None = None  # the worker's reported state (None: no worker or unreachable)
+    worker_state: WorkerState | None = None  # the worker's reported state (None: no worker or unreachable)
     worker_settling: bool = False  # the worker woke or started within the prediction window: its own growth, not a trend
 
 
@@ -93,25 +95,30 @@ class ResourceState:
 class Desired:
     """The worker state the guard wants: running, throttled(concurrency), paused or freed(level)."""
 
-    state: str = "running"
+    state: WorkerState = WorkerState.RUNNING  # one of the contract's DESIRABLE states
     concurrency: int | None = None
     level: int | None = None
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", WorkerState(self.state))  # a stored decision comes back with the plain name
+        if self.state not in SEVERITY:
+            raise ValueError(f"a worker cannot be asked to be {self.state}")
+
     @property
     def severity(self) -> int:
-        return {"running": 0, "throttled": 1, "paused": 2, "freed": 3}[self.state]
+        return SEVERITY[self.state]
 
     def key(self) -> tuple:
-        return (self.state, self.concurrency if self.state == "throttled" else None,
-                self.level if self.state == "freed" else None)
+        return (self.state, self.concurrency if self.state == WorkerState.THROTTLED else None,
+                self.level if self.state == WorkerState.FREED else None)
 
     def describe(self) -> str:
-        if self.state == "throttled":
+        if self.state == WorkerState.THROTTLED:
             return f"throttled({self.concurrency})"
-        if self.state == "freed":
+        if self.state == WorkerState.FREED:
             return f"freed(level {self.level})"
-        return self.state
+        return self.state.value
 
 
 @dataclass(frozen=True)
