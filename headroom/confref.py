@@ -71,7 +71,7 @@ def _table(model: type[BaseModel], title: str) -> tuple[list[str], list[tuple[st
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             nested.append((name, annotation))
             continue
-        meaning = comments.get(name, field.description or "").replace("|", "\\|")
+        meaning = (field.description or comments.get(name, "")).replace("|", "\\|")
         rows.append(f"| `{name}` | {_type_name(annotation).replace('|', 'or')} | {_default(field)} | {meaning} |")
     return rows, nested
 
