@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -40,8 +41,9 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     """Real dependencies from the configuration: source, store in the state dir, worker target, token."""
     guard = settings.guard
     token = load_or_create_token(settings.state_dir, guard.token or None)
-    observer = Observer(build_source(guard, source_transport))
-    store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt)
+    clock = clock or time.time  # one clock through the source, the store and the manager
+    observer = Observer(build_source(guard, source_transport, clock))
+    store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt, clock=clock)
     reconciler = target = None
     if guard.worker_kind == "cgroup":
         from guard.cgroup_worker import build_cgroup_target
@@ -52,8 +54,7 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
         target = build_target(guard.worker_kind, guard.worker_url, token, guard.worker_timeout_seconds, worker_transport)
     if target is not None:
         reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
-    kwargs = {"clock": clock} if clock else {}
-    engine = Manager(guard, observer, store, reconciler, **kwargs)
+    engine = Manager(guard, observer, store, reconciler, clock=clock)
     if guard.worker_kind == "cgroup":  # "freed" needs the GPU memory of the worker's processes gone too
         target.gpu_processes = lambda: gpu_process_bytes(engine.snapshot.gpus)
     return Deps(engine, token)

@@ -53,7 +53,7 @@ def with_pid_usage(snapshot: Snapshot, pids: Iterable[int]) -> Snapshot:
     return replace(snapshot, pid_ram_bytes=ram, pid_gpu_bytes=gpu)
 
 
-def build_source(settings: GuardSettings, transport=None) -> Source:
+def build_source(settings: GuardSettings, transport=None, clock: Callable[[], float] = time.time) -> Source:
     """The configured source: the exporter's /metrics or Prometheus' query API."""
     if settings.source == "prometheus":
         from guard.promsource import PrometheusSource, build_queries
@@ -61,10 +61,10 @@ def build_source(settings: GuardSettings, transport=None) -> Source:
         queries = build_queries(settings.prometheus_preset, settings.prometheus_queries,
                                 settings.prometheus_instance, settings.memory_domain)
         return PrometheusSource(settings.prometheus_url, queries, settings.memory_domain,
-                                settings.source_timeout_seconds, transport)
+                                settings.source_timeout_seconds, transport, clock)
     from guard.metrics_source import ExporterSource
 
-    return ExporterSource(settings.exporter_url, settings.memory_domain, settings.source_timeout_seconds, transport)
+    return ExporterSource(settings.exporter_url, settings.memory_domain, settings.source_timeout_seconds, transport, clock)
 
 
 class OomFeed:
