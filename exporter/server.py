@@ -10,7 +10,6 @@ connections cannot lock a scraper out); when every connection is busy answering,
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import io
 import json
@@ -28,8 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from exporter.encode import CONTENT_TYPE, encode
 from exporter.follower import KmsgFollower
-from headroom.errors import EXIT_BIND, HeadroomError
-from headroom.settings_base import parse_listen
+from headroom.serving import bind
 
 log = logging.getLogger("headroom.exporter")
 INDEX = b"headroom exporter\n/metrics  Prometheus metrics\n/events   recent OOM kills (JSON)\n"
@@ -77,13 +75,16 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # a burst of scrapers must not wait on SYN retries (the default is 5)
 
-    def __init__(self, address, handler, limits: Limits):
+    def __init__(self, sock: socket.socket, handler, limits: Limits):
+        """Serve on `sock`, already bound and listening (headroom.serving.bind)."""
         self.limits = limits
         self.stats = HttpStats()
         self._lock = threading.Lock()
         self._warned_at = float("-inf")
         self._waiting: dict = {}  # handler -> monotonic time it began waiting for a request
-        super().__init__(address, handler)
+        super().__init__(sock.getsockname(), handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket, self.server_address = sock, sock.getsockname()
 
     def process_request(self, request, client_address):
         with self._lock:
@@ -154,10 +155,6 @@ class _Server(ThreadingHTTPServer):
     def count_timeout(self) -> None:
         with self._lock:
             self.stats.timed_out += 1
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
 
 
 def events_payload(follower: KmsgFollower | None) -> dict:
@@ -253,13 +250,7 @@ class HttpStatsCollector:
 
 def serve(listen: str, handler: type[BaseHTTPRequestHandler], limits: Limits | None = None) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """Bind `listen` and serve in a thread; HeadroomError(EXIT_BIND) when the address is taken or not allowed."""
-    host, port = parse_listen(listen)
-    server_class = _Server6 if ":" in host else _Server
-    try:
-        server = server_class((host, port), handler, limits or Limits())
-    except OSError as err:
-        reason = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
-        raise HeadroomError(f"cannot listen on {listen}: {reason}", EXIT_BIND) from None
+    server = _Server(bind(listen, "exporter"), handler, limits or Limits())
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     return server, thread

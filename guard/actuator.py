@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import httpx
 
 from guard.types import ActionEvent, Desired
+from headroom.auth import bearer_headers
 from headroom.contract import DesiredStatus, Maintenance, MaintenanceRequest, StateRequest, WorkerState, WorkerStatus
 
 log = logging.getLogger("headroom.guard.actuator")
@@ -45,8 +46,7 @@ class ContractTarget:
     kind = "contract"
 
     def __init__(self, base_url: str, token: str | None, timeout: float, transport: httpx.BaseTransport | None = None):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=bearer_headers(token), transport=transport)
 
     def read(self) -> WorkerStatus:
         """GET /control/state, parsed (httpx.HTTPError when unreachable, ValueError when not the contract's shape)."""
@@ -74,8 +74,7 @@ class VllmServeTarget:
     kind = "vllm-serve"
 
     def __init__(self, base_url: str, token: str | None, timeout: float, transport: httpx.BaseTransport | None = None):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=bearer_headers(token), transport=transport)
         self.applied: Desired | None = None
 
     def read(self) -> WorkerStatus:
@@ -152,7 +151,7 @@ class Reconciler:
     def _call(self, action: str, now: float, fn) -> list[ActionEvent]:
         try:
             outcome = fn()
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, ValueError) as err:  # ValueError: a desired state the contract cannot carry
             outcome = Outcome("error", f"{type(err).__name__}: {err}")
         if outcome.result in ("ok", "accepted"):
             self.failures, self.next_attempt_at = 0, 0.0

@@ -1,54 +1,31 @@
-"""`headroom guard` runs the guard; `headroom status` asks a running guard for headroom, leases and events."""
+"""`headroom status` asks a running guard for headroom, leases and events; `headroom thaw` thaws a frozen process."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from headroom.errors import EXIT_SOURCE, HeadroomError
+from headroom.auth import bearer_headers, read_token
+from headroom.cliargs import settings_command
+from headroom.detail import describe_detail
+from headroom.errors import EXIT_CONFIG, EXIT_NO, EXIT_UNREACHABLE, HeadroomError
+from headroom.settings_base import base_url
+from headroom.sizes import format_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from headroom.cli import add_config_argument
-
-    guard = subparsers.add_parser("guard", help="run the guard (lease API, worker control, /metrics)")
-    add_config_argument(guard)
-    guard.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:9841)")
-    guard.set_defaults(func=_guard)
+    """`status` and `thaw`: clients of a running guard (`headroom guard` itself is served by headroom.cli)."""
     status = subparsers.add_parser("status", help="show headroom, level, worker state, leases and recent events")
-    add_config_argument(status)
+    settings_command(status, _status)
     status.add_argument("--url", help="guard base URL (default: from [guard] listen)")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.add_argument("--events", type=int, default=10, metavar="N", help="recent events to show (default 10)")
     status.add_argument("--watch", action="store_true", help="a live view in the terminal, redrawn every --interval; Ctrl-C ends it")
     status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--watch refresh period (default 2)")
-    status.set_defaults(func=_status)
     thaw = subparsers.add_parser("thaw", help="thaw a process the guard froze (it is then never frozen again)")
-    add_config_argument(thaw)
+    settings_command(thaw, _thaw)
     thaw.add_argument("pid", type=int, help="the frozen process's pid (`headroom status` lists them)")
     thaw.add_argument("--url", help="guard base URL (default: from [guard] listen)")
-    thaw.set_defaults(func=_thaw)
-
-
-def _guard(args: argparse.Namespace) -> int:
-    from headroom.cli import setup_logging
-    from headroom.config import load_settings
-    from guard.app import serve
-
-    settings = load_settings(args.config, **({"guard": {"listen": args.listen}} if args.listen else {}))
-    setup_logging(settings.log_level)
-    serve(settings)
-    return 0
-
-
-def guard_url(settings, url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    from headroom.settings_base import parse_listen
-
-    host, port = parse_listen(settings.guard.listen)
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def fetch_status(base: str, events: int, full: bool = False, token: str | None = None) -> dict:
@@ -58,9 +35,8 @@ def fetch_status(base: str, events: int, full: bool = False, token: str | None =
     """
     import httpx
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(base_url=base, timeout=5.0, headers=headers) as client:
+        with httpx.Client(base_url=base, timeout=5.0, headers=bearer_headers(token)) as client:
             status = {"headroom": client.get("/v1/headroom").raise_for_status().json(),
                       "leases": client.get("/v1/leases").raise_for_status().json()["leases"],
                       "events": _events(client, events)}
@@ -69,7 +45,7 @@ def fetch_status(base: str, events: int, full: bool = False, token: str | None =
                 status["top"] = client.get("/v1/top", params={"limit": 8}).raise_for_status().json()
             return status
     except httpx.HTTPError as err:
-        raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_SOURCE) from None
+        raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_UNREACHABLE) from None
 
 
 def _events(client, events: int) -> list[dict]:
@@ -83,8 +59,6 @@ def _events(client, events: int) -> list[dict]:
 
 def render(status: dict) -> str:
     """The human form of `headroom status`."""
-    from headroom.sizes import format_size
-
     h = status["headroom"]
     lines = [f"level: {h['level']}" + ("  (signals stale)" if h["stale"] else "") + f"   domain: {h['domain']}",
              f"RAM: {format_size(h['ram']['admissible_bytes'])} admissible ({format_size(h['ram']['available_bytes'])} available, "
@@ -111,8 +85,6 @@ def render(status: dict) -> str:
 
 def frozen_lines(frozen: dict) -> list[str]:
     """One line per frozen process, with how long and what happens next; nothing when none is frozen."""
-    from headroom.sizes import format_size
-
     lines = []
     for p in frozen.get("processes", []):
         lines.append(f"FROZEN: pid {p['pid']} {p['comm']} ({format_size(p['rss_bytes'])}) by {p['method']} for "
@@ -121,37 +93,25 @@ def frozen_lines(frozen: dict) -> list[str]:
     return lines
 
 
-def _thaw(args: argparse.Namespace) -> int:
+def _thaw(args: argparse.Namespace, settings) -> int:
     import httpx
 
-    from headroom.auth import read_token
-    from headroom.config import load_settings
-    from headroom.errors import EXIT_NO
-
-    settings = load_settings(args.config)
-    base = guard_url(settings, args.url)
+    base = base_url(settings.guard.listen, args.url)
     token = settings.guard.token or read_token(settings.state_dir)
     try:
-        with httpx.Client(base_url=base, timeout=10.0, headers={"Authorization": f"Bearer {token}"} if token else {}) as client:
+        with httpx.Client(base_url=base, timeout=10.0, headers=bearer_headers(token)) as client:
             response = client.post(f"/v1/frozen/{args.pid}/thaw")
     except httpx.HTTPError as err:
-        raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_SOURCE) from None
+        raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_UNREACHABLE) from None
     if response.status_code == 200:
         print(f"thawed {args.pid}")
         return 0
-    from headroom.client import _detail
-
-    message = f"the guard did not thaw {args.pid} ({response.status_code}): {_detail(response)}"
+    message = f"the guard did not thaw {args.pid} ({response.status_code}): {describe_detail(response)}"
     raise HeadroomError(message, EXIT_NO if response.status_code == 404 else EXIT_CONFIG)
 
 
-def _status(args: argparse.Namespace) -> int:
-    from headroom.config import load_settings
-
-    from headroom.auth import read_token
-
-    settings = load_settings(args.config)
-    base = guard_url(settings, args.url)
+def _status(args: argparse.Namespace, settings) -> int:
+    base = base_url(settings.guard.listen, args.url)
     token = settings.guard.token or read_token(settings.state_dir)
     if args.watch:
         from guard.watch import watch

@@ -17,8 +17,7 @@ class ProtectionMixin:
 
     def read_worker(self) -> WorkerState | None:
         """The worker's state: read here without an acting thread, else the acting thread's last read (never waits)."""
-        observed = self.reconciler.observed
-        state = self.reconciler.read() if self.acting is None else (observed.state if observed is not None else None)
+        state = self.reconciler.read() if self.acting is None else getattr(self.reconciler.observed, "state", None)
         observed = self.reconciler.observed
         if worker_restarted(self._seen_observed, observed, self.decision.desired.state) and self.override is None:
             with self.lock:

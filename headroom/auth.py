@@ -80,6 +80,11 @@ def read_token(state_dir: Path) -> str | None:
         return None
 
 
+def bearer_headers(token: str | None) -> dict[str, str]:
+    """The request headers a client sends: `Authorization: Bearer <token>`, or none without a token."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def token_matches(expected: str, authorization: bytes | str | None) -> bool:
     """Constant-time check of an `Authorization` header: exactly one `Bearer ` and then exactly the token's bytes."""
     if not expected or authorization is None:

@@ -1,17 +1,51 @@
-"""The `headroom` command line: one parser, each part registers its own subcommands."""
+"""The `headroom` command line, the one place that wires the parts: it serves them and registers their commands."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+from dataclasses import dataclass
 
 from headroom import __version__
-from headroom.errors import EXIT_OK, HeadroomError
+from headroom.cliargs import settings_command
+from headroom.errors import EXIT_INTERRUPTED, EXIT_OK, HeadroomError
+from headroom.logsetup import setup_logging
 
-# Modules with a `register(subparsers)` function; kept import-light (heavy imports inside handlers).
-PART_CLIS = ("headroom.config_cli", "headroom.up", "exporter.cli", "guard.cli", "worker.cli", "headroom.run_cli", "headroom.install")
+
+@dataclass(frozen=True)
+class Flag:
+    """A server's command-line flag that overrides one key of its settings section."""
+
+    option: str
+    key: str
+    type: type
+    metavar: str
+    help: str
+
+
+LISTEN = Flag("--listen", "listen", str, "HOST:PORT", "address to serve on (default: [{part}] listen)")
+
+
+@dataclass(frozen=True)
+class Server:
+    """A part that serves: `module` exports `serve(settings) -> int | None`; `name` is its command and settings section."""
+
+    name: str
+    module: str
+    help: str
+    flags: tuple[Flag, ...] = (LISTEN,)
+
+
+# `headroom <name>` loads the settings (with its flags), sets up logging and calls the part's serve(settings).
+SERVERS = (
+    Server("exporter", "exporter.app", "serve GPU/RAM/swap/pressure/OOM metrics on /metrics"),
+    Server("guard", "guard.app", "run the guard (lease API, worker control, /metrics)"),
+    Server("worker", "worker.server", "run the vLLM batch worker (job API, control endpoint, /metrics)",
+           (LISTEN, Flag("--oom-score-adj", "oom_score_adj", int, "N", "the worker's oom_score_adj (default: [{part}] oom_score_adj)"))),
+)
+# Modules with a `register(subparsers)` for the other commands, in help order (kept import-light).
+COMMANDS = ("headroom.config_cli", "headroom.up", "guard.cli", "worker.cli", "headroom.client.commands", "headroom.install")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,43 +53,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"headroom {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in PART_CLIS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:
-                continue  # that part is not built yet
-            raise
-        module.register(subparsers)
+    for server in SERVERS:
+        sub = subparsers.add_parser(server.name, help=server.help)
+        settings_command(sub, _serve)
+        for flag in server.flags:
+            sub.add_argument(flag.option, dest=flag.key, type=flag.type, metavar=flag.metavar, help=flag.help.format(part=server.name))
+        sub.set_defaults(server=server)
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $HEADROOM_CONFIG, else built-in defaults)")
+def _serve(args: argparse.Namespace, settings) -> int:
+    setup_logging(settings.log_level)
+    result = importlib.import_module(args.server.module).serve(settings)
+    return EXIT_OK if result is None else int(result)
 
 
-# Libraries that log every tick or request at INFO (4 ticks a second would flood the journal).
-CHATTY_LOGGERS = ("apscheduler", "httpx", "httpcore")
+def _settings(args: argparse.Namespace):
+    """The settings a command runs with: its --config file, HEADROOM_* variables, then a server's flags."""
+    from headroom.config import load_settings
 
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if level.lower() != "debug":
-        for name in CHATTY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    server = getattr(args, "server", None)
+    given = {flag.key: getattr(args, flag.key) for flag in (server.flags if server else ()) if getattr(args, flag.key) is not None}
+    return load_settings(args.config, **({server.name: given} if given else {}))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = args.func(args)
+        result = args.func(args, _settings(args)) if getattr(args, "with_settings", False) else args.func(args)
     except HeadroomError as err:
         print(f"headroom: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return EXIT_OK if result is None else int(result)

@@ -21,7 +21,7 @@ from exporter.settings import ExporterSettings
 from guard.settings import GuardSettings
 from headroom.errors import EXIT_CONFIG, HeadroomError
 from headroom.paths import default_state_dir
-from headroom.run_settings import RunSettings
+from headroom.client.settings import RunSettings
 from worker.settings import WorkerSettings
 
 CONFIG_ENV = "HEADROOM_CONFIG"
@@ -33,10 +33,14 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    # Where leases, the job queue, the API token and other state live (mode 0700).
-    state_dir: Path = Field(default_factory=default_state_dir)
-    # Python logging level for every part: debug, info, warning, error.
-    log_level: str = "info"
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Where leases, the job queue, the API token and other state live (mode 0700).",
+    )
+    log_level: str = Field(
+        default="info",
+        description="Python logging level for every part: debug, info, warning, error.",
+    )
     exporter: ExporterSettings = Field(default_factory=ExporterSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -1,8 +1,7 @@
-"""The configuration reference (docs/configuration.md), generated from the settings classes and their comments."""
+"""The configuration reference (docs/configuration.md), generated from the settings classes' Field descriptions."""
 
 from __future__ import annotations
 
-import inspect
 import re
 import typing
 from pathlib import Path
@@ -15,29 +14,6 @@ Generated from the settings classes by `headroom config reference` (a test fails
 One TOML file (`--config FILE` or `$HEADROOM_CONFIG`); any key can be overridden by an environment variable
 named after its path: `[guard] listen` is `HEADROOM_GUARD__LISTEN`; lists and tables are given as JSON.
 """
-
-
-def _comments(model: type[BaseModel]) -> dict[str, str]:
-    """The `# ...` lines just above each field in the class body (the project's one-line-per-field habit)."""
-    comments: dict[str, str] = {}
-    pending: list[str] = []
-    for klass in reversed(model.__mro__):
-        if not (isinstance(klass, type) and issubclass(klass, BaseModel)) or klass is BaseModel:
-            continue
-        try:
-            lines = inspect.getsource(klass).splitlines()
-        except (OSError, TypeError):
-            continue
-        for line in lines:
-            stripped = line.strip()
-            if stripped.startswith("#"):
-                pending.append(stripped.lstrip("# ").strip())
-                continue
-            match = re.match(r"^(\w+)\s*:", stripped)
-            if match and pending:
-                comments[match.group(1)] = " ".join(pending)
-            pending = [] if stripped or not pending else pending
-    return comments
 
 
 def _type_name(annotation) -> str:
@@ -63,7 +39,6 @@ def _default(field) -> str:
 
 
 def _table(model: type[BaseModel], title: str) -> tuple[list[str], list[tuple[str, type[BaseModel]]]]:
-    comments = _comments(model)
     rows = [f"\n## {title}\n", "| key | type | default | meaning |", "|---|---|---|---|"]
     nested = []
     for name, field in model.model_fields.items():
@@ -71,7 +46,7 @@ def _table(model: type[BaseModel], title: str) -> tuple[list[str], list[tuple[st
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             nested.append((name, annotation))
             continue
-        meaning = (field.description or comments.get(name, "")).replace("|", "\\|")
+        meaning = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{name}` | {_type_name(annotation).replace('|', 'or')} | {_default(field)} | {meaning} |")
     return rows, nested
 

@@ -1,7 +1,8 @@
-"""Serving an ASGI app (guard, worker): bind the address up front (a busy port is exit 3), uvicorn, sd_notify."""
+"""Serving a part: bind the address up front (a busy port is exit 3; exporter, guard, worker), uvicorn with sd_notify."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from headroom import sdnotify
@@ -19,7 +20,8 @@ def bind(listen: str, part: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as err:
         sock.close()
-        raise HeadroomError(f"{part} cannot listen on {listen}: {err.strerror}; is another {part} running? Choose a free "
+        reason = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+        raise HeadroomError(f"{part} cannot listen on {listen}: {reason}; is another {part} running? Choose a free "
                             f"address with --listen HOST:PORT, [{part}] listen or HEADROOM_{part.upper()}__LISTEN", EXIT_BIND) from None
     sock.listen(128)
     sock.set_inheritable(True)

@@ -1,8 +1,10 @@
-"""Pieces every settings section uses: strict sections and the HOST:PORT parser."""
+"""Pieces every settings section uses: strict sections, the HOST:PORT type and parser, and the URL a client dials."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class Section(BaseModel):
@@ -26,3 +28,22 @@ def parse_listen(value: str) -> tuple[str, int]:
 def listen_validator(value: str) -> str:
     parse_listen(value)
     return value
+
+
+# A `listen` setting: HOST:PORT, checked at load (a bad one names the key and exits 2 before anything starts).
+ListenAddress = Annotated[str, AfterValidator(listen_validator)]
+
+# Hosts that mean "every address" when a server binds them; a client on the same box dials loopback instead.
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def base_url(listen: str, override: str | None = None) -> str:
+    """The http:// URL a local client uses to reach a server listening on `listen` (`override` wins when given).
+
+    '0.0.0.0:9841' -> http://127.0.0.1:9841, '[::]:9841' -> http://[::1]:9841, '[::1]:9841' -> http://[::1]:9841.
+    """
+    if override:
+        return override.rstrip("/")
+    host, port = parse_listen(listen)
+    host = WILDCARD_HOSTS.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -10,15 +10,15 @@ import subprocess
 import sys
 import time
 
+from headroom.cliargs import settings_command
+from headroom.logsetup import setup_logging
+
 log = logging.getLogger("headroom.up")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from headroom.cli import add_config_argument
-
     parser = subparsers.add_parser("up", help="run exporter + guard (+ worker when configured) with embedded defaults")
-    add_config_argument(parser)
-    parser.set_defaults(func=_up)
+    settings_command(parser, _up)
 
 
 def planned_parts(settings) -> list[str]:
@@ -32,11 +32,8 @@ def planned_parts(settings) -> list[str]:
     return parts
 
 
-def _up(args: argparse.Namespace) -> int:
-    from headroom.cli import setup_logging
-    from headroom.config import load_settings
-
-    settings = load_settings(args.config)  # validate everything before starting anything
+def _up(args: argparse.Namespace, settings) -> int:
+    """Start each part with the same --config; `settings` were validated whole before anything starts."""
     setup_logging(settings.log_level)
     children: dict[str, subprocess.Popen] = {}
     stopping = False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from pydantic import BaseModel
+
 from headroom.config import Settings
 from headroom.confref import reference
 from tests.helpers import REPO
@@ -22,3 +24,20 @@ def test_every_key_has_a_meaning_or_shares_one():
     text = reference(Settings)
     assert "| `listen` | str | `\"127.0.0.1:9840\"` | Address of /metrics and /events" in text
     assert "## [exporter]" in text and "## [guard]" in text and "## [worker]" in text
+
+
+# Sections whose every key has a Field(description=...); guard and worker join once their settings carry them.
+DESCRIBED = {"top level": Settings, "[exporter]": Settings.model_fields["exporter"].annotation,
+             "[run]": Settings.model_fields["run"].annotation}
+
+
+def test_each_key_of_the_described_sections_has_a_description_in_the_reference():
+    text = reference(Settings)
+    for title, model in DESCRIBED.items():
+        section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                continue  # a nested section: its own table
+            assert field.description, f"{title} {name} has no Field(description=...)"
+            assert f"| `{name}` |" in section and section.split(f"| `{name}` |", 1)[1].split("\n")[0].rstrip().endswith(
+                f"{field.description.replace('|', chr(92) + '|')} |"), f"{title} {name}: its description is not its meaning"

@@ -1,4 +1,4 @@
-"""`headroom worker` (the server) and `headroom batch submit|status|results|cancel` (its client)."""
+"""`headroom batch submit|status|results|cancel`: the worker's job API from the command line (headroom.cli serves the worker)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,11 @@ import argparse
 import json
 import sys
 
+from headroom.cliargs import settings_command
+from headroom.errors import HeadroomError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from headroom.cli import add_config_argument
-
-    worker = subparsers.add_parser("worker", help="run the vLLM batch worker (job API, control endpoint, /metrics)")
-    add_config_argument(worker)
-    worker.add_argument("--listen", metavar="HOST:PORT", help="override worker.listen (default 127.0.0.1:9842)")
-    worker.add_argument("--oom-score-adj", type=int, metavar="N", help="override worker.oom_score_adj (default -500)")
-    worker.set_defaults(func=_run_worker)
-
     batch = subparsers.add_parser("batch", help="submit a batch to the worker, read its status and results")
     actions = batch.add_subparsers(dest="batch_command", metavar="ACTION")
     actions.required = True
@@ -28,46 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, help=helptext)
         action.add_argument("batch_id", metavar="ID")
     for action in actions.choices.values():
-        add_config_argument(action)
+        settings_command(action, _batch)
         action.add_argument("--url", help="the worker's base URL (default: from worker.listen)")
-        action.set_defaults(func=_batch)
 
 
-def _run_worker(args: argparse.Namespace) -> int:
-    from headroom.cli import setup_logging
-    from headroom.config import load_settings
-    from worker.server import serve
-
-    overrides = {k: v for k, v in (("listen", args.listen), ("oom_score_adj", args.oom_score_adj)) if v is not None}
-    settings = load_settings(args.config, **({"worker": overrides} if overrides else {}))
-    setup_logging(settings.log_level)
-    set_oom_score_adj(settings.worker.oom_score_adj)
-    return serve(settings)
-
-
-def set_oom_score_adj(value: int | None, proc_self: str = "/proc/self") -> bool:
-    """Write the worker's oom_score_adj (inherited by the engine processes it starts); refused: a warning, never fatal."""
-    import logging
-
-    if value is None:
-        return False
-    try:
-        with open(f"{proc_self}/oom_score_adj", "w") as handle:
-            handle.write(str(value))
-        return True
-    except OSError as err:
-        logging.getLogger("headroom.worker").warning(
-            "cannot set oom_score_adj to %d: %s (lowering it needs CAP_SYS_RESOURCE; under systemd the unit's "
-            "OOMScoreAdjust= sets it)", value, err.strerror)
-        return False
-
-
-def _batch(args: argparse.Namespace) -> int:
-    from headroom.config import load_settings
-    from headroom.errors import HeadroomError
+def _batch(args: argparse.Namespace, settings) -> int:
     from worker.client import WorkerClient
 
-    client = WorkerClient(load_settings(args.config), args.url)
+    client = WorkerClient(settings, args.url)
     if args.batch_command == "submit":
         try:
             with open(args.file, "rb") as handle:

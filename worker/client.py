@@ -4,32 +4,21 @@ from __future__ import annotations
 
 import httpx
 
-from headroom.auth import read_token
-from headroom.errors import EXIT_NO, HeadroomError
-from headroom.settings_base import parse_listen
-
-
-def base_url(settings, override: str | None = None) -> str:
-    if override:
-        return override.rstrip("/")
-    host, port = parse_listen(settings.worker.listen)
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+from headroom.auth import bearer_headers, read_token
+from headroom.errors import EXIT_NO, EXIT_UNREACHABLE, HeadroomError
+from headroom.settings_base import base_url
 
 
 class WorkerClient:
     def __init__(self, settings, url: str | None = None, timeout: float = 60.0):
-        self.url = base_url(settings, url)
-        token = read_token(settings.state_dir)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.url = base_url(settings.worker.listen, url)
+        self._http = httpx.Client(base_url=self.url, headers=bearer_headers(read_token(settings.state_dir)), timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as err:
-            raise HeadroomError(f"the worker at {self.url} is not reachable ({err}); is `headroom worker` running?", EXIT_NO) from None
+            raise HeadroomError(f"the worker at {self.url} is not reachable ({err}); is `headroom worker` running?", EXIT_UNREACHABLE) from None
         if response.status_code >= 400:
             raise HeadroomError(_describe_error(response), EXIT_NO)
         return response

@@ -7,11 +7,11 @@ import threading
 import time
 from typing import Any, Callable
 
+from headroom.contract import Maintenance, WorkerState, WorkerStatus
 from worker.control import check_possible, reached
 from worker.engine_loop import EngineLoop
 from worker.engines import ModelEngine
 from worker.store import Store
-from headroom.contract import Maintenance, WorkerState, WorkerStatus
 from worker.types import Counters, Desired, EngineRequest
 
 log = logging.getLogger("headroom.worker.controller")
@@ -51,7 +51,7 @@ class Controller(EngineLoop):
         self._generation = 0  # bumped by every accepted PUT
         self._applying = 0  # the generation the controller is acting on
         self._begun = -1  # the last generation the controller has begun to apply
-        self._accepted_at = 0.0  # monotonic time the last desired state or maintenance was accepted
+        self._accepted_at = 0.0  # timer() when the last desired state or maintenance was accepted
         self.last_control_to_idle_seconds: float | None = None  # accepted -> nothing in the engine (pause, free)
         self._queue_hint = True  # the queue may hold work (cleared when a claim comes back short)
         self._ever_loaded = False
@@ -89,7 +89,7 @@ class Controller(EngineLoop):
         """Accept a desired state (Conflict when impossible); returns its generation for wait_begun()."""
         check_possible(desired, self.engine.free_levels(), self.engine.kind)
         with self.lock:
-            if not desired.same_target(self.desired) or self.desired.state == "freed":
+            if not desired.same_target(self.desired) or self.desired.state == WorkerState.FREED:
                 self._retry_at = 0.0
             self.desired = desired
             self._generation += 1

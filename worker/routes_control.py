@@ -20,18 +20,20 @@ def get_controller(request: Request) -> Controller:
 ControllerDep = Annotated[Controller, Depends(get_controller)]
 
 
-UNDER_WAY = {202: {"description": "accepted; the transition is still under way"}}
+UNDER_WAY = {202: {"description": "accepted; the transition is still under way", "model": WorkerStatus}}
+EXCLUDE = {"note", "cgroup"}  # the guard's cgroup worker fills these; this worker never does
 
 
 def control_router(auth) -> APIRouter:
     router = APIRouter()
     guarded = [Depends(auth)]
 
-    @router.get("/control/state", response_model=WorkerStatus, response_model_exclude={"note", "cgroup"})
+    @router.get("/control/state", response_model=WorkerStatus, response_model_exclude=EXCLUDE)
     def read_state(controller: ControllerDep) -> dict:
         return controller.snapshot()
 
-    @router.put("/control/state", dependencies=guarded, responses={**UNDER_WAY, 409: {"description": "impossible with this engine"}})
+    @router.put("/control/state", dependencies=guarded, response_model=WorkerStatus, response_model_exclude=EXCLUDE,
+                responses={**UNDER_WAY, 409: {"description": "impossible with this engine"}})
     def put_state(body: StateRequest, controller: ControllerDep, request: Request) -> JSONResponse:
         try:
             generation = controller.set_desired(to_desired(body, controller.clock()))
@@ -41,11 +43,12 @@ def control_router(auth) -> APIRouter:
         done = controller.wait_begun(generation, request.app.state.settings.worker.control_wait_seconds)
         return JSONResponse(controller.snapshot(), status_code=200 if done else 202)
 
-    @router.get("/control/maintenance")
+    @router.get("/control/maintenance", response_model=Maintenance)
     def read_maintenance(controller: ControllerDep) -> dict:
         return controller.snapshot()["maintenance"]
 
-    @router.put("/control/maintenance", dependencies=guarded, responses=UNDER_WAY)
+    @router.put("/control/maintenance", dependencies=guarded, response_model=WorkerStatus, response_model_exclude=EXCLUDE,
+                responses=UNDER_WAY)
     def put_maintenance(body: MaintenanceRequest, controller: ControllerDep, request: Request) -> JSONResponse:
         current = controller.maintenance
         if body.on != current.on or body.reason != current.reason or body.retry_after_seconds != current.retry_after_seconds:

@@ -134,3 +134,11 @@ def test_vllm_serve_mapping():
     assert throttle[0].result == "refused"
     sent = [c for c in calls if c.startswith("POST")]
     assert sent == ["POST /sleep?level=2", "POST /pause", "POST /wake_up", "POST /resume"]
+
+
+def test_a_desired_state_the_contract_cannot_carry_is_an_error_event_not_a_crash():
+    worker = ContractWorker("tok")
+    rec = reconciler(worker)
+    events = rec.reconcile(Desired("throttled", concurrency=None, reason="bug upstream"), OFF, 0)
+    assert events[0].result == "error" and "throttled needs concurrency" in events[0].message
+    assert puts(worker) == [] and rec.failures == 1

@@ -10,7 +10,7 @@ import pytest
 
 from headroom.config import load_settings
 from tests.helpers import REPO, need
-from worker.cli import set_oom_score_adj
+from worker.server import set_oom_score_adj
 from worker.settings import WorkerSettings
 
 UNITS = REPO / "headroom" / "units"

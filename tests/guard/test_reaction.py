@@ -14,6 +14,7 @@ from guard.protection import DowntimeMeter, forget_free, merge_fast, with_overri
 from guard.domain import DomainObs
 from guard.settings import GuardSettings
 from guard.types import Decision, Desired, GuardState, Level, ResourceState
+from headroom.contract import Maintenance, WorkerStatus
 from tests.guard.contract_worker import ContractWorker
 from tests.guard.support import GiB, snap
 
@@ -92,7 +93,8 @@ def test_a_restarted_worker_is_not_freed_again_without_a_fresh_reason():
     freed = WorkerStatus.model_validate({"state": "freed", "desired": {"state": "freed", "level": 2}})
     fresh = WorkerStatus.model_validate({"state": "starting", "desired": {"state": "running"}})
     assert worker_restarted(freed, fresh, "freed")
-    assert not worker_restarted(freed, WorkerStatus.model_validate({"state": "waking", "desired": {"state": "running"}}), "running")  # we woke it
+    woken = WorkerStatus.model_validate({"state": "waking", "desired": {"state": "running"}})
+    assert not worker_restarted(freed, woken, "running")  # we woke it
     state = GuardState(resources={"ram": ResourceState(level=Level.FREE), "psi": ResourceState(level=Level.WARN)},
                        level=Level.FREE, desired=Desired("freed", level=2))
     after = forget_free(state)

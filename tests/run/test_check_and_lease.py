@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-
+from headroom.errors import EXIT_UNREACHABLE
 from tests.helpers import REPO, free_port, headroom_cmd, write_toml
 from tests.run.conftest import LIMIT, headroom, run_env
 
@@ -35,7 +35,7 @@ def test_guard_unreachable_fails_closed(tmp_path):
     def run(*args):
         return subprocess.run(headroom_cmd(*args[:1], "--config", str(conf), *args[1:]), cwd=REPO, capture_output=True, text=True, timeout=30)
     check = run("check", "--ram", "1GiB")
-    assert check.returncode == 2 and "cannot reach the guard" in check.stdout
+    assert check.returncode == EXIT_UNREACHABLE == 69 and "cannot reach the guard" in check.stdout
     assert run("check", "--ram", "1GiB", "--if-unreachable", "allow").returncode == 0
     launched = run("run", "--ram", "1GiB", "--", sys.executable, "-c", "print('should not run')")
     assert launched.returncode == 69 and "should not run" not in launched.stdout and "cannot reach the guard" in launched.stderr
@@ -56,7 +56,7 @@ def test_lease_context_manager_holds_and_releases(stack_factory):
     stack = stack_factory()
     code = textwrap.dedent(f"""
         import httpx, sys
-        from headroom.lease import lease
+        from headroom.client.lease import lease
         with lease(ram="64MiB", holder="ctx", config={str(stack.config)!r}) as held:
             inside = httpx.get("http://127.0.0.1:{stack.ports['guard']}/v1/leases").json()["leases"]
             assert [l["holder"] for l in inside] == ["ctx"] and inside[0]["pid"], inside

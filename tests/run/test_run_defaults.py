@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from headroom.isolate import _memory_controller
+from exporter.cgroupfs import detect_memory_root
+from headroom.client.isolate import CGROUP_ROOT
 from headroom.sizes import format_size
 from tests.guard.realstack import MiB
 from tests.helpers import need, wait_for
@@ -50,7 +51,7 @@ def test_wait_zero_still_gives_up_at_once(stack_factory, domain, tmp_path):
 
 def test_run_prints_the_limits_the_kernel_holds_by_their_names(stack_factory):
     """cgroup v1 has no memory.high: there it says memory.limit_in_bytes and memory.soft_limit_in_bytes."""
-    found = _memory_controller()
+    found = detect_memory_root(CGROUP_ROOT)
     need(found is not None, "a memory cgroup controller")
     version = found[1]
     stack = stack_factory()

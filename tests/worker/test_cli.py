@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 
+from headroom.errors import EXIT_NO, EXIT_UNREACHABLE
 from tests.helpers import headroom_cmd
 from tests.worker.conftest import TOKEN, child_env, completion_lines, jsonl, start_worker
 
@@ -61,3 +62,15 @@ def test_batch_submit_status_results_against_a_worker(tmp_path):
         assert refused.returncode == 1 and "line 1, url" in refused.stderr
     finally:
         worker.stop()
+
+
+def test_an_unreachable_worker_is_not_a_refusal(tmp_path):
+    """`headroom batch` against no worker ends EXIT_UNREACHABLE (69), not EXIT_NO (1), which means the worker said no."""
+    with socket.socket() as closed:  # a port nothing listens on: bound, never listening
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        config = tmp_path / "w.toml"
+        config.write_text(f'state_dir = "{tmp_path}/state"\n[worker]\nlisten = "127.0.0.1:{port}"\n')
+        result = run("batch", "status", "batch_x", "--config", str(config), env=child_env() | {"HEADROOM_TOKEN": TOKEN})
+    assert result.returncode == EXIT_UNREACHABLE != EXIT_NO, result.stderr
+    assert f"the worker at http://127.0.0.1:{port} is not reachable" in result.stderr

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from typing import Callable, Iterator
 
-from headroom.client import POLL_SECONDS, Answer, GuardClient
+from headroom.client.http import POLL_SECONDS, Answer, GuardClient
+from headroom.config import load_settings
 from headroom.sizes import format_size, parse_size
 
 log = logging.getLogger("headroom.lease")
@@ -113,10 +115,6 @@ def lease(gpu: str | int | None = None, ram: str | int | None = None, *, holder:
           wait: float = 0.0, free_worker: bool = False, ttl_seconds: int = 60, config: str | None = None,
           url: str | None = None) -> Iterator[Lease]:
     """`with lease(gpu="14GiB", ram="2GiB"): load_model()` holds headroom for the block (CUDA_VISIBLE_DEVICES is yours to set)."""
-    import os
-
-    from headroom.config import load_settings
-
     client = GuardClient.from_settings(load_settings(config), url)
     try:
         held = acquire(client, lease_body(holder, gpu, ram, gpu_index, ttl_seconds, free_worker, os.getpid()), wait)

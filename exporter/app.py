@@ -1,34 +1,20 @@
-"""`headroom exporter`: serve the metrics until SIGTERM/SIGINT."""
+"""The exporter's `serve(settings)`: build the collectors, serve /metrics and /events until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import threading
 
+from exporter import registry, server
+from headroom import sdnotify
+from headroom.errors import EXIT_SOURCE, HeadroomError
+
 log = logging.getLogger("headroom.exporter")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from headroom.cli import add_config_argument
-
-    parser = subparsers.add_parser("exporter", help="serve GPU/RAM/swap/pressure/OOM metrics on /metrics")
-    add_config_argument(parser)
-    parser.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:9840)")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from exporter import registry, server
-    from headroom.cli import setup_logging
-    from headroom.config import load_settings
-    from headroom import sdnotify
-    from headroom.errors import EXIT_SOURCE, HeadroomError
-
-    overrides = {"exporter": {"listen": args.listen}} if args.listen else {}
-    settings = load_settings(args.config, **overrides)
-    setup_logging(settings.log_level)
+def serve(settings) -> int:
+    """Serve `settings.exporter` (the wiring in headroom.cli loads the settings and sets up logging)."""
     conf = settings.exporter
     reg, follower = registry.build(conf)
     if follower is not None:

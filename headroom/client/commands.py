@@ -1,5 +1,4 @@
-"""`headroom check` and `headroom run`: ask the guard before loading a model (replacing check_resources.sh and
-test_model_safely.sh from the seed)."""
+"""`headroom check` and `headroom run`: ask the guard before loading a model (the lease client's commands)."""
 
 from __future__ import annotations
 
@@ -7,17 +6,12 @@ import argparse
 import json
 import sys
 
-EXIT_UNREACHABLE = 2  # check: the guard cannot be reached (fail closed)
-EXIT_RUN_UNAVAILABLE = 69  # run: the guard cannot be reached (EX_UNAVAILABLE)
-EXIT_RUN_NOT_GRANTED = 75  # run: refused, or the wait ran out (EX_TEMPFAIL: try again later)
-# `headroom run` without --wait queues this long (the guard's default max_wait_seconds): making room by freeing
-# the worker takes seconds to minutes, and someone who types `headroom run` expects it to run. --wait 0: never queue.
-DEFAULT_WAIT_SECONDS = 600.0
+from headroom.cliargs import settings_command
+from headroom.errors import EXIT_CONFIG, EXIT_NO, EXIT_OK, EXIT_UNREACHABLE
+from headroom.sizes import parse_duration, parse_size
 
 
 def _size(text: str) -> int:
-    from headroom.sizes import parse_size
-
     try:
         return parse_size(text)
     except ValueError as err:
@@ -25,18 +19,14 @@ def _size(text: str) -> int:
 
 
 def _duration(text: str) -> float:
-    from headroom.sizes import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    from headroom.cli import add_config_argument
-
-    add_config_argument(parser)
+def _common(parser: argparse.ArgumentParser, handler) -> None:
+    settings_command(parser, handler)
     parser.add_argument("--gpu", type=_size, default=0, metavar="SIZE", help="GPU memory, e.g. 14GiB, 512MiB, 14G (1024-based), 14GB (10^9)")
     parser.add_argument("--ram", type=_size, default=0, metavar="SIZE", help="RAM, same forms as --gpu")
     parser.add_argument("--gpu-index", metavar="N|UUID", help="which GPU (default: any that fits)")
@@ -44,13 +34,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    check = subparsers.add_parser("check", help="would the guard grant GPU/RAM now? exit 0 yes, 1 no, 2 guard unreachable")
-    _common(check)
-    check.add_argument("--if-unreachable", choices=("fail", "allow"), default="fail", help="exit 0 instead of 2 when the guard is down")
+    check = subparsers.add_parser("check", help=f"would the guard grant GPU/RAM now? exit 0 yes, {EXIT_NO} no, "
+                                  f"{EXIT_UNREACHABLE} guard unreachable")
+    _common(check, _check)
+    check.add_argument("--if-unreachable", choices=("fail", "allow"), default="fail", help=f"exit 0 instead of {EXIT_UNREACHABLE} when the guard is down")
     check.add_argument("--json", action="store_true", help="print the answer as JSON")
-    check.set_defaults(func=_check)
     run = subparsers.add_parser("run", help="lease GPU/RAM from the guard, run CMD in its own memory cgroup, release")
-    _common(run)
+    _common(run, _run)
     run.add_argument("--free-worker", action="store_true", help="let the guard free the worker to make room (restored after)")
     run.add_argument("--wait", type=_duration, default=None, metavar="DURATION",
                      help="queue up to this long, with a live progress line, e.g. 90s (default 10m; 0: give up at once)")
@@ -60,42 +50,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="memory.max = RAM lease x (1 + RATIO); memory.high = the RAM lease (default [run] max_margin, 0.10)")
     run.add_argument("--no-isolate", action="store_true", help="do not create a memory cgroup for CMD")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
-    run.set_defaults(func=_run)
 
 
-def _check(args: argparse.Namespace) -> int:
-    from headroom.client import GuardClient, GuardRejected, GuardUnreachable
-    from headroom.config import load_settings
-    from headroom.lease import describe_refusal, lease_body
+def _check(args: argparse.Namespace, settings) -> int:
+    from headroom.client.http import GuardClient, GuardRejected, GuardUnreachable
+    from headroom.client.lease import describe_refusal, lease_body
 
-    client = GuardClient.from_settings(load_settings(args.config), args.url)
+    client = GuardClient.from_settings(settings, args.url)
     try:
         answer = client.check(lease_body("headroom-check", args.gpu, args.ram, args.gpu_index))
     except GuardRejected as err:
         _emit(args, {"ok": False, "status": "rejected", "reason": str(err)}, f"no: {err}")
-        return 1
+        return EXIT_NO
     except GuardUnreachable as err:
         allowed = args.if_unreachable == "allow"
         _emit(args, {"ok": allowed, "status": "unreachable", "reason": str(err)}, f"{'allowed' if allowed else 'no'}: {err}")
-        return 0 if allowed else EXIT_UNREACHABLE
+        return EXIT_OK if allowed else EXIT_UNREACHABLE
     finally:
         client.close()
     ok = answer.status in ("granted", "would_grant")
     text = "yes: the guard would grant it now" if ok else f"no: {describe_refusal(answer)}"
     _emit(args, {"ok": ok, "status": answer.status, "reason": answer.reason, "shortfall": answer.shortfall,
                  "retry_after_seconds": answer.retry_after_seconds}, text)
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_NO
 
 
 def _emit(args, payload: dict, text: str) -> None:
     print(json.dumps(payload) if args.json else text, file=sys.stdout)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from headroom.runner import run_command
+def _run(args: argparse.Namespace, settings) -> int:
+    from headroom.client.runner import run_command
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         print("headroom run: give the command after --, e.g. headroom run --gpu 14GiB -- python test.py", file=sys.stderr)
-        return 2
-    return run_command(args, cmd)
+        return EXIT_CONFIG
+    return run_command(args, cmd, settings)

@@ -1,4 +1,4 @@
-"""A small client of the guard's lease API, shared by `headroom check`, `headroom run`, lease() and the pytest plugin."""
+"""The guard's lease API over HTTP, shared by `headroom check`, `headroom run`, lease() and the pytest plugin."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 
 import httpx
 
-from headroom.auth import read_token
+from headroom.auth import bearer_headers, read_token
 from headroom.config import Settings
+from headroom.detail import describe_detail
+from headroom.settings_base import base_url
 
 
 POLL_SECONDS = 2.0  # how often a queued client hears back (progress line)
@@ -20,16 +22,6 @@ class GuardUnreachable(Exception):
 
 class GuardRejected(Exception):
     """The guard refused the request itself (bad field, bad token): asking again will not help."""
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except ValueError:
-        return response.text[:200]
-    if isinstance(detail, list):  # [{"loc": ["body", "gpu_bytes"], "msg": ...}]
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'request'}: {d.get('msg')}" for d in detail)
-    return str(detail)
 
 
 @dataclass
@@ -49,16 +41,14 @@ class Answer:
 
 
 def guard_base_url(settings: Settings, url: str | None = None) -> str:
-    from guard.cli import guard_url
-
-    return guard_url(settings, url or settings.run.guard_url or None)
+    """`url`, else [run] guard_url, else the URL of [guard] listen."""
+    return base_url(settings.guard.listen, url or settings.run.guard_url or None)
 
 
 class GuardClient:
     def __init__(self, base_url: str, token: str | None, transport: httpx.BaseTransport | None = None, timeout: float = 10.0):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self.http = httpx.Client(base_url=base_url, headers=bearer_headers(token), timeout=timeout, transport=transport)
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str | None = None) -> GuardClient:
@@ -76,9 +66,9 @@ class GuardClient:
 
     def _answer(self, response: httpx.Response) -> Answer:
         if response.status_code in (401, 403):
-            raise GuardRejected(f"the guard refused the token ({response.status_code}): {_detail(response)}")
+            raise GuardRejected(f"the guard refused the token ({response.status_code}): {describe_detail(response)}")
         if response.status_code in (400, 404, 410, 422):
-            raise GuardRejected(f"the guard rejected the request: {_detail(response)}")
+            raise GuardRejected(f"the guard rejected the request: {describe_detail(response)}")
         body: dict[str, Any] = response.json()
         if response.status_code == 503:
             body["status"] = "stale"

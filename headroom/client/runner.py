@@ -11,11 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-from headroom.client import Answer, GuardClient, GuardRejected, GuardUnreachable
-from headroom.isolate import Isolation, create, remove
-from headroom.lease import LeaseNotGranted, acquire, describe_shortfall, lease_body
+from headroom.client.http import Answer, GuardClient, GuardRejected, GuardUnreachable
+from headroom.client.isolate import Isolation, create, remove
+from headroom.client.lease import LeaseNotGranted, acquire, describe_shortfall, lease_body
+from headroom.errors import (EXIT_CANNOT_EXECUTE, EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_NOT_GRANTED,
+                             EXIT_UNREACHABLE)
 from headroom.sizes import format_size
 
+# Without --wait, `run` queues this long (the guard's default max_wait_seconds): making room by freeing the worker
+# takes seconds to minutes, and someone who types `headroom run` expects it to run. --wait 0: never queue.
+DEFAULT_WAIT_SECONDS = 600.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -62,11 +67,7 @@ def _isolation(args: argparse.Namespace, holder: str, run) -> Isolation:
     return isolation
 
 
-def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
-    from headroom.config import load_settings
-    from headroom.run_cli import DEFAULT_WAIT_SECONDS, EXIT_RUN_NOT_GRANTED, EXIT_RUN_UNAVAILABLE
-
-    settings = load_settings(args.config)
+def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
     holder = args.holder or Path(cmd[0]).name
     client = GuardClient.from_settings(settings, args.url)
     progress = ProgressLine()
@@ -76,16 +77,16 @@ def run_command(args: argparse.Namespace, cmd: list[str]) -> int:
         held = _acquire(client, lease_body(holder, args.gpu, args.ram, args.gpu_index, ttl, args.free_worker), wait, progress)
     except GuardUnreachable as err:
         _say(f"{err} (is `headroom guard` running?)")
-        return EXIT_RUN_UNAVAILABLE
+        return EXIT_UNREACHABLE
     except LeaseNotGranted as err:
         progress.done(f"headroom run: not granted: {err}; retry after {err.answer.retry_after_seconds:.0f}s")
-        return EXIT_RUN_NOT_GRANTED
+        return EXIT_NOT_GRANTED
     except GuardRejected as err:
         _say(f"{err}; nothing was run")
-        return 2
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         progress.done("headroom run: cancelled while waiting; nothing was run")
-        return 130
+        return EXIT_INTERRUPTED
     progress.done(f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
                   + (f" on GPU {held.gpu}" if held.gpu is not None else ""))
     try:
@@ -135,7 +136,7 @@ def _run_leased(args, cmd: list[str], held, isolation: Isolation) -> int:
     except (FileNotFoundError, PermissionError) as err:
         remove(isolation)
         _say(f"cannot run {cmd[0]}: {err.strerror}")
-        return 127 if isinstance(err, FileNotFoundError) else 126
+        return EXIT_NOT_FOUND if isinstance(err, FileNotFoundError) else EXIT_CANNOT_EXECUTE
     previous = {sig: signal.signal(sig, _forwarder(child, interactive)) for sig in FORWARDED}
     try:
         held.register_pid(child.pid)

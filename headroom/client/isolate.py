@@ -11,8 +11,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exporter.cgroupfs import detect_memory_root, parse_flat_keyed, parse_limit
+from headroom.sizes import format_size
+
 log = logging.getLogger("headroom.isolate")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # the default cgroupfs; create() takes another (tests, containers)
 SLICE = "headroom.slice"
 
 
@@ -31,8 +34,6 @@ class Isolation:
 
     def describe_limits(self) -> str:
         """What was really set, by its own name: 'memory.limit_in_bytes 1.8 GiB, memory.soft_limit_in_bytes 1.6 GiB'."""
-        from headroom.sizes import format_size
-
         return ", ".join(f"{name} {format_size(value) if value is not None else 'unlimited'}" for name, value in self.limits.items())
 
     def preexec(self):
@@ -53,10 +54,7 @@ class Isolation:
             return None
         name = "memory.events" if self.kind == "cgroup-v2" else "memory.oom_control"
         with contextlib.suppress(OSError):
-            for line in (self.directory / name).read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
+            return parse_flat_keyed((self.directory / name).read_text()).get("oom_kill")
         return None
 
 
@@ -69,21 +67,13 @@ def _systemd_running() -> bool:
     return Path("/run/systemd/system").is_dir() and shutil.which("systemd-run") is not None
 
 
-def _memory_controller() -> tuple[Path, int] | None:
-    controllers = CGROUP_ROOT / "cgroup.controllers"
-    if controllers.exists() and "memory" in controllers.read_text().split():
-        return CGROUP_ROOT, 2
-    if (CGROUP_ROOT / "memory" / "memory.limit_in_bytes").exists():
-        return CGROUP_ROOT / "memory", 1
-    return None
-
-
-def create(holder: str, high_bytes: int | None, max_bytes: int | None, parent: str = SLICE, prefer_systemd: bool = True) -> Isolation:
+def create(holder: str, high_bytes: int | None, max_bytes: int | None, parent: str = SLICE, prefer_systemd: bool = True,
+           cgroupfs: Path = CGROUP_ROOT) -> Isolation:
     """A fresh memory cgroup for `holder` under `parent` with memory.high/max; kind "none" (with the reason) if impossible."""
     name = _unit_name(holder)
     if prefer_systemd and parent.endswith(".slice") and "/" not in parent and _systemd_running():
-        return _systemd_scope(parent, name, high_bytes, max_bytes)
-    found = _memory_controller()
+        return _systemd_scope(parent, name, high_bytes, max_bytes, cgroupfs)
+    found = detect_memory_root(cgroupfs)
     if found is None:
         return Isolation("none", "", high_bytes, max_bytes, reason="no memory cgroup controller is mounted")
     root, version = found
@@ -93,9 +83,9 @@ def create(holder: str, high_bytes: int | None, max_bytes: int | None, parent: s
         return Isolation("none", "", high_bytes, max_bytes, reason=f"no permission to create a cgroup under {root} (run as root, or under systemd)")
 
 
-def _systemd_scope(parent: str, name: str, high_bytes: int | None, max_bytes: int | None) -> Isolation:
+def _systemd_scope(parent: str, name: str, high_bytes: int | None, max_bytes: int | None, cgroupfs: Path) -> Isolation:
     """A transient scope; on a cgroup v1 host systemd has no MemoryHigh, so only MemoryMax (memory.limit_in_bytes) is set."""
-    found = _memory_controller()
+    found = detect_memory_root(cgroupfs)
     v1 = found is not None and found[1] == 1
     prefix = ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={parent}", f"--unit={name}.scope"]
     limits: dict[str, int | None] = {}
@@ -109,14 +99,6 @@ def _systemd_scope(parent: str, name: str, high_bytes: int | None, max_bytes: in
         prefix.insert(1, "--user")
     high = None if v1 else high_bytes
     return Isolation("systemd-scope", f"/{parent}/{name}.scope", high, max_bytes, argv_prefix=prefix + ["--"], limits=limits)
-
-
-def _read_limit(path: Path) -> int | None:
-    """A limit file read back (the kernel rounds to pages; 'max' and v1's huge value mean unlimited)."""
-    text = path.read_text().strip()
-    if text == "max" or (text.isdigit() and int(text) >= 2**62):
-        return None
-    return int(text)
 
 
 def _make_directory(root: Path, version: int, parent_path: str, name: str, high: int | None, maximum: int | None) -> Isolation:
@@ -145,7 +127,8 @@ def _make_directory(root: Path, version: int, parent_path: str, name: str, high:
         wanted = (("memory.high", high), ("memory.max", maximum))
     else:
         wanted = (("memory.limit_in_bytes", maximum), ("memory.soft_limit_in_bytes", high))
-    limits = {file: _read_limit(directory / file) for file, value in wanted if value}
+    # read back: the kernel rounds to pages; 'max' and v1's huge value mean unlimited
+    limits = {file: parse_limit((directory / file).read_text()) for file, value in wanted if value}
     return Isolation(kind, f"/{parent_path}/{name}", high, maximum, directory=directory, limits=limits)
 
 

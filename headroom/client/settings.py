@@ -1,0 +1,25 @@
+"""The [run] section: how `headroom run`, `headroom check`, lease() and the pytest plugin behave."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from headroom.settings_base import Section
+
+
+class RunSettings(Section):
+    guard_url: str = Field(default="", description="The guard to ask; empty means http://<[guard] listen>.")
+    parent_cgroup: str = Field(
+        default="headroom.slice",
+        description="Parent of each command's cgroup: a systemd slice where systemd runs (a scope is made in it), "
+                    "else a cgroup path under the memory hierarchy (\"headroom.slice\" there is /headroom.slice).",
+    )
+    max_margin: float = Field(
+        default=0.10, ge=0.0, le=10.0,
+        description="memory.max = RAM lease x (1 + max_margin); memory.high = the RAM lease, so the kernel throttles "
+                    "before it kills.",
+    )
+    ttl_seconds: int = Field(
+        default=60, ge=5, le=86400,
+        description="Lease TTL; heartbeats every third of it keep the lease alive while the command runs.",
+    )
