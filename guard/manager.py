@@ -21,7 +21,8 @@ from guard.protection import DowntimeMeter, merge_fast, with_override
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
-from guard.types import ActionEvent, AdmissionOutcome, Decision, Desired, GuardState, Lease, LeaseStatus, Level, ResourceState, Snapshot
+from guard.types import (ActionEvent, AdmissionOutcome, Decision, Desired, GuardState, Lease, LeaseStatus, Level, ResourceState,
+                         Snapshot)
 from headroom.contract import Maintenance, WorkerState, WorkerStatus
 
 log = logging.getLogger("headroom.guard")
