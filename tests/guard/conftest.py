@@ -22,7 +22,7 @@ def source(clock) -> FakeSource:
 
 @pytest.fixture
 def make_engine(tmp_path, clock, source):
-    """Build an Manager over the fake source and clock, optionally with a reconciler."""
+    """Build a Manager over the fake source and clock, optionally with a reconciler."""
     engines = []
 
     def build(reconciler=None, **overrides) -> Manager:
