@@ -24,7 +24,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from guard.engine import Engine  # noqa: E402
+from guard.manager import Manager  # noqa: E402
 from guard.metrics_source import ExporterSource  # noqa: E402
 from guard.observer import Observer  # noqa: E402
 from guard.settings import GuardSettings  # noqa: E402
@@ -56,7 +56,7 @@ def bench_tick(exporter_port: int, tmp: Path, ticks: int) -> dict:
     """observe (HTTP scrape of the real exporter + parse) + decide + queue, no worker: engine.tick() timed in-process."""
     settings = GuardSettings(exporter_url=f"http://127.0.0.1:{exporter_port}/metrics")
     source = ExporterSource(settings.exporter_url, "host", 1.0)
-    engine = Engine(settings, Observer(source), Store(tmp / "tickstate", 1000))
+    engine = Manager(settings, Observer(source), Store(tmp / "tickstate", 1000))
     for _ in range(20):
         engine.tick()
     durations = []

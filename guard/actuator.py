@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
-from guard.types import Desired
+from guard.types import ActionEvent, Desired
 from headroom.auth import bearer_headers
 from headroom.contract import DesiredStatus, Maintenance, MaintenanceRequest, StateRequest, WorkerState, WorkerStatus
 
@@ -148,7 +148,7 @@ class Reconciler:
         self.failures += 1
         self.next_attempt_at = now + min(self.backoff_max, self.backoff_base * 2 ** (self.failures - 1))
 
-    def _call(self, action: str, now: float, fn) -> list[dict]:
+    def _call(self, action: str, now: float, fn) -> list[ActionEvent]:
         try:
             outcome = fn()
         except (httpx.HTTPError, ValueError) as err:  # ValueError: a desired state the contract cannot carry
@@ -159,9 +159,9 @@ class Reconciler:
                 self.observed = outcome.state
         else:
             self._failed(now)
-        return [{"kind": "action", "action": action, "result": outcome.result, "message": outcome.detail}]
+        return [ActionEvent(action, outcome.result, outcome.detail)]
 
-    def reconcile(self, desired: Desired, maintenance: Maintenance, now: float) -> list[dict]:
+    def reconcile(self, desired: Desired, maintenance: Maintenance, now: float) -> list[ActionEvent]:
         """Zero or more action events; idempotent: nothing is sent when the worker already agrees."""
         want_maint = maintenance.on
         have_maint = self.observed is not None and self.observed.maintenance.on
@@ -173,17 +173,16 @@ class Reconciler:
             if key == self.last_dry_key:
                 return []
             self.last_dry_key = key
-            return [{"kind": "action", "action": f"set_{desired.state}", "result": "dry_run",
-                     "message": f"would set the worker to {desired.describe()} ({desired.reason})"}]
+            return [ActionEvent(f"set_{desired.state}", "dry_run", f"would set the worker to {desired.describe()} ({desired.reason})")]
         if now < self.next_attempt_at:
             return []
-        events: list[dict] = []
+        events: list[ActionEvent] = []
         if want_maint != have_maint:
             events += self._call("maintenance_on" if want_maint else "maintenance_off", now, lambda: self.target.set_maintenance(
                 want_maint, maintenance.reason or "", int(maintenance.retry_after_seconds or 60)))
-        if not state_ok and not any(e["result"] == "error" for e in events):
-            events += self._call(f"set_{desired.state}", now, lambda: self.target.apply(desired))
-            events[-1]["message"] = (events[-1]["message"] or f"worker -> {desired.describe()}: {desired.reason}")
+        if not state_ok and not any(e.result == "error" for e in events):
+            [sent] = self._call(f"set_{desired.state}", now, lambda: self.target.apply(desired))
+            events.append(replace(sent, message=sent.message or f"worker -> {desired.describe()}: {desired.reason}"))
         return events
 
     def close(self) -> None:
@@ -246,7 +245,7 @@ class ActingThread:
             events = self.reconciler.reconcile(desired, maintenance, now)
         except Exception as err:  # a bug in one call must not end acting
             log.exception("reconcile failed")
-            events = [{"kind": "action", "action": f"set_{desired.state}", "result": "error", "message": repr(err)}]
+            events = [ActionEvent(f"set_{desired.state}", "error", repr(err))]
         finally:
             self.busy_since = None
         if events:

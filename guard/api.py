@@ -1,4 +1,4 @@
-"""The guard's HTTP routes: leases, headroom, maintenance, alerts, events, health; thin over the Engine.
+"""The guard's HTTP routes: leases, headroom, maintenance, alerts, events, health; thin over the Manager.
 
 No `from __future__ import annotations` here: the lease body's model is built per app (its limits are settings), and
 FastAPI resolves a route's annotations from the module's globals unless they are evaluated where the route is defined.
@@ -9,14 +9,13 @@ never across HTTP, and a thread pool here made the GIL hand-offs the dominant la
 
 import asyncio
 import time
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from guard.engine import Engine
+from guard.manager import Manager
 from guard.leases import UnknownGpu, match_gpus
 from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, MaintenanceRequest, lease_request_model
 from guard.history import history_view
@@ -31,14 +30,14 @@ def field_error(field: str, message: str, status: int = 422) -> HTTPException:
     return HTTPException(status, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}])
 
 
-def engine_of(request: Request) -> Engine:
+def engine_of(request: Request) -> Manager:
     return request.app.state.engine
 
 
-EngineDep = Annotated[Engine, Depends(engine_of)]
+ManagerDep = Annotated[Manager, Depends(engine_of)]
 
 
-async def wait_while_queued(engine: Engine, lease_id: str, seconds: float):
+async def wait_while_queued(engine: Manager, lease_id: str, seconds: float):
     """Long-poll: return the lease once it leaves 'waiting' or after `seconds`."""
     deadline = time.monotonic() + min(seconds, LONG_POLL_MAX)
     lease = engine.get_lease(lease_id)
@@ -48,7 +47,7 @@ async def wait_while_queued(engine: Engine, lease_id: str, seconds: float):
     return lease
 
 
-def lease_response(engine: Engine, lease, position: int = 0, created: bool = False) -> JSONResponse:
+def lease_response(engine: Manager, lease, position: int = 0, created: bool = False) -> JSONResponse:
     now = engine.clock()
     body = {"status": lease.status, "lease": lease_view(lease, now)}
     if lease.status == "waiting":
@@ -58,7 +57,7 @@ def lease_response(engine: Engine, lease, position: int = 0, created: bool = Fal
     return JSONResponse(body, status_code=201 if created and lease.status == "granted" else 200)
 
 
-def dry_run_response(engine: Engine, admission) -> JSONResponse:
+def dry_run_response(engine: Manager, admission) -> JSONResponse:
     """`dry_run`: 200 would_grant (with the GPU it would pick), else 409 refused / 503 stale, as a real request."""
     if admission.outcome == "granted":
         return JSONResponse({"status": "would_grant", "gpu": admission.gpu, "reason": admission.reason})
@@ -79,14 +78,14 @@ def add_status_routes(router: APIRouter) -> None:
         return Response(found[0], media_type=found[1], headers={"Cache-Control": "max-age=60"})
 
     @router.get("/v1/history", tags=["headroom"])
-    async def history(engine: EngineDep) -> dict:
+    async def history(engine: ManagerDep) -> dict:
         """The last 15 minutes of RAM and GPU memory (one sample per 2 s) and the moments the guard acted."""
         return history_view(engine)
 
     @router.get("/v1/top", tags=["headroom"])
-    async def top(engine: EngineDep, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
+    async def top(engine: ManagerDep, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
         """Top memory users: processes by RSS and GPU processes, each with its cgroup and systemd unit."""
-        return await asyncio.to_thread(engine.top.view, engine.snapshot, limit)
+        return await asyncio.to_thread(engine.top.view, engine.view.snapshot, limit)
 
 
 def build_router(auth, settings) -> APIRouter:
@@ -96,7 +95,7 @@ def build_router(auth, settings) -> APIRouter:
     LeaseRequest = lease_request_model(settings.max_ttl_seconds, settings.max_wait_seconds)
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index(engine: EngineDep) -> str:
+    async def index(engine: ManagerDep) -> str:
         return status_page(engine)
 
     add_status_routes(router)
@@ -106,11 +105,11 @@ def build_router(auth, settings) -> APIRouter:
         return {"ok": True}
 
     @router.get("/readyz", tags=["health"], responses={503: {"description": "not ready: signals stale or ticks stopped"}})
-    async def readyz(engine: EngineDep):
-        store = engine.store.health_view()
-        if engine.decision.stale:
-            return JSONResponse({"ready": False, "reason": "; ".join(engine.decision.reasons), "store": store}, status_code=503)
-        age = engine.clock() - engine.snapshot.taken_at
+    async def readyz(engine: ManagerDep):
+        store, view = engine.store.health_view(), engine.view
+        if view.decision.stale:
+            return JSONResponse({"ready": False, "reason": "; ".join(view.decision.reasons), "store": store}, status_code=503)
+        age = engine.clock() - view.snapshot.taken_at
         if age > engine.settings.stale_after_seconds:  # ticks stopped: say so even though no tick could notice
             return JSONResponse({"ready": False, "reason": f"last observation {age:.1f} s old", "store": store}, status_code=503)
         if not store["writable"]:  # still protecting, but nothing it does is recorded and new leases are refused
@@ -124,20 +123,21 @@ def build_router(auth, settings) -> APIRouter:
         return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/v1/headroom", tags=["headroom"])
-    async def headroom(engine: EngineDep) -> dict:
+    async def headroom(engine: ManagerDep) -> dict:
         return headroom_view(engine)
 
     @router.post("/v1/leases", tags=["leases"], dependencies=Auth, status_code=201,
                  responses={200: {"description": "dry_run: it would be granted"}, 202: {"description": "queued"},
                             409: {"description": "refused: reason, shortfall"},
                             503: {"description": "signals stale"}})
-    async def create_lease(body: LeaseRequest, engine: EngineDep):
-        if body.gpu_bytes and engine.snapshot.ok:
+    async def create_lease(body: LeaseRequest, engine: ManagerDep):
+        snapshot = engine.view.snapshot
+        if body.gpu_bytes and snapshot.ok:
             try:
-                match_gpus(engine.snapshot, body.gpu)
+                match_gpus(snapshot, body.gpu)
             except UnknownGpu as err:
                 raise field_error("gpu", str(err)) from None
-            if not engine.snapshot.gpus:
+            if not snapshot.gpus:
                 raise field_error("gpu_bytes", "this host reports no GPU")
         fields = body.model_dump(exclude={"wait_seconds", "dry_run", "poll_seconds"})
         if body.dry_run:
@@ -154,12 +154,12 @@ def build_router(auth, settings) -> APIRouter:
         return lease_response(engine, lease, position, created=True)
 
     @router.get("/v1/leases", tags=["leases"])
-    async def list_leases(engine: EngineDep) -> dict:
+    async def list_leases(engine: ManagerDep) -> dict:
         now = engine.clock()
-        return {"leases": [lease_view(lease, now) for lease in engine.leases()]}
+        return {"leases": [lease_view(lease, now) for lease in engine.view.leases]}
 
     @router.get("/v1/leases/{lease_id}", tags=["leases"], responses={202: {"description": "still queued"}, **NOT_FOUND})
-    async def get_lease(lease_id: LeaseId, engine: EngineDep,
+    async def get_lease(lease_id: LeaseId, engine: ManagerDep,
                         wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX, description="long-poll while queued")] = 0):
         lease = await wait_while_queued(engine, lease_id, wait)
         if lease is None:
@@ -168,7 +168,7 @@ def build_router(auth, settings) -> APIRouter:
 
     @router.post("/v1/leases/{lease_id}/heartbeat", tags=["leases"], dependencies=Auth,
                  responses={202: {"description": "still queued"}, 410: {"description": "the lease has ended"}, **NOT_FOUND})
-    async def heartbeat(lease_id: LeaseId, engine: EngineDep, body: HeartbeatRequest | None = None):
+    async def heartbeat(lease_id: LeaseId, engine: ManagerDep, body: HeartbeatRequest | None = None):
         lease = engine.heartbeat(lease_id, body.pid if body else None)
         if lease is None:
             raise HTTPException(404, detail=f"no lease {lease_id}")
@@ -177,36 +177,34 @@ def build_router(auth, settings) -> APIRouter:
         return lease_response(engine, lease)
 
     @router.delete("/v1/leases/{lease_id}", tags=["leases"], dependencies=Auth, responses=NOT_FOUND)
-    async def release(lease_id: LeaseId, engine: EngineDep):
+    async def release(lease_id: LeaseId, engine: ManagerDep):
         lease = engine.release(lease_id)
         if lease is None:
             raise HTTPException(404, detail=f"no lease {lease_id}")
         return {"status": lease.status, "lease": lease_view(lease, engine.clock())}
 
     @router.get("/v1/maintenance", tags=["maintenance"])
-    async def get_maintenance(engine: EngineDep) -> dict:
-        return engine.maintenance.as_dict()
+    async def get_maintenance(engine: ManagerDep) -> dict:
+        return engine.view.maintenance.as_dict()
 
     @router.put("/v1/maintenance", tags=["maintenance"], dependencies=Auth)
-    async def put_maintenance(body: MaintenanceRequest, engine: EngineDep) -> dict:
+    async def put_maintenance(body: MaintenanceRequest, engine: ManagerDep) -> dict:
         return engine.set_maintenance(True, body.reason, body.retry_after_seconds).as_dict()
 
     @router.delete("/v1/maintenance", tags=["maintenance"], dependencies=Auth)
-    async def delete_maintenance(engine: EngineDep) -> dict:
+    async def delete_maintenance(engine: ManagerDep) -> dict:
         return engine.set_maintenance(False).as_dict()
 
     @router.post("/v1/alerts", tags=["alerts"], dependencies=Auth)
-    async def alerts(body: AlertmanagerWebhook, engine: EngineDep) -> dict:
+    async def alerts(body: AlertmanagerWebhook, engine: ManagerDep) -> dict:
         count = await asyncio.to_thread(engine.alert, [a.model_dump() for a in body.alerts])  # a tick does HTTP
         return {"received": count}
 
     @router.get("/v1/events", tags=["events"], dependencies=Auth if settings.events_need_token else [])
-    async def events(engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    async def events(engine: ManagerDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                after: Annotated[int, Query(ge=0, le=2**62)] = 0,
                kind: Annotated[str | None, Query(max_length=50)] = None) -> dict:
         return {"events": engine.store.events(limit, after, kind)}
 
     return router
 
-
-__all__ = ["build_router", "asdict"]

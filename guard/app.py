@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse
 from guard.actuator import Reconciler, build_target
 from guard.api import build_router
 from guard.routes_freeze import build_freeze_router
-from guard.engine import Engine
+from guard.manager import Manager
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store, StoreUnavailable
@@ -31,7 +32,7 @@ STORE_RETRY_SECONDS = 2.0  # how often what waits in memory is written again whi
 class Deps:
     """What the app is wired to; tests inject fakes (observer, reconciler, clock) and may drive ticks by hand."""
 
-    engine: Engine
+    engine: Manager
     token: str
     run_scheduler: bool = True
 
@@ -40,8 +41,9 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     """Real dependencies from the configuration: source, store in the state dir, worker target, token."""
     guard = settings.guard
     token = load_or_create_token(settings.state_dir, guard.token or None)
-    observer = Observer(build_source(guard, source_transport))
-    store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt)
+    clock = clock or time.time  # one clock through the source, the store and the manager
+    observer = Observer(build_source(guard, source_transport, clock))
+    store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt, clock=clock)
     reconciler = target = None
     if guard.worker_kind == "cgroup":
         from guard.cgroup_worker import build_cgroup_target
@@ -52,8 +54,7 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
         target = build_target(guard.worker_kind, guard.worker_url, token, guard.worker_timeout_seconds, worker_transport)
     if target is not None:
         reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
-    kwargs = {"clock": clock} if clock else {}
-    engine = Engine(guard, observer, store, reconciler, **kwargs)
+    engine = Manager(guard, observer, store, reconciler, clock=clock)
     if guard.worker_kind == "cgroup":  # "freed" needs the GPU memory of the worker's processes gone too
         target.gpu_processes = lambda: gpu_process_bytes(engine.snapshot.gpus)
     return Deps(engine, token)
@@ -68,7 +69,7 @@ def _retry_store(store: Store) -> None:
         log.exception("store retry failed")
 
 
-def build_protection(guard, engine: Engine):
+def build_protection(guard, engine: Manager):
     """(fast path, GPU freeze watch) over the configured domain and GPUs; None for what is disabled."""
     if not guard.fast_path:
         return None, None
@@ -85,7 +86,7 @@ def build_protection(guard, engine: Engine):
     return fast, build_gpu_watch(guard, engine, freezer)
 
 
-def build_gpu_watch(guard, engine: Engine, freezer, nvml=None):
+def build_gpu_watch(guard, engine: Manager, freezer, nvml=None):
     """The freezer on GPUs when the gpu rule has a freeze level and NVML answers; it frees the worker on a freeze."""
     if freezer is None or "freeze" not in guard.gpu.enter:
         return None
@@ -102,7 +103,7 @@ def build_gpu_watch(guard, engine: Engine, freezer, nvml=None):
     return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=on_event)
 
 
-def _safe_tick(engine: Engine) -> None:
+def _safe_tick(engine: Manager) -> None:
     try:
         engine.tick()
     except Exception:  # a bug in one tick must not stop the next ones

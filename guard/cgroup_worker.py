@@ -15,7 +15,7 @@ from typing import Callable
 
 from guard import cgroupctl
 from guard.actuator import Outcome, accepted_status
-from guard.types import Desired
+from guard.types import ActionEvent, Desired
 from guard.worker_cgroup import ANON_SLACK_BYTES, WorkerCgroup, has_exited, holds_headroom, resolve
 from headroom.contract import EngineStatus, Maintenance, WorkerState, WorkerStatus
 from headroom.errors import EXIT_CONFIG, HeadroomError
@@ -107,7 +107,7 @@ class CgroupWorkerTarget:
         for item in thaw_recorded(frozen):
             message = f"thawed worker cgroup {item['path']}, left frozen by a previous guard that did not exit cleanly"
             log.warning(message)
-            self.store.add_event("action", message, {"action": "recover_thaw", "result": "ok", "cgroup": item["path"]})
+            self.store.add_event("action", message, {**ActionEvent("recover_thaw", "ok", message).data(), "cgroup": item["path"]})
         self._record(frozen=[])
 
     # --- the target interface -----------------------------------------------------------------------
@@ -186,7 +186,7 @@ class CgroupWorkerTarget:
     def _fail(self, desired: Desired, message: str) -> Outcome:
         log.warning("cgroup worker %s -> %s failed: %s", self.cgroup.path, desired.describe(), message)
         self.store.add_event("action", f"worker {desired.describe()} failed: {message}",
-                             {"action": f"set_{desired.state}", "result": "error", "message": message})
+                             ActionEvent(f"set_{desired.state}", "error", message).data())
         with self.lock:
             self.failure = (desired.key(), message)
             if self.accepted is not None and self.accepted.key() == desired.key():
@@ -230,7 +230,7 @@ class CgroupWorkerTarget:
             if not wait_until(lambda: not self.cgroup.pids(), KILL_WAIT_SECONDS):
                 return self._fail(desired, f"{how}: processes {self.cgroup.pids()} are still in {self.cgroup.path}")
         detail = f"stopped the worker ({how})" + (f"; {error}" if error else "")
-        self.store.add_event("action", detail, {"action": "worker_stop", "result": "ok", "cgroup": self.cgroup.path})
+        self.store.add_event("action", detail, {**ActionEvent("worker_stop", "ok", detail).data(), "cgroup": self.cgroup.path})
         return Outcome("ok", detail)
 
     def _signal(self, sig: int) -> list[int]:
@@ -264,8 +264,9 @@ class CgroupWorkerTarget:
         with self.lock:
             self.stopped, self.known_pids = False, set()
         self._record()
-        self.store.add_event("action", "started the worker (worker_start)", {"action": "worker_start", "result": "ok"})
-        return Outcome("ok", "started the worker (worker_start)")
+        started = ActionEvent("worker_start", "ok", "started the worker (worker_start)")
+        self.store.add_event("action", started.message, started.data())
+        return Outcome("ok", started.message)
 
 
 def build_cgroup_target(guard, store, cgroupfs: Path = Path("/sys/fs/cgroup"), procfs: Path = Path("/proc")) -> CgroupWorkerTarget:

@@ -1,20 +1,21 @@
-"""The engine's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of Engine)."""
+"""The engine's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of Manager)."""
 
 from __future__ import annotations
 
 from guard.protection import forget_free, with_override, worker_restarted
 from guard.types import Desired
+from headroom.contract import WorkerState
 
 
 class ProtectionMixin:
-    """Needs the Engine's lock, store, clock, state, decision, reconciler, overrides, downtime, acting and fastpath."""
+    """Needs the Manager's lock, store, clock, state, decision, reconciler, overrides, downtime, acting and fastpath."""
 
     @property
     def override(self) -> Desired | None:
         """The most severe protection wish now (None when no episode lasts)."""
         return max(self.overrides.values(), key=lambda d: d.severity, default=None)
 
-    def read_worker(self) -> str | None:
+    def read_worker(self) -> WorkerState | None:
         """The worker's state: read here without an acting thread, else the acting thread's last read (never waits)."""
         state = self.reconciler.read() if self.acting is None else getattr(self.reconciler.observed, "state", None)
         observed = self.reconciler.observed
@@ -23,7 +24,7 @@ class ProtectionMixin:
                 self.state = forget_free(self.state)
             self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
         self._seen_observed = observed
-        if state in ("starting", "waking", "freeing", "freed"):
+        if state in (WorkerState.STARTING, WorkerState.WAKING, WorkerState.FREEING, WorkerState.FREED):
             self._grew_at = self.clock()  # it loads (or will load) its engine: growth the guard caused
         return state
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from guard.domain import DomainObs, DomainReader, Waker
-from guard.policy import resolve_rule
 from guard.settings import GuardSettings
+from guard.signals import Resource
 from guard.types import Desired, Level
-from headroom.sizes import format_size, parse_size
+from headroom.sizes import format_size
 
 log = logging.getLogger("headroom.guard.fastpath")
 GAP_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -29,7 +29,7 @@ class FastThresholds:
 
 
 def thresholds_for(config: GuardSettings, total: float) -> FastThresholds:
-    th = resolve_rule(config.ram, "ram", total)
+    th = config.rules[Resource.RAM].at(total)
     pause = th.enter.get(Level.PAUSE, th.enter.get(Level.FREE, th.enter.get(Level.FREEZE, 0.0)))
     return FastThresholds(th.enter.get(Level.FREEZE), pause, th.band)
 
@@ -109,7 +109,7 @@ class FastPath:
         self.settings, self.reader, self.engine, self.freezer, self.clock, self.alive = settings, reader, engine, freezer, clock, alive
         self.worker_bytes = worker_bytes
         self.waker = waker or Waker(reader, settings.fast_path_notify)
-        self.max_rate = float(parse_size(settings.fast_path_max_rate))
+        self.max_rate = float(settings.fast_path_max_rate)
         self.last: DomainObs | None = None  # the latest look (published; read by the engine and /metrics)
         self.interval = settings.tick_seconds
         self.episode: Episode | None = None

@@ -9,16 +9,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 from guard.freezer import Freezer, FrozenProcess
-from guard.settings import parse_amount
+from guard.signals import Amount, Amounts, Resource, to_amount
+from guard.types import Level
 from guard.types import Desired
 
 log = logging.getLogger("headroom.guard.gpufreeze")
 CALM_RATIO = 0.25  # with this much of a GPU free above the freeze threshold, poll at the slowest interval
 
 
-def threshold_bytes(amount: str | int, total: int) -> int:
-    kind, value = parse_amount(amount)
-    return int(value * total) if kind == "ratio" else int(value)
+def threshold_bytes(amount: str | int | Amount, total: int) -> int:
+    """Bytes of a GPU threshold ("5%" of `total`, or a size) for one GPU."""
+    return int((amount if isinstance(amount, Amount) else to_amount(amount, Amounts.SHARE)).of(total))
 
 
 def poll_interval(free: int, freeze_at: int, total: int, fastest: float, slowest: float) -> float:
@@ -42,11 +43,11 @@ class GpuEvent:
 class GpuFreezeWatch:
     """One step reads every GPU once; run() repeats it on its own thread at the adaptive interval."""
 
-    def __init__(self, nvml, freezer: Freezer, freeze_below: str | int, thaw_above: str | int, *,
+    def __init__(self, nvml, freezer: Freezer, freeze_below: str | int | Amount, thaw_above: str | int | Amount, *,
                  fastest: float = 0.01, slowest: float = 0.5, clock: Callable[[], float] = time.time,
                  on_event: Callable[[GpuEvent], None] = lambda event: None):
-        parse_amount(freeze_below), parse_amount(thaw_above)  # a bad amount fails here, at start
-        self.nvml, self.freezer, self.freeze_below, self.thaw_above = nvml, freezer, freeze_below, thaw_above
+        freeze_below, thaw_above = (a if isinstance(a, Amount) else to_amount(a, Amounts.SHARE) for a in (freeze_below, thaw_above))
+        self.nvml, self.freezer, self.freeze_below, self.thaw_above = nvml, freezer, freeze_below, thaw_above  # parsed once
         self.fastest, self.slowest, self.clock, self.on_event = fastest, slowest, clock, on_event
         self.frozen_by_gpu: dict[int, int] = {}  # GPU index -> the pid frozen for it
         self.last_interval = slowest
@@ -56,11 +57,12 @@ class GpuFreezeWatch:
     def from_settings(cls, settings, nvml, freezer: Freezer, **kwargs) -> "GpuFreezeWatch | None":
         """From the gpu rule's `freeze` threshold (thaw once free is back above `pause`, else freeze + band); None
         when the rule has no freeze level."""
-        enter = settings.gpu.enter
-        if "freeze" not in enter or not settings.freeze_enabled:
+        rule = settings.rules[Resource.GPU]
+        if Level.FREEZE not in rule.enter or not settings.freeze_enabled:
             return None
-        thaw = enter.get("pause") or _plus(enter["freeze"], settings.gpu.band)
-        return cls(nvml, freezer, enter["freeze"], thaw, fastest=settings.freeze_gpu_poll_min_seconds,
+        freeze = rule.enter[Level.FREEZE]
+        thaw = rule.enter.get(Level.PAUSE) or _plus(freeze, rule.band)
+        return cls(nvml, freezer, freeze, thaw, fastest=settings.freeze_gpu_poll_min_seconds,
                    slowest=settings.freeze_gpu_poll_max_seconds, **kwargs)
 
     def step(self) -> tuple[list[GpuEvent], float]:
@@ -150,9 +152,6 @@ def start_gpu_freeze(engine, freezer: Freezer, nvml=None) -> tuple[threading.Thr
     return watch.start() if watch is not None else None
 
 
-def _plus(amount: str | int, band: str | int) -> str | int:
-    kind, value = parse_amount(amount)
-    band_kind, band_value = parse_amount(band)
-    if kind != band_kind:
-        return amount
-    return f"{(value + band_value) * 100:g}%" if kind == "ratio" else int(value + band_value)
+def _plus(amount: Amount, band: Amount) -> Amount:
+    """The freeze threshold plus the band, when both are of the same kind (else the threshold alone)."""
+    return Amount(amount.value + band.value, amount.share) if amount.share == band.share else amount

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from guard.settings import GuardSettings
-from guard.types import Decision, GpuObs, Lease, Snapshot
-from headroom.sizes import format_size, parse_size
+from guard.types import AdmissionOutcome, Decision, GpuObs, Lease, LeaseStatus, Snapshot
+from headroom.sizes import format_size
 
 
 class UnknownGpu(ValueError):
@@ -18,7 +18,7 @@ class UnknownGpu(ValueError):
 class Admission:
     """Admission's answer: granted (with the GPU), wait (worker being freed / queued) or refused (reason, shortfall)."""
 
-    outcome: str  # granted | wait | refused
+    outcome: AdmissionOutcome
     reason: str = ""
     gpu: str | None = None
     shortfall: dict[str, int] = field(default_factory=dict)  # resource -> bytes missing
@@ -28,7 +28,7 @@ class Admission:
 
 def reserved_ram(lease: Lease, snapshot: Snapshot) -> float:
     """A granted lease reserves its RAM, less what its registered process tree already uses (counted in available)."""
-    if lease.status != "granted":
+    if lease.status != LeaseStatus.GRANTED:
         return 0.0
     used = snapshot.pid_ram_bytes.get(lease.pid, 0.0) if lease.pid else 0.0
     return max(0.0, lease.ram_bytes - used)
@@ -36,7 +36,7 @@ def reserved_ram(lease: Lease, snapshot: Snapshot) -> float:
 
 def reserved_gpu(lease: Lease, snapshot: Snapshot, gpu: str) -> float:
     """The same for GPU bytes on `gpu`."""
-    if lease.status != "granted" or lease.gpu_chosen != gpu or not lease.gpu_bytes:
+    if lease.status != LeaseStatus.GRANTED or lease.gpu_chosen != gpu or not lease.gpu_bytes:
         return 0.0
     used = snapshot.pid_gpu_bytes.get(lease.pid, {}).get(gpu, 0.0) if lease.pid else 0.0
     return max(0.0, lease.gpu_bytes - used)
@@ -46,7 +46,7 @@ def ram_room(snapshot: Snapshot, leases: Iterable[Lease], config: GuardSettings)
     """Observed available RAM minus outstanding reservations minus the margin."""
     available = snapshot.ram_available_bytes or 0.0
     reserved = sum(reserved_ram(lease, snapshot) for lease in leases)
-    margin = float(parse_size(config.ram_margin))
+    margin = float(config.ram_margin)
     return {"available_bytes": available, "reserved_bytes": reserved, "margin_bytes": margin,
             "admissible_bytes": max(0.0, available - reserved - margin)}
 
@@ -54,7 +54,7 @@ def ram_room(snapshot: Snapshot, leases: Iterable[Lease], config: GuardSettings)
 def gpu_room(snapshot: Snapshot, gpu: GpuObs, leases: Iterable[Lease], config: GuardSettings) -> dict[str, float]:
     """Observed free bytes on one GPU minus reservations on it minus the margin."""
     reserved = sum(reserved_gpu(lease, snapshot, gpu.gpu) for lease in leases)
-    margin = float(parse_size(config.gpu_margin))
+    margin = float(config.gpu_margin)
     return {"total_bytes": gpu.total_bytes, "available_bytes": gpu.free_bytes, "reserved_bytes": reserved,
             "margin_bytes": margin, "admissible_bytes": max(0.0, gpu.free_bytes - reserved - margin)}
 
@@ -87,23 +87,23 @@ def admit(lease: Lease, snapshot: Snapshot, decision: Decision, leases: Iterable
     """Whether `lease` fits now, given the last decision and the other leases; never measures."""
     others = [other for other in leases if other.id != lease.id]
     if decision.stale:
-        return Admission("refused", "; ".join(decision.reasons) or "signals stale", stale=True)
+        return Admission(AdmissionOutcome.REFUSED, "; ".join(decision.reasons) or "signals stale", stale=True)
     if not decision.admissions_open:
-        return Admission("refused", f"memory pressure ({decision.level.label}): " + "; ".join(decision.reasons))
+        return Admission(AdmissionOutcome.REFUSED, f"memory pressure ({decision.level.label}): " + "; ".join(decision.reasons))
     ram_short = int(max(0.0, lease.ram_bytes - ram_room(snapshot, others, config)["admissible_bytes"]))
     gpu, gpu_short = pick_gpu(lease, snapshot, others, config)
     shortfall = {k: v for k, v in (("ram_bytes", ram_short), ("gpu_bytes", gpu_short)) if v > 0}
     worker_freed = snapshot.worker_state == "freed"
     if lease.frees_worker and not worker_freed:
-        return Admission("wait", "waiting for the worker to be freed", gpu, shortfall, needs_free=True)
+        return Admission(AdmissionOutcome.WAIT, "waiting for the worker to be freed", gpu, shortfall, needs_free=True)
     if not shortfall:
-        return Admission("granted", "fits", gpu)
+        return Admission(AdmissionOutcome.GRANTED, "fits", gpu)
     if lease.free_worker and worker_driven and not worker_freed:
-        return Admission("wait", "freeing the worker to make room", gpu, shortfall, needs_free=True)
+        return Admission(AdmissionOutcome.WAIT, "freeing the worker to make room", gpu, shortfall, needs_free=True)
     parts = [f"{name.removesuffix('_bytes')} short by {format_size(n)}" for name, n in shortfall.items()]
-    return Admission("refused", "not enough memory: " + ", ".join(parts), gpu, shortfall)
+    return Admission(AdmissionOutcome.REFUSED, "not enough memory: " + ", ".join(parts), gpu, shortfall)
 
 
 def queue_order(leases: Iterable[Lease]) -> list[Lease]:
     """Waiting leases in service order: higher priority first, FIFO within a priority."""
-    return sorted((lease for lease in leases if lease.status == "waiting"), key=lambda l: (-l.priority, l.created_at))
+    return sorted((lease for lease in leases if lease.status == LeaseStatus.WAITING), key=lambda l: (-l.priority, l.created_at))

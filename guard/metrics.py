@@ -1,15 +1,12 @@
-"""The guard's own /metrics: a collect-on-scrape Collector over the engine, in its own CollectorRegistry."""
+"""The guard's own /metrics: a collect-on-scrape Collector over the manager's published view, in its own CollectorRegistry."""
 
 from __future__ import annotations
-
-import time
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from guard.freezer import OUTCOMES
 from guard.leases import gpu_room, ram_room
-from guard.types import Level
 from guard.views import freezer_of
 
 P = "headroom_guard_"
@@ -17,37 +14,37 @@ TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 WORKER_STATES = ("running", "throttled", "paused", "freed")
 
 
-def _levels(engine):
+def _levels(engine, view):
     family = GaugeMetricFamily(P + "level", "Level per resource: 0 ok, 1 warn, 2 throttle, 3 pause, 4 free, 5 freeze.", labels=["resource"])
-    for name, rs in engine.state.resources.items():
+    for name, rs in view.state.resources.items():
         family.add_metric([name], int(rs.level))
     yield family
-    yield GaugeMetricFamily(P + "overall_level", "The most severe level over all resources.", value=int(engine.state.level))
+    yield GaugeMetricFamily(P + "overall_level", "The most severe level over all resources.", value=int(view.state.level))
 
 
-def _worker(engine):
+def _worker(engine, view):
     desired = GaugeMetricFamily(P + "worker_desired_state", "1 for the worker state the guard wants.", labels=["state"])
     for state in WORKER_STATES:
-        desired.add_metric([state], 1.0 if engine.decision.desired.state == state else 0.0)
+        desired.add_metric([state], 1.0 if view.decision.desired.state == state else 0.0)
     yield desired
     actions = CounterMetricFamily(P + "actions", "Calls to the worker by action and result.", labels=["action", "result"])
     for (action, result), count in sorted(engine.actions.items()):
         actions.add_metric([action, result], count)
     yield actions
-    yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if engine.maintenance.on else 0.0)
+    yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if view.maintenance.on else 0.0)
     yield GaugeMetricFamily(P + "dry_run", "1 when the guard only logs what it would do.", value=1.0 if engine.settings.dry_run else 0.0)
 
 
-def _leases(engine):
-    leases = engine.leases()
+def _leases(engine, view):
+    leases, snapshot = view.leases, view.snapshot
     counts = GaugeMetricFamily(P + "leases", "Leases by status.", labels=["status"])
     for status in ("granted", "waiting"):
         counts.add_metric([status], sum(1 for lease in leases if lease.status == status))
     yield counts
     reserved = GaugeMetricFamily(P + "reserved_bytes", "Bytes held back for granted leases.", labels=["resource"])
-    reserved.add_metric(["ram"], ram_room(engine.snapshot, leases, engine.settings)["reserved_bytes"])
-    for gpu in engine.snapshot.gpus:
-        reserved.add_metric([f"gpu:{gpu.gpu}"], gpu_room(engine.snapshot, gpu, leases, engine.settings)["reserved_bytes"])
+    reserved.add_metric(["ram"], ram_room(snapshot, leases, engine.settings)["reserved_bytes"])
+    for gpu in snapshot.gpus:
+        reserved.add_metric([f"gpu:{gpu.gpu}"], gpu_room(snapshot, gpu, leases, engine.settings)["reserved_bytes"])
     yield reserved
     admissions = CounterMetricFamily(P + "admissions", "Lease requests by result.", labels=["result"])
     for result in ("granted", "queued", "refused"):
@@ -55,19 +52,19 @@ def _leases(engine):
     yield admissions
 
 
-def _source(engine):
-    yield GaugeMetricFamily(P + "source_up", "1 when the last observation succeeded.", value=1.0 if engine.snapshot.ok else 0.0)
-    yield GaugeMetricFamily(P + "signals_stale", "1 while signals are stale (admissions refused).", value=1.0 if engine.decision.stale else 0.0)
-    age = time.time() - engine.snapshot.taken_at if engine.snapshot.taken_at else float("nan")
+def _source(engine, view):
+    yield GaugeMetricFamily(P + "source_up", "1 when the last observation succeeded.", value=1.0 if view.snapshot.ok else 0.0)
+    yield GaugeMetricFamily(P + "signals_stale", "1 while signals are stale (admissions refused).", value=1.0 if view.decision.stale else 0.0)
+    age = engine.clock() - view.snapshot.taken_at if view.snapshot.taken_at else float("nan")
     yield GaugeMetricFamily(P + "snapshot_age_seconds", "Age of the last observation.", value=age)
     hist = engine.tick_histogram
     buckets = [(str(b), n) for b, n in zip(TICK_BUCKETS, hist.counts)] + [("+Inf", hist.count)]
     yield HistogramMetricFamily(P + "tick_seconds", "Duration of ticks since start (observe, decide, act).",
                                 buckets=buckets, sum_value=hist.total)
-    yield CounterMetricFamily(P + "ticks", "Ticks run since start.", value=engine.ticks)
+    yield CounterMetricFamily(P + "ticks", "Ticks run since start.", value=view.ticks)
 
 
-def _freezer(engine):
+def _freezer(engine, view):
     """Freezer series, present (at zero) when freezing is off too: 'nothing frozen' is then the truth, not a gap."""
     freezer = freezer_of(engine)
     frozen = freezer.frozen() if freezer is not None else ()
@@ -84,9 +81,9 @@ def _freezer(engine):
     yield ended
 
 
-def _store(engine):
+def _store(engine, view):
     store = engine.store
-    view = store.health_view()
+    health = store.health_view()
     errors = CounterMetricFamily(P + "store_errors", "Writes to the state database that failed, by operation.",
                                  labels=["operation"])
     with store.health.lock:
@@ -94,13 +91,13 @@ def _store(engine):
             errors.add_metric([operation], count)
     yield errors
     yield GaugeMetricFamily(P + "store_writable", "1 while the state database can be written (0: disk full or failing).",
-                            value=1.0 if view["writable"] else 0.0)
+                            value=1.0 if health["writable"] else 0.0)
     yield GaugeMetricFamily(P + "store_unrecorded", "Writes (events, leases, state) waiting in memory for the store.",
-                            value=view["unrecorded"])
+                            value=health["unrecorded"])
     yield CounterMetricFamily(P + "store_dropped_events", "Unrecorded events pushed out of memory by newer ones.",
-                              value=view["dropped_events"])
+                              value=health["dropped_events"])
     yield GaugeMetricFamily(P + "store_corrupt_files", "Corrupt state databases moved aside and still in the state dir.",
-                            value=len(view["corrupt_files"]))
+                            value=len(health["corrupt_files"]))
 
 
 class TickHistogram:
@@ -119,25 +116,23 @@ class TickHistogram:
                 self.counts[i] += 1
 
 
-class EngineCollector:
-    """Reads the engine's current state at scrape time; nothing is set from a background loop."""
+class ManagerCollector:
+    """Reads the manager's published view at scrape time (no lock); nothing is set from a background loop."""
 
     def __init__(self, engine):
         self.engine = engine
 
     def collect(self):
-        with self.engine.lock:
-            for part in (_levels, _worker, _leases, _source, _store, _freezer):
-                yield from part(self.engine)
+        view = self.engine.view
+        for part in (_levels, _worker, _leases, _source, _store, _freezer):
+            yield from part(self.engine, view)
 
 
 def build_registry(engine) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine))
+    registry.register(ManagerCollector(engine))
     from guard.fastmetrics import FastPathCollector
 
     registry.register(FastPathCollector(engine))
     return registry
 
-
-__all__ = ["build_registry", "Level"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from typing import Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -84,12 +85,13 @@ def parse_exporter_text(text: str, domain: str, taken_at: float) -> Snapshot:
 class ExporterSource:
     """Fetches the exporter's /metrics each tick; any failure becomes a not-ok Snapshot, never an exception."""
 
-    def __init__(self, url: str, domain: str, timeout: float, transport: httpx.BaseTransport | None = None):
-        self.url, self.domain = url, domain
+    def __init__(self, url: str, domain: str, timeout: float, transport: httpx.BaseTransport | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.url, self.domain, self.clock = url, domain, clock
         self.client = httpx.Client(timeout=timeout, transport=transport)
 
     def fetch(self) -> Snapshot:
-        now = time.time()
+        now = self.clock()
         try:
             response = self.client.get(self.url)
             response.raise_for_status()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from typing import Iterable, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Protocol
 
 import httpx
 import psutil
 
 from guard.settings import GuardSettings
 from guard.types import Snapshot
+from headroom.sizes import format_size
 
 
 class Source(Protocol):
@@ -52,7 +53,7 @@ def with_pid_usage(snapshot: Snapshot, pids: Iterable[int]) -> Snapshot:
     return replace(snapshot, pid_ram_bytes=ram, pid_gpu_bytes=gpu)
 
 
-def build_source(settings: GuardSettings, transport=None) -> Source:
+def build_source(settings: GuardSettings, transport=None, clock: Callable[[], float] = time.time) -> Source:
     """The configured source: the exporter's /metrics or Prometheus' query API."""
     if settings.source == "prometheus":
         from guard.promsource import PrometheusSource, build_queries
@@ -60,10 +61,10 @@ def build_source(settings: GuardSettings, transport=None) -> Source:
         queries = build_queries(settings.prometheus_preset, settings.prometheus_queries,
                                 settings.prometheus_instance, settings.memory_domain)
         return PrometheusSource(settings.prometheus_url, queries, settings.memory_domain,
-                                settings.source_timeout_seconds, transport)
+                                settings.source_timeout_seconds, transport, clock)
     from guard.metrics_source import ExporterSource
 
-    return ExporterSource(settings.exporter_url, settings.memory_domain, settings.source_timeout_seconds, transport)
+    return ExporterSource(settings.exporter_url, settings.memory_domain, settings.source_timeout_seconds, transport, clock)
 
 
 class OomFeed:
@@ -73,14 +74,16 @@ class OomFeed:
     beyond what the status page charts; afterwards a kill is new when it is later than the newest one already seen.
     """
 
-    def __init__(self, url: str, client: httpx.Client, every_seconds: float = 1.0, backfill_seconds: float = 900.0):
+    def __init__(self, url: str, client: httpx.Client, every_seconds: float = 1.0, backfill_seconds: float = 900.0,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         self.url, self.client, self.every_seconds = url, client, every_seconds  # the source's client, shared
-        self.newest: float = time.time() - backfill_seconds
+        self.monotonic = monotonic
+        self.newest: float = clock() - backfill_seconds
         self.seen: set[tuple] = set()
         self.next_poll = 0.0
 
-    def poll(self) -> list[dict]:
-        now = time.monotonic()
+    def poll(self) -> list[OomKill]:
+        now = self.monotonic()
         if now < self.next_poll:
             return []
         self.next_poll = now + self.every_seconds
@@ -95,18 +98,33 @@ class OomFeed:
         if fresh:
             self.newest = max(e.get("time_seconds") or 0 for e in fresh)
             self.seen = {key for key in self.seen if (key[0] or 0) >= self.newest}
-        return sorted(fresh, key=lambda e: e.get("time_seconds") or 0)
+        return [OomKill.of(e) for e in sorted(fresh, key=lambda e: e.get("time_seconds") or 0)]
 
 
-def describe_kill(kill: dict) -> str:
-    """One line for an OOM kill event: the victim, its cgroup and unit, what it held."""
-    from headroom.sizes import format_size
+@dataclass(frozen=True)
+class OomKill:
+    """One OOM kill the exporter reported: who died, where, what it held; `data` is the exporter's event as sent."""
 
-    where = kill.get("cgroup") or "/"
-    unit = f" ({kill['unit']})" if kill.get("unit") else ""
-    scope = "host-wide" if kill.get("global_oom") else "cgroup limit"
-    rss = f", {format_size(kill['rss_bytes'])} RSS" if kill.get("rss_bytes") is not None else ""
-    return f"OOM kill: {kill.get('comm') or '?'} (pid {kill.get('pid')}) in {where}{unit}, {scope}{rss}"
+    time_seconds: float | None
+    pid: int | None
+    comm: str | None
+    cgroup: str | None
+    unit: str | None
+    global_oom: bool
+    rss_bytes: float | None
+    data: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, event: dict) -> "OomKill":
+        return cls(event.get("time_seconds"), event.get("pid"), event.get("comm"), event.get("cgroup"), event.get("unit"),
+                   bool(event.get("global_oom")), event.get("rss_bytes"), dict(event))
+
+    def describe(self) -> str:
+        """One line for the event: the victim, its cgroup and unit, what it held."""
+        unit = f" ({self.unit})" if self.unit else ""
+        scope = "host-wide" if self.global_oom else "cgroup limit"
+        rss = f", {format_size(self.rss_bytes)} RSS" if self.rss_bytes is not None else ""
+        return f"OOM kill: {self.comm or '?'} (pid {self.pid}) in {self.cgroup or '/'}{unit}, {scope}{rss}"
 
 
 def oom_feed_of(source) -> OomFeed | None:
@@ -124,7 +142,7 @@ class Observer:
         self.source = source
         self.oom_feed = oom_feed or oom_feed_of(source)
 
-    def oom_kills(self) -> list[dict]:
+    def oom_kills(self) -> list[OomKill]:
         """OOM kills the exporter saw since the last call (at most one poll per second)."""
         return self.oom_feed.poll() if self.oom_feed else []
 

@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Iterable
 
-from guard.settings import GuardSettings, Rule, parse_amount
+from guard.settings import GuardSettings
+from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
-from headroom.contract import Maintenance
-from headroom.sizes import format_size, parse_size
-
-RAM_LIKE = ("ram", "psi", "swap", "predict")  # resources whose pressure is pressure on RAM
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A rule resolved to numbers: enter value per level, the band, and which direction is worse."""
-
-    enter: dict[Level, float]
-    band: float
-    higher_is_worse: bool
-    grace_seconds: float
-    hold_seconds: float
-
-
-def resolve_rule(rule: Rule, kind: str, total: float | None = None) -> Threshold:
-    """Numbers for `rule`: percentages of `total` for ram/gpu, sizes for swap, plain numbers otherwise."""
-
-    def number(value) -> float:
-        if kind in ("ram", "gpu"):
-            unit, amount = parse_amount(value)
-            return amount * (total or 0) if unit == "ratio" else amount
-        if kind == "swap":
-            return float(parse_size(value))
-        return float(value)
-
-    enter = {Level.named(name): number(value) for name, value in rule.enter.items()}
-    return Threshold(enter, number(rule.band), kind in ("psi", "swap"), rule.grace_seconds, rule.hold_seconds)
+from headroom.contract import Maintenance, WorkerState
 
 
 def _worse(value: float, limit: float, higher_is_worse: bool) -> bool:
@@ -112,43 +83,27 @@ def swap_in_rate(last: tuple[float, float] | None, now: float, total: float | No
     return (total - last[1]) / (now - last[0])
 
 
-WORKER_GROWING = ("starting", "waking")  # the worker's own load: growth the guard caused, not a trend to act on
+WORKER_GROWING = (WorkerState.STARTING, WorkerState.WAKING)  # the worker's own load: growth the guard caused, not a trend to act on
 
 
-def measure(snapshot: Snapshot, state: GuardState, now: float, config: GuardSettings) -> dict[str, tuple[float | None, Threshold]]:
-    """Each resource's value this tick with its resolved threshold."""
+def measure(snapshot: Snapshot, state: GuardState, now: float,
+            config: GuardSettings) -> tuple[dict[str, tuple[float | None, Threshold]], GuardState]:
+    """Each resource's value this tick with its threshold in numbers (one row of the signal table each), and the state
+    carrying this tick's slope samples and swap counter; `state` itself is left as it was."""
     if snapshot.worker_state in WORKER_GROWING or snapshot.worker_settling:  # the slope restarts once it has loaded
         samples = []
     else:
         samples = update_samples(state.samples, now, snapshot.ram_available_bytes, config.predict_window_seconds)
-    state.samples = samples
-    rate = swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total)
-    if snapshot.swap_in_bytes_total is not None:
-        state.last_swap = (now, snapshot.swap_in_bytes_total)
-    values = {
-        "ram": (snapshot.ram_available_bytes, resolve_rule(config.ram, "ram", snapshot.ram_total_bytes)),
-        "psi": (snapshot.psi_full_ratio, resolve_rule(config.psi, "psi")),
-        "swap": (rate, resolve_rule(config.swap, "swap")),
-        "predict": (seconds_to_exhaustion(samples), resolve_rule(config.predict, "predict")),
-    }
-    for gpu in snapshot.gpus:
-        values[f"gpu:{gpu.gpu}"] = (gpu.free_bytes, resolve_rule(config.gpu, "gpu", gpu.total_bytes))
-    return values
-
-
-def describe(name: str, value: float | None, level: Level) -> str:
-    """A person-readable reason for one resource's level."""
-    if value is None:
-        return f"{name}: no signal"
-    if name in ("psi",):
-        shown = f"{value:.1%} of time stalled (full, 10 s)"
-    elif name == "swap":
-        shown = f"swap-in {format_size(value)}/s"
-    elif name == "predict":
-        shown = f"exhausted in {value:.0f} s at the current slope"
-    else:
-        shown = f"{format_size(value)} available"
-    return f"{name} {level.label}: {shown}"
+    trends = Trends(swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total), seconds_to_exhaustion(samples))
+    last_swap = (now, snapshot.swap_in_bytes_total) if snapshot.swap_in_bytes_total is not None else state.last_swap
+    values: dict[str, tuple[float | None, Threshold]] = {}
+    for resource, signal in SIGNALS.items():
+        rule = config.rules[resource]
+        if signal.per_gpu:
+            values.update({f"{resource}:{gpu.gpu}": (gpu.free_bytes, rule.at(gpu.total_bytes)) for gpu in snapshot.gpus})
+        else:
+            values[resource.value] = (signal.reads(snapshot, trends), rule.at(signal.total(snapshot)))
+    return values, replace(state, samples=samples, last_swap=last_swap)
 
 
 def is_urgent(values: dict, free_seconds: float) -> bool:
@@ -167,9 +122,7 @@ def step_resources(values: dict, previous: dict[str, ResourceState], now: float,
             result[name] = ResourceState(level=Level.OK, why=describe(name, None, Level.OK))
             continue
         new = apply_hysteresis(rs, target_level(value, th, rs.level), now, th, urgent and name in RAM_LIKE, recovery_hold)
-        new.value = value
-        new.why = describe(name, value, new.level)
-        result[name] = new
+        result[name] = replace(new, value=value, why=describe(name, value, new.level))
     return result
 
 
@@ -182,12 +135,12 @@ def free_level_for(resources: dict[str, ResourceState], config: GuardSettings) -
 def desired_from_level(level: Level, resources: dict[str, ResourceState], config: GuardSettings) -> Desired:
     reason = "; ".join(rs.why for rs in resources.values() if rs.level == level and level > Level.OK) or "all clear"
     if level >= Level.FREE:
-        return Desired("freed", level=free_level_for(resources, config), reason=reason)
+        return Desired(WorkerState.FREED, level=free_level_for(resources, config), reason=reason)
     if level == Level.PAUSE:
-        return Desired("paused", reason=reason)
+        return Desired(WorkerState.PAUSED, reason=reason)
     if level == Level.THROTTLE:
-        return Desired("throttled", concurrency=config.throttle_concurrency, reason=reason)
-    return Desired("running", reason=reason)
+        return Desired(WorkerState.THROTTLED, concurrency=config.throttle_concurrency, reason=reason)
+    return Desired(WorkerState.RUNNING, reason=reason)
 
 
 def desired_worker(level: Level, resources: dict, leases: Iterable[Lease], maintenance: Maintenance | None,
@@ -195,10 +148,10 @@ def desired_worker(level: Level, resources: dict, leases: Iterable[Lease], maint
     """The most severe of: what the level asks, maintenance (paused), leases that free the worker (freed)."""
     candidates = [desired_from_level(level, resources, config)]
     if maintenance is not None and maintenance.on:
-        candidates.append(Desired("paused", reason=f"maintenance: {maintenance.reason or 'operator'}"))
+        candidates.append(Desired(WorkerState.PAUSED, reason=f"maintenance: {maintenance.reason or 'operator'}"))
     holders = [f"{lease.holder} ({lease.id})" for lease in leases if lease.active and lease.frees_worker]
     if holders:
-        candidates.append(Desired("freed", level=free_level_for(resources, config),
+        candidates.append(Desired(WorkerState.FREED, level=free_level_for(resources, config),
                                   reason="freed for lease " + ", ".join(holders)))
     return max(candidates, key=lambda d: d.severity)
 
@@ -207,25 +160,38 @@ def is_stale(snapshot: Snapshot, now: float, config: GuardSettings) -> bool:
     return not snapshot.ok or now - snapshot.taken_at > config.stale_after_seconds
 
 
+def assess(snapshot: Snapshot, previous: GuardState, now: float,
+           config: GuardSettings) -> tuple[GuardState, Decision]:
+    """Freshness and per-resource levels with hysteresis: a new state and a decision whose desired state is still the
+    previous one (compose() fills it in once the queue is served). `previous` is left as it was."""
+    if is_stale(snapshot, now, config):
+        stale_since = previous.stale_since or previous.last_ok_at or now
+        why = f"signals stale since {stale_since:.3f}" + (f" ({snapshot.error})" if snapshot.error else "")
+        state = replace(previous, stale_since=stale_since)
+        return state, Decision(state.level, previous.desired, (why,), stale=True, admissions_open=False)
+    values, state = measure(snapshot, previous, now, config)
+    free_seconds = state.free_seconds if state.free_seconds is not None else config.free_seconds_estimate
+    resources = step_resources(values, previous.resources, now, is_urgent(values, free_seconds), config.recovery_hold_seconds)
+    level = max((rs.level for rs in resources.values()), default=Level.OK)
+    state = replace(state, stale_since=None, last_ok_at=now, resources=resources, level=level)
+    reasons = tuple(rs.why for rs in resources.values() if rs.level > Level.OK)
+    return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < Level.named(config.admit_below_level))
+
+
+def compose(state: GuardState, decision: Decision, leases: Iterable[Lease], config: GuardSettings,
+            maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
+    """The desired worker state from the assessed levels, the leases (served already) and maintenance. On stale signals
+    the worker is not flapped: the last desired state stays, except what maintenance and leases ask."""
+    leases = list(leases)
+    if decision.stale:
+        desired = max([state.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity)
+    else:
+        desired = desired_worker(state.level, state.resources, leases, maintenance, config)
+    return replace(state, desired=desired), replace(decision, desired=desired)
+
+
 def evaluate(snapshot: Snapshot, previous: GuardState, leases: Iterable[Lease], now: float,
              config: GuardSettings, maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
-    """One tick of policy: freshness, per-resource levels with hysteresis, overall level, desired worker state."""
-    state = copy.deepcopy(previous)
-    leases = list(leases)
-    if is_stale(snapshot, now, config):
-        state.stale_since = state.stale_since or state.last_ok_at or now
-        why = f"signals stale since {state.stale_since:.3f}" + (f" ({snapshot.error})" if snapshot.error else "")
-        # The worker is not flapped on missing data: keep the last desired state, except maintenance/leases.
-        desired = max([state.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity)
-        state.desired = desired
-        return state, Decision(state.level, desired, (why,), stale=True, admissions_open=False)
-    state.stale_since, state.last_ok_at = None, now
-    values = measure(snapshot, state, now, config)
-    free_seconds = state.free_seconds if state.free_seconds is not None else config.free_seconds_estimate
-    state.resources = step_resources(values, previous.resources, now, is_urgent(values, free_seconds),
-                                     config.recovery_hold_seconds)
-    state.level = max((rs.level for rs in state.resources.values()), default=Level.OK)
-    state.desired = desired_worker(state.level, state.resources, leases, maintenance, config)
-    reasons = tuple(rs.why for rs in state.resources.values() if rs.level > Level.OK)
-    admit_ok = state.level < Level.named(config.admit_below_level)
-    return state, Decision(state.level, state.desired, reasons, stale=False, admissions_open=admit_ok)
+    """One tick of policy without a queue to serve: assess, then compose. Returns a new state."""
+    state, decision = assess(snapshot, previous, now, config)
+    return compose(state, decision, leases, config, maintenance)

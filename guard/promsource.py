@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from typing import Callable
 
 import httpx
 
@@ -81,8 +82,8 @@ class PrometheusSource:
     """Runs each configured instant query; a failure of any memory query makes the Snapshot not ok."""
 
     def __init__(self, base_url: str, queries: dict[str, str], domain: str, timeout: float,
-                 transport: httpx.BaseTransport | None = None):
-        self.queries, self.domain = queries, domain
+                 transport: httpx.BaseTransport | None = None, clock: Callable[[], float] = time.time):
+        self.queries, self.domain, self.clock = queries, domain, clock
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
 
     def _query(self, promql: str) -> list[dict]:
@@ -94,7 +95,7 @@ class PrometheusSource:
         return body["data"]["result"]
 
     def fetch(self) -> Snapshot:
-        now = time.time()
+        now = self.clock()
         try:
             results = {key: self._query(q) for key, q in self.queries.items()}
         except (httpx.HTTPError, ValueError, KeyError) as err:

@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
 
 from exporter.units import is_unit_name
 from headroom.settings_base import Section, listen_validator
+from guard.signals import Resource, ResolvedRule, resolve
 from headroom.sizes import parse_size
 
+Size = Annotated[int, BeforeValidator(parse_size)]  # "512MiB" or a number of bytes in the file; an int after load
+
 LEVEL_NAMES = ("warn", "throttle", "pause", "free", "freeze")
-
-
-def parse_amount(value: str | int | float) -> tuple[str, float]:
-    """'15%' -> ('ratio', 0.15); '2GiB' / 1024 -> ('bytes', n); ValueError naming what was expected."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        ratio = float(value.strip()[:-1]) / 100
-        if not 0 <= ratio <= 1:
-            raise ValueError(f"a percentage must be 0-100%, got {value!r}")
-        return "ratio", ratio
-    if isinstance(value, float):
-        raise ValueError(f"expected a percentage such as '10%' or a size such as '2GiB', got {value!r}")
-    return "bytes", float(parse_size(value))
 
 
 class Rule(Section):
     """Enter thresholds per level for one resource, plus its hysteresis (grace, hold, band)."""
 
-    # Value at which each level is entered; a level left out is never entered for this resource.
-    enter: dict[Literal["warn", "throttle", "pause", "free", "freeze"], float | int | str] = Field(default_factory=dict)
-    # Value band: a level is left only once the value is better than enter by this much (kubelet's min-reclaim).
-    band: float | int | str = 0
-    # Grace: the value must stay past a threshold this long before the level is entered.
-    grace_seconds: float = Field(default=1.0, ge=0, le=3600)
-    # Hold: the value must stay better than the exit threshold this long before the level is left.
-    hold_seconds: float = Field(default=30.0, ge=0, le=86400)
+    enter: dict[Literal["warn", "throttle", "pause", "free", "freeze"], float | int | str] = Field(
+        default_factory=dict,
+        description="Value at which each level is entered; a level left out is never entered for this resource.")
+    band: float | int | str = Field(
+        0,
+        description=("Value band: a level is left only once the value is better than enter by this much (kubelet's min-"
+                     "reclaim)."))
+    grace_seconds: float = Field(
+        default=1.0, ge=0, le=3600,
+        description="Grace: the value must stay past a threshold this long before the level is entered.")
+    hold_seconds: float = Field(
+        default=30.0, ge=0, le=86400,
+        description="Hold: the value must stay better than the exit threshold this long before the level is left.")
 
 
 def _ram_rule() -> Rule:
@@ -69,140 +65,208 @@ def _predict_rule() -> Rule:
 
 
 class GuardSettings(Section):
-    # Address of the lease API, status page and /metrics.
-    listen: str = "127.0.0.1:9841"
-    # API token (at least 16 characters); empty means $HEADROOM_TOKEN or the state dir's generated token file.
-    token: str = ""
-    # Observe + decide + act period; Ray's memory monitor refreshes every 250 ms, earlyoom polls at 100-1000 ms.
-    tick_seconds: float = Field(default=0.25, ge=0.05, le=60)
-    # Log decisions and "would act" events, never call the worker (dry run).
-    dry_run: bool = False
-    # Where signals come from: the local exporter's /metrics, or a Prometheus server's query API (fleet mode).
-    source: Literal["exporter", "prometheus"] = "exporter"
-    # The exporter's /metrics URL (its default listen address).
-    exporter_url: str = "http://127.0.0.1:9840/metrics"
-    # Prometheus base URL for source = "prometheus".
-    prometheus_url: str = "http://127.0.0.1:9090"
-    # Query preset: headroom's own metric names, or node_exporter + dcgm-exporter names.
-    prometheus_preset: Literal["headroom", "node_exporter_dcgm"] = "headroom"
-    # Per-signal PromQL overrides (keys as in guard/promsource.py); {instance} and {cgroup} are substituted.
-    prometheus_queries: dict[str, str] = Field(default_factory=dict)
-    # The instance label value this guard's host has in Prometheus (fleet mode).
-    prometheus_instance: str = ""
-    # A request to the source gives up after this long (a tick must stay short).
-    source_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
-    # Signals older than this are stale: admissions are refused and the worker is left as it is.
-    stale_after_seconds: float = Field(default=3.0, gt=0, le=600)
-    # Memory domain: "host" (MemAvailable) or a cgroup path such as "/headroom.slice" (limit - usage + reclaimable).
-    memory_domain: str = "host"
-    # Thresholds as available RAM in the domain ("%" of its total, or a size).
-    ram: Rule = Field(default_factory=_ram_rule)
-    # Thresholds as free memory on each GPU ("%" of its total, or a size).
-    gpu: Rule = Field(default_factory=_gpu_rule)
-    # Thresholds on the PSI memory "full" avg10 ratio (0..1).
-    psi: Rule = Field(default_factory=_psi_rule)
-    # Thresholds on the swap-in rate in bytes per second.
-    swap: Rule = Field(default_factory=_swap_rule)
-    # Thresholds on predicted seconds until the domain's available RAM reaches zero.
-    predict: Rule = Field(default_factory=_predict_rule)
-    # Window of recent samples the exhaustion slope is fitted over (a model load takes ~10 s).
-    predict_window_seconds: float = Field(default=10.0, ge=1, le=600)
+    _rules: dict[Resource, ResolvedRule] = PrivateAttr(default_factory=dict)
+
+    listen: str = Field("127.0.0.1:9841", description="Address of the lease API, status page and /metrics.")
+    token: str = Field(
+        "",
+        description=("API token (at least 16 characters); empty means $HEADROOM_TOKEN or the state dir's generated token "
+                     "file."))
+    tick_seconds: float = Field(
+        default=0.25, ge=0.05, le=60,
+        description=("Observe + decide + act period; Ray's memory monitor refreshes every 250 ms, earlyoom polls at "
+                     "100-1000 ms."))
+    dry_run: bool = Field(
+        False,
+        description="Log decisions and \"would act\" events, never call the worker (dry run).")
+    source: Literal["exporter", "prometheus"] = Field(
+        "exporter",
+        description=("Where signals come from: the local exporter's /metrics, or a Prometheus server's query API (fleet "
+                     "mode)."))
+    exporter_url: str = Field(
+        "http://127.0.0.1:9840/metrics",
+        description="The exporter's /metrics URL (its default listen address).")
+    prometheus_url: str = Field(
+        "http://127.0.0.1:9090",
+        description="Prometheus base URL for source = \"prometheus\".")
+    prometheus_preset: Literal["headroom", "node_exporter_dcgm"] = Field(
+        "headroom",
+        description="Query preset: headroom's own metric names, or node_exporter + dcgm-exporter names.")
+    prometheus_queries: dict[str, str] = Field(
+        default_factory=dict,
+        description=("Per-signal PromQL overrides (keys as in guard/promsource.py); {instance} and {cgroup} are "
+                     "substituted."))
+    prometheus_instance: str = Field(
+        "",
+        description="The instance label value this guard's host has in Prometheus (fleet mode).")
+    source_timeout_seconds: float = Field(
+        default=1.0, gt=0, le=30,
+        description="A request to the source gives up after this long (a tick must stay short).")
+    stale_after_seconds: float = Field(
+        default=3.0, gt=0, le=600,
+        description="Signals older than this are stale: admissions are refused and the worker is left as it is.")
+    memory_domain: str = Field(
+        "host",
+        description=("Memory domain: \"host\" (MemAvailable) or a cgroup path such as \"/headroom.slice\" (limit - usage + "
+                     "reclaimable)."))
+    ram: Rule = Field(
+        default_factory=_ram_rule,
+        description="Thresholds as available RAM in the domain (\"%\" of its total, or a size).")
+    gpu: Rule = Field(
+        default_factory=_gpu_rule,
+        description="Thresholds as free memory on each GPU (\"%\" of its total, or a size).")
+    psi: Rule = Field(
+        default_factory=_psi_rule,
+        description="Thresholds on the PSI memory \"full\" avg10 ratio (0..1).")
+    swap: Rule = Field(default_factory=_swap_rule, description="Thresholds on the swap-in rate in bytes per second.")
+    predict: Rule = Field(
+        default_factory=_predict_rule,
+        description="Thresholds on predicted seconds until the domain's available RAM reaches zero.")
+    predict_window_seconds: float = Field(
+        default=10.0, ge=1, le=600,
+        description="Window of recent samples the exhaustion slope is fitted over (a model load takes ~10 s).")
     # --- fast path: a thread reads the domain straight from the kernel and freezes/frees within milliseconds ---
-    # Run the fast path (it needs the memory domain on this host: /proc/meminfo or the domain's cgroup files).
-    fast_path: bool = True
-    # Its poll interval shrinks with the headroom left above the freeze threshold (earlyoom's rule), from tick_seconds
-    # down to this; 10 ms keeps a 3 GB/s grower to ~30 MB between two looks.
-    fast_path_min_interval_seconds: float = Field(default=0.01, ge=0.001, le=1)
-    # The fastest growth the interval is sized for, per second: a model load from NVMe or page cache reads 1-3 GB/s.
-    fast_path_max_rate: str | int = "3GiB"
-    # Also wake on the kernel's notifications (cgroup v1 memory thresholds via eventfd), not only on the poll.
-    fast_path_notify: bool = True
-    # Lock the guard's pages in RAM (mlockall) so a thrashing host cannot page it out while it must act.
-    mlock: bool = True
-    # Once a value is back beyond every threshold by the band, its level is left after this hold instead of the
-    # rule's hold_seconds: 2 s (8 ticks) shows the memory stays back, and leaves the worker's wake-up (1-2 s for the
-    # contract worker re-taking its memory) inside the 5 s target; a new grower is still caught by the fast path.
-    recovery_hold_seconds: float = Field(default=2.0, ge=0, le=3600)
-    # How long freeing the worker takes until the guard has measured it (the measured value replaces it): with less
-    # time than that to exhaustion, a level is entered without its grace.
-    free_seconds_estimate: float = Field(default=2.0, ge=0, le=600)
+    fast_path: bool = Field(
+        True,
+        description=("Run the fast path (it needs the memory domain on this host: /proc/meminfo or the domain's cgroup "
+                     "files)."))
+    fast_path_min_interval_seconds: float = Field(
+        default=0.01, ge=0.001, le=1,
+        description=("Its poll interval shrinks with the headroom left above the freeze threshold (earlyoom's rule), from "
+                     "tick_seconds down to this; 10 ms keeps a 3 GB/s grower to ~30 MB between two looks."))
+    fast_path_max_rate: Size = Field(
+        default="3GiB", validate_default=True,
+        description=("The fastest growth the interval is sized for, per second: a model load from NVMe or page cache reads"
+                     " 1-3 GB/s."))
+    fast_path_notify: bool = Field(
+        True,
+        description=("Also wake on the kernel's notifications (cgroup v1 memory thresholds via eventfd), not only on the "
+                     "poll."))
+    mlock: bool = Field(
+        True,
+        description="Lock the guard's pages in RAM (mlockall) so a thrashing host cannot page it out while it must act.")
+    recovery_hold_seconds: float = Field(
+        default=2.0, ge=0, le=3600,
+        description=("Once a value is back beyond every threshold by the band, its level is left after this hold instead "
+                     "of the rule's hold_seconds: 2 s (8 ticks) shows the memory stays back, and leaves the worker's wake-"
+                     "up (1-2 s for the contract worker re-taking its memory) inside the 5 s target; a new grower is still"
+                     " caught by the fast path."))
+    free_seconds_estimate: float = Field(
+        default=2.0, ge=0, le=600,
+        description=("How long freeing the worker takes until the guard has measured it (the measured value replaces it): "
+                     "with less time than that to exhaustion, a level is entered without its grace."))
     # --- end of the fast path block ---
-    # Concurrency the worker is throttled to at the throttle level.
-    throttle_concurrency: int = Field(default=1, ge=1, le=4096)
-    # Free level used when RAM is calm; 1 offloads weights to CPU RAM, so under RAM pressure 2 is always used.
-    free_level: Literal[1, 2] = 2
-    # Admissions are refused at or above this level (on any resource).
-    admit_below_level: Literal["warn", "throttle", "pause", "free"] = "throttle"
-    # Kept free beyond every lease, like kubelet's eviction-hard memory.available<100Mi but larger for a GPU box.
-    ram_margin: str | int = "512MiB"
-    # GPU bytes kept free beyond every lease (CUDA context and fragmentation).
-    gpu_margin: str | int = "256MiB"
-    # Longest lease TTL a client may ask for; heartbeats keep a lease alive.
-    max_ttl_seconds: int = Field(default=86400, ge=1)
-    # Longest a POST may long-poll while queued.
-    max_wait_seconds: int = Field(default=600, ge=0)
-    # GET /v1/events needs the token (events carry alert payloads); false opens them, e.g. for the status page.
-    events_need_token: bool = True
-    # Retry-After suggested to a refused client.
-    retry_after_seconds: int = Field(default=5, ge=1, le=3600)
-    # Worker control endpoint; empty means no worker is driven (leases and signals only).
-    worker_url: str = ""
-    # "contract": headroom's worker control contract; "vllm-serve": a plain `vllm serve` in dev mode; "cgroup": any worker, through its cgroup.
-    worker_kind: Literal["contract", "vllm-serve", "cgroup"] = "contract"
-    # Timeout of each worker request (the worker holds a PUT up to its control_wait_seconds, 2 s); backoff doubles from base to max.
-    worker_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    worker_backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
-    worker_backoff_max_seconds: float = Field(default=15.0, gt=0, le=600)
-    # worker_kind = "cgroup": the worker's cgroup path ("/system.slice/my-worker.service") or systemd unit ("my-worker.service").
-    worker_cgroup: str = ""
-    # argv that stops the worker to free it, e.g. ["systemctl", "stop", "my-worker.service"]; unset: SIGTERM, then SIGKILL.
-    worker_stop: list[str] | None = None
-    # argv that starts it again once the lease that freed it ends; unset: the status says a person must restart it.
-    worker_start: list[str] | None = None
-    # How long worker_stop (or SIGTERM) gets before the processes left in the cgroup get SIGKILL; also worker_start's limit.
-    worker_stop_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
-    # The throttle level: "refuse" (nothing can be throttled from outside; the pause level still freezes) or "pause" (freeze).
-    worker_cgroup_throttle: Literal["refuse", "pause"] = "refuse"
-    # Recent events kept in the state database.
-    events_max: int = Field(default=1000, ge=10, le=1_000_000)
+    throttle_concurrency: int = Field(
+        default=1, ge=1, le=4096,
+        description="Concurrency the worker is throttled to at the throttle level.")
+    free_level: Literal[1, 2] = Field(
+        2,
+        description=("Free level used when RAM is calm; 1 offloads weights to CPU RAM, so under RAM pressure 2 is always "
+                     "used."))
+    admit_below_level: Literal["warn", "throttle", "pause", "free"] = Field(
+        "throttle",
+        description="Admissions are refused at or above this level (on any resource).")
+    ram_margin: Size = Field(
+        default="512MiB", validate_default=True,
+        description=("Kept free beyond every lease, like kubelet's eviction-hard memory.available<100Mi but larger for a "
+                     "GPU box."))
+    gpu_margin: Size = Field(
+        default="256MiB", validate_default=True,
+        description="GPU bytes kept free beyond every lease (CUDA context and fragmentation).")
+    max_ttl_seconds: int = Field(
+        default=86400, ge=1,
+        description="Longest lease TTL a client may ask for; heartbeats keep a lease alive.")
+    max_wait_seconds: int = Field(default=600, ge=0, description="Longest a POST may long-poll while queued.")
+    events_need_token: bool = Field(
+        True,
+        description=("GET /v1/events needs the token (events carry alert payloads); false opens them, e.g. for the status "
+                     "page."))
+    retry_after_seconds: int = Field(
+        default=5, ge=1, le=3600,
+        description="Retry-After suggested to a refused client.")
+    worker_url: str = Field(
+        "",
+        description="Worker control endpoint; empty means no worker is driven (leases and signals only).")
+    worker_kind: Literal["contract", "vllm-serve", "cgroup"] = Field(
+        "contract",
+        description=("\"contract\": headroom's worker control contract; \"vllm-serve\": a plain `vllm serve` in dev mode; "
+                     "\"cgroup\": any worker, through its cgroup."))
+    worker_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60,
+        description="Timeout of each worker request (the worker holds a PUT up to its control_wait_seconds, 2 s).")
+    worker_backoff_base_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="After a failed worker call, the first wait before the next; it doubles per failure.")
+    worker_backoff_max_seconds: float = Field(
+        default=15.0, gt=0, le=600, description="The longest wait between failed worker calls.")
+    worker_cgroup: str = Field(
+        "",
+        description=("worker_kind = \"cgroup\": the worker's cgroup path (\"/system.slice/my-worker.service\") or systemd unit"
+                     " (\"my-worker.service\")."))
+    worker_stop: list[str] | None = Field(
+        None,
+        description=("argv that stops the worker to free it, e.g. [\"systemctl\", \"stop\", \"my-worker.service\"]; unset: "
+                     "SIGTERM, then SIGKILL."))
+    worker_start: list[str] | None = Field(
+        None,
+        description=("argv that starts it again once the lease that freed it ends; unset: the status says a person must "
+                     "restart it."))
+    worker_stop_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600,
+        description=("How long worker_stop (or SIGTERM) gets before the processes left in the cgroup get SIGKILL; also "
+                     "worker_start's limit."))
+    worker_cgroup_throttle: Literal["refuse", "pause"] = Field(
+        "refuse",
+        description=("The throttle level: \"refuse\" (nothing can be throttled from outside; the pause level still freezes) "
+                     "or \"pause\" (freeze)."))
+    events_max: int = Field(default=1000, ge=10, le=1_000_000, description="Recent events kept in the state database.")
     # --- freeze: the process the kernel would kill is frozen at the freeze level, the worker freed, then it is thawed ---
-    # Freeze at all (the freeze level's threshold is `freeze` in the ram and gpu rules).
-    freeze_enabled: bool = True
-    # Longest a process stays frozen when freeing the worker has not made room; then on_no_room applies.
-    # 20 s: freeing the worker took 1.3-6.5 s in the measured runs (a step up to 4.8 s plus the engine shutdown).
-    freeze_max_seconds: float = Field(default=20.0, gt=0, le=3600)
-    # After freeze_max_seconds: "thaw" leaves the outcome to the kernel, exactly as without headroom, so enabling the
-    # guard never kills a process that would have lived; "terminate" sends SIGTERM, then SIGKILL after the grace.
-    on_no_room: Literal["thaw", "terminate"] = "thaw"
-    # Between SIGTERM and SIGKILL when on_no_room = "terminate".
-    freeze_terminate_grace_seconds: float = Field(default=5.0, ge=0, le=600)
-    # Never frozen: "unit:NAME.service", "cgroup:/PATH" (and below it), "command:NAME" (comm or argv[0] basename).
-    freeze_protect: list[str] = Field(default_factory=lambda: ["unit:sshd.service", "command:sshd", "command:systemd"])
-    # Never freeze the worker's processes, or headroom's own (its guard, exporter, CLI, worker).
-    freeze_protect_worker: bool = True
-    freeze_protect_headroom: bool = True
-    # "auto": the cgroup freezer where the process has a cgroup of its own, else SIGSTOP to its process group.
-    freeze_method: Literal["auto", "cgroup", "sigstop"] = "auto"
-    # GPU: fastest and slowest NVML poll (the interval shrinks as a GPU's free memory nears the freeze threshold).
-    freeze_gpu_poll_min_seconds: float = Field(default=0.01, gt=0, le=10)
-    freeze_gpu_poll_max_seconds: float = Field(default=0.5, gt=0, le=60)
+    freeze_enabled: bool = Field(
+        True,
+        description="Freeze at all (the freeze level's threshold is `freeze` in the ram and gpu rules).")
+    freeze_max_seconds: float = Field(
+        default=20.0, gt=0, le=3600,
+        description=("Longest a process stays frozen when freeing the worker has not made room; then on_no_room applies. "
+                     "20 s: freeing the worker took 1.3-6.5 s in the measured runs (a step up to 4.8 s plus the engine "
+                     "shutdown)."))
+    on_no_room: Literal["thaw", "terminate"] = Field(
+        "thaw",
+        description=("After freeze_max_seconds: \"thaw\" leaves the outcome to the kernel, exactly as without headroom, so "
+                     "enabling the guard never kills a process that would have lived; \"terminate\" sends SIGTERM, then "
+                     "SIGKILL after the grace."))
+    freeze_terminate_grace_seconds: float = Field(
+        default=5.0, ge=0, le=600,
+        description="Between SIGTERM and SIGKILL when on_no_room = \"terminate\".")
+    freeze_protect: list[str] = Field(
+        default_factory=lambda: ["unit:sshd.service", "command:sshd", "command:systemd"],
+        description=("Never frozen: \"unit:NAME.service\", \"cgroup:/PATH\" (and below it), \"command:NAME\" (comm or argv[0] "
+                     "basename)."))
+    freeze_protect_worker: bool = Field(
+        True,
+        description="Never freeze the worker's processes.")
+    freeze_protect_headroom: bool = Field(
+        True, description="Never freeze headroom's own processes (its guard, exporter, CLI, worker).")
+    freeze_method: Literal["auto", "cgroup", "sigstop"] = Field(
+        "auto",
+        description=("\"auto\": the cgroup freezer where the process has a cgroup of its own, else SIGSTOP to its process "
+                     "group."))
+    freeze_gpu_poll_min_seconds: float = Field(
+        default=0.01, gt=0, le=10,
+        description=("GPU: fastest NVML poll (the interval shrinks as a GPU's free memory nears the freeze "
+                     "threshold)."))
+    freeze_gpu_poll_max_seconds: float = Field(default=0.5, gt=0, le=60, description="GPU: slowest NVML poll.")
     # --- end of the freeze block ---
-    # A state database that fails PRAGMA quick_check at start (truncated, garbage, damaged pages): "move_aside" renames
-    # it to guard.sqlite3.corrupt-<time> (kept, never deleted), logs, raises an event, a metric and an alert, and starts
-    # fresh; "refuse" exits 5 before serving. move_aside is the default: a guard that refuses to start protects nothing,
-    # and the file holds only leases and events, which are kept in the moved file.
-    store_on_corrupt: Literal["move_aside", "refuse"] = "move_aside"
+    store_on_corrupt: Literal["move_aside", "refuse"] = Field(
+        "move_aside",
+        description=("A state database that fails PRAGMA quick_check at start (truncated, garbage, damaged pages): "
+                     "\"move_aside\" renames it to guard.sqlite3.corrupt-<time> (kept, never deleted), logs, raises an "
+                     "event, a metric and an alert, and starts fresh; \"refuse\" exits 5 before serving. move_aside is the "
+                     "default: a guard that refuses to start protects nothing, and the file holds only leases and events, "
+                     "which are kept in the moved file."))
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         return listen_validator(value)
-
-    @field_validator("ram_margin", "gpu_margin", "fast_path_max_rate")
-    @classmethod
-    def _size(cls, value: str | int) -> str | int:
-        parse_size(value)
-        return value
 
     @field_validator("freeze_protect")
     @classmethod
@@ -240,16 +304,10 @@ class GuardSettings(Section):
 
     @model_validator(mode="after")
     def _amounts(self) -> "GuardSettings":
-        for name in ("ram", "gpu", "psi", "swap", "predict"):
-            rule: Rule = getattr(self, name)
-            for key, value in [*((f"enter.{level}", v) for level, v in rule.enter.items()), ("band", rule.band)]:
-                try:
-                    if name in ("ram", "gpu"):
-                        parse_amount(value)
-                    elif name == "swap":
-                        parse_size(value)
-                    elif not isinstance(value, (int, float)) or value < 0:
-                        raise ValueError(f"expected non-negative numbers, got {value!r}")
-                except ValueError as err:
-                    raise ValueError(f"guard.{name}.{key}: {err}") from None
+        """Every rule parsed once, here: the tick, admission and the views read numbers from `rules`."""
+        self._rules = {resource: resolve(getattr(self, resource.value), resource) for resource in Resource}
         return self
+
+    @property
+    def rules(self) -> dict[Resource, ResolvedRule]:
+        return self._rules

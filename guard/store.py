@@ -141,17 +141,30 @@ class Store:
         return view
 
     # --- leases -----------------------------------------------------------------------------------
-    def put_lease(self, lease: Lease) -> None:
-        """Write a lease; a new one must reach the disk (StoreUnavailable), an update may wait in memory."""
+    def put_lease(self, lease: Lease, event: tuple[str, str, dict] | None = None, at: float | None = None) -> None:
+        """Write a lease and, with `event` (kind, message, data), its event in the same transaction: both or neither.
+        A new lease must reach the disk (StoreUnavailable); an update may wait in memory, its event with it."""
         data = json.dumps(dataclasses.asdict(lease))
         new = lease.id not in self.written_leases
+        row = (at or self.clock(), event[0], event[1], json.dumps(event[2] or {})) if event else None
 
         def keep() -> None:
             if not new:
                 self.unrecorded_leases[lease.id] = (lease.status, data)
+                if row is not None:
+                    self._keep_event(row)
 
         def write() -> None:
-            self.db.execute("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)", (lease.id, lease.status, data))
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)", (lease.id, lease.status, data))
+                if row is not None:
+                    self._insert_event(row)
+                self.db.execute("COMMIT")
+            except sqlite3.Error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
             self.unrecorded_leases.pop(lease.id, None)
 
         if not self._write("lease", write, keep) and new:
@@ -206,18 +219,21 @@ class Store:
         event_id: list[int] = []
 
         def write() -> None:
-            cursor = self.db.execute("INSERT INTO events (at, kind, message, data) VALUES (?, ?, ?, ?)", row)
-            event_id.append(cursor.lastrowid)
-            if cursor.lastrowid % 100 == 0:
-                self.db.execute("DELETE FROM events WHERE id <= ?", (cursor.lastrowid - self.events_max,))
+            event_id.append(self._insert_event(row))
 
-        def keep() -> None:
-            if len(self.unrecorded_events) == self.unrecorded_events.maxlen:
-                self.dropped_events += 1
-            self.unrecorded_events.append(row)
-
-        self._write("event", write, keep)
+        self._write("event", write, lambda: self._keep_event(row))
         return event_id[0] if event_id else None
+
+    def _insert_event(self, row: tuple) -> int:
+        cursor = self.db.execute("INSERT INTO events (at, kind, message, data) VALUES (?, ?, ?, ?)", row)
+        if cursor.lastrowid % 100 == 0:
+            self.db.execute("DELETE FROM events WHERE id <= ?", (cursor.lastrowid - self.events_max,))
+        return cursor.lastrowid
+
+    def _keep_event(self, row: tuple) -> None:
+        if len(self.unrecorded_events) == self.unrecorded_events.maxlen:
+            self.dropped_events += 1
+        self.unrecorded_events.append(row)
 
     def events(self, limit: int = 100, after: int = 0, kind: str | None = None) -> list[dict]:
         """Recorded events, oldest first; with `after` = 0 also those waiting in memory (id null, unrecorded true)."""

@@ -1,14 +1,15 @@
-"""Top memory users for the status page: processes by RSS (psutil) and GPU processes (the snapshot's series)."""
+"""Top memory users for the status page: processes by RSS (read from an injectable /proc) and GPU processes (the
+snapshot's series)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
-import psutil
-
 from exporter.units import comm_of_pid, memory_cgroup_of_pid, unit_of_cgroup
+from guard.procinfo import all_pids
 from guard.types import Snapshot
 
 CACHE_SECONDS = 1.0  # several pages refreshing every 2 s share one process scan
@@ -25,18 +26,27 @@ def rank_processes(rows: list[tuple[int, str, float]], limit: int) -> list[tuple
     return sorted(rows, key=lambda r: (-r[2], r[0]))[:limit]
 
 
-def scan_processes() -> list[tuple[int, str, float]]:
+def parse_statm_rss(text: str, page_size: int) -> float:
+    """/proc/PID/statm -> resident bytes (its second field counts pages)."""
+    return float(int(text.split()[1]) * page_size)
+
+
+def scan_processes(procfs: Path = Path("/proc")) -> list[tuple[int, str, float]]:
+    """(pid, comm, RSS bytes) of every process under `procfs`; processes gone while reading are left out."""
+    page_size = os.sysconf("SC_PAGE_SIZE")
     rows = []
-    for proc in psutil.process_iter(["pid", "name", "memory_info"]):
-        info = proc.info
-        if info.get("memory_info") is not None:
-            rows.append((info["pid"], info.get("name") or "?", float(info["memory_info"].rss)))
+    for pid in all_pids(procfs):
+        try:
+            rss = parse_statm_rss((procfs / str(pid) / "statm").read_text(), page_size)
+        except (OSError, ValueError, IndexError):
+            continue
+        rows.append((pid, comm_of_pid(procfs, pid) or "?", rss))
     return rows
 
 
 def top_processes(limit: int, procfs: Path = Path("/proc")) -> list[dict]:
     return [{"pid": pid, "comm": name, "rss_bytes": rss, **where(procfs, pid)}
-            for pid, name, rss in rank_processes(scan_processes(), limit)]
+            for pid, name, rss in rank_processes(scan_processes(procfs), limit)]
 
 
 def gpu_processes(snapshot: Snapshot, limit: int, procfs: Path = Path("/proc")) -> list[dict]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from headroom.contract import SEVERITY, WorkerState
+
 
 class Level(enum.IntEnum):
     """How hard the guard leans on the worker; ordered so max() picks the most severe."""
@@ -23,6 +25,27 @@ class Level(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+class LeaseStatus(enum.StrEnum):
+    """Where a lease is; waiting and granted are active. A StrEnum: its plain name in JSON and the state database."""
+
+    WAITING = "waiting"
+    GRANTED = "granted"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    REFUSED = "refused"
+
+
+ACTIVE = (LeaseStatus.WAITING, LeaseStatus.GRANTED)
+
+
+class AdmissionOutcome(enum.StrEnum):
+    """Admission's answer to one request."""
+
+    GRANTED = "granted"
+    WAIT = "wait"  # the worker is being freed for it, or it is queued
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -53,11 +76,11 @@ class Snapshot:
     gpus: tuple[GpuObs, ...] = ()
     pid_ram_bytes: dict[int, float] = field(default_factory=dict)  # lease pid -> RSS of its process tree
     pid_gpu_bytes: dict[int, dict[str, float]] = field(default_factory=dict)  # lease pid -> gpu -> bytes of its tree
-    worker_state: str | None = None  # the worker's reported state (None: no worker or unreachable)
+    worker_state: WorkerState | None = None  # the worker's reported state (None: no worker or unreachable)
     worker_settling: bool = False  # the worker woke or started within the prediction window: its own growth, not a trend
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResourceState:
     """One resource's level and the timers hysteresis needs."""
 
@@ -72,28 +95,33 @@ class ResourceState:
 class Desired:
     """The worker state the guard wants: running, throttled(concurrency), paused or freed(level)."""
 
-    state: str = "running"
+    state: WorkerState = WorkerState.RUNNING  # one of the contract's DESIRABLE states
     concurrency: int | None = None
     level: int | None = None
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", WorkerState(self.state))  # a stored decision comes back with the plain name
+        if self.state not in SEVERITY:
+            raise ValueError(f"a worker cannot be asked to be {self.state}")
+
     @property
     def severity(self) -> int:
-        return {"running": 0, "throttled": 1, "paused": 2, "freed": 3}[self.state]
+        return SEVERITY[self.state]
 
     def key(self) -> tuple:
-        return (self.state, self.concurrency if self.state == "throttled" else None,
-                self.level if self.state == "freed" else None)
+        return (self.state, self.concurrency if self.state == WorkerState.THROTTLED else None,
+                self.level if self.state == WorkerState.FREED else None)
 
     def describe(self) -> str:
-        if self.state == "throttled":
+        if self.state == WorkerState.THROTTLED:
             return f"throttled({self.concurrency})"
-        if self.state == "freed":
+        if self.state == WorkerState.FREED:
             return f"freed(level {self.level})"
-        return self.state
+        return self.state.value
 
 
-@dataclass
+@dataclass(frozen=True)
 class GuardState:
     """What evaluate() carries from one tick to the next (pure data; persisted on change)."""
 
@@ -119,7 +147,7 @@ class Lease:
     ttl_seconds: int
     created_at: float
     expires_at: float
-    status: str = "waiting"  # waiting | granted | released | expired | refused
+    status: LeaseStatus = LeaseStatus.WAITING
     priority: int = 0
     pid: int | None = None
     free_worker: bool = False  # the client allows the worker to be freed to make room
@@ -130,9 +158,25 @@ class Lease:
     reason: str = ""
     wait_until: float | None = None  # a queued lease gives up at this time
 
+    def __post_init__(self) -> None:
+        self.status = LeaseStatus(self.status)  # a stored lease comes back with the plain name
+
     @property
     def active(self) -> bool:
-        return self.status in ("waiting", "granted")
+        return self.status in ACTIVE
+
+
+@dataclass(frozen=True)
+class ActionEvent:
+    """One call the guard made to the worker (or would make, in a dry run) and how it ended."""
+
+    action: str  # set_<state>, maintenance_on, maintenance_off, worker_stop, worker_start, recover_thaw
+    result: str  # ok | accepted | refused | error | dry_run
+    message: str = ""
+
+    def data(self) -> dict:
+        """The event's stored payload."""
+        return {"kind": "action", "action": self.action, "result": self.result, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -144,4 +188,3 @@ class Decision:
     reasons: tuple[str, ...]
     stale: bool
     admissions_open: bool
-    events: tuple[str, ...] = ()

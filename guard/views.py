@@ -7,8 +7,8 @@ from dataclasses import asdict
 from importlib import resources
 
 from guard.leases import gpu_room, ram_room
-from guard.policy import resolve_rule
-from guard.types import Lease, Level, ResourceState
+from guard.signals import Resource, ResolvedRule
+from guard.types import ACTIVE, Lease, ResourceState
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
@@ -24,19 +24,18 @@ def _resource(rs: ResourceState | None) -> dict:
     return {"level": rs.level.label, "value": rs.value, "why": rs.why}
 
 
-def thresholds(rule, kind: str, total: float | None) -> dict[str, float]:
+def thresholds(rule: ResolvedRule, total: float | None) -> dict[str, float]:
     """Available (free) bytes at which each level is entered, for the bars' marks."""
     if not total:
         return {}
-    return {level.label: value for level, value in resolve_rule(rule, kind, total).enter.items()}
+    return {level.label: value for level, value in rule.at(total).enter.items()}
 
 
-def worker_view(engine, decision) -> dict:
-    reconciler, snap = engine.reconciler, engine.snapshot
-    observed = reconciler.observed if reconciler else None
+def worker_view(engine, view) -> dict:
+    observed = view.worker
     seen = observed.model_dump(mode="json", include={"queue", "concurrency", "since", "engine", "note", "cgroup"}) if observed else {}
-    return {"desired": asdict(decision.desired), "observed": snap.worker_state,
-            "error": reconciler.read_error if reconciler else None, "driven": reconciler is not None,
+    return {"desired": asdict(view.decision.desired), "observed": view.snapshot.worker_state,
+            "error": view.worker_error, "driven": engine.reconciler is not None,
             "dry_run": engine.settings.dry_run, "queue": seen.get("queue"),
             "concurrency": seen.get("concurrency"), "since": seen.get("since"), "engine": seen.get("engine"),
             "note": seen.get("note") or None, "cgroup": seen.get("cgroup")}
@@ -64,27 +63,25 @@ def frozen_view(engine) -> dict:
 
 
 def headroom_view(engine) -> dict:
-    """Per resource, what admission would use now and why; read under the lock, never measured here."""
-    with engine.lock:
-        snap, decision, state = engine.snapshot, engine.decision, engine.state
-        leases = engine.leases()
-        settings = engine.settings
-        ram = {**ram_room(snap, leases, settings), "total_bytes": snap.ram_total_bytes,
-               **_resource(state.resources.get("ram")), "thresholds": thresholds(settings.ram, "ram", snap.ram_total_bytes)}
-        gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, settings),
-                 **_resource(state.resources.get(f"gpu:{g.gpu}")), "thresholds": thresholds(settings.gpu, "gpu", g.total_bytes)}
-                for g in snap.gpus]
-        return {
-            "observed_at": snap.taken_at, "domain": snap.domain, "stale": decision.stale,
-            "level": decision.level.label, "reasons": list(decision.reasons),
-            "admissions_open": decision.admissions_open, "ram": ram, "gpus": gpus,
-            "signals": {name: _resource(state.resources.get(name)) for name in ("psi", "swap", "predict")},
-            "worker": worker_view(engine, decision),
-            "maintenance": engine.maintenance.as_dict(),
-            "frozen": frozen_view(engine),
-            "leases": {"granted": sum(l.status == "granted" for l in leases), "waiting": sum(l.status == "waiting" for l in leases)},
-            "store": engine.store.health_view(),
-        }
+    """Per resource, what admission would use now and why, from the manager's published view; never measured here."""
+    view = engine.view
+    snap, decision, state, leases, settings = view.snapshot, view.decision, view.state, view.leases, engine.settings
+    ram = {**ram_room(snap, leases, settings), "total_bytes": snap.ram_total_bytes,
+           **_resource(state.resources.get(Resource.RAM)), "thresholds": thresholds(settings.rules[Resource.RAM], snap.ram_total_bytes)}
+    gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, settings),
+             **_resource(state.resources.get(f"gpu:{g.gpu}")), "thresholds": thresholds(settings.rules[Resource.GPU], g.total_bytes)}
+            for g in snap.gpus]
+    return {
+        "observed_at": snap.taken_at, "domain": snap.domain, "stale": decision.stale,
+        "level": decision.level.label, "reasons": list(decision.reasons),
+        "admissions_open": decision.admissions_open, "ram": ram, "gpus": gpus,
+        "signals": {name.value: _resource(state.resources.get(name)) for name in (Resource.PSI, Resource.SWAP, Resource.PREDICT)},
+        "worker": worker_view(engine, view),
+        "maintenance": view.maintenance.as_dict(),
+        "frozen": frozen_view(engine),
+        "leases": {status.value: sum(l.status == status for l in leases) for status in ACTIVE},
+        "store": engine.store.health_view(),
+    }
 
 
 def static_file(name: str) -> tuple[bytes, str] | None:
@@ -102,9 +99,7 @@ def status_page(engine) -> str:
     """The status page's HTML with the current level filled in (its script then reads the same JSON API as the CLI)."""
     found = static_file("status.html")
     page = found[0].decode() if found else "<!doctype html><title>headroom</title><h1>headroom guard: __LEVEL__</h1>"
-    with engine.lock:
-        level = engine.decision.level.label + (" (signals stale)" if engine.decision.stale else "")
+    decision = engine.view.decision
+    level = decision.level.label + (" (signals stale)" if decision.stale else "")
     return page.replace("__LEVEL__", html.escape(level))
 
-
-__all__ = ["freezer_of", "frozen_view", "headroom_view", "lease_view", "static_file", "status_page", "Level"]

@@ -76,7 +76,7 @@ def schemathesis_module():
 @pytest.mark.timeout(120)
 def test_guard_conforms_to_its_published_schema(schemathesis_module, tmp_path):
     from guard.app import Deps, create_app
-    from guard.engine import Engine
+    from guard.manager import Manager
     from guard.observer import Observer
     from guard.store import Store
     from tests.guard.support import GiB, FakeClock, FakeSource, gpu, settings
@@ -85,7 +85,7 @@ def test_guard_conforms_to_its_published_schema(schemathesis_module, tmp_path):
     clock = FakeClock()
     source = FakeSource(clock, gpus=(gpu("0"),))
     store = Store(tmp_path / "state", 1000)
-    engine = Engine(settings(max_wait_seconds=0, ram={"enter": {}}, predict={"enter": {}}), Observer(source), store, None,
+    engine = Manager(settings(max_wait_seconds=0, ram={"enter": {}}, predict={"enter": {}}), Observer(source), store, None,
                     clock=clock)
     source.set(ram_available_bytes=16 * GiB)
     engine.tick()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard.engine import Engine
+from guard.manager import Manager
 from guard.observer import Observer
 from guard.store import Store
 from tests.guard.support import FakeClock, FakeSource, gpu, settings
@@ -22,12 +22,12 @@ def source(clock) -> FakeSource:
 
 @pytest.fixture
 def make_engine(tmp_path, clock, source):
-    """Build an Engine over the fake source and clock, optionally with a reconciler."""
+    """Build a Manager over the fake source and clock, optionally with a reconciler."""
     engines = []
 
-    def build(reconciler=None, **overrides) -> Engine:
+    def build(reconciler=None, **overrides) -> Manager:
         store = Store(tmp_path / "state", 1000)
-        engine = Engine(settings(**overrides), Observer(source), store, reconciler, clock=clock)
+        engine = Manager(settings(**overrides), Observer(source), store, reconciler, clock=clock)
         engines.append(engine)
         return engine
 

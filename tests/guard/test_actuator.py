@@ -26,7 +26,7 @@ def test_reconcile_is_idempotent():
     rec.read()
     assert rec.reconcile(Desired("running"), OFF, 0) == []  # already running: nothing sent
     events = rec.reconcile(Desired("throttled", concurrency=2, reason="ram throttle"), OFF, 1)
-    assert [(e["action"], e["result"]) for e in events] == [("set_throttled", "ok")]
+    assert [(e.action, e.result) for e in events] == [("set_throttled", "ok")]
     rec.read()
     assert rec.reconcile(Desired("throttled", concurrency=2), OFF, 2) == []
     assert puts(worker) == [{"state": "throttled", "concurrency": 2, "reason": "ram throttle", "requested_by": "headroom-guard"}]
@@ -38,7 +38,7 @@ def test_slow_free_is_accepted_once_and_not_repeated():
     rec = reconciler(worker)
     rec.read()
     events = rec.reconcile(Desired("freed", level=2), OFF, 0)
-    assert events[0]["result"] == "accepted" and rec.read() == "freeing"
+    assert events[0].result == "accepted" and rec.read() == "freeing"
     assert rec.reconcile(Desired("freed", level=2), OFF, 1) == []
     clock[0] = 6
     assert rec.read() == "freed"
@@ -49,9 +49,9 @@ def test_refusal_409_backs_off_exponentially():
     rec = reconciler(worker)
     rec.read()
     want = Desired("freed", level=1)
-    assert rec.reconcile(want, OFF, 0)[0]["result"] == "refused"
+    assert rec.reconcile(want, OFF, 0)[0].result == "refused"
     assert rec.reconcile(want, OFF, 0.4) == []          # within 0.5 s backoff
-    assert rec.reconcile(want, OFF, 0.5)[0]["result"] == "refused"
+    assert rec.reconcile(want, OFF, 0.5)[0].result == "refused"
     assert rec.next_attempt_at == 1.5                   # doubled: 1 s
     for t in (2, 4, 8, 16):
         rec.reconcile(want, OFF, t)
@@ -65,14 +65,14 @@ def test_unreachable_worker_is_an_error_event_and_backoff():
     rec = Reconciler(ContractTarget("http://worker", "tok", 1.0, httpx.MockTransport(down)), False, 0.5, 4.0)
     assert rec.read() is None and "ConnectError" in rec.read_error
     events = rec.reconcile(Desired("paused"), OFF, 0)
-    assert events[0]["result"] == "error" and rec.failures == 1
+    assert events[0].result == "error" and rec.failures == 1
 
 
 def test_wrong_token_is_a_refusal_not_a_crash():
     worker = ContractWorker("right")
     rec = reconciler(worker, token="wrong")
     events = rec.reconcile(Desired("paused"), OFF, 0)
-    assert events[0]["result"] == "error" and "401" in events[0]["message"]
+    assert events[0].result == "error" and "401" in events[0].message
     assert worker.desired == {"state": "running"}
 
 
@@ -81,7 +81,7 @@ def test_maintenance_is_sent_and_then_in_sync():
     rec = reconciler(worker)
     rec.read()
     maint = Maintenance(True, "driver upgrade", 120)
-    actions = [e["action"] for e in rec.reconcile(Desired("paused"), maint, 0)]
+    actions = [e.action for e in rec.reconcile(Desired("paused"), maint, 0)]
     assert actions == ["maintenance_on", "set_paused"]
     assert worker.maintenance == {"on": True, "reason": "driver upgrade"}
     rec.read()
@@ -93,7 +93,7 @@ def test_dry_run_logs_once_per_change_and_never_calls():
     rec = reconciler(worker, dry_run=True)
     rec.read()
     first = rec.reconcile(Desired("paused", reason="ram pause"), OFF, 0)
-    assert first[0]["result"] == "dry_run" and "would set the worker to paused" in first[0]["message"]
+    assert first[0].result == "dry_run" and "would set the worker to paused" in first[0].message
     assert rec.reconcile(Desired("paused"), OFF, 1) == []
     assert puts(worker) == []
 
@@ -131,7 +131,7 @@ def test_vllm_serve_mapping():
     rec.reconcile(Desired("paused"), OFF, 1)
     rec.reconcile(Desired("running"), OFF, 2)
     throttle = rec.reconcile(Desired("throttled", concurrency=1), OFF, 10)
-    assert throttle[0]["result"] == "refused"
+    assert throttle[0].result == "refused"
     sent = [c for c in calls if c.startswith("POST")]
     assert sent == ["POST /sleep?level=2", "POST /pause", "POST /wake_up", "POST /resume"]
 
@@ -140,5 +140,5 @@ def test_a_desired_state_the_contract_cannot_carry_is_an_error_event_not_a_crash
     worker = ContractWorker("tok")
     rec = reconciler(worker)
     events = rec.reconcile(Desired("throttled", concurrency=None, reason="bug upstream"), OFF, 0)
-    assert events[0]["result"] == "error" and "throttled needs concurrency" in events[0]["message"]
+    assert events[0].result == "error" and "throttled needs concurrency" in events[0].message
     assert puts(worker) == [] and rec.failures == 1

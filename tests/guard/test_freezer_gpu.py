@@ -9,6 +9,7 @@ import pytest
 
 from exporter.nvml import Nvml
 from guard.gpufreeze import GpuFreezeWatch, engine_hook, poll_interval, start_gpu_freeze, threshold_bytes
+from guard.settings import GuardSettings
 from tests.fakes import fake_pynvml
 from tests.guard.freezing import counting, make_freezer, need_freezer_root, start_counter, stop
 
@@ -122,11 +123,14 @@ def test_the_gpu_freezer_starts_only_with_a_freeze_level_in_the_gpu_rule(tmp_pat
     freezer = make_freezer(tmp_path)
     engine = SimpleNamespace(settings=freezer.settings)
     assert start_gpu_freeze(engine, freezer, nvml=object()) is None, "the shipped gpu rule has no freeze level"
-    rule = SimpleNamespace(enter={"warn": "3%", "pause": "8%", "freeze": "2%"}, band="2%")
-    settings = SimpleNamespace(gpu=rule, freeze_enabled=True, freeze_gpu_poll_min_seconds=0.02, freeze_gpu_poll_max_seconds=1)
+    polls = {"freeze_gpu_poll_min_seconds": 0.02, "freeze_gpu_poll_max_seconds": 1}
+    settings = GuardSettings(gpu={"enter": {"warn": "3%", "pause": "8%", "freeze": "2%"}, "band": "2%"}, **polls)
     watch = GpuFreezeWatch.from_settings(settings, object(), freezer)
-    assert (watch.freeze_below, watch.thaw_above, watch.fastest, watch.slowest) == ("2%", "8%", 0.02, 1)
-    del rule.enter["pause"]
-    assert GpuFreezeWatch.from_settings(settings, object(), freezer).thaw_above == "4%", "freeze + band without pause"
-    settings.freeze_enabled = False
+    total = 100 * 2**30
+    assert (threshold_bytes(watch.freeze_below, total), threshold_bytes(watch.thaw_above, total)) == (total // 50, total * 8 // 100)
+    assert (watch.fastest, watch.slowest) == (0.02, 1)
+    settings = GuardSettings(gpu={"enter": {"warn": "3%", "freeze": "2%"}, "band": "2%"}, **polls)
+    thaw = GpuFreezeWatch.from_settings(settings, object(), freezer).thaw_above
+    assert thaw.share and thaw.value == pytest.approx(0.04), "freeze + band without pause"
+    settings = GuardSettings(gpu={"enter": {"freeze": "2%"}}, freeze_enabled=False, **polls)
     assert GpuFreezeWatch.from_settings(settings, object(), freezer) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from guard.actuator import ContractTarget, Reconciler
-from guard.engine import Engine
+from guard.manager import Manager
 from guard.leases import UnknownGpu, admit, match_gpus, ram_room, reserved_gpu, reserved_ram
 from guard.observer import Observer
 from guard.settings import GuardSettings
@@ -179,14 +179,14 @@ def test_remeasure_aborts_a_free_when_memory_recovered(make_engine, source, cloc
 
 def test_restart_keeps_leases_and_expires_what_timed_out(tmp_path, clock, source):
     config = GuardSettings()
-    engine = Engine(config, Observer(source), Store(tmp_path, 100), clock=clock)
+    engine = Manager(config, Observer(source), Store(tmp_path, 100), clock=clock)
     engine.tick()
     keep, _, _ = engine.request(fields(GiB, ttl_seconds=100), 0)
     lose, _, _ = engine.request(fields(GiB, ttl_seconds=5), 0)
     engine.set_maintenance(True, "upgrade")
     engine.store.close()
     clock.advance(10)
-    again = Engine(config, Observer(source), Store(tmp_path, 100), clock=clock)
+    again = Manager(config, Observer(source), Store(tmp_path, 100), clock=clock)
     assert [l.id for l in again.store.active_leases()] == [keep.id]
     assert again.store.get_lease(lose.id).status == "expired"
     assert again.maintenance.on and again.maintenance.reason == "upgrade"
@@ -200,4 +200,4 @@ def test_tick_metrics_and_events_record_decisions(make_engine, source, clock):
     events = engine.store.events(10)
     assert any(e["kind"] == "decision" and "worker paused" in e["message"] for e in events)
     assert any(e["kind"] == "level" and "ram: ok -> pause" in e["message"] for e in events)
-    assert MiB and len(engine.tick_seconds) == 1
+    assert MiB and engine.tick_histogram.count == 1

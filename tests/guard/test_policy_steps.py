@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from guard.policy import (apply_hysteresis, desired_worker, entered_level, free_level_for, held_level, resolve_rule,
+from guard.policy import (apply_hysteresis, desired_worker, entered_level, free_level_for, held_level,
                           seconds_to_exhaustion, swap_in_rate, target_level, update_samples)
+from guard.signals import resolve_rule
 from guard.settings import GuardSettings, Rule
 from guard.types import Lease, Level, ResourceState
 from headroom.contract import Maintenance

@@ -9,6 +9,7 @@ import pytest
 
 from guard.actuator import ActingThread, ContractTarget, Reconciler
 from guard.policy import evaluate
+from headroom.contract import Maintenance, WorkerStatus
 from guard.protection import DowntimeMeter, forget_free, merge_fast, with_override, worker_restarted
 from guard.domain import DomainObs
 from guard.settings import GuardSettings
@@ -148,7 +149,7 @@ def test_a_slow_control_call_never_blocks_the_caller_and_the_newest_wish_wins():
     assert submitted < 0.3  # three wishes handed over while each PUT takes 0.6 s
     puts = [c["body"]["state"] for c in transport.worker.calls if c["method"] == "PUT"]
     assert puts[-1] == "running" and "paused" not in puts[1:]  # a superseded wish is skipped, the last one applied
-    assert all(e["result"] in ("ok", "accepted") for e in events)
+    assert all(e.result in ("ok", "accepted") for e in events)
 
 
 def test_a_wish_every_tick_does_not_starve_the_reads_of_the_worker():

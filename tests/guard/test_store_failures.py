@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from guard.app import Deps, create_app
-from guard.engine import Engine
+from guard.manager import Manager
 from guard.observer import Observer
 from guard.store import Store, StoreUnavailable
 from guard.types import Lease
@@ -68,7 +68,7 @@ def test_writes_on_a_full_disk_wait_in_memory_and_are_written_once_there_is_room
 def test_a_full_disk_does_not_stop_the_guard_deciding_and_shows_everywhere(disk):
     clock = FakeClock()
     source = FakeSource(clock, ram_total_bytes=10 * GiB, ram_available_bytes=8 * GiB)
-    engine = Engine(settings(ram={"enter": PAUSE_AT, "grace_seconds": 0, "hold_seconds": 0}, stale_after_seconds=3),
+    engine = Manager(settings(ram={"enter": PAUSE_AT, "grace_seconds": 0, "hold_seconds": 0}, stale_after_seconds=3),
                     Observer(source), Store(disk.path), clock=clock)
     client = TestClient(create_app(None, Deps(engine, TOKEN, run_scheduler=False)))
     auth = {"Authorization": f"Bearer {TOKEN}"}

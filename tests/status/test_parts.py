@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
 from guard.history import History
-from guard.observer import OomFeed, describe_kill, oom_feed_of
+from guard.observer import OomFeed, OomKill, oom_feed_of
 from guard.metrics_source import ExporterSource
 from guard.top import rank_processes
 from guard.types import GpuObs, Snapshot
@@ -31,17 +29,17 @@ def test_history_keeps_one_sample_per_step_within_the_window():
 
 
 def test_oom_feed_reports_each_kill_once_and_skips_old_ones():
-    now = time.time()
+    now = 1_000_000.0
     kills = [{"kind": "oom_kill", "pid": 7, "comm": "old", "time_seconds": now - 3600},
              {"kind": "oom_kill", "pid": 8, "comm": "hog", "cgroup": "/a.slice/t.service", "unit": "t.service",
               "time_seconds": now - 5, "rss_bytes": GiB}]
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"events": kills}))
-    feed = OomFeed("http://exporter/events", httpx.Client(transport=transport), every_seconds=0)
-    assert [k["pid"] for k in feed.poll()] == [8]
+    feed = OomFeed("http://exporter/events", httpx.Client(transport=transport), every_seconds=0, clock=lambda: now)
+    assert [k.pid for k in feed.poll()] == [8]
     assert feed.poll() == []
     kills.append({"kind": "oom_kill", "pid": 9, "comm": "next", "time_seconds": now - 5})  # same second, new pid
-    assert [k["pid"] for k in feed.poll()] == [9]
-    assert describe_kill(kills[1]) == "OOM kill: hog (pid 8) in /a.slice/t.service (t.service), cgroup limit, 1.0 GiB RSS"
+    assert [k.pid for k in feed.poll()] == [9]
+    assert OomKill.of(kills[1]).describe() == "OOM kill: hog (pid 8) in /a.slice/t.service (t.service), cgroup limit, 1.0 GiB RSS"
 
 
 def test_oom_feed_follows_the_exporter_source_only():

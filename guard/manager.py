@@ -1,4 +1,5 @@
-"""The guard's manager: each tick observes, evaluates, serves the lease queue, acts, and records; it owns the lock."""
+"""The guard's manager: each tick observes, assesses, serves the lease queue, composes the worker's state, acts and
+publishes one frozen view; it owns the lock."""
 
 from __future__ import annotations
 
@@ -7,27 +8,43 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
+from guard.engine_protect import ProtectionMixin
 from guard.history import History
+from guard.leasebook import LeaseBook
 from guard.leases import Admission, admit, queue_order
 from guard.metrics import TickHistogram
-from guard.observer import describe_kill
-from guard.policy import evaluate
-from guard.engine_protect import ProtectionMixin
+from guard.policy import assess, compose
 from guard.protection import DowntimeMeter, merge_fast, with_override
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
-from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
-from headroom.contract import Maintenance, WorkerStatus
+from guard.types import (ActionEvent, AdmissionOutcome, Decision, Desired, GuardState, Lease, LeaseStatus, Level, ResourceState,
+                         Snapshot)
+from headroom.contract import Maintenance, WorkerState, WorkerStatus
 
 log = logging.getLogger("headroom.guard")
 FREE_WAIT_SECONDS = 120  # a free_worker request waits at least this long for the worker to be freed
 
 
-class Engine(ProtectionMixin):
+@dataclass(frozen=True)
+class GuardView:
+    """What the API, views, metrics and history read: published whole after each tick and each lease or maintenance
+    change, so a reader never sees half of one (and never takes the manager's lock)."""
+
+    snapshot: Snapshot
+    state: GuardState
+    decision: Decision
+    leases: tuple[Lease, ...]  # copies: a later heartbeat does not change a published view
+    maintenance: Maintenance
+    worker: WorkerStatus | None  # the worker's status as last read
+    worker_error: str | None
+    ticks: int
+
+
+class Manager(ProtectionMixin):
     """Observer, policy, queue, reconciler and store wired together; every entry point is thread-safe."""
 
     def __init__(self, settings: GuardSettings, observer, store: Store, reconciler=None,
@@ -40,40 +57,48 @@ class Engine(ProtectionMixin):
         self.decision = Decision(self.state.level, self.state.desired, ("not observed yet",), stale=True, admissions_open=False)
         self.maintenance = Maintenance.from_dict(store.get("maintenance", None))
         self.actions: Counter = Counter()
-        self.admissions: Counter = Counter()
-        self.tick_seconds: list[float] = []  # the last 1000 tick durations (for the benchmark)
         self.tick_histogram = TickHistogram()  # every tick since start (for /metrics)
         self.ticks = 0
         self.history = History()  # the status page's charts: last 15 minutes, in memory only
         self.top = Top()  # top memory users, scanned on request
-        self._queue_changed = False
         self.overrides: dict[str, Desired] = {}  # protection wishes (freed) by source (ram, gpu), while episodes last
         self.gpu_pids: set[int] = set()  # processes frozen for a GPU in the current GPU episode
         self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
         self.downtime = DowntimeMeter()
-        self._seen_observed: WorkerStatus | None = None  # the worker's state object at the previous tick (restart detection)
+        self._seen_observed: WorkerStatus | None = None  # the worker's status at the previous tick (restart detection)
         self._grew_at: float | None = None  # when the worker was last seen starting, waking or freed (it loads after)
         from guard.workerpids import WorkerPids
 
         self.worker_pids = WorkerPids(settings.worker_url)  # never frozen; refreshed by the tick
-        self.active: dict[str, Lease] = {lease.id: lease for lease in store.active_leases()}  # write-through cache
+        self.book = LeaseBook(store, clock)
         with self.lock:
-            self.expire(self.clock())
+            self.book.expire(self.clock())
+            self.publish()
+
+    # --- the view -------------------------------------------------------------------------------
+    def publish(self) -> GuardView:
+        """Freeze what readers see now (under the lock)."""
+        reconciler = self.reconciler
+        self.view = GuardView(self.snapshot, self.state, self.decision, tuple(replace(l) for l in self.book.leases()),
+                              self.maintenance, reconciler.observed if reconciler else None,
+                              reconciler.read_error if reconciler else None, self.ticks)
+        return self.view
+
+    @property
+    def admissions(self) -> Counter:
+        return self.book.admissions
 
     # --- the tick -------------------------------------------------------------------------------
     def tick(self) -> Decision:
-        """Observe (outside the state lock, so the API never waits on HTTP), decide, serve the queue, act."""
+        """Observe (outside the state lock, so the API never waits on HTTP); assess, serve the queue, compose; act."""
         with self.tick_lock:
             started = time.perf_counter()
             snapshot = self.observe()
             with self.lock:
                 now = self.clock()
-                self.expire(now)
+                self.book.expire(now)
                 decision = self.decide(snapshot, now)
-                self.serve_queue(now)
-                if self._queue_changed:
-                    decision = self.decide(snapshot, now)
                 self.history.add(snapshot, self.leases(), decision.level.label)
             decision = self.remeasure_before_free(decision, now)
             self.worker_pids.refresh()
@@ -83,13 +108,13 @@ class Engine(ProtectionMixin):
             self.ticks += 1
             if self.ticks % 1000 == 0:
                 self.store.prune_leases()
-            duration = time.perf_counter() - started
-            self.tick_seconds = (self.tick_seconds + [duration])[-1000:]
-            self.tick_histogram.observe(duration)
+            self.tick_histogram.observe(time.perf_counter() - started)
+            with self.lock:
+                self.publish()
             return decision
 
     def observe(self) -> Snapshot:
-        pids = [lease.pid for lease in self.leases() if lease.pid and lease.status == "granted"]
+        pids = [lease.pid for lease in self.leases() if lease.pid and lease.status == LeaseStatus.GRANTED]
         snapshot = self.observer.observe(pids)
         if self.fastpath is not None:
             snapshot = merge_fast(snapshot, self.fastpath.last)
@@ -101,7 +126,11 @@ class Engine(ProtectionMixin):
         return snapshot
 
     def decide(self, snapshot: Snapshot, now: float) -> Decision:
-        state, decision = evaluate(snapshot, self.state, self.leases(), now, self.settings, self.maintenance)
+        """Once per tick: the levels, then the queue served against them, then the worker's desired state from the levels,
+        the leases as served and maintenance."""
+        state, assessed = assess(snapshot, self.state, now, self.settings)
+        self.serve_queue(assessed, now)
+        state, decision = compose(state, assessed, self.leases(), self.settings, self.maintenance)
         state, decision = with_override(state, decision, self.override)
         self.record_changes(self.state, self.decision, state, decision, now)
         self.state, self.decision = state, decision
@@ -124,12 +153,13 @@ class Engine(ProtectionMixin):
     def remeasure_before_free(self, decision: Decision, now: float) -> Decision:
         """Before a destructive free, observe again; if memory recovered, the fresh decision wins (earlyoom's re-check)."""
         worker_state = self.snapshot.worker_state
-        if decision.desired.state != "freed" or worker_state in ("freed", "freeing") or self.reconciler is None:
+        if (decision.desired.state != WorkerState.FREED or worker_state in (WorkerState.FREED, WorkerState.FREEING)
+                or self.reconciler is None):
             return decision
         snapshot = self.observe()
         with self.lock:
             fresh = self.decide(snapshot, now)
-        if fresh.desired.state != "freed":
+        if fresh.desired.state != WorkerState.FREED:
             self.store.add_event("action", "free aborted: the re-measure shows memory recovered", at=now)
         return fresh
 
@@ -144,91 +174,59 @@ class Engine(ProtectionMixin):
             return
         self.record_actions(self.reconciler.reconcile(decision.desired, self.maintenance, now), now)
 
-    def record_actions(self, events: list[dict], now: float) -> None:
+    def record_actions(self, events: list[ActionEvent], now: float) -> None:
         for event in events:
-            self.actions[(event["action"], event["result"])] += 1
-            self.store.add_event("action", f"{event['action']} {event['result']}: {event['message']}", event, at=now)
+            self.actions[(event.action, event.result)] += 1
+            self.store.add_event("action", f"{event.action} {event.result}: {event.message}", event.data(), at=now)
 
     def record_oom_kills(self) -> None:
         """OOM kills the exporter reported since the last poll become `oom_kill` events (at the kill's time)."""
         poll = getattr(self.observer, "oom_kills", None)
         for kill in poll() if poll else ():
-            self.store.add_event("oom_kill", describe_kill(kill), kill, at=kill.get("time_seconds"))
+            self.store.add_event("oom_kill", kill.describe(), kill.data, at=kill.time_seconds)
 
     # --- leases ---------------------------------------------------------------------------------
     def leases(self) -> list[Lease]:
         """Active (granted or waiting) leases, from memory; the store is written through on every change."""
-        return list(self.active.values())
+        return self.book.leases()
 
     def get_lease(self, lease_id: str) -> Lease | None:
-        lease = self.active.get(lease_id)
-        return lease if lease is not None else self.store.get_lease(lease_id)
+        return self.book.get(lease_id)
 
-    def save(self, lease: Lease) -> None:
-        self.store.put_lease(lease)
-        if lease.active:
-            self.active[lease.id] = lease
-        else:
-            self.active.pop(lease.id, None)
+    def admit(self, lease: Lease, decision: Decision | None = None) -> Admission:
+        return admit(lease, self.snapshot, decision or self.decision, self.leases(), self.settings, self.reconciler is not None)
 
-    def expire(self, now: float) -> None:
-        """End granted leases whose TTL ran out and queued ones whose wait ran out (also after a restart)."""
-        for lease in self.leases():
-            if lease.status == "granted" and lease.expires_at <= now:
-                self.end(lease, "expired", "TTL ran out without a heartbeat", now)
-            elif lease.status == "waiting" and (lease.wait_until or lease.expires_at) <= now:
-                self.end(lease, "refused", f"gave up waiting: {lease.reason}", now)
-
-    def end(self, lease: Lease, status: str, reason: str, now: float) -> Lease:
-        lease.status, lease.reason, lease.ended_at = status, reason, now
-        self.save(lease)
-        self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) {status}: {reason}", {"lease": lease.id}, at=now)
-        return lease
-
-    def grant(self, lease: Lease, admission: Admission, now: float) -> None:
-        lease.status, lease.gpu_chosen, lease.granted_at = "granted", admission.gpu, now
-        lease.expires_at, lease.reason = now + lease.ttl_seconds, "granted"
-        self.save(lease)
-        self.admissions["granted"] += 1
-        self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) granted: ram {lease.ram_bytes} B, gpu {lease.gpu_bytes} B"
-                             + (f" on GPU {admission.gpu}" if admission.gpu else ""), {"lease": lease.id}, at=now)
-
-    def serve_queue(self, now: float) -> None:
-        """Grant waiting leases in order (priority, then FIFO); stop at the first that does not fit."""
-        self._queue_changed = False
-        leases = self.leases()
-        for lease in queue_order(leases):
-            admission = admit(lease, self.snapshot, self.decision, leases, self.settings, self.reconciler is not None)
-            if admission.outcome != "granted":
-                if admission.needs_free and not lease.frees_worker:
-                    lease.frees_worker, self._queue_changed = True, True
+    def serve_queue(self, decision: Decision, now: float) -> None:
+        """Grant waiting leases in order (priority, then FIFO) against this tick's levels; stop at the first that does not
+        fit (it may now hold the worker freed: compose() reads that)."""
+        for lease in queue_order(self.leases()):
+            admission = self.admit(lease, decision)
+            if admission.outcome != AdmissionOutcome.GRANTED:
+                lease.frees_worker = lease.frees_worker or admission.needs_free
                 lease.reason = admission.reason
-                self.save(lease)
+                self.book.save(lease)
                 break
-            self.grant(lease, admission, now)
-            self._queue_changed = True
+            self.book.grant(lease, admission, now)
 
     def request(self, lease_fields: dict, wait_seconds: int) -> tuple[Lease | None, Admission, int]:
         """Admit a new request now: granted, queued (lease waiting, with its queue position) or refused."""
         with self.lock:
             now = self.clock()
             lease = Lease(id=uuid.uuid4().hex[:16], created_at=now, expires_at=now + lease_fields["ttl_seconds"], **lease_fields)
-            leases = self.leases()
-            queued_before = [l for l in queue_order(leases) if l.priority >= lease.priority]
-            admission = admit(lease, self.snapshot, self.decision, leases, self.settings, self.reconciler is not None)
-            if admission.outcome == "granted" and not queued_before:
-                self.grant(lease, admission, now)
+            queued_before = [l for l in queue_order(self.leases()) if l.priority >= lease.priority]
+            admission = self.admit(lease)
+            if admission.outcome == AdmissionOutcome.GRANTED and not queued_before:
+                self.book.grant(lease, admission, now)
+                self.publish()
                 return lease, admission, 0
-            if admission.stale or (admission.outcome == "refused" and wait_seconds <= 0):
-                self.admissions["refused"] += 1
-                self.store.add_event("admission", f"refused {lease.holder}: {admission.reason}", {"shortfall": admission.shortfall}, at=now)
+            if admission.stale or (admission.outcome == AdmissionOutcome.REFUSED and wait_seconds <= 0):
+                self.book.refuse(lease, admission, now)
                 return None, admission, 0
             lease.frees_worker = admission.needs_free
             lease.wait_until = now + max(wait_seconds, FREE_WAIT_SECONDS if admission.needs_free else 0)
-            lease.reason = admission.reason if admission.outcome != "granted" else "queued behind earlier requests"
-            self.save(lease)
-            self.admissions["queued"] += 1
-            self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) queued: {lease.reason}", {"lease": lease.id}, at=now)
+            lease.reason = admission.reason if admission.outcome != AdmissionOutcome.GRANTED else "queued behind earlier requests"
+            self.book.queue(lease, now)
+            self.publish()
             return lease, admission, len(queued_before) + 1
 
     def check(self, lease_fields: dict) -> Admission:
@@ -236,11 +234,10 @@ class Engine(ProtectionMixin):
         with self.lock:
             now = self.clock()
             lease = Lease(id="dry-run", created_at=now, expires_at=now + lease_fields["ttl_seconds"], **lease_fields)
-            leases = self.leases()
-            admission = admit(lease, self.snapshot, self.decision, leases, self.settings, self.reconciler is not None)
-            ahead = [l for l in queue_order(leases) if l.priority >= lease.priority]
-            if admission.outcome == "granted" and ahead:
-                return Admission("refused", f"{len(ahead)} earlier request(s) are queued ahead", admission.gpu)
+            admission = self.admit(lease)
+            ahead = [l for l in queue_order(self.leases()) if l.priority >= lease.priority]
+            if admission.outcome == AdmissionOutcome.GRANTED and ahead:
+                return Admission(AdmissionOutcome.REFUSED, f"{len(ahead)} earlier request(s) are queued ahead", admission.gpu)
             return admission
 
     def heartbeat(self, lease_id: str, pid: int | None = None) -> Lease | None:
@@ -248,15 +245,8 @@ class Engine(ProtectionMixin):
             lease = self.get_lease(lease_id)
             if lease is None or not lease.active:
                 return lease
-            now = self.clock()
-            if pid is not None and pid != lease.pid:
-                lease.pid = pid
-                self.store.add_event("lease", f"lease {lease.id} ({lease.holder}) used by pid {pid}", {"lease": lease.id, "pid": pid}, at=now)
-            if lease.status == "granted":
-                lease.expires_at = now + lease.ttl_seconds
-            else:
-                lease.wait_until = max(lease.wait_until or now, now + min(lease.ttl_seconds, 60))
-            self.save(lease)
+            self.book.heartbeat(lease, pid, self.clock())
+            self.publish()
             return lease
 
     def release(self, lease_id: str) -> Lease | None:
@@ -264,7 +254,9 @@ class Engine(ProtectionMixin):
             lease = self.get_lease(lease_id)
             if lease is None or not lease.active:
                 return lease
-            return self.end(lease, "released", "released by the holder", self.clock())
+            ended = self.book.end(lease, LeaseStatus.RELEASED, "released by the holder", self.clock())
+            self.publish()
+            return ended
 
     # --- maintenance, alerts --------------------------------------------------------------------
     def set_maintenance(self, on: bool, reason: str = "", retry_after_seconds: int = 600) -> Maintenance:
@@ -273,6 +265,7 @@ class Engine(ProtectionMixin):
             self.maintenance = Maintenance(on, reason if on else None, retry_after_seconds, now)
             self.store.set("maintenance", self.maintenance.as_dict())
             self.store.add_event("maintenance", f"maintenance {'on: ' + reason if on else 'off'}", self.maintenance.as_dict(), at=now)
+            self.publish()
         return self.maintenance
 
     def alert(self, alerts: list[dict]) -> int:

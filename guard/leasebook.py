@@ -1,0 +1,77 @@
+"""The lease book: the active leases in memory, written through to the store, each change with its event atomically."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+from guard.leases import Admission
+from guard.store import Store
+from guard.types import Lease, LeaseStatus
+
+
+class LeaseBook:
+    """Owns the active-lease cache and the store's lease table; the caller holds the manager's lock around each call."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]):
+        self.store, self.clock = store, clock
+        self.active: dict[str, Lease] = {lease.id: lease for lease in store.active_leases()}
+        self.admissions: Counter = Counter()  # granted / queued / refused, since start (for /metrics)
+
+    def leases(self) -> list[Lease]:
+        """Active (granted or waiting) leases, from memory."""
+        return list(self.active.values())
+
+    def get(self, lease_id: str) -> Lease | None:
+        lease = self.active.get(lease_id)
+        return lease if lease is not None else self.store.get_lease(lease_id)
+
+    def save(self, lease: Lease, message: str | None = None, data: dict | None = None, now: float | None = None) -> None:
+        """Write `lease` (with a "lease" event when `message` is given, in the same transaction) and update the cache."""
+        event = ("lease", f"lease {lease.id} ({lease.holder}) {message}", data or {"lease": lease.id}) if message else None
+        self.store.put_lease(lease, event, at=now)
+        if lease.active:
+            self.active[lease.id] = lease
+        else:
+            self.active.pop(lease.id, None)
+
+    def expire(self, now: float) -> None:
+        """End granted leases whose TTL ran out and queued ones whose wait ran out (also after a restart)."""
+        for lease in self.leases():
+            if lease.status == LeaseStatus.GRANTED and lease.expires_at <= now:
+                self.end(lease, LeaseStatus.EXPIRED, "TTL ran out without a heartbeat", now)
+            elif lease.status == LeaseStatus.WAITING and (lease.wait_until or lease.expires_at) <= now:
+                self.end(lease, LeaseStatus.REFUSED, f"gave up waiting: {lease.reason}", now)
+
+    def end(self, lease: Lease, status: LeaseStatus, reason: str, now: float) -> Lease:
+        lease.status, lease.reason, lease.ended_at = status, reason, now
+        self.save(lease, f"{status}: {reason}", now=now)
+        return lease
+
+    def grant(self, lease: Lease, admission: Admission, now: float) -> None:
+        lease.status, lease.gpu_chosen, lease.granted_at = LeaseStatus.GRANTED, admission.gpu, now
+        lease.expires_at, lease.reason = now + lease.ttl_seconds, "granted"
+        self.save(lease, f"granted: ram {lease.ram_bytes} B, gpu {lease.gpu_bytes} B"
+                  + (f" on GPU {admission.gpu}" if admission.gpu else ""), now=now)
+        self.admissions["granted"] += 1
+
+    def queue(self, lease: Lease, now: float) -> None:
+        self.save(lease, f"queued: {lease.reason}", now=now)
+        self.admissions["queued"] += 1
+
+    def refuse(self, lease: Lease, admission: Admission, now: float) -> None:
+        """A request refused outright: counted and recorded, nothing stored for the lease."""
+        self.admissions["refused"] += 1
+        self.store.add_event("admission", f"refused {lease.holder}: {admission.reason}", {"shortfall": admission.shortfall}, at=now)
+
+    def heartbeat(self, lease: Lease, pid: int | None, now: float) -> Lease:
+        """Extend a granted lease's TTL (a waiting one's wait); a new pid is recorded with its event."""
+        message = None
+        if pid is not None and pid != lease.pid:
+            lease.pid, message = pid, f"used by pid {pid}"
+        if lease.status == LeaseStatus.GRANTED:
+            lease.expires_at = now + lease.ttl_seconds
+        else:
+            lease.wait_until = max(lease.wait_until or now, now + min(lease.ttl_seconds, 60))
+        self.save(lease, message, {"lease": lease.id, "pid": pid} if message else None, now=now)
+        return lease

@@ -1,0 +1,83 @@
+"""The manager's parts after the split: the signal table resolved at load, pure policy steps, the lease book's atomic
+writes and the published view."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from pydantic import ValidationError
+
+from guard.policy import evaluate
+from guard.signals import SIGNALS, Resource
+from guard.types import GuardState, LeaseStatus, Level
+from tests.guard.support import GiB, MiB, settings, snap
+
+CALM = {"psi": {"enter": {}}, "swap": {"enter": {}}, "predict": {"enter": {}}, "gpu": {"enter": {}}}
+
+
+def lease_fields(ram=0, **extra) -> dict:
+    return {"holder": "test", "ram_bytes": ram, "gpu_bytes": 0, "gpu": "any", "ttl_seconds": 60, "pid": None,
+            "free_worker": False, "priority": 0, **extra}
+
+
+def test_every_signal_has_a_row_and_every_rule_is_numbers_after_load():
+    config = settings(ram={"enter": {"pause": "15%", "free": "1GiB"}, "band": "5%"}, ram_margin="64MiB", gpu_margin=1024)
+    assert set(SIGNALS) == set(Resource)
+    assert (config.ram_margin, config.gpu_margin, type(config.fast_path_max_rate)) == (64 * MiB, 1024, int)
+    th = config.rules[Resource.RAM].at(100 * GiB)
+    assert th.enter == {Level.PAUSE: 15 * GiB, Level.FREE: 1 * GiB} and th.band == 5 * GiB and not th.higher_is_worse
+    assert config.rules[Resource.SWAP].at().higher_is_worse  # a higher swap-in rate is worse
+
+
+@pytest.mark.parametrize("rule, key", [({"psi": {"enter": {"warn": "5%"}}}, "guard.psi.enter.warn"),
+                                       ({"swap": {"band": "lots"}}, "guard.swap.band"),
+                                       ({"ram": {"enter": {"pause": "150%"}}}, "guard.ram.enter.pause")])
+def test_a_bad_threshold_fails_at_load_naming_its_key(rule, key):
+    with pytest.raises(ValidationError, match=key.replace(".", r"\.")):
+        settings(**rule)
+
+
+def test_evaluate_returns_a_new_state_and_leaves_the_previous_one_as_it_was():
+    config = settings(ram={"enter": {"pause": "50%"}, "grace_seconds": 0}, **CALM)
+    previous = GuardState(samples=[(0.5, 20 * GiB)])
+    state, decision = evaluate(snap(1.0, available=8 * GiB, swap_in_bytes_total=10.0), previous, [], 1.0, config)
+    assert previous == GuardState(samples=[(0.5, 20 * GiB)])  # samples, swap counter and levels untouched
+    assert (state.level, decision.desired.state, state.last_swap) == (Level.PAUSE, "paused", (1.0, 10.0))
+    assert len(state.samples) == 2
+
+
+def test_a_grant_and_its_event_are_written_together_or_not_at_all(make_engine, source):
+    engine = make_engine(ram_margin=0, **CALM)
+    source.set(ram_available_bytes=10 * GiB)
+    engine.tick()
+    queued, _, _ = engine.request(lease_fields(20 * GiB), 60)  # waits for room
+    db = engine.store.db
+    db.execute("CREATE TRIGGER no_lease_events BEFORE INSERT ON events WHEN NEW.kind = 'lease' "
+               "BEGIN SELECT RAISE(ABORT, 'events refused'); END")
+    source.set(ram_available_bytes=30 * GiB)
+    engine.tick()  # the queue is served: the grant's event fails, so the grant is not on disk either
+    on_disk = db.execute("SELECT status FROM leases WHERE id = ?", (queued.id,)).fetchone()[0]
+    assert on_disk == "waiting" and engine.get_lease(queued.id).status == LeaseStatus.GRANTED
+    assert engine.store.unrecorded() >= 2  # the lease and its event wait in memory, together
+    db.execute("DROP TRIGGER no_lease_events")
+    assert engine.store.retry()
+    assert db.execute("SELECT status FROM leases WHERE id = ?", (queued.id,)).fetchone()[0] == "granted"
+    assert any(e["kind"] == "lease" and f"lease {queued.id} (test) granted" in e["message"] for e in engine.store.events(20))
+
+
+def test_the_published_view_is_frozen_and_follows_lease_changes(make_engine, source, clock):
+    engine = make_engine(ram_margin=0, **CALM)
+    source.set(ram_available_bytes=10 * GiB)
+    engine.tick()
+    lease, _, _ = engine.request(lease_fields(1 * GiB), 0)
+    view = engine.view
+    assert [l.id for l in view.leases] == [lease.id] and view.ticks == 1
+    clock.advance(30)
+    engine.heartbeat(lease.id, pid=4242)
+    assert view.leases[0].pid is None  # a view once published never changes
+    assert engine.view.leases[0].pid == 4242  # the next one shows the heartbeat
+    with pytest.raises(AttributeError):
+        view.decision = None
+    engine.release(lease.id)
+    assert engine.view.leases == ()
