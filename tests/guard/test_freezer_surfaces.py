@@ -7,7 +7,6 @@ import os
 import subprocess
 import threading
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from rich.console import Console

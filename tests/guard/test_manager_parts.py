@@ -3,7 +3,6 @@ writes and the published view."""
 
 from __future__ import annotations
 
-import sqlite3
 
 import pytest
 from pydantic import ValidationError

@@ -9,7 +9,6 @@ import pytest
 
 from guard.actuator import ActingThread, ContractTarget, Reconciler
 from guard.policy import evaluate
-from headroom.contract import Maintenance, WorkerStatus
 from guard.protection import DowntimeMeter, forget_free, merge_fast, with_override, worker_restarted
 from guard.domain import DomainObs
 from guard.settings import GuardSettings

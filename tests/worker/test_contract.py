@@ -48,11 +48,11 @@ def test_the_guard_drives_the_worker_through_the_contract_types(worker):
     assert rec.read() == WorkerState.RUNNING and isinstance(rec.observed, WorkerStatus)
     assert rec.observed.engine.kind == "echo" and rec.observed.engine.free_levels == {1: "sleep", 2: "shutdown"}
     events = rec.reconcile(Desired("freed", level=1, reason="gpu free"), Maintenance(), 0)
-    assert [(e["action"], e["result"]) for e in events] == [("set_freed", "ok")], events
+    assert [(e.action, e.result) for e in events] == [("set_freed", "ok")], events
     assert rec.read() == "freed" and rec.observed.free_level == 1 and rec.observed.desired.requested_by == "headroom-guard"
     assert rec.reconcile(Desired("freed", level=1), Maintenance(), 1) == []  # in sync: nothing sent again
     events = rec.reconcile(Desired("paused"), Maintenance(True, "driver upgrade", 120), 2)
-    assert [e["action"] for e in events] == ["maintenance_on", "set_paused"]
+    assert [e.action for e in events] == ["maintenance_on", "set_paused"]
     assert rec.read() == "paused" and rec.observed.maintenance.on and rec.observed.maintenance.reason == "driver upgrade"
     submit = worker.post("/v1/batches", content=b"{}\n", headers={"Authorization": f"Bearer {TOKEN}"})
     assert submit.status_code == 503 and submit.headers["retry-after"] == "120"  # what a client of the worker notices
