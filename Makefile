@@ -35,6 +35,9 @@ bench: $(VENV)/.test system-deps
 	$(PY) bench/exporter_scrape.py
 	$(PY) bench/guard_bench.py
 	$(PY) bench/worker_bench.py
+	$(PY) bench/exporter_half_open.py
+	$(PY) bench/freezer_bench.py
+	$(PY) bench/guard_protect.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
