@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from guard.leases import reserved_gpu, reserved_ram
@@ -26,7 +27,7 @@ class Sample:
     level: str = "ok"  # the guard's overall level then
 
 
-def sample_of(snapshot: Snapshot, leases: list[Lease], level: str) -> Sample:
+def sample_of(snapshot: Snapshot, leases: Sequence[Lease], level: str) -> Sample:
     """A chart point from one observation; reservations as admission counts them."""
     used = None
     if snapshot.ram_total_bytes is not None and snapshot.ram_available_bytes is not None:
@@ -45,7 +46,7 @@ class History:
         self.samples: deque[Sample] = deque(maxlen=int(window_seconds / step_seconds) + 2)
         self.lock = threading.Lock()
 
-    def add(self, snapshot: Snapshot, leases: list[Lease], level: str) -> bool:
+    def add(self, snapshot: Snapshot, leases: Sequence[Lease], level: str) -> bool:
         """Record `snapshot` if a step has passed since the last sample and the observation succeeded."""
         if not snapshot.ok:
             return False

@@ -99,7 +99,6 @@ class Manager(ProtectionMixin):
                 now = self.clock()
                 self.book.expire(now)
                 decision = self.decide(snapshot, now)
-                self.history.add(snapshot, self.leases(), decision.level.label)
             decision = self.remeasure_before_free(decision, now)
             self.worker_pids.refresh()
             self.end_gpu_episode()
@@ -110,7 +109,8 @@ class Manager(ProtectionMixin):
                 self.store.prune_leases()
             self.tick_histogram.observe(time.perf_counter() - started)
             with self.lock:
-                self.publish()
+                view = self.publish()
+            self.history.add(view.snapshot, view.leases, view.decision.level.label)  # the charts sample what was published
             return decision
 
     def observe(self) -> Snapshot:

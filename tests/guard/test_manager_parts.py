@@ -80,3 +80,17 @@ def test_the_published_view_is_frozen_and_follows_lease_changes(make_engine, sou
         view.decision = None
     engine.release(lease.id)
     assert engine.view.leases == ()
+
+
+def test_the_charts_sample_the_published_view(make_engine, source, clock):
+    engine = make_engine(ram_margin=0, **CALM)
+    source.set(ram_available_bytes=10 * GiB)
+    engine.tick()
+    lease, _, _ = engine.request(lease_fields(1 * GiB), 0)
+    clock.advance(engine.history.step_seconds)
+    source.set(ram_available_bytes=6 * GiB)
+    engine.tick()
+    first, second = engine.history.since(clock())[-2:]
+    assert second.t == engine.view.snapshot.taken_at and second.level == engine.view.decision.level.label
+    assert first.ram_reserved_bytes == 0 and second.ram_reserved_bytes == 1 * GiB  # the lease granted between the ticks
+    assert second.ram_used_bytes - first.ram_used_bytes == 4 * GiB
