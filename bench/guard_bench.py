@@ -53,18 +53,18 @@ def start_stack(tmp: Path) -> tuple[dict, list[subprocess.Popen]]:
 
 
 def bench_tick(exporter_port: int, tmp: Path, ticks: int) -> dict:
-    """observe (HTTP scrape of the real exporter + parse) + decide + queue, no worker: engine.tick() timed in-process."""
+    """observe (HTTP scrape of the real exporter + parse) + decide + queue, no worker: manager.tick() timed in-process."""
     settings = GuardSettings(exporter_url=f"http://127.0.0.1:{exporter_port}/metrics")
     source = ExporterSource(settings.exporter_url, "host", 1.0)
-    engine = Manager(settings, Observer(source), Store(tmp / "tickstate", 1000))
+    manager = Manager(settings, Observer(source), Store(tmp / "tickstate", 1000))
     for _ in range(20):
-        engine.tick()
+        manager.tick()
     durations = []
     for _ in range(ticks):
         started = time.perf_counter()
-        engine.tick()
+        manager.tick()
         durations.append(time.perf_counter() - started)
-    engine.store.close()
+    manager.store.close()
     return {"p50_ms": pct(durations, 0.5) * 1e3, "p99_ms": pct(durations, 0.99) * 1e3}
 
 

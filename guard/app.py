@@ -32,7 +32,7 @@ STORE_RETRY_SECONDS = 2.0  # how often what waits in memory is written again whi
 class Deps:
     """What the app is wired to; tests inject fakes (observer, reconciler, clock) and may drive ticks by hand."""
 
-    engine: Manager
+    manager: Manager
     token: str
     run_scheduler: bool = True
 
@@ -54,10 +54,10 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
         target = build_target(guard.worker_kind, guard.worker_url, token, guard.worker_timeout_seconds, worker_transport)
     if target is not None:
         reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
-    engine = Manager(guard, observer, store, reconciler, clock=clock)
+    manager = Manager(guard, observer, store, reconciler, clock=clock)
     if guard.worker_kind == "cgroup":  # "freed" needs the GPU memory of the worker's processes gone too
-        target.gpu_processes = lambda: gpu_process_bytes(engine.snapshot.gpus)
-    return Deps(engine, token)
+        target.gpu_processes = lambda: gpu_process_bytes(manager.snapshot.gpus)
+    return Deps(manager, token)
 
 
 def _retry_store(store: Store) -> None:
@@ -69,7 +69,7 @@ def _retry_store(store: Store) -> None:
         log.exception("store retry failed")
 
 
-def build_protection(guard, engine: Manager):
+def build_protection(guard, manager: Manager):
     """(fast path, GPU freeze watch) over the configured domain and GPUs; None for what is disabled."""
     if not guard.fast_path:
         return None, None
@@ -77,16 +77,16 @@ def build_protection(guard, engine: Manager):
     from guard.fastpath import FastPath
     from guard.freezer import Freezer
 
-    freezer = Freezer(guard, engine.store, worker_pids=engine.worker_pids)
+    freezer = Freezer(guard, manager.store, worker_pids=manager.worker_pids)
     for item in freezer.recover():  # always, even with freezing off now: a previous guard may have left some
         log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
     if not guard.freeze_enabled:
         freezer = None
-    fast = FastPath(guard, DomainReader(guard.memory_domain), engine, freezer, worker_bytes=engine.worker_pids.rss_bytes)
-    return fast, build_gpu_watch(guard, engine, freezer)
+    fast = FastPath(guard, DomainReader(guard.memory_domain), manager, freezer, worker_bytes=manager.worker_pids.rss_bytes)
+    return fast, build_gpu_watch(guard, manager, freezer)
 
 
-def build_gpu_watch(guard, engine: Manager, freezer, nvml=None):
+def build_gpu_watch(guard, manager: Manager, freezer, nvml=None):
     """The freezer on GPUs when the gpu rule has a freeze level and NVML answers; it frees the worker on a freeze."""
     if freezer is None or "freeze" not in guard.gpu.enter:
         return None
@@ -96,16 +96,16 @@ def build_gpu_watch(guard, engine: Manager, freezer, nvml=None):
     def on_event(event) -> None:
         pid, gpu = event.process.pid, event.gpu
         if event.action == "froze":
-            engine.gpu_pids.add(pid)
-            engine.protect(Desired("freed", level=guard.free_level, reason=f"GPU {gpu} freeze level"),
+            manager.gpu_pids.add(pid)
+            manager.protect(Desired("freed", level=guard.free_level, reason=f"GPU {gpu} freeze level"),
                            f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu}, "gpu")
 
     return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=on_event)
 
 
-def _safe_tick(engine: Manager) -> None:
+def _safe_tick(manager: Manager) -> None:
     try:
-        engine.tick()
+        manager.tick()
     except Exception:  # a bug in one tick must not stop the next ones
         log.exception("guard tick failed")
 
@@ -115,35 +115,35 @@ async def lifespan(app: FastAPI):
     deps: Deps = app.state.deps
     scheduler = None
     if deps.run_scheduler:
-        if deps.engine.settings.mlock:
+        if deps.manager.settings.mlock:
             from guard.lockmem import lock_memory
 
             locked, _, note = lock_memory()
             (log.info if locked else log.warning)(note)
-        deps.engine.start_background(*build_protection(deps.engine.settings, deps.engine))
+        deps.manager.start_background(*build_protection(deps.manager.settings, deps.manager))
         from apscheduler.schedulers.background import BackgroundScheduler
 
         scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1})
-        scheduler.add_job(_safe_tick, "interval", args=[deps.engine], seconds=deps.engine.settings.tick_seconds,
+        scheduler.add_job(_safe_tick, "interval", args=[deps.manager], seconds=deps.manager.settings.tick_seconds,
                           id="tick")
-        scheduler.add_job(_retry_store, "interval", args=[deps.engine.store], seconds=STORE_RETRY_SECONDS, id="store")
-        _safe_tick(deps.engine)  # first observation before serving, so /readyz is meaningful at once
+        scheduler.add_job(_retry_store, "interval", args=[deps.manager.store], seconds=STORE_RETRY_SECONDS, id="store")
+        _safe_tick(deps.manager)  # first observation before serving, so /readyz is meaningful at once
         scheduler.start()
     try:
         yield
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=True)
-        engine = deps.engine
-        engine.stop_background()  # thaws whatever the fast path froze
-        if deps.run_scheduler and engine.settings.mlock:
+        manager = deps.manager
+        manager.stop_background()  # thaws whatever the fast path froze
+        if deps.run_scheduler and manager.settings.mlock:
             from guard.lockmem import unlock_memory
 
             unlock_memory()
-        engine.observer.close()
-        if engine.reconciler is not None:
-            engine.reconciler.close()
-        engine.store.close()
+        manager.observer.close()
+        if manager.reconciler is not None:
+            manager.reconciler.close()
+        manager.store.close()
 
 
 def create_app(settings, deps: Deps | None = None) -> FastAPI:
@@ -151,10 +151,10 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
     deps = deps or build_deps(settings)
     app = FastAPI(title="headroom guard", version="0.1.0", lifespan=lifespan,
                   description="Leases RAM/GPU headroom to test launches and throttles, pauses or frees the worker.")
-    app.state.deps, app.state.engine = deps, deps.engine
-    app.state.registry = build_registry(deps.engine)
+    app.state.deps, app.state.manager = deps, deps.manager
+    app.state.registry = build_registry(deps.manager)
     auth = bearer_dependency(deps.token)  # one object: the gate finds the guarded routes by it
-    app.include_router(build_router(auth, deps.engine.settings))
+    app.include_router(build_router(auth, deps.manager.settings))
     app.include_router(build_freeze_router(auth))
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(sqlite3.Error, _store_error)
@@ -164,7 +164,7 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
 
 async def _store_unavailable(request: Request, err: StoreUnavailable) -> JSONResponse:
     """A write that had to be durable failed: 507 when the disk is full, else 503; never a bare 500."""
-    retry = request.app.state.engine.settings.retry_after_seconds
+    retry = request.app.state.manager.settings.retry_after_seconds
     return JSONResponse({"detail": str(err), "reason": "disk full" if err.full else "store unavailable"},
                         status_code=507 if err.full else 503, headers={"Retry-After": str(retry)})
 

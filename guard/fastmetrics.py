@@ -15,24 +15,24 @@ def _histogram(name: str, doc: str, hist) -> HistogramMetricFamily:
 
 
 class FastPathCollector:
-    """Collect-on-scrape over the engine's fast path and downtime meter."""
+    """Collect-on-scrape over the manager's fast path and downtime meter."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    def __init__(self, manager):
+        self.manager = manager
 
     def collect(self):
-        engine, now = self.engine, time.time()
+        manager, now = self.manager, time.time()
         age = GaugeMetricFamily(P + "observation_age_seconds", "Age of the newest observation, per loop.", labels=["path"])
-        if engine.snapshot.taken_at:
-            age.add_metric(["tick"], now - engine.snapshot.taken_at)
-        fast = engine.fastpath
+        if manager.snapshot.taken_at:
+            age.add_metric(["tick"], now - manager.snapshot.taken_at)
+        fast = manager.fastpath
         if fast is not None and fast.last is not None:
             age.add_metric(["fast"], now - fast.last.taken_at)
         yield age
         yield _histogram("worker_downtime_seconds", "The worker's downtime per protection event (down on the guard's "
-                         "wish until running again).", engine.downtime.histogram)
+                         "wish until running again).", manager.downtime.histogram)
         yield GaugeMetricFamily(P + "protecting", "1 while a fast-path protection episode lasts (the worker held freed).",
-                                value=1.0 if engine.override is not None else 0.0)
+                                value=1.0 if manager.override is not None else 0.0)
         if fast is None:
             return
         yield GaugeMetricFamily(P + "fast_interval_seconds", "The fast path's current poll interval.", value=fast.interval)

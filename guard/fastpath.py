@@ -103,14 +103,14 @@ class Histogram:
 class FastPath:
     """Observe the domain adaptively; at the freeze level freeze the grower and free the worker; thaw at once after."""
 
-    def __init__(self, settings: GuardSettings, reader: DomainReader, engine, freezer=None, waker: Waker | None = None,
+    def __init__(self, settings: GuardSettings, reader: DomainReader, manager, freezer=None, waker: Waker | None = None,
                  clock: Callable[[], float] = time.time, alive: Callable[[int], bool] = pid_alive,
                  worker_bytes: Callable[[], float] = lambda: 0.0):
-        self.settings, self.reader, self.engine, self.freezer, self.clock, self.alive = settings, reader, engine, freezer, clock, alive
+        self.settings, self.reader, self.manager, self.freezer, self.clock, self.alive = settings, reader, manager, freezer, clock, alive
         self.worker_bytes = worker_bytes
         self.waker = waker or Waker(reader, settings.fast_path_notify)
         self.max_rate = float(settings.fast_path_max_rate)
-        self.last: DomainObs | None = None  # the latest look (published; read by the engine and /metrics)
+        self.last: DomainObs | None = None  # the latest look (published; read by the manager and /metrics)
         self.interval = settings.tick_seconds
         self.episode: Episode | None = None
         self.gaps = Histogram(GAP_BUCKETS)  # time between consecutive looks
@@ -197,7 +197,7 @@ class FastPath:
         done = self.clock()
         self.reactions.observe(max(0.0, done - crossed))
         what = f"froze {frozen.comm} (pid {frozen.pid})" if frozen is not None else "nothing to freeze"
-        self.engine.protect(Desired("freed", level=2, reason=f"freeze level: {reason}"),
+        self.manager.protect(Desired("freed", level=2, reason=f"freeze level: {reason}"),
                             f"fast path: {what}; freeing the worker ({reason}); reaction {1000 * (done - crossed):.0f} ms",
                             {"crossed_at": crossed, "acted_at": done, "pid": frozen.pid if frozen else None})
 
@@ -214,7 +214,7 @@ class FastPath:
         if cause_gone(ep, obs, th, self.alive, len(frozen)):
             ep.cause_ended_at = obs.taken_at
             self.episode = None
-            self.engine.protect(None, f"fast path: the cause is gone ({format_size(obs.available_bytes)} available); "
+            self.manager.protect(None, f"fast path: the cause is gone ({format_size(obs.available_bytes)} available); "
                                       f"the worker may run again after the recovery hold", {"episode_started_at": ep.started_at})
 
     def close(self) -> None:

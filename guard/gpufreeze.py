@@ -11,7 +11,6 @@ from typing import Callable
 from guard.freezer import Freezer, FrozenProcess
 from guard.signals import Amount, Amounts, Resource, to_amount
 from guard.types import Level
-from guard.types import Desired
 
 log = logging.getLogger("headroom.guard.gpufreeze")
 CALM_RATIO = 0.25  # with this much of a GPU free above the freeze threshold, poll at the slowest interval
@@ -120,36 +119,6 @@ class GpuFreezeWatch:
         thread = threading.Thread(target=self.run, args=(stop,), name="headroom-gpu-freeze", daemon=True)
         thread.start()
         return thread, stop
-
-
-def engine_hook(engine) -> Callable[[GpuEvent], None]:
-    """A GPU freeze asks the engine to free the worker (its `protect`, as the RAM fast path does); a thaw withdraws it."""
-
-    def on_event(event: GpuEvent) -> None:
-        protect = getattr(engine, "protect", None)
-        if protect is None:
-            log.warning("GPU %s: %s pid %s, but this engine cannot be asked to free the worker", event.gpu, event.action,
-                        event.process.pid)
-            return
-        data = {"gpu": event.gpu, "pid": event.process.pid, "free_bytes": event.free_bytes}
-        if event.action == "froze":
-            level = engine.settings.free_level
-            protect(Desired("freed", level=level, reason=f"GPU {event.gpu} freeze level"),
-                    f"GPU freezer: froze {event.process.comm} (pid {event.process.pid}); freeing the worker", data)
-        else:
-            protect(None, f"GPU freezer: thawed pid {event.process.pid}, GPU {event.gpu} has room again", data)
-
-    return on_event
-
-
-def start_gpu_freeze(engine, freezer: Freezer, nvml=None) -> tuple[threading.Thread, threading.Event] | None:
-    """The GPU freezer on its own thread, wired to the engine; None without a `freeze` level in the gpu rule."""
-    if nvml is None:
-        from exporter.nvml import Nvml
-
-        nvml = Nvml()
-    watch = GpuFreezeWatch.from_settings(engine.settings, nvml, freezer, on_event=engine_hook(engine))
-    return watch.start() if watch is not None else None
 
 
 def _plus(amount: Amount, band: Amount) -> Amount:

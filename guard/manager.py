@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
-from guard.engine_protect import ProtectionMixin
+from guard.manager_protect import ProtectionMixin
 from guard.history import History
 from guard.leasebook import LeaseBook
 from guard.leases import Admission, admit, queue_order

@@ -14,7 +14,7 @@ TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 WORKER_STATES = ("running", "throttled", "paused", "freed")
 
 
-def _levels(engine, view):
+def _levels(manager, view):
     family = GaugeMetricFamily(P + "level", "Level per resource: 0 ok, 1 warn, 2 throttle, 3 pause, 4 free, 5 freeze.", labels=["resource"])
     for name, rs in view.state.resources.items():
         family.add_metric([name], int(rs.level))
@@ -22,51 +22,51 @@ def _levels(engine, view):
     yield GaugeMetricFamily(P + "overall_level", "The most severe level over all resources.", value=int(view.state.level))
 
 
-def _worker(engine, view):
+def _worker(manager, view):
     desired = GaugeMetricFamily(P + "worker_desired_state", "1 for the worker state the guard wants.", labels=["state"])
     for state in WORKER_STATES:
         desired.add_metric([state], 1.0 if view.decision.desired.state == state else 0.0)
     yield desired
     actions = CounterMetricFamily(P + "actions", "Calls to the worker by action and result.", labels=["action", "result"])
-    for (action, result), count in sorted(engine.actions.items()):
+    for (action, result), count in sorted(manager.actions.items()):
         actions.add_metric([action, result], count)
     yield actions
     yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if view.maintenance.on else 0.0)
-    yield GaugeMetricFamily(P + "dry_run", "1 when the guard only logs what it would do.", value=1.0 if engine.settings.dry_run else 0.0)
+    yield GaugeMetricFamily(P + "dry_run", "1 when the guard only logs what it would do.", value=1.0 if manager.settings.dry_run else 0.0)
 
 
-def _leases(engine, view):
+def _leases(manager, view):
     leases, snapshot = view.leases, view.snapshot
     counts = GaugeMetricFamily(P + "leases", "Leases by status.", labels=["status"])
     for status in ("granted", "waiting"):
         counts.add_metric([status], sum(1 for lease in leases if lease.status == status))
     yield counts
     reserved = GaugeMetricFamily(P + "reserved_bytes", "Bytes held back for granted leases.", labels=["resource"])
-    reserved.add_metric(["ram"], ram_room(snapshot, leases, engine.settings)["reserved_bytes"])
+    reserved.add_metric(["ram"], ram_room(snapshot, leases, manager.settings)["reserved_bytes"])
     for gpu in snapshot.gpus:
-        reserved.add_metric([f"gpu:{gpu.gpu}"], gpu_room(snapshot, gpu, leases, engine.settings)["reserved_bytes"])
+        reserved.add_metric([f"gpu:{gpu.gpu}"], gpu_room(snapshot, gpu, leases, manager.settings)["reserved_bytes"])
     yield reserved
     admissions = CounterMetricFamily(P + "admissions", "Lease requests by result.", labels=["result"])
     for result in ("granted", "queued", "refused"):
-        admissions.add_metric([result], engine.admissions.get(result, 0))
+        admissions.add_metric([result], manager.admissions.get(result, 0))
     yield admissions
 
 
-def _source(engine, view):
+def _source(manager, view):
     yield GaugeMetricFamily(P + "source_up", "1 when the last observation succeeded.", value=1.0 if view.snapshot.ok else 0.0)
     yield GaugeMetricFamily(P + "signals_stale", "1 while signals are stale (admissions refused).", value=1.0 if view.decision.stale else 0.0)
-    age = engine.clock() - view.snapshot.taken_at if view.snapshot.taken_at else float("nan")
+    age = manager.clock() - view.snapshot.taken_at if view.snapshot.taken_at else float("nan")
     yield GaugeMetricFamily(P + "snapshot_age_seconds", "Age of the last observation.", value=age)
-    hist = engine.tick_histogram
+    hist = manager.tick_histogram
     buckets = [(str(b), n) for b, n in zip(TICK_BUCKETS, hist.counts)] + [("+Inf", hist.count)]
     yield HistogramMetricFamily(P + "tick_seconds", "Duration of ticks since start (observe, decide, act).",
                                 buckets=buckets, sum_value=hist.total)
     yield CounterMetricFamily(P + "ticks", "Ticks run since start.", value=view.ticks)
 
 
-def _freezer(engine, view):
+def _freezer(manager, view):
     """Freezer series, present (at zero) when freezing is off too: 'nothing frozen' is then the truth, not a gap."""
-    freezer = freezer_of(engine)
+    freezer = freezer_of(manager)
     frozen = freezer.frozen() if freezer is not None else ()
     outcomes = freezer.outcomes if freezer is not None else dict.fromkeys(OUTCOMES, 0)
     yield GaugeMetricFamily(P + "frozen", "Processes the guard holds frozen now (each with what was stopped with it).",
@@ -81,8 +81,8 @@ def _freezer(engine, view):
     yield ended
 
 
-def _store(engine, view):
-    store = engine.store
+def _store(manager, view):
+    store = manager.store
     health = store.health_view()
     errors = CounterMetricFamily(P + "store_errors", "Writes to the state database that failed, by operation.",
                                  labels=["operation"])
@@ -119,20 +119,20 @@ class TickHistogram:
 class ManagerCollector:
     """Reads the manager's published view at scrape time (no lock); nothing is set from a background loop."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    def __init__(self, manager):
+        self.manager = manager
 
     def collect(self):
-        view = self.engine.view
+        view = self.manager.view
         for part in (_levels, _worker, _leases, _source, _store, _freezer):
-            yield from part(self.engine, view)
+            yield from part(self.manager, view)
 
 
-def build_registry(engine) -> CollectorRegistry:
+def build_registry(manager) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ManagerCollector(engine))
+    registry.register(ManagerCollector(manager))
     from guard.fastmetrics import FastPathCollector
 
-    registry.register(FastPathCollector(engine))
+    registry.register(FastPathCollector(manager))
     return registry
 

@@ -17,16 +17,16 @@ def build_freeze_router(auth) -> APIRouter:
     @router.get("/v1/frozen")
     async def frozen(request: Request) -> dict:
         """Processes the guard froze (pid, method, cgroup, reason, how long), and how past freezes ended."""
-        return frozen_view(request.app.state.engine)
+        return frozen_view(request.app.state.manager)
 
     @router.post("/v1/frozen/{pid}/thaw", dependencies=[Depends(auth)], responses={404: {"description": "not frozen by the guard"}})
     async def thaw(pid: Pid, request: Request) -> dict:
         """Thaw a process the guard froze; it is then never frozen again (a person decided). 404 when it is not frozen."""
-        engine = request.app.state.engine
-        freezer = freezer_of(engine)
+        manager = request.app.state.manager
+        freezer = freezer_of(manager)
         if freezer is None or not freezer.thaw(pid, "thawed by hand (API)", "manual"):
             raise HTTPException(404, detail=[{"loc": ["path", "pid"], "msg": f"pid {pid} is not frozen by the guard",
                                               "type": "value_error"}])
-        return {"thawed": pid, "frozen": frozen_view(engine)}
+        return {"thawed": pid, "frozen": frozen_view(manager)}
 
     return router

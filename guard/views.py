@@ -1,4 +1,4 @@
-"""JSON views of the engine's state (headroom per resource, leases) and the status page's static files."""
+"""JSON views of the manager's published state (headroom per resource, leases) and the status page's static files."""
 
 from __future__ import annotations
 
@@ -31,26 +31,26 @@ def thresholds(rule: ResolvedRule, total: float | None) -> dict[str, float]:
     return {level.label: value for level, value in rule.at(total).enter.items()}
 
 
-def worker_view(engine, view) -> dict:
+def worker_view(manager, view) -> dict:
     observed = view.worker
     seen = observed.model_dump(mode="json", include={"queue", "concurrency", "since", "engine", "note", "cgroup"}) if observed else {}
     return {"desired": asdict(view.decision.desired), "observed": view.snapshot.worker_state,
-            "error": view.worker_error, "driven": engine.reconciler is not None,
-            "dry_run": engine.settings.dry_run, "queue": seen.get("queue"),
+            "error": view.worker_error, "driven": manager.reconciler is not None,
+            "dry_run": manager.settings.dry_run, "queue": seen.get("queue"),
             "concurrency": seen.get("concurrency"), "since": seen.get("since"), "engine": seen.get("engine"),
             "note": seen.get("note") or None, "cgroup": seen.get("cgroup")}
 
 
-def freezer_of(engine):
-    """The guard's freezer: set on the engine, or the fast path's; None when the guard has none (or freezing is off)."""
-    found = getattr(engine, "freezer", None)
-    return found if found is not None else getattr(getattr(engine, "fastpath", None), "freezer", None)
+def freezer_of(manager):
+    """The guard's freezer: set on the manager, or the fast path's; None when the guard has none (or freezing is off)."""
+    found = getattr(manager, "freezer", None)
+    return found if found is not None else getattr(getattr(manager, "fastpath", None), "freezer", None)
 
 
-def frozen_view(engine) -> dict:
+def frozen_view(manager) -> dict:
     """What the freezer holds frozen now and how its freezes ended; the same view for the API, page, CLI and --watch."""
-    freezer = freezer_of(engine)
-    settings = engine.settings
+    freezer = freezer_of(manager)
+    settings = manager.settings
     if freezer is None:
         return {"enabled": False, "processes": [], "outcomes": {}}
     now = freezer.clock()
@@ -62,10 +62,10 @@ def frozen_view(engine) -> dict:
             "freeze_max_seconds": settings.freeze_max_seconds, "processes": processes, "outcomes": dict(freezer.outcomes)}
 
 
-def headroom_view(engine) -> dict:
+def headroom_view(manager) -> dict:
     """Per resource, what admission would use now and why, from the manager's published view; never measured here."""
-    view = engine.view
-    snap, decision, state, leases, settings = view.snapshot, view.decision, view.state, view.leases, engine.settings
+    view = manager.view
+    snap, decision, state, leases, settings = view.snapshot, view.decision, view.state, view.leases, manager.settings
     ram = {**ram_room(snap, leases, settings), "total_bytes": snap.ram_total_bytes,
            **_resource(state.resources.get(Resource.RAM)), "thresholds": thresholds(settings.rules[Resource.RAM], snap.ram_total_bytes)}
     gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, settings),
@@ -76,11 +76,11 @@ def headroom_view(engine) -> dict:
         "level": decision.level.label, "reasons": list(decision.reasons),
         "admissions_open": decision.admissions_open, "ram": ram, "gpus": gpus,
         "signals": {name.value: _resource(state.resources.get(name)) for name in (Resource.PSI, Resource.SWAP, Resource.PREDICT)},
-        "worker": worker_view(engine, view),
+        "worker": worker_view(manager, view),
         "maintenance": view.maintenance.as_dict(),
-        "frozen": frozen_view(engine),
+        "frozen": frozen_view(manager),
         "leases": {status.value: sum(l.status == status for l in leases) for status in ACTIVE},
-        "store": engine.store.health_view(),
+        "store": manager.store.health_view(),
     }
 
 
@@ -95,11 +95,11 @@ def static_file(name: str) -> tuple[bytes, str] | None:
     return path.read_bytes(), STATIC_TYPES[suffix]
 
 
-def status_page(engine) -> str:
+def status_page(manager) -> str:
     """The status page's HTML with the current level filled in (its script then reads the same JSON API as the CLI)."""
     found = static_file("status.html")
     page = found[0].decode() if found else "<!doctype html><title>headroom</title><h1>headroom guard: __LEVEL__</h1>"
-    decision = engine.view.decision
+    decision = manager.view.decision
     level = decision.level.label + (" (signals stale)" if decision.stale else "")
     return page.replace("__LEVEL__", html.escape(level))
 

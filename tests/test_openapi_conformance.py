@@ -85,11 +85,11 @@ def test_guard_conforms_to_its_published_schema(schemathesis_module, tmp_path):
     clock = FakeClock()
     source = FakeSource(clock, gpus=(gpu("0"),))
     store = Store(tmp_path / "state", 1000)
-    engine = Manager(settings(max_wait_seconds=0, ram={"enter": {}}, predict={"enter": {}}), Observer(source), store, None,
+    manager = Manager(settings(max_wait_seconds=0, ram={"enter": {}}, predict={"enter": {}}), Observer(source), store, None,
                     clock=clock)
     source.set(ram_available_bytes=16 * GiB)
-    engine.tick()
-    app = create_app(None, Deps(engine, token, run_scheduler=False))
+    manager.tick()
+    app = create_app(None, Deps(manager, token, run_scheduler=False))
     schema = schemathesis_module.openapi.from_asgi("/openapi.json", app)
     try:
         calls = run_schema(schema, token, 60)

@@ -1,4 +1,4 @@
-"""Fixtures for the guard's tests: a fake clock, a scriptable source and an engine built over them."""
+"""Fixtures for the guard's tests: a fake clock, a scriptable source and a manager built over them."""
 
 from __future__ import annotations
 
@@ -21,16 +21,16 @@ def source(clock) -> FakeSource:
 
 
 @pytest.fixture
-def make_engine(tmp_path, clock, source):
+def make_manager(tmp_path, clock, source):
     """Build a Manager over the fake source and clock, optionally with a reconciler."""
     engines = []
 
     def build(reconciler=None, **overrides) -> Manager:
         store = Store(tmp_path / "state", 1000)
-        engine = Manager(settings(**overrides), Observer(source), store, reconciler, clock=clock)
-        engines.append(engine)
-        return engine
+        manager = Manager(settings(**overrides), Observer(source), store, reconciler, clock=clock)
+        engines.append(manager)
+        return manager
 
     yield build
-    for engine in engines:
-        engine.store.close()
+    for manager in engines:
+        manager.store.close()

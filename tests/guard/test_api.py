@@ -14,17 +14,17 @@ CALM = {"ram": {"enter": {}}, "predict": {"enter": {}}}
 
 
 @pytest.fixture
-def api(make_engine, source):
-    engine = make_engine(ram_margin=0, gpu_margin=0, **CALM)
+def api(make_manager, source):
+    manager = make_manager(ram_margin=0, gpu_margin=0, **CALM)
     source.set(ram_available_bytes=16 * GiB)
-    app = create_app(None, Deps(engine, TOKEN, run_scheduler=False))
+    app = create_app(None, Deps(manager, TOKEN, run_scheduler=False))
     with TestClient(app, raise_server_exceptions=False) as client:
-        client.engine = engine
+        client.manager = manager
         yield client
 
 
 def ready(api):
-    api.engine.tick()
+    api.manager.tick()
     return api
 
 
@@ -149,20 +149,20 @@ def test_maintenance(api):
     assert api.put("/v1/maintenance", json={}, headers=AUTH).json()["detail"][0]["loc"] == ["body", "reason"]
     on = api.put("/v1/maintenance", json={"reason": "driver upgrade", "retry_after_seconds": 120}, headers=AUTH)
     assert on.json()["on"] and on.json()["reason"] == "driver upgrade"
-    api.engine.tick()
+    api.manager.tick()
     assert api.get("/v1/headroom").json()["worker"]["desired"]["state"] == "paused"
     assert api.delete("/v1/maintenance", headers=AUTH).json()["on"] is False
-    api.engine.tick()
+    api.manager.tick()
     assert api.get("/v1/headroom").json()["worker"]["desired"]["state"] == "running"
 
 
 def test_alertmanager_webhook_becomes_events_and_evaluates(api):
-    ticks = api.engine.ticks
+    ticks = api.manager.ticks
     payload = {"version": "4", "status": "firing", "receiver": "guard", "groupKey": "{}", "alerts": [
         {"status": "firing", "labels": {"alertname": "HeadroomOOMPredicted", "severity": "warning"},
          "annotations": {"summary": "RAM runs out in 60 s"}, "startsAt": "2026-11-26T23:00:00Z"}]}
     assert api.post("/v1/alerts", json=payload, headers=AUTH).json() == {"received": 1}
-    assert api.engine.ticks == ticks + 1
+    assert api.manager.ticks == ticks + 1
     events = api.get("/v1/events", params={"kind": "alert"}, headers=AUTH).json()["events"]
     assert events[-1]["message"] == "firing: HeadroomOOMPredicted RAM runs out in 60 s"
     assert api.post("/v1/alerts", json={"alerts": "nope"}, headers=AUTH).status_code == 422

@@ -99,7 +99,7 @@ def test_the_reader_reads_the_host_from_meminfo(tmp_path):
 
 
 class Recorder:
-    """The engine side of the fast path: what it asked for, in order."""
+    """The manager side of the fast path: what it asked for, in order."""
 
     def __init__(self):
         self.calls: list = []
@@ -122,37 +122,37 @@ class Script:
 
 
 def test_without_a_freezer_the_freeze_level_frees_the_worker_once_per_crossing():
-    engine, reader, now = Recorder(), Script([]), [100.0]
-    fast = FastPath(GuardSettings(), reader, engine, freezer=None, clock=lambda: now[0], alive=lambda pid: False)
+    manager, reader, now = Recorder(), Script([]), [100.0]
+    fast = FastPath(GuardSettings(), reader, manager, freezer=None, clock=lambda: now[0], alive=lambda pid: False)
     for t, avail in ((100.0, 1500), (100.01, 90), (100.02, 85), (100.03, 80)):
         now[0], reader.obs = t + 0.002, DomainObs(t, 2 * GiB, avail * MiB)
         fast.step()
-    assert [c[0] for c in engine.calls] == ["freed"]
+    assert [c[0] for c in manager.calls] == ["freed"]
     assert fast.interval == GuardSettings().fast_path_min_interval_seconds
     now[0], reader.obs = 101.0, DomainObs(101.0, 2 * GiB, 1900 * MiB)  # the worker's memory came back, nothing frozen
     fast.step()
-    assert [c[0] for c in engine.calls] == ["freed", None] and fast.episode is None
+    assert [c[0] for c in manager.calls] == ["freed", None] and fast.episode is None
 
 
 def test_the_fast_path_freezes_a_real_process_frees_the_worker_and_thaws_it_above_pause(tmp_path):
     need_freezer_root()
     proc, outs = start_counter(tmp_path, "grower", oom_score_adj=500)
     try:
-        engine, reader = Recorder(), Script([proc.pid])
+        manager, reader = Recorder(), Script([proc.pid])
         freezer = make_freezer(tmp_path, freeze_method="sigstop")
-        fast = FastPath(GuardSettings(), reader, engine, freezer=freezer, clock=lambda: reader.obs.taken_at + 0.003)
+        fast = FastPath(GuardSettings(), reader, manager, freezer=freezer, clock=lambda: reader.obs.taken_at + 0.003)
         reader.obs = DomainObs(100.0, 2 * GiB, 1500 * MiB)
         fast.step()
         reader.obs = DomainObs(100.02, 2 * GiB, 90 * MiB)  # below 5 % of 2 GiB
         fast.step()
         assert [fp.pid for fp in freezer.frozen()] == [proc.pid] and not counting(outs[0])
-        assert engine.calls[0][0] == "freed" and engine.calls[0][2]["pid"] == proc.pid
+        assert manager.calls[0][0] == "freed" and manager.calls[0][2]["pid"] == proc.pid
         crossed = 100.0 + (1500 - 102.4) / (1500 - 90) * 0.02  # interpolated between the two looks
         assert fast.reactions.recent == [pytest.approx(100.023 - crossed)]
         reader.obs = DomainObs(101.5, 2 * GiB, 1200 * MiB)  # the worker gave back its memory: above pause
         fast.step()
         assert freezer.frozen() == () and counting(outs[0])
-        assert engine.calls[-1][0] == "freed"  # it still runs and holds memory: the worker would not fit back yet
+        assert manager.calls[-1][0] == "freed"  # it still runs and holds memory: the worker would not fit back yet
         reader.obs = DomainObs(103.0, 2 * GiB, 100 * MiB)  # it grows again to the freeze level: frozen again
         fast.step()
         assert [fp.pid for fp in freezer.frozen()] == [proc.pid]
@@ -162,7 +162,7 @@ def test_the_fast_path_freezes_a_real_process_frees_the_worker_and_thaws_it_abov
         stop(proc)
 
 
-def test_a_gpu_freeze_frees_the_worker_until_the_frozen_process_exits(tmp_path, monkeypatch, make_engine):
+def test_a_gpu_freeze_frees_the_worker_until_the_frozen_process_exits(tmp_path, monkeypatch, make_manager):
     import json
 
     from exporter.nvml import Nvml
@@ -175,25 +175,25 @@ def test_a_gpu_freeze_frees_the_worker_until_the_frozen_process_exits(tmp_path, 
         path = tmp_path / "nvml.json"
         path.write_text(json.dumps(scenario(40, {grower.pid: 5})))
         monkeypatch.setenv("HEADROOM_FAKE_NVML", str(path))
-        engine = make_engine(gpu={"enter": {"warn": "3%", "pause": "10%", "freeze": "2%"}})
+        manager = make_manager(gpu={"enter": {"warn": "3%", "pause": "10%", "freeze": "2%"}})
         freezer = make_freezer(tmp_path / "f", gpu={"enter": {"freeze": "2%"}})
-        watch = build_gpu_watch(engine.settings, engine, freezer, Nvml("tests.fakes.fake_pynvml"))
+        watch = build_gpu_watch(manager.settings, manager, freezer, Nvml("tests.fakes.fake_pynvml"))
         watch.step()
-        assert engine.override is None
+        assert manager.override is None
         set_device(scenario(1, {grower.pid: 44}))  # it loads weights: 1 of 80 GiB free, below 2 %
         watch.step()
-        assert engine.override.state == "freed" and not counting(outs[0])
-        engine.tick()
-        assert engine.decision.desired.state == "freed"
-        engine.end_gpu_episode()
-        assert engine.override is not None, "the frozen process still lives: the worker stays freed"
+        assert manager.override.state == "freed" and not counting(outs[0])
+        manager.tick()
+        assert manager.decision.desired.state == "freed"
+        manager.end_gpu_episode()
+        assert manager.override is not None, "the frozen process still lives: the worker stays freed"
         set_device(scenario(31, {grower.pid: 44}))  # the worker slept: thawed
         watch.step()
         assert counting(outs[0])
     finally:
         stop(grower)
-    engine.end_gpu_episode()
-    assert engine.override is None and [e["kind"] for e in engine.store.events(10, kind="protect")] == ["protect"] * 2
+    manager.end_gpu_episode()
+    assert manager.override is None and [e["kind"] for e in manager.store.events(10, kind="protect")] == ["protect"] * 2
 
 
 def test_the_kernel_wakes_the_fast_path_when_usage_crosses_a_threshold(tmp_path):

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from exporter.nvml import Nvml
-from guard.gpufreeze import GpuFreezeWatch, engine_hook, poll_interval, start_gpu_freeze, threshold_bytes
+from guard.app import build_gpu_watch
+from guard.gpufreeze import GpuFreezeWatch, poll_interval, threshold_bytes
 from guard.settings import GuardSettings
 from tests.fakes import fake_pynvml
 from tests.guard.freezing import counting, make_freezer, need_freezer_root, start_counter, stop
@@ -99,7 +100,7 @@ def test_a_gpu_freeze_without_room_follows_on_no_room(tmp_path, monkeypatch):
 
 
 @pytest.mark.kernel
-def test_a_gpu_freeze_asks_the_engine_to_free_the_worker_and_the_thaw_withdraws_it(tmp_path, monkeypatch):
+def test_a_gpu_freeze_asks_the_manager_to_free_the_worker_until_the_process_is_gone(tmp_path, monkeypatch):
     need_freezer_root()
     grower, outs = start_counter(tmp_path, "grower")
     try:
@@ -108,21 +109,22 @@ def test_a_gpu_freeze_asks_the_engine_to_free_the_worker_and_the_thaw_withdraws_
         monkeypatch.setenv("HEADROOM_FAKE_NVML", str(path))
         freezer = make_freezer(tmp_path)
         wishes = []
-        engine = SimpleNamespace(settings=freezer.settings, protect=lambda desired, message, data: wishes.append(desired))
-        watch = GpuFreezeWatch(Nvml("tests.fakes.fake_pynvml"), freezer, "3%", "10%", on_event=engine_hook(engine))
+        manager = SimpleNamespace(gpu_pids=set(), protect=lambda desired, message, data, source: wishes.append((desired, source)))
+        settings = GuardSettings(gpu={"enter": {"warn": "3%", "freeze": "3%"}, "band": "7%"})
+        watch = build_gpu_watch(settings, manager, freezer, nvml=Nvml("tests.fakes.fake_pynvml"))
         watch.step()
-        assert [w.state for w in wishes] == ["freed"] and wishes[0].level == freezer.settings.free_level
+        assert [(w.state, w.level, source) for w, source in wishes] == [("freed", settings.free_level, "gpu")]
+        assert manager.gpu_pids == {grower.pid}, "the worker stays freed until this process is gone"
         set_device(scenario(30, {grower.pid: 50}))
         watch.step()
-        assert wishes[1:] == [None] and counting(outs[0])
+        assert len(wishes) == 1 and counting(outs[0]), "thawed once the GPU has room; the free is not withdrawn"
     finally:
         stop(grower)
 
 
 def test_the_gpu_freezer_starts_only_with_a_freeze_level_in_the_gpu_rule(tmp_path):
     freezer = make_freezer(tmp_path)
-    engine = SimpleNamespace(settings=freezer.settings)
-    assert start_gpu_freeze(engine, freezer, nvml=object()) is None, "the shipped gpu rule has no freeze level"
+    assert build_gpu_watch(GuardSettings(), SimpleNamespace(), freezer, nvml=object()) is None, "the shipped gpu rule has no freeze level"
     polls = {"freeze_gpu_poll_min_seconds": 0.02, "freeze_gpu_poll_max_seconds": 1}
     settings = GuardSettings(gpu={"enter": {"warn": "3%", "pause": "8%", "freeze": "2%"}, "band": "2%"}, **polls)
     watch = GpuFreezeWatch.from_settings(settings, object(), freezer)

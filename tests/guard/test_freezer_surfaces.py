@@ -26,27 +26,27 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def frozen(make_engine, source, tmp_path):
-    """An engine whose freezer holds a real counter (started here, in its own process group) frozen."""
+def frozen(make_manager, source, tmp_path):
+    """A manager whose freezer holds a real counter (started here, in its own process group) frozen."""
     need_freezer_root()
-    engine = make_engine(ram_margin=0, gpu_margin=0, ram={"enter": {}}, predict={"enter": {}})
+    manager = make_manager(ram_margin=0, gpu_margin=0, ram={"enter": {}}, predict={"enter": {}})
     source.set(ram_available_bytes=16 * GiB)
-    engine.freezer = Freezer(engine.settings, engine.store, clock=engine.clock)
+    manager.freezer = Freezer(manager.settings, manager.store, clock=manager.clock)
     grower, outs = start_counter(tmp_path, "grower")
     try:
-        fp = engine.freezer.freeze([grower.pid], "ram 120 MiB free, below the freeze threshold 150 MiB")
+        fp = manager.freezer.freeze([grower.pid], "ram 120 MiB free, below the freeze threshold 150 MiB")
         assert fp is not None and not counting(outs[0])
-        engine.tick()
-        yield engine, grower, outs[0]
+        manager.tick()
+        yield manager, grower, outs[0]
     finally:
-        engine.freezer.close()
+        manager.freezer.close()
         stop(grower)
 
 
 @pytest.mark.kernel
 def test_api_metrics_and_manual_thaw(frozen):
-    engine, grower, out = frozen
-    with TestClient(create_app(None, Deps(engine, TOKEN, run_scheduler=False)), raise_server_exceptions=False) as api:
+    manager, grower, out = frozen
+    with TestClient(create_app(None, Deps(manager, TOKEN, run_scheduler=False)), raise_server_exceptions=False) as api:
         listed = api.get("/v1/frozen").json()
         assert [p["pid"] for p in listed["processes"]] == [grower.pid] and listed["on_no_room"] == "thaw"
         assert api.get("/v1/headroom").json()["frozen"]["processes"][0]["method"] == "sigstop"
@@ -71,9 +71,9 @@ def test_api_metrics_and_manual_thaw(frozen):
 @pytest.fixture
 def served(frozen):
     """The same app on a real socket (uvicorn in a thread), for the CLI and the browser."""
-    engine = frozen[0]
+    manager = frozen[0]
     listen = f"127.0.0.1:{free_port()}"
-    server = make_server(create_app(None, Deps(engine, TOKEN, run_scheduler=False)))
+    server = make_server(create_app(None, Deps(manager, TOKEN, run_scheduler=False)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [bind(listen, "guard")]}, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout=10, what="the guard app serving")
@@ -86,7 +86,7 @@ def served(frozen):
 
 @pytest.mark.kernel
 def test_status_watch_and_headroom_thaw(served, tmp_path):
-    base, (engine, grower, out) = served
+    base, (manager, grower, out) = served
     status = fetch_status(base, 10, full=True)
     assert f"FROZEN: pid {grower.pid}" in render(status) and f"headroom thaw {grower.pid}" in render(status)
     console = Console(record=True, width=160)
@@ -100,7 +100,7 @@ def test_status_watch_and_headroom_thaw(served, tmp_path):
     again = subprocess.run(headroom_cmd("thaw", str(grower.pid), "--url", base), cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=60)
     assert again.returncode == 1 and "is not frozen by the guard" in again.stderr
-    assert engine.freezer.freeze([grower.pid], "again") is None, "thawed by hand, it is never frozen again"
+    assert manager.freezer.freeze([grower.pid], "again") is None, "thawed by hand, it is never frozen again"
 
 
 @pytest.mark.kernel
@@ -110,7 +110,7 @@ def test_status_page_shows_the_frozen_process(served):
     from tests.status.test_page import CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
-    base, (engine, grower, _) = served
+    base, (manager, grower, _) = served
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         try:
@@ -122,7 +122,7 @@ def test_status_page_shows_the_frozen_process(served):
             assert page.is_visible("#frozen-card") and not errors, errors
             row = page.inner_text(f"#frozen-table tr[data-pid='{grower.pid}']")
             assert "sigstop" in row and f"headroom thaw {grower.pid}" in row
-            engine.freezer.thaw(grower.pid, "test", "manual")
+            manager.freezer.thaw(grower.pid, "test", "manual")
             page.wait_for_function("document.getElementById('frozen-card').hidden", timeout=15_000)
         finally:
             browser.close()

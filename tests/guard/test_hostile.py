@@ -15,11 +15,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
 @pytest.fixture
-def api(make_engine, source):
-    engine = make_engine(ram_margin=0, gpu_margin=0, ram={"enter": {}}, predict={"enter": {}})
+def api(make_manager, source):
+    manager = make_manager(ram_margin=0, gpu_margin=0, ram={"enter": {}}, predict={"enter": {}})
     source.set(ram_available_bytes=16 * GiB)
-    engine.tick()
-    with TestClient(create_app(None, Deps(engine, TOKEN, run_scheduler=False)), raise_server_exceptions=False) as client:
+    manager.tick()
+    with TestClient(create_app(None, Deps(manager, TOKEN, run_scheduler=False)), raise_server_exceptions=False) as client:
         yield client
 
 
@@ -61,7 +61,7 @@ def test_limits_are_the_settings(api):
     """The guard enforces guard.max_ttl_seconds and max_wait_seconds, and publishes exactly those limits."""
     assert fields(lease(api, '{"holder": "h", "ttl_seconds": 86401}')) == {"ttl_seconds"}
     props = api.get("/openapi.json").json()["components"]["schemas"]["LeaseRequest"]["properties"]
-    settings = api.app.state.engine.settings
+    settings = api.app.state.manager.settings
     assert props["ttl_seconds"]["maximum"] == settings.max_ttl_seconds
     assert props["wait_seconds"]["maximum"] == settings.max_wait_seconds
     assert lease(api, f'{{"holder": "h", "wait_seconds": {settings.max_wait_seconds + 1}}}').status_code == 422
@@ -103,8 +103,8 @@ def test_unauthenticated_writes_and_event_reads_are_401(api):
     assert api.get("/v1/headroom").status_code == 200  # reads of the state stay open
 
 
-def test_events_can_be_opened_by_a_setting(make_engine, source):
-    engine = make_engine(events_need_token=False)
-    with TestClient(create_app(None, Deps(engine, TOKEN, run_scheduler=False))) as client:
+def test_events_can_be_opened_by_a_setting(make_manager, source):
+    manager = make_manager(events_need_token=False)
+    with TestClient(create_app(None, Deps(manager, TOKEN, run_scheduler=False))) as client:
         assert client.get("/v1/events").status_code == 200
         assert client.put("/v1/maintenance", json={"reason": "x"}).status_code == 401

@@ -74,117 +74,117 @@ def fields(ram=0, gpu_bytes=0, **extra) -> dict:
             "ttl_seconds": extra.pop("ttl_seconds", 60), "pid": None, "free_worker": False, "priority": 0, **extra}
 
 
-def test_engine_grants_refuses_and_counts_pids(make_engine, source, clock):
-    engine = make_engine(ram_margin="1GiB", **CALM)
+def test_engine_grants_refuses_and_counts_pids(make_manager, source, clock):
+    manager = make_manager(ram_margin="1GiB", **CALM)
     source.set(ram_available_bytes=10 * GiB)
-    engine.tick()
-    granted, admission, _ = engine.request(fields(6 * GiB, pid=4242), 0)
+    manager.tick()
+    granted, admission, _ = manager.request(fields(6 * GiB, pid=4242), 0)
     assert granted.status == "granted"
-    _, refused, _ = engine.request(fields(4 * GiB), 0)
+    _, refused, _ = manager.request(fields(4 * GiB), 0)
     assert refused.outcome == "refused" and refused.shortfall == {"ram_bytes": 1 * GiB}
     # The test process loaded 5 GiB: available fell by 5 GiB, its lease now reserves only 1 GiB.
     source.set(ram_available_bytes=5 * GiB)
-    engine.observer.observe = lambda pids: snap(clock(), available=5 * GiB, pid_ram_bytes={4242: 5 * GiB})
-    engine.tick()
-    second, admission, _ = engine.request(fields(3 * GiB), 0)
+    manager.observer.observe = lambda pids: snap(clock(), available=5 * GiB, pid_ram_bytes={4242: 5 * GiB})
+    manager.tick()
+    second, admission, _ = manager.request(fields(3 * GiB), 0)
     assert second is not None and second.status == "granted"
 
 
-def test_queue_is_fifo_within_priority_and_grants_when_room_appears(make_engine, source, clock):
-    engine = make_engine(ram_margin=0, **CALM)
+def test_queue_is_fifo_within_priority_and_grants_when_room_appears(make_manager, source, clock):
+    manager = make_manager(ram_margin=0, **CALM)
     source.set(ram_available_bytes=1 * GiB)
-    engine.tick()
-    first, _, pos1 = engine.request(fields(2 * GiB, holder="first"), 30)
-    second, _, pos2 = engine.request(fields(1 * GiB, holder="second"), 30)
-    urgent, _, pos3 = engine.request(fields(2 * GiB, holder="urgent", priority=10), 30)
+    manager.tick()
+    first, _, pos1 = manager.request(fields(2 * GiB, holder="first"), 30)
+    second, _, pos2 = manager.request(fields(1 * GiB, holder="second"), 30)
+    urgent, _, pos3 = manager.request(fields(2 * GiB, holder="urgent", priority=10), 30)
     assert (first.status, pos1, pos2, pos3) == ("waiting", 1, 2, 1)
     source.set(ram_available_bytes=4 * GiB)  # room for urgent (2) + first (2), not second
     clock.advance(1)
-    engine.tick()
-    status = {l.holder: l.status for l in engine.store.active_leases()}
+    manager.tick()
+    status = {l.holder: l.status for l in manager.store.active_leases()}
     assert status == {"urgent": "granted", "first": "granted", "second": "waiting"}
     clock.advance(30)
-    engine.tick()
-    assert engine.store.get_lease(second.id).status == "refused"  # gave up waiting
+    manager.tick()
+    assert manager.store.get_lease(second.id).status == "refused"  # gave up waiting
 
 
-def test_heartbeat_keeps_and_ttl_expires(make_engine, clock):
-    engine = make_engine()
-    engine.tick()
-    held, _, _ = engine.request(fields(GiB, ttl_seconds=10), 0)
+def test_heartbeat_keeps_and_ttl_expires(make_manager, clock):
+    manager = make_manager()
+    manager.tick()
+    held, _, _ = manager.request(fields(GiB, ttl_seconds=10), 0)
     clock.advance(8)
-    engine.heartbeat(held.id)
+    manager.heartbeat(held.id)
     clock.advance(8)
-    engine.tick()
-    assert engine.store.get_lease(held.id).status == "granted"
+    manager.tick()
+    assert manager.store.get_lease(held.id).status == "granted"
     clock.advance(3)
-    engine.tick()
-    assert engine.store.get_lease(held.id).status == "expired"
-    assert engine.heartbeat(held.id).status == "expired"
+    manager.tick()
+    assert manager.store.get_lease(held.id).status == "expired"
+    assert manager.heartbeat(held.id).status == "expired"
 
 
-def test_preemption_frees_the_worker_grants_once_free_and_restores(make_engine, source, clock):
+def test_preemption_frees_the_worker_grants_once_free_and_restores(make_manager, source, clock):
     worker = ContractWorker("tok", transition_seconds=2, clock=clock)
     rec = Reconciler(ContractTarget("http://w", "tok", 1.0, mock_transport(worker)), False, 0.5, 4.0)
-    engine = make_engine(reconciler=rec, gpu_margin=0)
+    manager = make_manager(reconciler=rec, gpu_margin=0)
     source.set(gpus=(gpu("0", free=4 * GiB),))
-    engine.tick()
-    lease_, admission, _ = engine.request(fields(gpu_bytes=14 * GiB, free_worker=True, holder="olmo"), 0)
+    manager.tick()
+    lease_, admission, _ = manager.request(fields(gpu_bytes=14 * GiB, free_worker=True, holder="olmo"), 0)
     assert lease_.status == "waiting" and admission.needs_free
-    engine.tick()
+    manager.tick()
     assert worker.desired == {"state": "freed", "level": 2} and worker.current()["state"] == "freeing"
     clock.advance(1)
-    engine.tick()
-    assert engine.store.get_lease(lease_.id).status == "waiting"  # worker still freeing
+    manager.tick()
+    assert manager.store.get_lease(lease_.id).status == "waiting"  # worker still freeing
     clock.advance(2)
     source.set(gpus=(gpu("0", free=15 * GiB),))  # the worker's memory is really gone
-    engine.tick()
-    assert engine.store.get_lease(lease_.id).status == "granted"
-    engine.tick()
+    manager.tick()
+    assert manager.store.get_lease(lease_.id).status == "granted"
+    manager.tick()
     assert worker.desired["state"] == "freed"  # held freed while the lease lives
-    engine.release(lease_.id)
-    engine.tick()
+    manager.release(lease_.id)
+    manager.tick()
     assert worker.desired == {"state": "running"}
-    kinds = [e["message"] for e in engine.store.events(100) if e["kind"] == "action"]
+    kinds = [e["message"] for e in manager.store.events(100) if e["kind"] == "action"]
     assert any("set_freed accepted" in m for m in kinds) and any("set_running" in m for m in kinds)
 
 
-def test_restore_when_a_preempting_lease_expires(make_engine, source, clock):
+def test_restore_when_a_preempting_lease_expires(make_manager, source, clock):
     worker = ContractWorker("tok", clock=clock)
     rec = Reconciler(ContractTarget("http://w", "tok", 1.0, mock_transport(worker)), False, 0.5, 4.0)
-    engine = make_engine(reconciler=rec, gpu_margin=0)
+    manager = make_manager(reconciler=rec, gpu_margin=0)
     source.set(gpus=(gpu("0", free=4 * GiB),))
-    engine.tick()
-    held, _, _ = engine.request(fields(gpu_bytes=10 * GiB, free_worker=True, ttl_seconds=5), 0)
-    engine.tick()
+    manager.tick()
+    held, _, _ = manager.request(fields(gpu_bytes=10 * GiB, free_worker=True, ttl_seconds=5), 0)
+    manager.tick()
     source.set(gpus=(gpu("0", free=15 * GiB),))
-    engine.tick()
-    assert engine.store.get_lease(held.id).status == "granted" and worker.desired["state"] == "freed"
+    manager.tick()
+    assert manager.store.get_lease(held.id).status == "granted" and worker.desired["state"] == "freed"
     clock.advance(6)
-    engine.tick()
-    assert engine.store.get_lease(held.id).status == "expired" and worker.desired == {"state": "running"}
+    manager.tick()
+    assert manager.store.get_lease(held.id).status == "expired" and worker.desired == {"state": "running"}
 
 
-def test_remeasure_aborts_a_free_when_memory_recovered(make_engine, source, clock):
+def test_remeasure_aborts_a_free_when_memory_recovered(make_manager, source, clock):
     worker = ContractWorker("tok", clock=clock)
     rec = Reconciler(ContractTarget("http://w", "tok", 1.0, mock_transport(worker)), False, 0.5, 4.0)
-    engine = make_engine(reconciler=rec, ram={"enter": {"free": "10%"}, "grace_seconds": 0, "hold_seconds": 0},
+    manager = make_manager(reconciler=rec, ram={"enter": {"free": "10%"}, "grace_seconds": 0, "hold_seconds": 0},
                          predict={"enter": {}})
     readings = iter([1 * GiB, 20 * GiB])
-    engine.observer.observe = lambda pids: snap(clock(), available=next(readings), total=32 * GiB)
-    decision = engine.tick()
+    manager.observer.observe = lambda pids: snap(clock(), available=next(readings), total=32 * GiB)
+    decision = manager.tick()
     assert decision.desired.state == "running" and worker.desired == {"state": "running"}
-    assert any("free aborted" in e["message"] for e in engine.store.events(50))
+    assert any("free aborted" in e["message"] for e in manager.store.events(50))
 
 
 def test_restart_keeps_leases_and_expires_what_timed_out(tmp_path, clock, source):
     config = GuardSettings()
-    engine = Manager(config, Observer(source), Store(tmp_path, 100), clock=clock)
-    engine.tick()
-    keep, _, _ = engine.request(fields(GiB, ttl_seconds=100), 0)
-    lose, _, _ = engine.request(fields(GiB, ttl_seconds=5), 0)
-    engine.set_maintenance(True, "upgrade")
-    engine.store.close()
+    manager = Manager(config, Observer(source), Store(tmp_path, 100), clock=clock)
+    manager.tick()
+    keep, _, _ = manager.request(fields(GiB, ttl_seconds=100), 0)
+    lose, _, _ = manager.request(fields(GiB, ttl_seconds=5), 0)
+    manager.set_maintenance(True, "upgrade")
+    manager.store.close()
     clock.advance(10)
     again = Manager(config, Observer(source), Store(tmp_path, 100), clock=clock)
     assert [l.id for l in again.store.active_leases()] == [keep.id]
@@ -193,11 +193,11 @@ def test_restart_keeps_leases_and_expires_what_timed_out(tmp_path, clock, source
     again.store.close()
 
 
-def test_tick_metrics_and_events_record_decisions(make_engine, source, clock):
-    engine = make_engine(ram={"enter": {"pause": "50%"}, "grace_seconds": 0})
+def test_tick_metrics_and_events_record_decisions(make_manager, source, clock):
+    manager = make_manager(ram={"enter": {"pause": "50%"}, "grace_seconds": 0})
     source.set(ram_available_bytes=8 * GiB)
-    engine.tick()
-    events = engine.store.events(10)
+    manager.tick()
+    events = manager.store.events(10)
     assert any(e["kind"] == "decision" and "worker paused" in e["message"] for e in events)
     assert any(e["kind"] == "level" and "ram: ok -> pause" in e["message"] for e in events)
-    assert MiB and engine.tick_histogram.count == 1
+    assert MiB and manager.tick_histogram.count == 1

@@ -46,51 +46,51 @@ def test_evaluate_returns_a_new_state_and_leaves_the_previous_one_as_it_was():
     assert len(state.samples) == 2
 
 
-def test_a_grant_and_its_event_are_written_together_or_not_at_all(make_engine, source):
-    engine = make_engine(ram_margin=0, **CALM)
+def test_a_grant_and_its_event_are_written_together_or_not_at_all(make_manager, source):
+    manager = make_manager(ram_margin=0, **CALM)
     source.set(ram_available_bytes=10 * GiB)
-    engine.tick()
-    queued, _, _ = engine.request(lease_fields(20 * GiB), 60)  # waits for room
-    db = engine.store.db
+    manager.tick()
+    queued, _, _ = manager.request(lease_fields(20 * GiB), 60)  # waits for room
+    db = manager.store.db
     db.execute("CREATE TRIGGER no_lease_events BEFORE INSERT ON events WHEN NEW.kind = 'lease' "
                "BEGIN SELECT RAISE(ABORT, 'events refused'); END")
     source.set(ram_available_bytes=30 * GiB)
-    engine.tick()  # the queue is served: the grant's event fails, so the grant is not on disk either
+    manager.tick()  # the queue is served: the grant's event fails, so the grant is not on disk either
     on_disk = db.execute("SELECT status FROM leases WHERE id = ?", (queued.id,)).fetchone()[0]
-    assert on_disk == "waiting" and engine.get_lease(queued.id).status == LeaseStatus.GRANTED
-    assert engine.store.unrecorded() >= 2  # the lease and its event wait in memory, together
+    assert on_disk == "waiting" and manager.get_lease(queued.id).status == LeaseStatus.GRANTED
+    assert manager.store.unrecorded() >= 2  # the lease and its event wait in memory, together
     db.execute("DROP TRIGGER no_lease_events")
-    assert engine.store.retry()
+    assert manager.store.retry()
     assert db.execute("SELECT status FROM leases WHERE id = ?", (queued.id,)).fetchone()[0] == "granted"
-    assert any(e["kind"] == "lease" and f"lease {queued.id} (test) granted" in e["message"] for e in engine.store.events(20))
+    assert any(e["kind"] == "lease" and f"lease {queued.id} (test) granted" in e["message"] for e in manager.store.events(20))
 
 
-def test_the_published_view_is_frozen_and_follows_lease_changes(make_engine, source, clock):
-    engine = make_engine(ram_margin=0, **CALM)
+def test_the_published_view_is_frozen_and_follows_lease_changes(make_manager, source, clock):
+    manager = make_manager(ram_margin=0, **CALM)
     source.set(ram_available_bytes=10 * GiB)
-    engine.tick()
-    lease, _, _ = engine.request(lease_fields(1 * GiB), 0)
-    view = engine.view
+    manager.tick()
+    lease, _, _ = manager.request(lease_fields(1 * GiB), 0)
+    view = manager.view
     assert [l.id for l in view.leases] == [lease.id] and view.ticks == 1
     clock.advance(30)
-    engine.heartbeat(lease.id, pid=4242)
+    manager.heartbeat(lease.id, pid=4242)
     assert view.leases[0].pid is None  # a view once published never changes
-    assert engine.view.leases[0].pid == 4242  # the next one shows the heartbeat
+    assert manager.view.leases[0].pid == 4242  # the next one shows the heartbeat
     with pytest.raises(AttributeError):
         view.decision = None
-    engine.release(lease.id)
-    assert engine.view.leases == ()
+    manager.release(lease.id)
+    assert manager.view.leases == ()
 
 
-def test_the_charts_sample_the_published_view(make_engine, source, clock):
-    engine = make_engine(ram_margin=0, **CALM)
+def test_the_charts_sample_the_published_view(make_manager, source, clock):
+    manager = make_manager(ram_margin=0, **CALM)
     source.set(ram_available_bytes=10 * GiB)
-    engine.tick()
-    lease, _, _ = engine.request(lease_fields(1 * GiB), 0)
-    clock.advance(engine.history.step_seconds)
+    manager.tick()
+    lease, _, _ = manager.request(lease_fields(1 * GiB), 0)
+    clock.advance(manager.history.step_seconds)
     source.set(ram_available_bytes=6 * GiB)
-    engine.tick()
-    first, second = engine.history.since(clock())[-2:]
-    assert second.t == engine.view.snapshot.taken_at and second.level == engine.view.decision.level.label
+    manager.tick()
+    first, second = manager.history.since(clock())[-2:]
+    assert second.t == manager.view.snapshot.taken_at and second.level == manager.view.decision.level.label
     assert first.ram_reserved_bytes == 0 and second.ram_reserved_bytes == 1 * GiB  # the lease granted between the ticks
     assert second.ram_used_bytes - first.ram_used_bytes == 4 * GiB

@@ -21,11 +21,11 @@ else:
     TOKEN = "fuzz-token-0123456789"
 
     @pytest.fixture
-    def guard_schema(make_engine, source):
-        engine = make_engine(max_wait_seconds=0, ram={"enter": {}}, predict={"enter": {}})
+    def guard_schema(make_manager, source):
+        manager = make_manager(max_wait_seconds=0, ram={"enter": {}}, predict={"enter": {}})
         source.set(ram_available_bytes=16 * GiB)
-        engine.tick()
-        app = create_app(None, Deps(engine, TOKEN, run_scheduler=False))
+        manager.tick()
+        app = create_app(None, Deps(manager, TOKEN, run_scheduler=False))
         return schemathesis.openapi.from_asgi("/openapi.json", app)
 
     @pytest.mark.timeout(60)

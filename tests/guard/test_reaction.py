@@ -166,22 +166,22 @@ def test_a_wish_every_tick_does_not_starve_the_reads_of_the_worker():
     assert len(reads) >= 5 and not [c for c in transport.worker.calls if c["method"] == "PUT"]
 
 
-def test_the_engine_marks_the_worker_settling_for_a_window_after_it_woke(make_engine, clock):
+def test_the_engine_marks_the_worker_settling_for_a_window_after_it_woke(make_manager, clock):
     worker = ContractWorker("t", clock=clock)
     reconciler = Reconciler(ContractTarget("http://w", "t", 5.0, _mock(worker)), False, 0.5, 5)
-    engine = make_engine(reconciler=reconciler, predict_window_seconds=10)
-    engine.tick()
-    assert not engine.snapshot.worker_settling  # running since before the guard: a trend counts
+    manager = make_manager(reconciler=reconciler, predict_window_seconds=10)
+    manager.tick()
+    assert not manager.snapshot.worker_settling  # running since before the guard: a trend counts
     worker.put_state({"state": "freed", "level": 2})
     clock.advance(1)
-    engine.tick()
+    manager.tick()
     worker.put_state({"state": "running"})
     clock.advance(9.5)
-    engine.tick()
-    assert engine.snapshot.worker_settling
+    manager.tick()
+    assert manager.snapshot.worker_settling
     clock.advance(1)
-    engine.tick()
-    assert not engine.snapshot.worker_settling
+    manager.tick()
+    assert not manager.snapshot.worker_settling
 
 
 def _mock(worker):

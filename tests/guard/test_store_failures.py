@@ -68,12 +68,12 @@ def test_writes_on_a_full_disk_wait_in_memory_and_are_written_once_there_is_room
 def test_a_full_disk_does_not_stop_the_guard_deciding_and_shows_everywhere(disk):
     clock = FakeClock()
     source = FakeSource(clock, ram_total_bytes=10 * GiB, ram_available_bytes=8 * GiB)
-    engine = Manager(settings(ram={"enter": PAUSE_AT, "grace_seconds": 0, "hold_seconds": 0}, stale_after_seconds=3),
+    manager = Manager(settings(ram={"enter": PAUSE_AT, "grace_seconds": 0, "hold_seconds": 0}, stale_after_seconds=3),
                     Observer(source), Store(disk.path), clock=clock)
-    client = TestClient(create_app(None, Deps(engine, TOKEN, run_scheduler=False)))
+    client = TestClient(create_app(None, Deps(manager, TOKEN, run_scheduler=False)))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        engine.tick()
+        manager.tick()
         disk.fill()
         created = client.post("/v1/leases", json={"holder": "t", "ram_bytes": "1MiB", "ttl_seconds": 60}, headers=auth)
         assert created.status_code == 507 and "disk is full" in created.json()["detail"], created.text
@@ -81,8 +81,8 @@ def test_a_full_disk_does_not_stop_the_guard_deciding_and_shows_everywhere(disk)
         source.set(ram_available_bytes=1 * GiB)  # 10 % available: pause
         for _ in range(3):
             clock.advance(0.25)
-            engine.tick()
-        assert engine.decision.desired.state == "paused", engine.decision
+            manager.tick()
+        assert manager.decision.desired.state == "paused", manager.decision
 
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "disk is full" in ready.json()["reason"]
@@ -94,13 +94,13 @@ def test_a_full_disk_does_not_stop_the_guard_deciding_and_shows_everywhere(disk)
 
         source.set(ok=False, error="exporter stopped")  # stale must still be said while nothing can be written
         clock.advance(5)
-        engine.tick()
+        manager.tick()
         assert client.get("/v1/headroom").json()["stale"] is True
 
         disk.free()
-        assert engine.store.retry()
+        assert manager.store.retry()
         kinds = [e["kind"] for e in client.get("/v1/events", params={"after": 0, "limit": 1000}, headers=auth).json()["events"]]
         assert "level" in kinds and "signals" in kinds
         assert "headroom_guard_store_writable 1.0" in client.get("/metrics").text
     finally:
-        engine.store.close()
+        manager.store.close()

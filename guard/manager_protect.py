@@ -1,4 +1,4 @@
-"""The engine's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of Manager)."""
+"""The manager's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of Manager)."""
 
 from __future__ import annotations
 
