@@ -176,7 +176,7 @@ def worker_panels() -> list[dict]:
              thresholds=[(None, "orange"), (1, "green")]),
         stat("Maintenance", "On: the job API answers 503 with Retry-After.", targets((f"headroom_worker_maintenance{{{I}}}", "maintenance")),
              maps=ON_OFF, thresholds=[(None, "green"), (1, "orange")]),
-        stat("In flight", "Requests in the step running now.", targets((f"headroom_worker_in_flight_requests{{{I}}}", "in flight")),
+        stat("In flight", "Requests in the engine now (counted by the engine).", targets((f"headroom_worker_in_flight_requests{{{I}}}", "in flight")),
              thresholds=[(None, "blue")]),
         stat("Scrape", "Prometheus reaching the worker.", targets((f'up{{job="headroom-worker", {I}}}', "up")),
              maps=UP_DOWN, thresholds=[(None, "red"), (1, "green")]),
