@@ -13,7 +13,7 @@ from guard.settings import GuardSettings
 from guard.store import Store
 from guard.procinfo import ProcInfo, Stat, parse_stat, read_stat
 from guard.victim import is_headroom, protect_reason
-from tests.helpers import wait_for
+from tests.helpers import need, wait_for
 from tests.guard.freezing import (CGROUPFS, counting, make_freezer, need_freezer_root, owned_cgroup, roots, start_counter,
                                   stop)
 
@@ -61,8 +61,7 @@ def test_an_ordinary_process_is_not_protected():
 def test_freezes_the_highest_oom_score_by_its_own_cgroup_and_thaws_it(tmp_path, version):
     need_freezer_root()
     root = dict(roots()).get(version)
-    if root is None:
-        pytest.skip(f"no cgroup v{version} freezer here")  # the other version runs; test_cgroupctl needs one
+    need(root is not None, f"a cgroup v{version} freezer (this project's machines have both hierarchies)")
     worker, worker_out = start_counter(tmp_path, "worker", oom_score_adj=1000)
     decoy, decoy_out = start_counter(tmp_path, "decoy", oom_score_adj=100)
     try:
@@ -166,8 +165,7 @@ def test_a_cgroup_the_guard_may_not_write_falls_back_to_sigstop(tmp_path):
     """A cgroup delegated to a user is not writable by a guard without CAP_DAC_OVERRIDE: it must still stop the grower."""
     need_freezer_root()
     root = dict(roots()).get(2)
-    if root is None:
-        pytest.skip("no cgroup v2 freezer here")
+    need(root is not None, "a cgroup v2 freezer (cgroup.freeze)")
     with owned_cgroup(2, root) as (path, directory):
         grower, outs = start_counter(tmp_path, "grower", join=directory)
         try:
