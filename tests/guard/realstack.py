@@ -119,6 +119,22 @@ def write_config(path: Path, state_dir: Path, exporter_port: int, guard_port: in
     return path
 
 
+def stack_logs(tmp: Path) -> str:
+    """The tail of every process log of a stack, for a failure message."""
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(tmp.glob("*.log")))
+
+
+def wait_guard_ready(procs: dict[str, subprocess.Popen], guard: httpx.Client, tmp: Path, timeout: float) -> None:
+    """Until the guard's /readyz says 200 (fresh signals); fails at once, with the logs, if a stack process exits."""
+
+    def ready() -> bool:
+        for name, proc in procs.items():
+            assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{stack_logs(tmp)}"
+        return guard.get("/readyz").status_code == 200
+
+    wait_for(ready, timeout, what="the guard to be ready (fresh signals)")
+
+
 class Stack:
     """exporter + guard + contract worker over HTTP on free loopback ports."""
 
@@ -143,12 +159,7 @@ class Stack:
         self.wait_ready()
 
     def wait_ready(self) -> None:
-        def ready() -> bool:
-            for name, proc in self.procs.items():
-                assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{self.logs()}"
-            return self.guard.get("/readyz").status_code == 200
-
-        wait_for(ready, 20, what="the guard to be ready (fresh signals)")
+        wait_guard_ready(self.procs, self.guard, self.tmp, 20)
 
     def start_guard(self) -> None:
         self.procs["guard"] = start(headroom_cmd("guard", "--config", str(self.config)), self.tmp / "guard.log")
@@ -164,7 +175,7 @@ class Stack:
         return [c["body"] for c in self.worker.get("/_test/calls").json()["calls"] if c["method"] == "PUT" and c["path"] == "/control/state"]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("*.log")))
+        return stack_logs(self.tmp)
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.guard.realstack import TOKEN, MiB, domain_cgroup, start, write_config
+from tests.guard.realstack import TOKEN, MiB, domain_cgroup, stack_logs, start, wait_guard_ready, write_config
 from tests.guard.test_cgroup_worker import WorkerBox, need_cgroups
 from tests.helpers import free_port, headroom_cmd, stop_process, wait_for
 
@@ -40,13 +40,7 @@ class CgroupStack:
 
     def start_guard(self) -> None:
         self.procs["guard"] = start(headroom_cmd("guard", "--config", str(self.config)), self.tmp / "guard.log")
-
-        def ready() -> bool:
-            for name, proc in self.procs.items():
-                assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{self.logs()}"
-            return self.guard.get("/readyz").status_code == 200
-
-        wait_for(ready, 30, what="the guard to be ready")
+        wait_guard_ready(self.procs, self.guard, self.tmp, 30)
 
     def worker(self) -> dict:
         return self.guard.get("/v1/headroom").json()["worker"]
@@ -55,7 +49,7 @@ class CgroupStack:
         return [e["message"] for e in self.guard.get("/v1/events", params={"limit": 200}).json()["events"]]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("*.log")))
+        return stack_logs(self.tmp)
 
     def stop(self) -> None:
         for proc in self.procs.values():

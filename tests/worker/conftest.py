@@ -11,9 +11,13 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from fastapi.testclient import TestClient
 
+from headroom.config import load_settings
 from tests.helpers import free_port, headroom_cmd, need, stop_process, toml_value, wait_for
 from tests.tinymodel import build_tiny_model
+from worker.app import create_app
+from worker.engines import EchoEngine
 
 TOKEN = "worker-test-token"
 VLLM_ENV = {"VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -139,3 +143,23 @@ CHAT_LINES = [{"custom_id": f"chat-{i}", "method": "POST", "url": "/v1/chat/comp
 
 def wait_until(probe, timeout: float = 30, what: str = "condition"):
     return wait_for(probe, timeout, 0.05, what)
+
+
+def echo_clients(tmp_path: Path, token: str, control_wait_seconds: float, fresh_state: bool = False,
+                 environ: dict | None = None, raise_server_exceptions: bool = True):
+    """For a fixture to `yield from`: make(engine=None, **worker) gives an entered TestClient of the in-process worker
+    app on the echo engine (one state dir, or a fresh one per client); every client is closed afterwards."""
+    clients = []
+
+    def make(engine=None, **worker):
+        state = tmp_path / (f"state{len(clients)}" if fresh_state else "state")
+        settings = load_settings(None, environ=environ, state_dir=str(state),
+                                 worker={"engine": "echo", "token": token, "control_wait_seconds": control_wait_seconds, **worker})
+        client = TestClient(create_app(settings, engine=engine or EchoEngine()), raise_server_exceptions=raise_server_exceptions)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
-from headroom.config import load_settings
 from tests.helpers import wait_for
-from worker.app import create_app
-from worker.engines import EchoEngine
+from tests.worker.conftest import echo_clients
 
 TOKEN = "worker-hostile-token-0123"
 H = {"Authorization": f"Bearer {TOKEN}"}
@@ -18,19 +15,7 @@ H = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def make_client(tmp_path):
-    clients = []
-
-    def make(**worker):
-        settings = load_settings(None, environ={}, state_dir=str(tmp_path / f"state{len(clients)}"),
-                                 worker={"engine": "echo", "token": TOKEN, "control_wait_seconds": 0.2, **worker})
-        client = TestClient(create_app(settings, engine=EchoEngine()), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    yield from echo_clients(tmp_path, TOKEN, 0.2, fresh_state=True, environ={}, raise_server_exceptions=False)
 
 
 def line(custom_id: str = "a", **body) -> str:

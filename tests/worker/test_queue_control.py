@@ -8,11 +8,9 @@ import stat
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 
-from headroom.config import load_settings
 from tests.helpers import wait_for
-from worker.app import create_app
+from tests.worker.conftest import echo_clients
 from worker.engines import EchoEngine
 from worker.store import DB_FILE, Store
 
@@ -27,19 +25,7 @@ def lines(prefix: str, n: int) -> str:
 
 @pytest.fixture
 def make_client(tmp_path):
-    clients = []
-
-    def make(engine=None, **worker):
-        settings = load_settings(None, state_dir=str(tmp_path / "state"),
-                                 worker={"engine": "echo", "token": TOKEN, "control_wait_seconds": 0.5, **worker})
-        client = TestClient(create_app(settings, engine=engine or EchoEngine()))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    yield from echo_clients(tmp_path, TOKEN, 0.5)
 
 
 def wait_done(client, batch_id):
