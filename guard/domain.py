@@ -12,6 +12,7 @@ from typing import Callable
 
 from exporter.cgroupfs import detect_memory_root, read_cgroup
 from exporter.meminfo import read_meminfo
+from guard.cgroupctl import pids_under
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class DomainObs:
 
 
 def cgroup_available(limit: float, usage: float, reclaimable: float | None, host_available: float | None) -> float:
-    """Available bytes in a limited cgroup, the same rule as the exporter-driven tick (guard/metrics_source.py)."""
+    """Available bytes in a limited cgroup; the fast path and the exporter-driven tick (guard/metrics_source.py) share it."""
     available = max(0.0, limit - usage + (reclaimable or 0.0))
     return available if host_available is None else min(available, host_available)
 
@@ -77,13 +78,8 @@ class DomainReader:
         """The processes in the domain: the cgroup's (and its children's) cgroup.procs, or every process on the host."""
         if self.domain == "host":
             return sorted(int(name) for name in os.listdir(self.procfs) if name.isdigit())
-        found: set[int] = set()
         directory = self.directory
-        for path, _dirs, files in os.walk(directory) if directory else ():
-            if "cgroup.procs" in files:
-                with contextlib.suppress(OSError, ValueError):
-                    found.update(int(p) for p in (Path(path) / "cgroup.procs").read_text().split())
-        return sorted(found)
+        return pids_under(directory) if directory else []
 
 
 class Waker:

@@ -9,6 +9,7 @@ from typing import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from guard.domain import cgroup_available
 from guard.types import GpuObs, Snapshot
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -48,11 +49,8 @@ def domain_memory(samples: Samples, domain: str) -> tuple[float | None, float | 
     limit = one(samples, "cgroup_memory_limit_bytes", cgroup=domain)
     if limit is None:  # unlimited cgroup: the host is the domain's real bound
         return host_total, host_avail, None
-    reclaimable = one(samples, "cgroup_memory_reclaimable_bytes", cgroup=domain) or 0.0
-    available = max(0.0, limit - usage + reclaimable)
-    if host_avail is not None:
-        available = min(available, host_avail)
-    return limit, available, None
+    reclaimable = one(samples, "cgroup_memory_reclaimable_bytes", cgroup=domain)
+    return limit, cgroup_available(limit, usage, reclaimable, host_avail), None
 
 
 def gpus_from(samples: Samples) -> tuple[GpuObs, ...]:
