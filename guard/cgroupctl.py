@@ -1,10 +1,9 @@
-"""Acting on a cgroup from outside: find its freezer, freeze, thaw, list and signal its processes (v1 and v2)."""
+"""Acting on a cgroup from outside: find its freezer, freeze, thaw, list its processes (v1 and v2)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,13 +113,3 @@ def pids_under(top: Path) -> list[int]:
             with contextlib.suppress(OSError):
                 found += [int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()]
     return sorted(set(found))
-
-
-def signal_all(cg: FreezerCgroup, sig: int = signal.SIGTERM) -> list[int]:
-    """Send `sig` to every process in the cgroup (by pid, never by name); the pids it reached."""
-    reached = []
-    for pid in pids(cg):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-            reached.append(pid)
-    return reached

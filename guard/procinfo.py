@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.units import parse_proc_cgroup
-from guard import cgroupctl
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -104,15 +103,3 @@ def descendants(root: int, stats: dict[int, Stat]) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
-
-
-def domain_pids(memory_domain: str, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup")) -> list[int]:
-    """The processes of a memory domain: every process for "host", else those in the cgroup and below it."""
-    if memory_domain == "host":
-        return all_pids(procfs)
-    rel = memory_domain.lstrip("/")
-    for root in (cgroupfs / "memory", cgroupctl.v2_root(cgroupfs)):
-        if root is not None and (root / rel / "cgroup.procs").exists():
-            cg = cgroupctl.FreezerCgroup(memory_domain, root / rel, 0)
-            return cgroupctl.pids(cg)
-    return []
