@@ -48,9 +48,17 @@ def memory_cgroup(limit_bytes: int, prefix: str = "headroom-test"):
             (directory / "memory.swap.max").write_text("0") if (directory / "memory.swap.max").exists() else None
         else:
             (directory / "memory.limit_in_bytes").write_text(str(limit_bytes))
+            no_swap_v1(directory, limit_bytes)
         yield MemoryCgroup(path="/" + name, directory=directory, version=version)
     finally:
         _empty_and_remove(directory)
+
+
+def no_swap_v1(directory: Path, limit_bytes: int) -> None:
+    """cgroup v1: RAM+swap = RAM, so a swap file another test switched on never changes what this cgroup may use."""
+    memsw = directory / "memory.memsw.limit_in_bytes"
+    if memsw.exists():
+        memsw.write_text(str(limit_bytes))
 
 
 def _empty_and_remove(directory: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import FREEZE_ENV, REPO, free_port, headroom_cmd, need, need_root_memory_cgroup, stop_process, toml_value, wait_for
-from tests.kernel import memory_root
+from tests.kernel import memory_root, no_swap_v1
 
 MiB = 2**20
 TOKEN = "real-stack-token"
@@ -44,6 +44,10 @@ class MemoryCgroup:
         self.path = root / self.name.lstrip("/")
         self.path.mkdir()
         (self.path / ("memory.max" if self.version == 2 else "memory.limit_in_bytes")).write_text(str(limit_bytes))
+        if self.version == 2 and (self.path / "memory.swap.max").exists():
+            (self.path / "memory.swap.max").write_text("0")
+        elif self.version == 1:
+            no_swap_v1(self.path, limit_bytes)
         self.limit = limit_bytes
 
     def add(self, pid: int) -> None:
