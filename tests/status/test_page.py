@@ -73,6 +73,19 @@ def test_page_loads_without_console_errors_and_shows_the_ram_the_api_reports(pag
         assert not re.search(r"(src|href)\s*=\s*[\"']?https?:", body) and "import(" not in body
 
 
+def test_no_stray_null_and_the_token_note_reads_on_one_line(page, stack):
+    """replaceChildren(null) printed "null" under the summary; the events note wrapped one word per line."""
+    refreshes(page)
+    assert "null" not in page.inner_text("#summary")
+    page.route("**/v1/events*", lambda route: route.fulfill(status=401, body="{}", content_type="application/json"))
+    refreshes(page)
+    note = page.locator("#events li.empty")
+    assert "events need the API token" in note.inner_text()
+    box = note.bounding_box()
+    assert box["width"] > 250 and box["height"] < 60, box
+    page.unroute("**/v1/events*")
+
+
 def test_a_lease_shows_while_it_lives(page, stack):
     holder = f"page-lease-{uuid.uuid4().hex[:6]}"
     created = stack.guard.post("/v1/leases", json={"holder": holder, "ram_bytes": "64MiB", "ttl_seconds": 60})
