@@ -115,3 +115,16 @@ def test_status_warns_about_an_enabled_worker_nobody_drives():
     assert "worker: not driven  WARNING: [worker] enabled = true" in text
     failed = render({**_status(), "up_worker": {"state": "failed", "error": "vLLM is not installed"}})
     assert "worker: FAILED to start under `headroom up`: vLLM is not installed" in failed
+
+
+def test_install_writes_a_complete_starter_config_that_loads(tmp_path):
+    from headroom.install import STARTER_CONFIG
+
+    path = tmp_path / "headroom.toml"
+    path.write_text(STARTER_CONFIG.format(state_dir=tmp_path / "state"))
+    settings = load_settings(path, environ={})
+    assert settings.guard.listen == "127.0.0.1:9841" and settings.worker.listen == "127.0.0.1:9842"
+    assert "worker_url" in path.read_text() and "default_ram" in path.read_text()
+    enabled = path.read_text().replace("enabled = false", "enabled = true").replace('model = ""', 'model = "m"')
+    path.write_text(enabled.replace('worker_url = ""', 'worker_url = "http://127.0.0.1:9842"'))
+    assert load_settings(path, environ={}).guard.worker_url == "http://127.0.0.1:9842"
