@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def render(python: str, config: str, state_dir: str, docs: str) -> dict[str, str]:
     """Unit name -> text, with this installation's paths filled in."""
-    values = {"python": python, "config": config, "state_dir": state_dir, "docs": docs}
+    values = {"python": python, "config": config, "state_dir": state_dir, "docs": docs, "repo": str(Path(docs).parent)}
     folder = resources.files("headroom") / "units"
     return {name: Template((folder / name).read_text()).substitute(values) for name in UNITS}
 

@@ -128,3 +128,15 @@ def test_install_writes_a_complete_starter_config_that_loads(tmp_path):
     enabled = path.read_text().replace("enabled = false", "enabled = true").replace('model = ""', 'model = "m"')
     path.write_text(enabled.replace('worker_url = ""', 'worker_url = "http://127.0.0.1:9842"'))
     assert load_settings(path, environ={}).guard.worker_url == "http://127.0.0.1:9842"
+
+
+def test_every_unit_documentation_link_names_a_file_that_exists():
+    from pathlib import Path
+
+    from headroom.install import render
+    from tests.helpers import REPO
+
+    units = render("/usr/bin/python3", "/etc/headroom/headroom.toml", "/var/lib/headroom", str(REPO / "docs"))
+    links = [line.split("file://", 1)[1] for text in units.values() for line in text.splitlines()
+             if line.startswith("Documentation=file://")]
+    assert len(links) == 4 and all(Path(link).is_file() for link in links), links
