@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from headroom.auth import bearer_headers, read_token
 from headroom.cliargs import client_command
@@ -92,7 +93,7 @@ def render(status: dict) -> str:
 
 
 def _why(resource: dict, otherwise: str = "") -> str:
-    why = resource.get("why") or otherwise
+    why = re.sub(r"^\w+( \w+)?: ", "", resource.get("why") or "") or otherwise  # "ram ok: 4 GiB" -> "4 GiB"
     return f"  ({why})" if why else ""
 
 

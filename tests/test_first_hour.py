@@ -105,7 +105,7 @@ def _status(**worker) -> dict:
 
 def test_plain_status_shows_every_signal_gpus_none_and_events_by_time():
     text = render(_status())
-    for line in ("PSI: ok  (full avg10 0.0 %)", "swap: ok", "prediction: ok", "GPUs: none"):
+    for line in ("PSI: ok  (full avg10 0.0 %)", "swap: ok", "prediction: ok  (no signal yet)", "GPUs: none"):
         assert line in text, text
     assert text.index("earlier") < text.index("later") and time.strftime("%Y-%m-%d", time.localtime(1_700_000_000)) in text
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from headroom.sizes import format_size
 from tests.guard.realstack import MiB
 from tests.helpers import REPO, headroom_cmd, wait_for
 from tests.run.conftest import LIMIT, headroom, run_env
@@ -95,5 +96,6 @@ def test_lease_and_the_pytest_plugin_say_they_are_queued(stack_factory, tmp_path
     out, err = python.communicate(timeout=60)
     assert "inside" in out and "headroom lease second: queued" in err and "position 1" in err, err
     assert "granted after" in err, err
+    assert any(f"second) granted: ram {format_size(int(SIXTY_PERCENT))}, gpu 0 B" in e["message"] for e in lease_events(stack))
     report = plugin.communicate(timeout=60)[0]
     assert "1 passed" in report and "headroom lease for test_big: queued" in report, report
