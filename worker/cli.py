@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _batch(args: argparse.Namespace, settings) -> int:
     from worker.client import WorkerClient
 
-    client = WorkerClient(settings, args.url)
+    found = getattr(args, "found", None)
+    client = WorkerClient(settings, args.url, found=found.how if found else "")
     if args.batch_command == "submit":
         try:
             with open(args.file, "rb") as handle:
