@@ -69,8 +69,8 @@ def dry_run_response(manager: Manager, admission) -> JSONResponse:
         return JSONResponse({"status": "would_grant", "gpu": admission.gpu, "reason": admission.reason})
     retry = manager.settings.retry_after_seconds
     status = "refused" if admission.outcome == "refused" else "would_wait"
-    content = {"status": status, "reason": admission.reason, "shortfall": admission.shortfall, "retry_after_seconds": retry,
-               "needs_free": admission.needs_free}
+    content = {"status": status, "reason": admission.reason, "shortfall": admission.shortfall,
+               "retry_after_seconds": retry, "needs_free": admission.needs_free}
     return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
 
 

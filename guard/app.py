@@ -69,9 +69,9 @@ def undriven_worker_warning(settings, driven: bool) -> str | None:
     worker = getattr(settings, "worker", None)
     if driven or worker is None or not worker.enabled:
         return None
-    return (f"[worker] enabled = true but this guard does not drive it ([guard] worker_url is empty), so it is never "
-            f"throttled, paused or freed: set [guard] worker_url = \"{base_url(worker.listen)}\" (`headroom up` does this "
-            f"for the worker it starts)")
+    return ("[worker] enabled = true but this guard does not drive it ([guard] worker_url is empty), so it is never "
+            f"throttled, paused or freed: set [guard] worker_url = \"{base_url(worker.listen)}\" "
+            "(`headroom up` does this for the worker it starts)")
 
 
 def _retry_store(store: Store) -> None:

@@ -49,8 +49,8 @@ def fetch_status(base: str, events: int, full: bool = False, token: str | None =
             return status
     except httpx.HTTPError as err:
         where = f" ({tried})" if tried else ""
-        raise HeadroomError(f"cannot reach the guard at {base}{where}: {err} (is `headroom guard` running? `headroom up` "
-                            "starts it)", EXIT_UNREACHABLE) from None
+        raise HeadroomError(f"cannot reach the guard at {base}{where}: {err} (is `headroom guard` running? "
+                            "`headroom up` starts it)", EXIT_UNREACHABLE) from None
 
 
 def _events(client, events: int, token_from: str) -> list[dict]:
@@ -64,13 +64,14 @@ def _events(client, events: int, token_from: str) -> list[dict]:
 def render(status: dict) -> str:
     """The human form of `headroom status`: every resource and signal with its level and why, worker, leases, events."""
     h = status["headroom"]
+    ram = h["ram"]
     lines = [f"level: {h['level']}" + ("  (signals stale)" if h["stale"] else "") + f"   domain: {h['domain']}",
-             f"RAM: {h['ram'].get('level', 'ok')}, {format_size(h['ram']['admissible_bytes'])} admissible "
-             f"({format_size(h['ram']['available_bytes'])} available, {format_size(h['ram']['reserved_bytes'])} reserved, "
-             f"{format_size(h['ram']['margin_bytes'])} margin)" + _why(h["ram"])]
+             f"RAM: {ram.get('level', 'ok')}, {format_size(ram['admissible_bytes'])} admissible "
+             f"({format_size(ram['available_bytes'])} available, {format_size(ram['reserved_bytes'])} reserved, "
+             f"{format_size(ram['margin_bytes'])} margin)" + _why(ram)]
     for gpu in h["gpus"]:
-        lines.append(f"GPU {gpu['gpu']}: {gpu.get('level', 'ok')}, {format_size(gpu['admissible_bytes'])} admissible of "
-                     f"{format_size(gpu['total_bytes'])}" + _why(gpu))
+        lines.append(f"GPU {gpu['gpu']}: {gpu.get('level', 'ok')}, {format_size(gpu['admissible_bytes'])} admissible "
+                     f"of {format_size(gpu['total_bytes'])}" + _why(gpu))
     if not h["gpus"]:
         lines.append("GPUs: none (NVML reports no GPU; lease RAM only: drop --gpu)")
     for name, label in (("psi", "PSI"), ("swap", "swap"), ("predict", "prediction")):
@@ -154,7 +155,8 @@ def _status(args: argparse.Namespace, settings) -> int:
     if args.watch:
         from guard.watch import watch
 
-        return watch(lambda: fetch_status(base, max(args.events, 10), True, token, tried, token_from), max(0.2, args.interval))
+        return watch(lambda: fetch_status(base, max(args.events, 10), True, token, tried, token_from),
+                     max(0.2, args.interval))
     status = fetch_status(base, args.events, token=token, tried=tried, token_from=token_from)
     running = read_pointer()  # what `headroom up` of this user saw of its worker (it may have failed to start)
     if running and running.get("guard_url") == base:

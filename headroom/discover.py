@@ -110,7 +110,8 @@ def token_source(state_dir: Path, configured: str | None = None, environ=None) -
     except FileNotFoundError:
         return None, f"no token: ${TOKEN_ENV} is unset and {path} does not exist"
     except PermissionError:
-        return None, f"no token: ${TOKEN_ENV} is unset and {path} is not readable by this user (try sudo, or set ${TOKEN_ENV})"
+        return None, (f"no token: ${TOKEN_ENV} is unset and {path} is not readable by this user (try sudo, or set "
+                      f"${TOKEN_ENV})")
     except (OSError, UnicodeDecodeError) as err:
         return None, f"no token: ${TOKEN_ENV} is unset and {path} cannot be read ({err})"
     return (token, f"the token file {path}") if token else (None, f"no token: {path} is empty")

@@ -21,8 +21,8 @@ class WorkerClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as err:
-            raise HeadroomError(f"the worker at {self.url} ({self.tried}) is not reachable ({err}); is `headroom worker` "
-                                "running?", EXIT_UNREACHABLE) from None
+            raise HeadroomError(f"the worker at {self.url} ({self.tried}) is not reachable ({err}); is "
+                                "`headroom worker` running?", EXIT_UNREACHABLE) from None
         if response.status_code == 401:
             raise HeadroomError(f"{_describe_error(response)} (token from {self.token_from})", EXIT_NO)
         if response.status_code >= 400:

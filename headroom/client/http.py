@@ -48,8 +48,8 @@ def guard_base_url(settings: Settings, url: str | None = None) -> str:
 
 
 class GuardClient:
-    def __init__(self, base_url: str, token: str | None, transport: httpx.BaseTransport | None = None, timeout: float = 10.0,
-                 tried: str = "", token_from: str = "the caller"):
+    def __init__(self, base_url: str, token: str | None, transport: httpx.BaseTransport | None = None,
+                 timeout: float = 10.0, tried: str = "", token_from: str = "the caller"):
         self.base_url = base_url
         self.tried = tried  # where the URL came from, named in "cannot reach" messages
         self.token_from = token_from  # where the token came from (or where none was found), named on a 401
@@ -103,7 +103,8 @@ class GuardClient:
         """The GPUs the guard sees (GET /v1/headroom): empty on a GPU-less box."""
         response = self._call("GET", "/v1/headroom")
         if response.status_code != 200:
-            raise GuardRejected(f"the guard answered {response.status_code} for /v1/headroom: {describe_detail(response)}")
+            raise GuardRejected(f"the guard answered {response.status_code} for /v1/headroom: "
+                                f"{describe_detail(response)}")
         return response.json().get("gpus") or []
 
     def check(self, body: dict) -> Answer:

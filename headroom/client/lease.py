@@ -128,9 +128,10 @@ def acquire_showing(client: GuardClient, body: dict, wait: float, prefix: str) -
 def lease(gpu: str | int | None = None, ram: str | int | None = None, *, holder: str = "python", gpu_index: str | None = None,
           wait: float = 0.0, free_worker: bool = False, ttl_seconds: int = 60, config: str | None = None,
           url: str | None = None) -> Iterator[Lease]:
-    """`with lease(gpu="14GiB", ram="2GiB"): load_model()` holds headroom for the block (CUDA_VISIBLE_DEVICES is yours to set).
+    """`with lease(gpu="14GiB", ram="2GiB"): load_model()` holds headroom for the block.
 
-    While queued it prints a line to stderr (live on a terminal, every few seconds otherwise).
+    CUDA_VISIBLE_DEVICES is yours to set. While queued it prints a line to stderr (live on a terminal, every few
+    seconds otherwise).
     """
     settings, found = client_settings(config)
     client = GuardClient.from_settings(settings, url, found)

@@ -26,8 +26,9 @@ class RunSettings(Section):
     )
     default_ram: str = Field(
         default="",
-        description="RAM lease `headroom run` takes when --ram is not given, e.g. \"2GiB\"; empty: `run` refuses without "
-                    "--ram (never an unlimited run by accident; --ram 0 asks for no RAM and no limit explicitly).",
+        description="RAM lease `headroom run` takes when --ram is not given, e.g. \"2GiB\"; empty: `run` refuses "
+                    "without --ram (never an unlimited run by accident; --ram 0 asks for no RAM and no limit "
+                    "explicitly).",
     )
 
     @field_validator("default_ram")

@@ -86,6 +86,21 @@ def test_no_stray_null_and_the_token_note_reads_on_one_line(page, stack):
     page.unroute("**/v1/events*")
 
 
+def test_an_enabled_worker_nobody_drives_is_a_warning_on_the_page(page, stack):
+    """The guard's /v1/headroom says so (worker.warning); the page must show it, not "no worker is driven"."""
+    def undriven(route):
+        response = route.fetch()
+        body = response.json()
+        body["worker"].update(driven=False, warning="[worker] enabled = true but this guard does not drive it")
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/headroom", undriven)
+    refreshes(page)
+    assert "warning: [worker] enabled = true but this guard does not drive it" in page.inner_text("#worker-warning")
+    page.unroute("**/v1/headroom")
+    assert page.errors == []
+
+
 def test_a_lease_shows_while_it_lives(page, stack):
     holder = f"page-lease-{uuid.uuid4().hex[:6]}"
     created = stack.guard.post("/v1/leases", json={"holder": holder, "ram_bytes": "64MiB", "ttl_seconds": 60})
