@@ -29,6 +29,7 @@ class KmsgState:
     xid_counts: collections.Counter = field(default_factory=collections.Counter)  # (pci_bus, xid) -> n
     xid_last: dict = field(default_factory=dict)  # pci_bus -> unix time
     last_kill_time: float | None = None
+    victim_last: dict = field(default_factory=dict)  # (comm, cgroup, unit) -> unix time of its latest kill
     overruns: int = 0  # EPIPE: the kernel ring buffer overwrote records before we read them
     error: str | None = None  # why the log cannot be read right now
 
@@ -48,12 +49,18 @@ class KmsgFollower:
         self._is_device = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._backlog: int | None = None  # while reading the log's backlog at start: the kills found in it
 
     def start(self) -> None:
         """Read the backlog now (so /events is complete at start), then follow in a daemon thread."""
         self._try_open()
         if self._fd is not None:
+            self._backlog = 0
             self.drain()
+            if self._backlog:  # counted and listed, but not news: one line, not one WARNING per old kill
+                log.info("the kernel log holds %d OOM kill(s) from before this start (in /events and the counters)",
+                         self._backlog)
+            self._backlog = None
         self._thread = threading.Thread(target=self._run, name="kmsg-follower", daemon=True)
         self._thread.start()
 
@@ -119,8 +126,13 @@ class KmsgFollower:
             self._record_xid(xid)
 
     def _record_victim(self, victim: OomVictim) -> None:
-        log.warning("OOM kill: pid %d (%s) in %s %s", victim.pid, victim.comm, victim.cgroup or "?", victim.unit)
+        if self._backlog is None:
+            log.warning("OOM kill: pid %d (%s) in %s %s", victim.pid, victim.comm, victim.cgroup or "?", victim.unit)
+        else:
+            self._backlog += 1
+        key = (victim.comm, victim.cgroup, victim.unit)
         with self.lock:
+            self.state.victim_last[key] = max(self.state.victim_last.get(key, 0.0), victim.time_seconds)
             self.state.victims.append(victim)
             self.state.victim_counts[(victim.comm, victim.cgroup, victim.unit)] += 1
             self.state.last_kill_time = max(self.state.last_kill_time or 0.0, victim.time_seconds)
@@ -162,6 +174,7 @@ class KmsgFollower:
                 xid_counts=collections.Counter(s.xid_counts),
                 xid_last=dict(s.xid_last),
                 last_kill_time=s.last_kill_time,
+                victim_last=dict(s.victim_last),
                 overruns=s.overruns,
                 error=s.error,
             )

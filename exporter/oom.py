@@ -38,6 +38,15 @@ class OomCollector:
         for (comm, cgroup, unit), count in sorted(state.victim_counts.items()):
             victims.add_metric([comm, cgroup, unit], count)
         yield victims
+        latest = GaugeMetricFamily(
+            "headroom_oom_kill_victim_last_timestamp_seconds",
+            "Unix time of the latest OOM kill of this command, cgroup and unit in the kernel log (alerts fire only for "
+            "recent ones, so kills from before a first start do not page).",
+            labels=["comm", "cgroup", "unit"],
+        )
+        for (comm, cgroup, unit), at in sorted(state.victim_last.items()):
+            latest.add_metric([comm, cgroup, unit], at)
+        yield latest
         if state.last_kill_time is not None:
             yield GaugeMetricFamily(
                 "headroom_oom_kill_last_timestamp_seconds", "Unix time of the last OOM kill in the kernel log.", value=state.last_kill_time

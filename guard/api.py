@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.manager import Manager
-from guard.leases import UnknownGpu, match_gpus
+from guard.leases import UnknownGpu, match_gpus, queue_order
 from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, MaintenanceRequest, lease_request_model
 from guard.history import history_view
 from guard.views import headroom_view, lease_view, static_file, status_page
@@ -47,12 +47,18 @@ async def wait_while_queued(manager: Manager, lease_id: str, seconds: float):
     return lease
 
 
+def queue_position(manager: Manager, lease) -> int:
+    """1 for the next request to be served; a poll shows the same position the first answer did."""
+    order = [queued.id for queued in queue_order(manager.view.leases)]
+    return order.index(lease.id) + 1 if lease.id in order else 1
+
+
 def lease_response(manager: Manager, lease, position: int = 0, created: bool = False) -> JSONResponse:
     now = manager.clock()
     body = {"status": lease.status, "lease": lease_view(lease, now)}
     if lease.status == "waiting":
         retry = manager.settings.retry_after_seconds
-        body.update(position=position, reason=lease.reason, retry_after_seconds=retry)
+        body.update(position=position or queue_position(manager, lease), reason=lease.reason, retry_after_seconds=retry)
         return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
     return JSONResponse(body, status_code=201 if created and lease.status == "granted" else 200)
 
@@ -63,7 +69,8 @@ def dry_run_response(manager: Manager, admission) -> JSONResponse:
         return JSONResponse({"status": "would_grant", "gpu": admission.gpu, "reason": admission.reason})
     retry = manager.settings.retry_after_seconds
     status = "refused" if admission.outcome == "refused" else "would_wait"
-    content = {"status": status, "reason": admission.reason, "shortfall": admission.shortfall, "retry_after_seconds": retry}
+    content = {"status": status, "reason": admission.reason, "shortfall": admission.shortfall,
+               "retry_after_seconds": retry, "needs_free": admission.needs_free}
     return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
 
 

@@ -23,6 +23,7 @@ from guard.types import Desired
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
 from headroom.dbfile import describe_error
+from headroom.settings_base import base_url
 
 log = logging.getLogger("headroom.guard")
 STORE_RETRY_SECONDS = 2.0  # how often what waits in memory is written again while the store fails
@@ -55,9 +56,22 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     if target is not None:
         reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
     manager = Manager(guard, observer, store, reconciler, clock=clock)
+    manager.worker_warning = undriven_worker_warning(settings, target is not None)
+    if manager.worker_warning:
+        log.warning("%s", manager.worker_warning)
     if guard.worker_kind == "cgroup":  # "freed" needs the GPU memory of the worker's processes gone too
         target.gpu_processes = lambda: gpu_process_bytes(manager.snapshot.gpus)
     return Deps(manager, token)
+
+
+def undriven_worker_warning(settings, driven: bool) -> str | None:
+    """A worker enabled in the config that this guard does not drive is unprotected: say so (log, status, page)."""
+    worker = getattr(settings, "worker", None)
+    if driven or worker is None or not worker.enabled:
+        return None
+    return ("[worker] enabled = true but this guard does not drive it ([guard] worker_url is empty), so it is never "
+            f"throttled, paused or freed: set [guard] worker_url = \"{base_url(worker.listen)}\" "
+            "(`headroom up` does this for the worker it starts)")
 
 
 def _retry_store(store: Store) -> None:

@@ -8,6 +8,7 @@ from typing import Callable
 from guard.leases import Admission
 from guard.store import Store
 from guard.types import Lease, LeaseStatus
+from headroom.sizes import format_size
 
 
 class LeaseBook:
@@ -51,7 +52,7 @@ class LeaseBook:
     def grant(self, lease: Lease, admission: Admission, now: float) -> None:
         lease.status, lease.gpu_chosen, lease.granted_at = LeaseStatus.GRANTED, admission.gpu, now
         lease.expires_at, lease.reason = now + lease.ttl_seconds, "granted"
-        self.save(lease, f"granted: ram {lease.ram_bytes} B, gpu {lease.gpu_bytes} B"
+        self.save(lease, f"granted: ram {format_size(lease.ram_bytes)}, gpu {format_size(lease.gpu_bytes)}"
                   + (f" on GPU {admission.gpu}" if admission.gpu else ""), now=now)
         self.admissions["granted"] += 1
 

@@ -182,8 +182,14 @@ class Manager(ProtectionMixin):
     def record_oom_kills(self) -> None:
         """OOM kills the exporter reported since the last poll become `oom_kill` events (at the kill's time)."""
         poll = getattr(self.observer, "oom_kills", None)
-        for kill in poll() if poll else ():
-            self.store.add_event("oom_kill", kill.describe(), kill.data, at=kill.time_seconds)
+        kills = poll() if poll else []
+        if not kills:
+            return
+        # A restarted guard is told the recent kills again: one already stored (same time, same pid) is not new.
+        known = {(e["at"], e["data"].get("pid")) for e in self.store.events(limit=500, kind="oom_kill")}
+        for kill in kills:
+            if (kill.time_seconds, kill.pid) not in known:
+                self.store.add_event("oom_kill", kill.describe(), kill.data, at=kill.time_seconds)
 
     # --- leases ---------------------------------------------------------------------------------
     def leases(self) -> list[Lease]:

@@ -38,7 +38,8 @@ def worker_view(manager, view) -> dict:
             "error": view.worker_error, "driven": manager.reconciler is not None,
             "dry_run": manager.settings.dry_run, "queue": seen.get("queue"),
             "concurrency": seen.get("concurrency"), "since": seen.get("since"), "engine": seen.get("engine"),
-            "note": seen.get("note") or None, "cgroup": seen.get("cgroup")}
+            "note": seen.get("note") or None, "cgroup": seen.get("cgroup"),
+            "warning": getattr(manager, "worker_warning", None)}
 
 
 def freezer_of(manager):

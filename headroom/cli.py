@@ -75,6 +75,11 @@ def _settings(args: argparse.Namespace):
     from headroom.config import load_settings
 
     server = getattr(args, "server", None)
+    if getattr(args, "discover", False):
+        from headroom.discover import find_config
+
+        args.found = find_config(args.config)
+        return load_settings(args.found.path)
     given = {flag.key: getattr(args, flag.key) for flag in (server.flags if server else ()) if getattr(args, flag.key) is not None}
     return load_settings(args.config, **({server.name: given} if given else {}))
 

@@ -16,3 +16,9 @@ def settings_command(parser: argparse.ArgumentParser, handler: Handler) -> None:
     """`parser` takes --config; the wiring loads the settings from it and calls `handler(args, settings)`."""
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $HEADROOM_CONFIG, else built-in defaults)")
     parser.set_defaults(func=handler, with_settings=True)
+
+
+def client_command(parser: argparse.ArgumentParser, handler: Handler) -> None:
+    """A client of a running stack: without --config it finds the stack (headroom.discover) and says how in errors."""
+    settings_command(parser, handler)
+    parser.set_defaults(discover=True)

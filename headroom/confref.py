@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from headroom.paths import default_state_dir
+
 HEADER = """# Configuration reference
 
 Generated from the settings classes by `headroom config reference` (a test fails when this file is stale).
@@ -21,42 +23,48 @@ def _type_name(annotation) -> str:
     return re.sub(r"\b(typing|pathlib|guard\.\w+|worker\.\w+|exporter\.\w+)\.", "", text).replace("NoneType", "None")
 
 
-def _default(field) -> str:
-    if field.default_factory is not None:
-        try:
-            value = field.default_factory()
-        except TypeError:
-            return "(computed)"
-    else:
-        value = field.default
+def _value(field):
+    """A field's default value: its default, or what its factory builds; None when the factory needs arguments."""
+    if field.default_factory is None:
+        return field.default
+    try:
+        return field.default_factory()
+    except TypeError:
+        return None
+
+
+def _show(value) -> str:
     if isinstance(value, BaseModel):
         return ""
-    if isinstance(value, Path) and "state" in str(value) and str(value).startswith(str(Path.home())):
+    if isinstance(value, Path) and value == default_state_dir():
         return "`$XDG_STATE_HOME/headroom`"
     if isinstance(value, Path):
         return f'`"{value}"`'
     return f"`{value!r}`" if not isinstance(value, str) else f'`"{value}"`'
 
 
-def _table(model: type[BaseModel], title: str) -> tuple[list[str], list[tuple[str, type[BaseModel]]]]:
+def _table(model: type[BaseModel], title: str, defaults: BaseModel | None = None
+           ) -> tuple[list[str], list[tuple[str, type[BaseModel], BaseModel | None]]]:
+    """One section's rows; `defaults` is the section as its parent builds it (the guard's RAM rule is not Rule())."""
     rows = [f"\n## {title}\n", "| key | type | default | meaning |", "|---|---|---|---|"]
     nested = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
+        value = getattr(defaults, name) if defaults is not None else _value(field)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            nested.append((name, annotation))
+            nested.append((name, annotation, value if isinstance(value, BaseModel) else None))
             continue
         meaning = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{name}` | {_type_name(annotation).replace('|', 'or')} | {_default(field)} | {meaning} |")
+        rows.append(f"| `{name}` | {_type_name(annotation).replace('|', 'or')} | {_show(value)} | {meaning} |")
     return rows, nested
 
 
 def reference(settings_class: type[BaseModel]) -> str:
     lines = [HEADER]
-    queue: list[tuple[str, type[BaseModel]]] = [("top level", settings_class)]
+    queue: list[tuple[str, type[BaseModel], BaseModel | None]] = [("top level", settings_class, None)]
     while queue:
-        title, model = queue.pop(0)
-        rows, nested = _table(model, title if title == "top level" else f"[{title}]")
+        title, model, defaults = queue.pop(0)
+        rows, nested = _table(model, title if title == "top level" else f"[{title}]", defaults)
         lines.extend(rows)
-        queue.extend((name if title == "top level" else f"{title}.{name}", sub) for name, sub in nested)
+        queue.extend((name if title == "top level" else f"{title}.{name}", sub, value) for name, sub, value in nested)
     return "\n".join(lines) + "\n"

@@ -10,16 +10,32 @@ from pathlib import Path
 from string import Template
 
 STARTER_CONFIG = """# headroom configuration (every key: docs/configuration.md). HEADROOM_SECTION__KEY variables override it.
+# `headroom config check /etc/headroom/headroom.toml` validates it; the command line finds this file by itself.
 log_level = "info"
 state_dir = "{state_dir}"
 
 [exporter]
+listen = "127.0.0.1:9840"
 # Report these cgroups too: the slice `headroom run` puts tests in, and the worker's unit.
 cgroups = ["headroom.slice", "headroom-worker.service"]
 
+[guard]
+listen = "127.0.0.1:9841"
+memory_domain = "host"                    # or a cgroup with a limit, e.g. "/headroom.slice"
+# The worker the guard throttles, pauses and frees. Keep it in step with [worker]: with enabled = true and this
+# empty, the worker runs unprotected (`headroom status` and the status page warn).
+worker_url = ""                           # "http://127.0.0.1:9842" once [worker] enabled = true
+
 [worker]
-# Set to true (and configure the model) to run the worker under headroom-worker.service.
+# To run the batch worker under headroom-worker.service: enabled = true, a model, and [guard] worker_url above.
 enabled = false
+listen = "127.0.0.1:9842"
+engine = "vllm"                           # needs: pip install 'headroom[vllm]'
+model = ""                                # a model directory or a Hugging Face name
+
+[run]
+# `headroom run` without --ram takes this RAM lease; empty: it refuses and asks for --ram.
+default_ram = ""
 """
 UNITS = ("headroom-exporter.service", "headroom-guard.service", "headroom-worker.service", "headroom.slice")
 
@@ -37,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def render(python: str, config: str, state_dir: str, docs: str) -> dict[str, str]:
     """Unit name -> text, with this installation's paths filled in."""
-    values = {"python": python, "config": config, "state_dir": state_dir, "docs": docs}
+    values = {"python": python, "config": config, "state_dir": state_dir, "docs": docs, "repo": str(Path(docs).parent)}
     folder = resources.files("headroom") / "units"
     return {name: Template((folder / name).read_text()).substitute(values) for name in UNITS}
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from headroom.cliargs import settings_command
 from headroom.logsetup import setup_logging
+from headroom.settings_base import base_url
 
 log = logging.getLogger("headroom.up")
+WORKER_URL_ENV = "HEADROOM_GUARD__WORKER_URL"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,10 +36,69 @@ def planned_parts(settings) -> list[str]:
     return parts
 
 
+def part_env(part: str, settings, parts: list[str]) -> dict[str, str]:
+    """The guard drives the worker `up` runs, with no extra key: [guard] worker_url defaults to the worker's listen."""
+    env = dict(os.environ)
+    guard = settings.guard
+    if part == "guard" and "worker" in parts and not guard.worker_url and guard.worker_kind != "cgroup" \
+            and WORKER_URL_ENV not in env:
+        env[WORKER_URL_ENV] = base_url(settings.worker.listen)
+    return env
+
+
+class WorkerLog:
+    """Passes the worker's stderr through and keeps its last `headroom:` line: why it could not start."""
+
+    def __init__(self, stream) -> None:
+        self.last_error = ""
+        self.thread = threading.Thread(target=self._pump, args=(stream,), name="worker-stderr", daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            if line.startswith("headroom: ") or "Error" in line.split(":")[0]:
+                self.last_error = line.strip().removeprefix("headroom: ")
+
+
+def _start(part: str, args, settings, parts: list[str]) -> tuple[subprocess.Popen, WorkerLog | None]:
+    argv = [sys.executable, "-m", "headroom", part] + (["--config", args.config] if args.config else [])
+    piped = part == "worker"
+    child = subprocess.Popen(argv, env=part_env(part, settings, parts), stderr=subprocess.PIPE if piped else None,
+                             text=piped or None)
+    log.info("started %s (pid %d)", part, child.pid)
+    return child, WorkerLog(child.stderr) if piped else None
+
+
+def _pointer(args, settings, worker: dict) -> dict:
+    config = os.path.abspath(args.config) if args.config else None
+    return {"pid": os.getpid(), "config": config, "guard_url": base_url(settings.guard.listen),
+            "state_dir": str(settings.state_dir), "worker": worker}
+
+
+def _announce(settings, parts: list[str]) -> None:
+    if "guard" in parts:
+        url = base_url(settings.guard.listen)
+        log.info("status page: %s/  (or `headroom status`; in another shell first: . .venv/bin/activate)", url)
+    if "worker" in parts:
+        log.info("worker: %s, driven by the guard", base_url(settings.worker.listen))
+
+
+def _worker_failed(child: subprocess.Popen, logger: WorkerLog | None) -> str:
+    if logger is not None:
+        logger.thread.join(timeout=2)
+    why = (logger.last_error if logger else "") or f"it exited with status {child.returncode}"
+    log.error("the worker could not run: %s. Exporter and guard keep running (protection stays up); fix it and "
+              "restart `headroom up`", why)
+    return why
+
+
 def _up(args: argparse.Namespace, settings) -> int:
     """Start each part with the same --config; `settings` were validated whole before anything starts."""
+    from headroom.discover import remove_pointer, write_pointer
+
     setup_logging(settings.log_level)
-    children: dict[str, subprocess.Popen] = {}
     stopping = False
 
     def stop(signum, _frame):
@@ -44,19 +107,35 @@ def _up(args: argparse.Namespace, settings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for part in planned_parts(settings):
-        argv = [sys.executable, "-m", "headroom", part] + (["--config", args.config] if args.config else [])
-        children[part] = subprocess.Popen(argv)
-        log.info("started %s (pid %d)", part, children[part].pid)
+    parts = planned_parts(settings)
+    started = {part: _start(part, args, settings, parts) for part in parts}
+    children = {part: child for part, (child, _) in started.items()}
+    worker = {"state": "running"} if "worker" in parts else {"state": "not enabled"}
+    write_pointer(_pointer(args, settings, worker))
+    _announce(settings, parts)
     code = 0
-    while not stopping:
-        for part, child in children.items():
-            if child.poll() is not None:
+    try:
+        while not stopping:
+            for part, child in list(children.items()):
+                if child.poll() is None:
+                    continue
+                if part == "worker":  # protection stays up: the thing it protects failing is no reason to stop it
+                    worker = {"state": "failed", "error": _worker_failed(child, started[part][1])}
+                    write_pointer(_pointer(args, settings, worker))
+                    del children[part]
+                    continue
                 log.error("%s exited with status %s; stopping the others", part, child.returncode)
                 code = child.returncode or 1
                 stopping = True
                 break
-        time.sleep(0.2)
+            time.sleep(0.2)
+    finally:
+        remove_pointer(os.getpid())
+        _stop_all(children)
+    return code
+
+
+def _stop_all(children: dict[str, subprocess.Popen]) -> None:
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -68,4 +147,3 @@ def _up(args: argparse.Namespace, settings) -> int:
             log.warning("%s did not stop in time; killing pid %d", part, child.pid)
             child.kill()
             child.wait()
-    return code

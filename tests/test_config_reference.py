@@ -26,6 +26,18 @@ def test_every_key_has_a_meaning_or_shares_one():
     assert "## [exporter]" in text and "## [guard]" in text and "## [worker]" in text
 
 
+def test_nested_sections_show_the_defaults_the_parent_builds():
+    """The guard's rules are not Rule()'s empty defaults: RAM 25/20/15/10/5 %, GPU grace 5 s, PSI 3 s, swap 2 s."""
+    text = reference(Settings)
+
+    def row(section: str, key: str) -> str:
+        return text.split(f"## [{section}]\n", 1)[1].split(f"| `{key}` |", 1)[1].split("\n")[0]
+
+    assert "'warn': '25%', 'throttle': '20%', 'pause': '15%', 'free': '10%', 'freeze': '5%'" in row("guard.ram", "enter")
+    assert "`5.0`" in row("guard.gpu", "grace_seconds") and "`3.0`" in row("guard.psi", "grace_seconds")
+    assert "`2.0`" in row("guard.swap", "grace_seconds")
+
+
 # Sections whose every key has a Field(description=...); [guard] joins once its settings carry them.
 DESCRIBED = {"top level": Settings} | {f"[{name}]": Settings.model_fields[name].annotation for name in ("exporter", "worker", "run")}
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from headroom.cliargs import settings_command
+from headroom.cliargs import client_command
 from headroom.errors import HeadroomError
 
 
@@ -23,14 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, help=helptext)
         action.add_argument("batch_id", metavar="ID")
     for action in actions.choices.values():
-        settings_command(action, _batch)
+        client_command(action, _batch)
         action.add_argument("--url", help="the worker's base URL (default: from worker.listen)")
 
 
 def _batch(args: argparse.Namespace, settings) -> int:
     from worker.client import WorkerClient
 
-    client = WorkerClient(settings, args.url)
+    found = getattr(args, "found", None)
+    client = WorkerClient(settings, args.url, found=found.how if found else "")
     if args.batch_command == "submit":
         try:
             with open(args.file, "rb") as handle:

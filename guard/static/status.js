@@ -60,7 +60,7 @@
     if (hr.maintenance && hr.maintenance.on) parts.push(`maintenance: ${hr.maintenance.reason || "on"}`);
     $("summary").replaceChildren(parts.join(" · "),
       h("div", { class: "why" }, hr.reasons.length ? "why: " + hr.reasons.join("; ") : "all clear"),
-      storeLine(hr.store));
+      ...[storeLine(hr.store)].filter(Boolean));  // replaceChildren(null) would print "null"
   }
 
   // The state database: a line only when it cannot be written or a corrupt one was moved aside.
@@ -122,7 +122,10 @@
 
   function renderWorker(hr) {
     const w = hr.worker;
-    if (!w.driven) return $("worker").replaceChildren(h("p", { class: "empty" }, "no worker is driven (guard.worker_url is empty)"));
+    if (!w.driven) {
+      const warning = w.warning && h("p", { class: "store-error", id: "worker-warning" }, "warning: " + w.warning);
+      return $("worker").replaceChildren(warning || h("p", { class: "empty" }, "no worker is driven (guard.worker_url is empty)"));
+    }
     const q = w.queue || {};
     const rows = [["state", (w.observed || "unreachable") + (w.concurrency ? ` (${w.concurrency} at a time)` : "")],
       ["wanted", w.desired.state + (w.desired.reason ? ` — ${w.desired.reason}` : "")],

@@ -10,8 +10,10 @@ import time
 from typing import Callable, Iterator
 
 from headroom.client.http import POLL_SECONDS, Answer, GuardClient
+from headroom.client.progress import ProgressLine, describe_shortfall
 from headroom.config import load_settings
-from headroom.sizes import format_size, parse_size
+from headroom.discover import find_config
+from headroom.sizes import parse_size
 
 log = logging.getLogger("headroom.lease")
 
@@ -25,18 +27,11 @@ class LeaseNotGranted(Exception):
         super().__init__(describe_refusal(answer, waited_seconds))
 
 
-def describe_shortfall(shortfall: dict) -> str:
-    parts = []
-    for resource, value in sorted(shortfall.items()):
-        parts.append(f"{resource} short by {format_size(value)}" if isinstance(value, (int, float)) else f"{resource}: {value}")
-    return ", ".join(parts)
-
-
 def describe_refusal(answer: Answer, waited: float = 0.0) -> str:
     text = {"stale": "the guard's signals are stale", "waiting": f"still queued after {waited:.0f}s"}.get(answer.status, "refused")
     if answer.reason:
         text += f": {answer.reason}"
-    if answer.shortfall:
+    if answer.shortfall and "short by" not in answer.reason:  # the guard's reason may already give it
         text += f" ({describe_shortfall(answer.shortfall)})"
     return text
 
@@ -110,14 +105,39 @@ def acquire(client: GuardClient, body: dict, wait_seconds: float = 0.0,
     return Lease(client, answer)
 
 
+def client_settings(config: str | None = None):
+    """(settings, how they were found) for lease() and the pytest plugin: the same discovery as the CLI."""
+    found = find_config(config)
+    return load_settings(found.path), found.how
+
+
+def acquire_showing(client: GuardClient, body: dict, wait: float, prefix: str) -> Lease:
+    """acquire() with a progress line on stderr while queued (position, what is freed, time waited)."""
+    progress = ProgressLine(prefix=prefix)
+    start = time.monotonic()
+    try:
+        held = acquire(client, body, wait, progress.update)
+    except LeaseNotGranted as err:
+        progress.finish(f"{prefix}: not granted after {err.waited_seconds:.0f}s")
+        raise
+    progress.finish(f"{prefix}: granted after {time.monotonic() - start:.0f}s")
+    return held
+
+
 @contextlib.contextmanager
 def lease(gpu: str | int | None = None, ram: str | int | None = None, *, holder: str = "python", gpu_index: str | None = None,
           wait: float = 0.0, free_worker: bool = False, ttl_seconds: int = 60, config: str | None = None,
           url: str | None = None) -> Iterator[Lease]:
-    """`with lease(gpu="14GiB", ram="2GiB"): load_model()` holds headroom for the block (CUDA_VISIBLE_DEVICES is yours to set)."""
-    client = GuardClient.from_settings(load_settings(config), url)
+    """`with lease(gpu="14GiB", ram="2GiB"): load_model()` holds headroom for the block.
+
+    CUDA_VISIBLE_DEVICES is yours to set. While queued it prints a line to stderr (live on a terminal, every few
+    seconds otherwise).
+    """
+    settings, found = client_settings(config)
+    client = GuardClient.from_settings(settings, url, found)
     try:
-        held = acquire(client, lease_body(holder, gpu, ram, gpu_index, ttl_seconds, free_worker, os.getpid()), wait)
+        body = lease_body(holder, gpu, ram, gpu_index, ttl_seconds, free_worker, os.getpid())
+        held = acquire_showing(client, body, wait, f"headroom lease {holder}")
         held.start_heartbeats()
         try:
             yield held

@@ -1,11 +1,14 @@
 """pytest plugin: `@pytest.mark.headroom(gpu="14GiB", ram="2GiB")` takes a lease from the guard around the test.
 
 Options: --headroom-wait DURATION (queue up to this long, default 0), --headroom-refused skip|fail (default skip:
-a refused or unreachable guard skips the test with the reason; fail makes it an error), --headroom-config FILE.
+a refused or unreachable guard skips the test with the reason; fail makes pytest report an error, as the lease is
+taken in a fixture, and the run exits non-zero), --headroom-config FILE. While queued, a progress line goes to the
+terminal (or the CI log, every few seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -30,18 +33,21 @@ def _headroom_lease(request):
         yield None
         return
     from headroom.client.http import GuardClient, GuardRejected, GuardUnreachable
-    from headroom.client.lease import LeaseNotGranted, acquire, lease_body
-    from headroom.config import load_settings
+    from headroom.client.lease import LeaseNotGranted, acquire_showing, client_settings, lease_body
     from headroom.sizes import parse_duration
 
     options = request.config.option
-    settings = load_settings(options.headroom_config)
+    settings, found = client_settings(options.headroom_config)
     kwargs = dict(marker.kwargs)
     body = lease_body(f"pytest:{request.node.nodeid}"[:200], kwargs.get("gpu"), kwargs.get("ram"), kwargs.get("gpu_index"),
                       settings.run.ttl_seconds, bool(kwargs.get("free_worker")), os.getpid())
-    client = GuardClient.from_settings(settings)
+    client = GuardClient.from_settings(settings, found=found)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
     try:
-        held = acquire(client, body, parse_duration(kwargs.get("wait", options.headroom_wait)))
+        with shown:  # the wait's progress line reaches the terminal (or CI log) while pytest captures output
+            held = acquire_showing(client, body, parse_duration(kwargs.get("wait", options.headroom_wait)),
+                                   f"headroom lease for {request.node.name}")
     except (LeaseNotGranted, GuardUnreachable, GuardRejected) as err:
         client.close()
         message = f"headroom lease not granted: {err}"

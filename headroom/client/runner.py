@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,40 +14,19 @@ from pathlib import Path
 
 from headroom.client.http import Answer, GuardClient, GuardRejected, GuardUnreachable
 from headroom.client.isolate import Isolation, create, remove
-from headroom.client.lease import LeaseNotGranted, acquire, describe_shortfall, lease_body
+from headroom.client.lease import LeaseNotGranted, acquire, lease_body
+from headroom.client.progress import ProgressLine
 from headroom.errors import (EXIT_CANNOT_EXECUTE, EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_NOT_GRANTED,
                              EXIT_UNREACHABLE)
-from headroom.sizes import format_size
+from headroom.sizes import format_size, parse_size
+
+NO_GPU_HINT = ("the guard sees no GPU on this box (NVML reports none), so a --gpu lease can never be granted: "
+               "drop --gpu to lease RAM only (GPU-less boxes: TESTING.md, \"No GPU here\")")
 
 # Without --wait, `run` queues this long (the guard's default max_wait_seconds): making room by freeing the worker
 # takes seconds to minutes, and someone who types `headroom run` expects it to run. --wait 0: never queue.
 DEFAULT_WAIT_SECONDS = 600.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-class ProgressLine:
-    """One live line on a terminal ('\\r' rewrites), or a line every 10 s into a log."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
-        self._last = 0.0
-
-    def update(self, answer: Answer, waited: float) -> None:
-        text = f"headroom: waiting {waited:4.0f}s, queue position {answer.position}"
-        if answer.shortfall:
-            text += f", {describe_shortfall(answer.shortfall)}"
-        if answer.reason:
-            text += f" ({answer.reason})"
-        if self.tty:
-            self.stream.write("\r" + text[:200] + "\x1b[K")
-            self.stream.flush()
-        elif time.monotonic() - self._last >= 10:
-            self._last = time.monotonic()
-            print(text, file=self.stream, flush=True)
-
-    def done(self, text: str) -> None:
-        print(("\r\x1b[K" if self.tty else "") + text, file=self.stream, flush=True)
 
 
 def _say(text: str) -> None:
@@ -67,16 +47,48 @@ def _isolation(args: argparse.Namespace, holder: str, run) -> Isolation:
     return isolation
 
 
+def resolve_command(cmd: list[str]) -> tuple[str | None, int, str]:
+    """(path, 0, "") when CMD can be started; else (None, exit code, why): checked before any lease is asked for."""
+    name = cmd[0]
+    path = name if os.sep in name else shutil.which(name)
+    if path is None or not os.path.exists(path):
+        return None, EXIT_NOT_FOUND, f"cannot run {name}: command not found (nothing was leased)"
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        return None, EXIT_CANNOT_EXECUTE, f"cannot run {name}: not an executable file (nothing was leased)"
+    return path, 0, ""
+
+
+def ram_to_lease(args: argparse.Namespace, run) -> int | None:
+    """--ram, else [run] default_ram; None when neither is given (then `run` refuses rather than run unlimited)."""
+    if args.ram is not None:
+        return args.ram
+    return parse_size(run.default_ram) if run.default_ram else None
+
+
 def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
     holder = args.holder or Path(cmd[0]).name
-    client = GuardClient.from_settings(settings, args.url)
-    progress = ProgressLine()
+    _path, code, why = resolve_command(cmd)
+    if code:
+        _say(why)
+        return code
+    args.ram = ram_to_lease(args, settings.run)
+    if args.ram is None:
+        _say("give --ram SIZE (the RAM the command may use; it runs in a memory cgroup limited to it), or set "
+             "[run] default_ram; --ram 0 runs with no RAM lease and no memory limit. Nothing was run")
+        return EXIT_CONFIG
+    if args.ram == 0:
+        _say("--ram 0: no RAM is leased and the command has no memory limit")
+    client = GuardClient.from_settings(settings, args.url, getattr(args, "found", None) and args.found.how)
+    progress = ProgressLine(prefix="headroom run")
     wait = DEFAULT_WAIT_SECONDS if args.wait is None else args.wait
     try:
+        if args.gpu and not client.gpus():
+            _say(NO_GPU_HINT)
+            return EXIT_CONFIG
         ttl = args.ttl or settings.run.ttl_seconds
         held = _acquire(client, lease_body(holder, args.gpu, args.ram, args.gpu_index, ttl, args.free_worker), wait, progress)
     except GuardUnreachable as err:
-        _say(f"{err} (is `headroom guard` running?)")
+        _say(f"{err} (is `headroom guard` running? `headroom up` starts it); nothing was run")
         return EXIT_UNREACHABLE
     except LeaseNotGranted as err:
         progress.done(f"headroom run: not granted: {err}; retry after {err.answer.retry_after_seconds:.0f}s")

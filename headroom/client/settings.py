@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from headroom.settings_base import Section
+from headroom.sizes import parse_size
 
 
 class RunSettings(Section):
@@ -23,3 +24,16 @@ class RunSettings(Section):
         default=60, ge=5, le=86400,
         description="Lease TTL; heartbeats every third of it keep the lease alive while the command runs.",
     )
+    default_ram: str = Field(
+        default="",
+        description="RAM lease `headroom run` takes when --ram is not given, e.g. \"2GiB\"; empty: `run` refuses "
+                    "without --ram (never an unlimited run by accident; --ram 0 asks for no RAM and no limit "
+                    "explicitly).",
+    )
+
+    @field_validator("default_ram")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if value:
+            parse_size(value)  # ValueError names what was expected
+        return value

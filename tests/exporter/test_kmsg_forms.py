@@ -118,3 +118,15 @@ def test_the_kill_counter_says_where_it_comes_from(tmp_path):
     # No oom_kill in vmstat and no readable kernel log: no series at all, never a fake 0.
     neither = oom_families(el7, tmp_path / "no-kmsg")
     assert "headroom_oom_kills" not in neither and "headroom_oom_kills_source_info" not in neither
+
+
+def test_kills_from_before_the_start_are_one_info_line_and_each_victim_has_its_own_last_time(caplog):
+    """A first start read 13 old kills as 13 WARNINGs; the alert needs each victim's own time to skip old ones."""
+    caplog.set_level("INFO", logger="headroom")
+    families = oom_families(REPO / "tests" / "fixtures" / "golden-el7" / "proc", KMSG / "ubuntu-4.15-mixed.kmsg")
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "OOM kill" in r.getMessage()]
+    assert any("2 OOM kill(s) from before this start" in r.getMessage() for r in caplog.records), caplog.text
+    latest = families["headroom_oom_kill_victim_last_timestamp_seconds"].samples
+    assert latest and all(s.value > 1_000_000_000 for s in latest)
+    assert {s.labels["comm"] for s in latest} == {s.labels["comm"] for s in families["headroom_oom_kill_victims"].samples
+                                                  if s.name.endswith("_total")}

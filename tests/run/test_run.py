@@ -36,7 +36,7 @@ def test_second_run_asking_sixty_percent_waits_for_the_first(stack_factory, tmp_
     a, b = times(tmp_path / "a"), times(tmp_path / "b")
     assert b["start"] >= a["end"], "the second command started only after the first ended"
     err = second.stderr.read()
-    assert "waiting" in err and "queue position 1" in err and "granted" in err
+    assert "queued" in err and "position 1" in err and "position 0" not in err and "granted" in err
     assert stack.guard.get("/v1/leases").json()["leases"] == [], "both leases were released"
 
 

@@ -73,6 +73,34 @@ def test_page_loads_without_console_errors_and_shows_the_ram_the_api_reports(pag
         assert not re.search(r"(src|href)\s*=\s*[\"']?https?:", body) and "import(" not in body
 
 
+def test_no_stray_null_and_the_token_note_reads_on_one_line(page, stack):
+    """replaceChildren(null) printed "null" under the summary; the events note wrapped one word per line."""
+    refreshes(page)
+    assert "null" not in page.inner_text("#summary")
+    page.route("**/v1/events*", lambda route: route.fulfill(status=401, body="{}", content_type="application/json"))
+    refreshes(page)
+    note = page.locator("#events li.empty")
+    assert "events need the API token" in note.inner_text()
+    box = note.bounding_box()
+    assert box["width"] > 250 and box["height"] < 60, box
+    page.unroute("**/v1/events*")
+
+
+def test_an_enabled_worker_nobody_drives_is_a_warning_on_the_page(page, stack):
+    """The guard's /v1/headroom says so (worker.warning); the page must show it, not "no worker is driven"."""
+    def undriven(route):
+        response = route.fetch()
+        body = response.json()
+        body["worker"].update(driven=False, warning="[worker] enabled = true but this guard does not drive it")
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/headroom", undriven)
+    refreshes(page)
+    assert "warning: [worker] enabled = true but this guard does not drive it" in page.inner_text("#worker-warning")
+    page.unroute("**/v1/headroom")
+    assert page.errors == []
+
+
 def test_a_lease_shows_while_it_lives(page, stack):
     holder = f"page-lease-{uuid.uuid4().hex[:6]}"
     created = stack.guard.post("/v1/leases", json={"holder": holder, "ram_bytes": "64MiB", "ttl_seconds": 60})

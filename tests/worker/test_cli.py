@@ -73,4 +73,4 @@ def test_an_unreachable_worker_is_not_a_refusal(tmp_path):
         config.write_text(f'state_dir = "{tmp_path}/state"\n[worker]\nlisten = "127.0.0.1:{port}"\n')
         result = run("batch", "status", "batch_x", "--config", str(config), env=child_env() | {"HEADROOM_TOKEN": TOKEN})
     assert result.returncode == EXIT_UNREACHABLE != EXIT_NO, result.stderr
-    assert f"the worker at http://127.0.0.1:{port} is not reachable" in result.stderr
+    assert f"the worker at http://127.0.0.1:{port} ([worker] listen from --config " in result.stderr and "is not reachable" in result.stderr
