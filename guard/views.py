@@ -53,11 +53,11 @@ def frozen_view(manager) -> dict:
     settings = manager.settings
     if freezer is None:
         return {"enabled": False, "processes": [], "outcomes": {}}
-    now = freezer.clock()
     processes = [{"pid": fp.pid, "comm": fp.comm, "method": fp.method, "cgroup": fp.cgroup, "reason": fp.reason,
-                  "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(now - fp.frozen_at, 3),
-                  "no_room_in_seconds": round(max(0.0, fp.frozen_at + settings.freeze_max_seconds - now), 3),
-                  "members": [pid for pid, _ in fp.members]} for fp in freezer.frozen()]
+                  "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(seconds, 3),
+                  "no_room_in_seconds": round(max(0.0, settings.freeze_max_seconds - seconds), 3),
+                  "thaw_error": freezer.thaw_error(fp.pid), "members": [pid for pid, _ in fp.members]}
+                 for fp, seconds in ((fp, freezer.frozen_seconds(fp)) for fp in freezer.frozen())]
     return {"enabled": settings.freeze_enabled, "on_no_room": settings.on_no_room,
             "freeze_max_seconds": settings.freeze_max_seconds, "processes": processes, "outcomes": dict(freezer.outcomes)}
 
