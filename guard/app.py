@@ -20,12 +20,14 @@ from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store, StoreUnavailable
 from guard.types import Desired
+from guard.views import fast_path_stuck
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
 from headroom.dbfile import describe_error
 
 log = logging.getLogger("headroom.guard")
 STORE_RETRY_SECONDS = 2.0  # how often what waits in memory is written again while the store fails
+THAW_RETRY_SECONDS = 5.0  # without a fast path, how often a thaw the kernel refused is tried again from frozen.json
 
 
 @dataclass
@@ -67,6 +69,15 @@ def _retry_store(store: Store) -> None:
             store.retry()
     except Exception:
         log.exception("store retry failed")
+
+
+def _retry_thaws(state_dir) -> None:
+    """Without a fast path: thaw records a refused thaw left in frozen.json (a no-op when there are none)."""
+    from guard.frozenfile import records_path
+    from guard.recovery import recover_at_start
+
+    if records_path(state_dir).exists() and records_path(state_dir).stat().st_size > 2:  # more than "[]"
+        recover_at_start(state_dir)
 
 
 def build_protection(guard, manager: Manager):
@@ -127,6 +138,9 @@ async def lifespan(app: FastAPI):
         scheduler.add_job(_safe_tick, "interval", args=[deps.manager], seconds=deps.manager.settings.tick_seconds,
                           id="tick")
         scheduler.add_job(_retry_store, "interval", args=[deps.manager.store], seconds=STORE_RETRY_SECONDS, id="store")
+        if deps.manager.fastpath is None:  # no freezer to retry a refused thaw: the records are retried from the file
+            scheduler.add_job(_retry_thaws, "interval", args=[deps.manager.store.path.parent], seconds=THAW_RETRY_SECONDS,
+                              id="thaw")
         _safe_tick(deps.manager)  # first observation before serving, so /readyz is meaningful at once
         scheduler.start()
     try:
@@ -177,10 +191,13 @@ async def _store_error(request: Request, err: sqlite3.Error) -> JSONResponse:
 
 
 def serve(settings) -> None:
-    """Run the guard until SIGINT/SIGTERM."""
+    """Run the guard until SIGINT/SIGTERM. First of all, whatever the settings, thaw what a previous guard left frozen:
+    before the port, the store, the token or the worker's cgroup can fail (each of those ends the start)."""
+    from guard.recovery import recover_at_start
     from headroom.serving import bind, make_server
 
+    recover_at_start(settings.state_dir)
     sock = bind(settings.guard.listen, "guard")
     app = create_app(settings)
     log.info("guard listening on http://%s", settings.guard.listen)
-    make_server(app).run(sockets=[sock])
+    make_server(app, healthy=lambda: fast_path_stuck(app.state.manager) is None).run(sockets=[sock])

@@ -22,9 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--events", type=int, default=10, metavar="N", help="recent events to show (default 10)")
     status.add_argument("--watch", action="store_true", help="a live view in the terminal, redrawn every --interval; Ctrl-C ends it")
     status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--watch refresh period (default 2)")
-    thaw = subparsers.add_parser("thaw", help="thaw a process the guard froze (it is then never frozen again)")
+    thaw = subparsers.add_parser("thaw", help="thaw a process the guard froze (it is then never frozen again), or with "
+                                 "--all every recorded freeze, with no guard running")
     settings_command(thaw, _thaw)
-    thaw.add_argument("pid", type=int, help="the frozen process's pid (`headroom status` lists them)")
+    thaw.add_argument("pid", type=int, nargs="?", help="the frozen process's pid (`headroom status` lists them)")
+    thaw.add_argument("--all", action="store_true", help="thaw everything the state dir's frozen.json records, without "
+                      "asking a guard (the guard unit's ExecStopPost=); exit 1 while one stays frozen")
     thaw.add_argument("--url", help="guard base URL (default: from [guard] listen)")
 
 
@@ -96,6 +99,11 @@ def frozen_lines(frozen: dict) -> list[str]:
 def _thaw(args: argparse.Namespace, settings) -> int:
     import httpx
 
+    if args.all == (args.pid is not None):
+        raise HeadroomError("thaw: give either a pid or --all", EXIT_CONFIG)
+    if args.all:
+        return thaw_all(settings.state_dir)
+
     base = base_url(settings.guard.listen, args.url)
     token = settings.guard.token or read_token(settings.state_dir)
     try:
@@ -119,4 +127,22 @@ def _status(args: argparse.Namespace, settings) -> int:
         return watch(lambda: fetch_status(base, max(args.events, 10), full=True, token=token), max(0.2, args.interval))
     status = fetch_status(base, args.events, token=token)
     print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0
+
+
+def thaw_all(state_dir) -> int:
+    """`headroom thaw --all`: the records in the state dir, thawed here (no guard needed); exit 1 while one is refused."""
+    from guard.recovery import thaw_recorded
+
+    try:
+        report = thaw_recorded(state_dir)
+    except OSError as err:
+        raise HeadroomError(f"cannot read the freeze records in {state_dir}: {err}", EXIT_NO) from None
+    for line in report.lines():
+        print(line)
+    if report.failed:
+        raise HeadroomError(f"{len(report.failed)} recorded freeze(s) could not be thawed; their records are kept "
+                            "(run `headroom thaw --all` again with the rights to signal them)", EXIT_NO)
+    if not report.lines():
+        print("nothing recorded as frozen")
     return 0

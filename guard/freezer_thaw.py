@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("headroom.guard.freezer")
 STORE_KEY = "freezer.frozen"  # where guards before frozen.json kept their records: still read (and emptied) at start
 THAW_RETRY_SECONDS = 1.0  # a thaw the kernel refused is tried again this often (its record is kept meanwhile)
+CLOSE_LOCK_SECONDS = 5.0  # at shutdown, how long to wait for a look that holds the freezer before thawing without it
 
 
 class ThawMixin:
@@ -160,6 +161,14 @@ class ThawMixin:
     def close(self) -> None:
         """On guard shutdown: thaw everything; what the kernel refuses stays in frozen.json for `headroom thaw --all`
         (the unit's ExecStopPost=) and the next start. A termination in progress is not frozen."""
-        with self.lock:
+        if not self.lock.acquire(timeout=CLOSE_LOCK_SECONDS):  # a look stuck mid-pick holds it: thaw from the file
+            from guard.recovery import recover_at_start
+
+            log.error("the freezer is busy (a stuck look); thawing from %s without it", self.records)
+            recover_at_start(self.records.parent)
+            return
+        try:
             self.thaw_all("the guard is stopping", "shutdown")
             self._terminating.clear()
+        finally:
+            self.lock.release()

@@ -47,6 +47,15 @@ def freezer_of(manager):
     return found if found is not None else getattr(getattr(manager, "fastpath", None), "freezer", None)
 
 
+def fast_path_stuck(manager) -> str | None:
+    """Why the fast path counts as stuck (no look finished for longer than stale_after_seconds), or None."""
+    fast = getattr(manager, "fastpath", None)
+    stuck = fast.stuck_seconds() if fast is not None else 0.0
+    if stuck > manager.settings.stale_after_seconds:
+        return f"the fast path has not finished a look for {stuck:.1f} s (stuck: a blocked read or lock)"
+    return None
+
+
 def frozen_view(manager) -> dict:
     """What the freezer holds frozen now and how its freezes ended; the same view for the API, page, CLI and --watch."""
     freezer = freezer_of(manager)
