@@ -49,11 +49,13 @@ def release(fp, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgr
         return Release(f"unknown freeze method {fp.method!r}", tuple(fp.members))
     failed: list[Member] = []
     errors: list[str] = []
+    resumed = 0
     for pid, start in fp.members:
         if not same_process(pid, start, procfs):
             continue  # gone, or the pid is now another process's: it was never stopped by the guard
         try:
             os.kill(pid, signal.SIGCONT)
+            resumed += 1
         except ProcessLookupError:
             continue
         except OSError as err:  # EPERM: the guard lost the right to signal it (capabilities, user namespace)
@@ -61,7 +63,7 @@ def release(fp, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgr
             errors.append(f"SIGCONT to {pid}: {err.strerror or err}")
     if failed:
         return Release("; ".join(errors), tuple(failed))
-    return Release(note="thawed")
+    return Release(note="thawed" if resumed else "none of its processes is there any more (nothing resumed)")
 
 
 def _release_cgroup(fp, procfs: Path, cgroupfs: Path, verify: bool) -> Release:
