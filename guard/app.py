@@ -90,9 +90,9 @@ def build_protection(guard, manager: Manager):
 
     freezer = Freezer(guard, manager.store, worker_pids=manager.worker_pids)
     for item in freezer.recover():  # always, even with freezing off now: a previous guard may have left some
-        log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
-    if not guard.freeze_enabled:
-        freezer = None
+        log.warning("recovered pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
+    # Kept with freezing off too: it freezes nothing then (freeze() checks freeze_enabled), but it retries a thaw the
+    # kernel refused at recovery, and /v1/frozen and /metrics show that record.
     fast = FastPath(guard, DomainReader(guard.memory_domain), manager, freezer, worker_bytes=manager.worker_pids.rss_bytes)
     return fast, build_gpu_watch(guard, manager, freezer)
 
