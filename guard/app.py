@@ -74,10 +74,10 @@ def _retry_store(store: Store) -> None:
 def _retry_thaws(state_dir) -> None:
     """Without a fast path: thaw records a refused thaw left in frozen.json (a no-op when there are none)."""
     from guard.frozenfile import records_path
-    from guard.recovery import recover_at_start
+    from guard.recovery import thaw_and_log
 
     if records_path(state_dir).exists() and records_path(state_dir).stat().st_size > 2:  # more than "[]"
-        recover_at_start(state_dir)
+        thaw_and_log(state_dir)
 
 
 def build_protection(guard, manager: Manager):
@@ -196,7 +196,7 @@ def serve(settings) -> None:
     from guard.recovery import recover_at_start
     from headroom.serving import bind, make_server
 
-    recover_at_start(settings.state_dir)
+    recover_at_start(settings.state_dir, hold=True)
     sock = bind(settings.guard.listen, "guard")
     app = create_app(settings)
     log.info("guard listening on http://%s", settings.guard.listen)

@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     thaw.add_argument("pid", type=int, nargs="?", help="the frozen process's pid (`headroom status` lists them)")
     thaw.add_argument("--all", action="store_true", help="thaw everything the state dir's frozen.json records, without "
                       "asking a guard (the guard unit's ExecStopPost=); exit 1 while one stays frozen")
+    thaw.add_argument("--force", action="store_true", help="with --all: thaw even while a guard holds the records "
+                      "(a guard that hangs)")
     thaw.add_argument("--url", help="guard base URL (default: from [guard] listen)")
 
 
@@ -93,6 +95,8 @@ def frozen_lines(frozen: dict) -> list[str]:
         lines.append(f"FROZEN: pid {p['pid']} {p['comm']} ({format_size(p['rss_bytes'])}) by {p['method']} for "
                      f"{p['frozen_seconds']:.1f} s, {frozen['on_no_room']} in {p['no_room_in_seconds']:.0f} s "
                      f"unless room is made: {p['reason']}  (`headroom thaw {p['pid']}` thaws it now)")
+        if p.get("thaw_error"):
+            lines.append(f"  THAW REFUSED for pid {p['pid']}: {p['thaw_error']} (retried every second)")
     return lines
 
 
@@ -102,7 +106,7 @@ def _thaw(args: argparse.Namespace, settings) -> int:
     if args.all == (args.pid is not None):
         raise HeadroomError("thaw: give either a pid or --all", EXIT_CONFIG)
     if args.all:
-        return thaw_all(settings.state_dir)
+        return thaw_all(settings.state_dir, args.force)
 
     base = base_url(settings.guard.listen, args.url)
     token = settings.guard.token or read_token(settings.state_dir)
@@ -130,10 +134,15 @@ def _status(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def thaw_all(state_dir) -> int:
-    """`headroom thaw --all`: the records in the state dir, thawed here (no guard needed); exit 1 while one is refused."""
+def thaw_all(state_dir, force: bool = False) -> int:
+    """`headroom thaw --all`: the records in the state dir, thawed here (no guard needed); exit 1 while one is refused,
+    or while a running guard holds them (it thaws its own; `--force` for one that hangs)."""
+    from guard.frozenfile import take_lock
     from guard.recovery import thaw_recorded
 
+    if not force and take_lock(state_dir, hold=False) is False:
+        raise HeadroomError(f"a running guard holds the freeze records in {state_dir}: `headroom thaw PID` asks it, "
+                            "stopping it thaws everything, `headroom thaw --all --force` thaws without it", EXIT_NO)
     try:
         report = thaw_recorded(state_dir)
     except OSError as err:

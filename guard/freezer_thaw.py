@@ -162,10 +162,10 @@ class ThawMixin:
         """On guard shutdown: thaw everything; what the kernel refuses stays in frozen.json for `headroom thaw --all`
         (the unit's ExecStopPost=) and the next start. A termination in progress is not frozen."""
         if not self.lock.acquire(timeout=CLOSE_LOCK_SECONDS):  # a look stuck mid-pick holds it: thaw from the file
-            from guard.recovery import recover_at_start
+            from guard.recovery import thaw_and_log
 
             log.error("the freezer is busy (a stuck look); thawing from %s without it", self.records)
-            recover_at_start(self.records.parent)
+            thaw_and_log(self.records.parent)
             return
         try:
             self.thaw_all("the guard is stopping", "shutdown")

@@ -8,6 +8,7 @@ the page cache behind it; a machine that crashes leaves no frozen process either
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ from pathlib import Path
 
 log = logging.getLogger("headroom.guard.frozenfile")
 RECORDS_FILE = "frozen.json"
+LOCK_FILE = "guard.lock"  # held (flock) by the running guard for its whole life: its records are its own
+_held: list[int] = []  # the running guard's lock, kept open until the process ends
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -65,3 +68,26 @@ def write_records(path: Path, items: list[dict]) -> None:
     except OSError:
         temp.unlink(missing_ok=True)
         raise
+
+
+def take_lock(state_dir: Path, hold: bool) -> bool | None:
+    """Try to own the state dir's records: True when no guard holds them (with `hold`, keep them until this process
+    ends), False when a running guard does, None when the lock cannot be taken at all (no rights: go on without)."""
+    try:
+        Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(Path(state_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    except OSError:
+        os.close(fd)
+        return None
+    if hold:
+        _held.append(fd)
+    else:
+        os.close(fd)
+    return True

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from guard.frozenfile import boot_id, read_records, records_path, write_records
+from guard.frozenfile import boot_id, read_records, records_path, take_lock, write_records
 from guard.thawing import release
 from headroom.paths import default_state_dir
 
@@ -70,16 +70,25 @@ def thaw_recorded(state_dir: Path, procfs: Path = Path("/proc"), cgroupfs: Path 
     return report
 
 
-def recover_at_start(state_dir: Path) -> ThawReport | None:
-    """The guard's first act: thaw what a previous guard left frozen. Logs what it did; never raises."""
+def thaw_and_log(state_dir: Path) -> ThawReport | None:
+    """thaw_recorded, logged one line per record; never raises (None when the records cannot be read)."""
     try:
         report = thaw_recorded(Path(state_dir))
-    except Exception as err:  # noqa: BLE001 the guard still starts; its freezer retries the records
+    except Exception as err:  # noqa: BLE001 the caller goes on; the records stay for the next try
         log.error("could not read the freeze records in %s: %s", state_dir, err)
         return None
     for line in report.lines():
-        (log.error if line.startswith("NOT") else log.warning)("recovery at start: %s", line)
+        (log.error if line.startswith("NOT") else log.warning)("thawing the records: %s", line)
     return report
+
+
+def recover_at_start(state_dir: Path, hold: bool = False) -> ThawReport | None:
+    """Thaw what a guard that is gone left frozen: the guard's first act (`hold`: it then owns the state dir's records
+    for its life), and what `headroom up` does after its guard died. Skipped while another guard holds the records."""
+    if take_lock(Path(state_dir), hold) is False:
+        log.warning("a running guard holds %s: its freeze records are its own, not thawed here", state_dir)
+        return None
+    return thaw_and_log(state_dir)
 
 
 def state_dir_unvalidated(config: str | None, environ: Mapping[str, str] = os.environ) -> Path:

@@ -199,6 +199,28 @@ def test_a_guard_start_thaws_first_whatever_else_happens(tmp_path, how):
 
 
 @pytest.mark.kernel
+def test_thaw_all_leaves_a_running_guards_records_to_it_unless_forced(tmp_path):
+    need_freezer_root()
+    port = free_port()
+    conf = config(tmp_path, port=port)
+    guard = subprocess.Popen(headroom_cmd("guard", "--config", str(conf)), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    grower, outs = start_counter(tmp_path, "grower")
+    try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 30, what="the guard")
+        killed_guard(tmp_path / "state", grower.pid)  # a record in the state dir the running guard owns
+        refused = run_headroom("thaw", "--all", "--config", str(conf))
+        assert refused.returncode == 1 and "a running guard holds" in refused.stderr, refused.stdout + refused.stderr
+        assert not counting(outs[0]), "thawed behind a running guard's back"
+        forced = run_headroom("thaw", "--all", "--force", "--config", str(conf))
+        assert forced.returncode == 0 and counting(outs[0]), forced.stdout + forced.stderr
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        guard.wait(timeout=30)
+        stop(grower)
+
+
+@pytest.mark.kernel
 def test_the_units_exec_stop_post_thaws_with_only_the_units_capabilities(tmp_path):
     need_freezer_root()
     need(shutil.which("setpriv") is not None, "setpriv (util-linux)")
