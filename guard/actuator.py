@@ -161,7 +161,8 @@ class Reconciler:
             self._failed(now)
         return [ActionEvent(action, outcome.result, outcome.detail)]
 
-    def reconcile(self, desired: Desired, maintenance: Maintenance, now: float, urgent: bool = False) -> list[ActionEvent]:
+    def reconcile(self, desired: Desired, maintenance: Maintenance, now: float,
+                  urgent: bool = False) -> list[ActionEvent]:
         """Zero or more action events; idempotent: nothing is sent when the worker already agrees. An `urgent` wish
         (the fast path's free) is sent at once, whatever the backoff after earlier failures says."""
         want_maint = maintenance.on

@@ -139,8 +139,8 @@ async def lifespan(app: FastAPI):
                           id="tick")
         scheduler.add_job(_retry_store, "interval", args=[deps.manager.store], seconds=STORE_RETRY_SECONDS, id="store")
         if deps.manager.fastpath is None:  # no freezer to retry a refused thaw: the records are retried from the file
-            scheduler.add_job(_retry_thaws, "interval", args=[deps.manager.store.path.parent], seconds=THAW_RETRY_SECONDS,
-                              id="thaw")
+            scheduler.add_job(_retry_thaws, "interval", args=[deps.manager.store.path.parent],
+                              seconds=THAW_RETRY_SECONDS, id="thaw")
         _safe_tick(deps.manager)  # first observation before serving, so /readyz is meaningful at once
         scheduler.start()
     try:

@@ -146,7 +146,7 @@ class FastPath:
 
     def stuck_seconds(self) -> float:
         """How long since the fast path last finished a look (0 while it keeps looking): a look that blocks (a /proc
-        read on a process stuck in the kernel, a lock) grows this, and /readyz and the watchdog turn it into a restart."""
+        read on a process stuck in the kernel, a lock) grows this; /readyz and the watchdog turn it into a restart."""
         if self.thread is None:
             return 0.0
         age = time.monotonic() - self.looked_at

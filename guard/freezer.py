@@ -68,7 +68,8 @@ class Freezer(ThawMixin):
         self.lock = threading.RLock()
         self._frozen: dict[int, FrozenProcess] = {}
         self._view: tuple[FrozenProcess, ...] = ()  # what readers see: replaced whole, read without the lock
-        self._thaw_failed: dict[int, tuple[str, float, str, str, bool]] = {}  # pid -> (error, retry at, outcome, reason, verify)
+        # pid -> (error, retry at on the monotonic clock, outcome, reason, verify) of a thaw the kernel refused
+        self._thaw_failed: dict[int, tuple[str, float, str, str, bool]] = {}
         self.thaw_failures = 0  # refused thaws since start (headroom_guard_thaw_failures_total)
         self._terminating: dict[int, tuple[FrozenProcess, float]] = {}  # pid -> (record, SIGKILL deadline)
         self.outcomes: Counter = Counter({name: 0 for name in OUTCOMES})

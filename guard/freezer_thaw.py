@@ -55,7 +55,8 @@ class ThawMixin:
             self._frozen[fp.pid] = replace(fp, members=result.left)
             self._persist()
         if first:
-            log.error("could not thaw %s (%d): %s; the record is kept and the thaw retried", fp.comm, fp.pid, result.error)
+            log.error("could not thaw %s (%d): %s; the record is kept and the thaw retried", fp.comm, fp.pid,
+                      result.error)
             self._note("thaw", f"could not thaw {fp.comm} ({fp.pid}): {result.error}; kept frozen in the records and "
                                f"retried every {THAW_RETRY_SECONDS:g} s (`headroom thaw --all` also retries)",
                        {**fp.to_json(), "outcome": "thaw_failed", "error": result.error})
@@ -146,7 +147,8 @@ class ThawMixin:
                     self.store.set(STORE_KEY, [])
             for fp in records.values():
                 try:
-                    self.thaw(fp.pid, "recovered at start: a previous guard froze it and stopped", "recovered", verify=True)
+                    self.thaw(fp.pid, "recovered at start: a previous guard froze it and stopped", "recovered",
+                              verify=True)
                 except Exception:  # noqa: BLE001 one bad record never stops the recovery of the others
                     log.exception("recovering %s (%d) failed", fp.comm, fp.pid)
         return list(records.values())

@@ -80,7 +80,8 @@ def _freezer(manager, view):
         ended.add_metric([outcome], count)
     yield ended
     yield CounterMetricFamily(P + "thaw_failures", "Thaws the kernel refused (EPERM, EROFS): the record is kept and "
-                              "retried; HeadroomGuardFrozenLong fires.", value=freezer.thaw_failures if freezer is not None else 0)
+                              "retried; HeadroomGuardFrozenLong fires.",
+                              value=freezer.thaw_failures if freezer is not None else 0)
 
 
 def _store(manager, view):

@@ -19,7 +19,9 @@ def build_freeze_router(auth) -> APIRouter:
         """Processes the guard froze (pid, method, cgroup, reason, how long), and how past freezes ended."""
         return frozen_view(request.app.state.manager)
 
-    @router.post("/v1/frozen/{pid}/thaw", dependencies=[Depends(auth)], responses={404: {"description": "not frozen by the guard"}, 503: {"description": "the kernel refused the thaw"}})
+    @router.post("/v1/frozen/{pid}/thaw", dependencies=[Depends(auth)],
+                 responses={404: {"description": "not frozen by the guard"},
+                            503: {"description": "the kernel refused the thaw (it is retried every second)"}})
     async def thaw(pid: Pid, request: Request) -> dict:
         """Thaw a process the guard froze; it is then never frozen again (a person decided). 404 when it is not frozen."""
         manager = request.app.state.manager

@@ -22,7 +22,7 @@ class Release:
     """What thawing one record did: `error` is None when nothing it names is left stopped by the guard."""
 
     error: str | None = None
-    left: tuple[Member, ...] = ()  # the members still to resume (a refused SIGCONT), or all of them (a refused cgroup write)
+    left: tuple[Member, ...] = ()  # still to resume: after a refused SIGCONT those, after a refused cgroup write all
     note: str = ""  # "thawed", or why nothing was done (gone, another boot, not the recorded processes)
 
 

@@ -140,4 +140,5 @@ time.sleep(600)
 
 def run_guard(state, arg) -> subprocess.Popen:
     """The stand-in guard on `state`: `arg` is a pid, pids joined by commas, or "recover"."""
-    return subprocess.Popen([sys.executable, "-c", GUARD, str(state), str(arg)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", GUARD, str(state), str(arg)], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True)

@@ -131,7 +131,7 @@ def test_a_refused_thaw_keeps_its_record_while_the_others_thaw(tmp_path, where):
 
 
 def refused_inside_a_running_guard(conf: Path, port: int) -> None:
-    """A real guard without CAP_KILL: it recovers at start, keeps retrying the refused one, shows it, keeps it at exit."""
+    """A real guard without CAP_KILL: it recovers at start, retries the refused one, shows it, and keeps it at exit."""
     guard = subprocess.Popen([*SETPRIV_NO_CAPS, *headroom_cmd("guard", "--config", str(conf))], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
