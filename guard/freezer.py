@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from guard import cgroupctl, frozenfile, thawing
-from guard.freezer_thaw import STORE_KEY, ThawMixin
+from guard import cgroupctl, frozenfile
+from guard.freezer_thaw import STORE_KEY, ThawMixin  # noqa: F401 STORE_KEY: where older guards kept the records
 from guard.procinfo import read_stat
 from guard.victim import Candidate, Chooser
 
@@ -180,7 +180,7 @@ class Freezer(ThawMixin):
         """SIGTERM while still stopped (delivered at once on thaw), then thaw so it can act on it; SIGKILL later."""
         for pid, start in fp.members:
             self._signal_if_same(pid, start, signal.SIGTERM)
-        result = thawing.release(fp, self.procfs, self.cgroupfs)
+        result = self._release(fp)
         if result.error is None:
             self._forget(fp.pid)
         else:  # still frozen: kept and retried; the SIGKILL below comes after the grace all the same
