@@ -1,4 +1,4 @@
-"""The freezer: freeze the process the kernel would kill, record it in the store, thaw it, and never leave one frozen."""
+"""The freezer: freeze the process the kernel would kill, record it (frozen.json), thaw it, never leave one frozen."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +51,7 @@ class FrozenProcess:
 
 
 class Freezer(ThawMixin):
-    """Freezes, thaws and terminates; every freeze is recorded in the store before it happens, and removed after."""
+    """Freezes, thaws and terminates; every freeze is recorded in frozen.json before it happens, and removed after."""
 
     def __init__(self, settings, store, *, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup"),
                  clock: Callable[[], float] = time.time, protected_pids: Callable[[], set[int]] = set,
