@@ -113,9 +113,12 @@ def owned_cgroup(version: int, root: Path):
         directory.rmdir()
 
 
-def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, **settings) -> Freezer:
+def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, monotonic=None,
+                 **settings) -> Freezer:
+    """A freezer on a fresh state dir; `clock` (wall) also drives durations unless `monotonic` is given."""
     store = Store(tmp_path / "state")
-    return Freezer(GuardSettings(**settings), store, clock=clock, protected_pids=lambda: set(protected or ()))
+    return Freezer(GuardSettings(**settings), store, clock=clock, protected_pids=lambda: set(protected or ()),
+                   monotonic=monotonic)
 
 
 # A stand-in for the guard process: the real Freezer and Store on a state dir, freezing each pid it is given (one line

@@ -142,6 +142,25 @@ def test_on_no_room_thaw_lets_it_run_after_freeze_max_seconds(tmp_path):
 
 
 @pytest.mark.kernel
+def test_freeze_max_seconds_runs_on_the_monotonic_clock_not_the_wall_clock(tmp_path):
+    """An NTP step of an hour ends no freeze early; 20 s on the monotonic clock do."""
+    need_freezer_root()
+    wall, mono = [1000.0], [50.0]
+    grower, outs = start_counter(tmp_path, "grower")
+    try:
+        freezer = make_freezer(tmp_path, clock=lambda: wall[0], monotonic=lambda: mono[0], freeze_max_seconds=20)
+        assert freezer.freeze([grower.pid], "ram below the freeze threshold") is not None
+        wall[0] += 3600.0
+        mono[0] += 1.0
+        assert freezer.resolve_no_room() == [] and not counting(outs[0]), "a wall-clock step ended the freeze"
+        assert 0.9 < freezer.frozen_seconds(freezer.frozen()[0]) < 1.1
+        mono[0] += 19.0
+        assert [what for what, _ in freezer.resolve_no_room()] == ["thawed"] and counting(outs[0])
+    finally:
+        stop(grower)
+
+
+@pytest.mark.kernel
 @pytest.mark.parametrize("ignores_sigterm", [False, True])
 def test_on_no_room_terminate_sends_sigterm_then_sigkill(tmp_path, ignores_sigterm):
     need_freezer_root()
