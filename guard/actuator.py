@@ -217,10 +217,14 @@ class ActingThread:
         return self
 
     def submit(self, desired: Desired, maintenance: Maintenance, urgent: bool = False) -> None:
-        """The newest wish; `urgent` skips the reconciler's backoff, and a later wish for the same state stays urgent."""
+        """The newest wish; `urgent` skips the reconciler's backoff. An urgent wish still waiting is neither made routine
+        by a later wish for the same state nor undone by a milder routine one (a tick that has not seen the freeze)."""
         with self.cond:
             pending = self.wish
-            urgent = urgent or (pending is not None and pending[2] and pending[0].key() == desired.key())
+            if pending is not None and pending[2] and not urgent:
+                if desired.severity < pending[0].severity:
+                    return
+                urgent = pending[0].key() == desired.key()
             self.wish = (desired, maintenance, urgent)
             self.cond.notify()
 

@@ -177,10 +177,13 @@ def test_an_urgent_free_skips_the_retry_backoff(tmp_path):
         assert reconciler.reconcile(Desired("paused", reason="test"), Maintenance(), now)[0].result == "error"
     assert reconciler.next_attempt_at - time.time() > 10, "the backoff should be at its cap now"
     worker = contract_worker(port)
-    acting = ActingThread(reconciler, lambda events, at: None, read_every=0.25).start()
+    acting = ActingThread(reconciler, lambda events, at: None, read_every=0.25)
     try:
         acting.submit(Desired("freed", level=2, reason="test: freeze level"), Maintenance(), urgent=True)
+        acting.submit(Desired("running", reason="test: a tick that has not seen the freeze yet"), Maintenance())
+        acting.start()
         wait_for(lambda: any(p["state"] == "freed" for p in puts(port)), 3, what="the urgent free at the worker")
+        assert [p["state"] for p in puts(port)] == ["freed"], "a milder routine wish undid the urgent free"
     finally:
         acting.stop()
         reconciler.close()
