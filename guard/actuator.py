@@ -161,8 +161,10 @@ class Reconciler:
             self._failed(now)
         return [ActionEvent(action, outcome.result, outcome.detail)]
 
-    def reconcile(self, desired: Desired, maintenance: Maintenance, now: float) -> list[ActionEvent]:
-        """Zero or more action events; idempotent: nothing is sent when the worker already agrees."""
+    def reconcile(self, desired: Desired, maintenance: Maintenance, now: float,
+                  urgent: bool = False) -> list[ActionEvent]:
+        """Zero or more action events; idempotent: nothing is sent when the worker already agrees. An `urgent` wish
+        (the fast path's free) is sent at once, whatever the backoff after earlier failures says."""
         want_maint = maintenance.on
         have_maint = self.observed is not None and self.observed.maintenance.on
         state_ok = in_sync(self.observed, desired)
@@ -174,7 +176,7 @@ class Reconciler:
                 return []
             self.last_dry_key = key
             return [ActionEvent(f"set_{desired.state}", "dry_run", f"would set the worker to {desired.describe()} ({desired.reason})")]
-        if now < self.next_attempt_at:
+        if now < self.next_attempt_at and not urgent:
             return []
         events: list[ActionEvent] = []
         if want_maint != have_maint:
@@ -205,7 +207,7 @@ class ActingThread:
 
         self.reconciler, self.on_events, self.clock, self.read_every = reconciler, on_events, clock or time.time, read_every
         self.cond = threading.Condition()
-        self.wish: tuple[Desired, Maintenance] | None = None
+        self.wish: tuple[Desired, Maintenance, bool] | None = None  # (desired, maintenance, urgent)
         self.stopping = False
         self.busy_since: float | None = None  # when the call in flight began (None: idle)
         self.thread = threading.Thread(target=self._run, name="headroom-acting", daemon=True)
@@ -214,9 +216,16 @@ class ActingThread:
         self.thread.start()
         return self
 
-    def submit(self, desired: Desired, maintenance: Maintenance) -> None:
+    def submit(self, desired: Desired, maintenance: Maintenance, urgent: bool = False) -> None:
+        """The newest wish; `urgent` skips the reconciler's backoff. An urgent wish still waiting is neither made routine
+        by a later wish for the same state nor undone by a milder routine one (a tick that has not seen the freeze)."""
         with self.cond:
-            self.wish = (desired, maintenance)
+            pending = self.wish
+            if pending is not None and pending[2] and not urgent:
+                if desired.severity < pending[0].severity:
+                    return
+                urgent = pending[0].key() == desired.key()
+            self.wish = (desired, maintenance, urgent)
             self.cond.notify()
 
     def _run(self) -> None:
@@ -231,18 +240,18 @@ class ActingThread:
                     return
                 wish, self.wish = self.wish, None
             if wish is not None:
-                if self.reconciler.observed is None:  # know what the worker already has before changing it
+                if self.reconciler.observed is None and not wish[2]:  # know what the worker has (urgent: send first)
                     self.reconciler.read()
                 self._apply(*wish)
             if time.monotonic() - read_at >= self.read_every:  # a wish every tick must not starve the reads
                 self.reconciler.read()
                 read_at = time.monotonic()
 
-    def _apply(self, desired: Desired, maintenance: Maintenance) -> None:
+    def _apply(self, desired: Desired, maintenance: Maintenance, urgent: bool = False) -> None:
         now = self.clock()
         self.busy_since = now
         try:
-            events = self.reconciler.reconcile(desired, maintenance, now)
+            events = self.reconciler.reconcile(desired, maintenance, now, urgent)
         except Exception as err:  # a bug in one call must not end acting
             log.exception("reconcile failed")
             events = [ActionEvent(f"set_{desired.state}", "error", repr(err))]

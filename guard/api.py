@@ -19,7 +19,7 @@ from guard.manager import Manager
 from guard.leases import UnknownGpu, match_gpus, queue_order
 from guard.schemas import AlertmanagerWebhook, HeartbeatRequest, MaintenanceRequest, lease_request_model
 from guard.history import history_view
-from guard.views import headroom_view, lease_view, static_file, status_page
+from guard.views import fast_path_stuck, headroom_view, lease_view, static_file, status_page
 
 NOT_FOUND = {404: {"description": "no such lease"}}
 LONG_POLL_MAX = 25.0  # seconds one request may hold open (below common proxy timeouts)
@@ -114,6 +114,8 @@ def build_router(auth, settings) -> APIRouter:
     @router.get("/readyz", tags=["health"], responses={503: {"description": "not ready: signals stale or ticks stopped"}})
     async def readyz(manager: ManagerDep):
         store, view = manager.store.health_view(), manager.view
+        if (stuck := fast_path_stuck(manager)) is not None:  # the watchdog withholds its ping for the same reason
+            return JSONResponse({"ready": False, "reason": stuck, "store": store}, status_code=503)
         if view.decision.stale:
             return JSONResponse({"ready": False, "reason": "; ".join(view.decision.reasons), "store": store}, status_code=503)
         age = manager.clock() - view.snapshot.taken_at

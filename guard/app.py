@@ -20,6 +20,7 @@ from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store, StoreUnavailable
 from guard.types import Desired
+from guard.views import fast_path_stuck
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
 from headroom.dbfile import describe_error
@@ -27,6 +28,7 @@ from headroom.settings_base import base_url
 
 log = logging.getLogger("headroom.guard")
 STORE_RETRY_SECONDS = 2.0  # how often what waits in memory is written again while the store fails
+THAW_RETRY_SECONDS = 5.0  # without a fast path, how often a thaw the kernel refused is tried again from frozen.json
 
 
 @dataclass
@@ -83,6 +85,15 @@ def _retry_store(store: Store) -> None:
         log.exception("store retry failed")
 
 
+def _retry_thaws(state_dir) -> None:
+    """Without a fast path: thaw records a refused thaw left in frozen.json (a no-op when there are none)."""
+    from guard.frozenfile import records_path
+    from guard.recovery import thaw_and_log
+
+    if records_path(state_dir).exists() and records_path(state_dir).stat().st_size > 2:  # more than "[]"
+        thaw_and_log(state_dir)
+
+
 def build_protection(guard, manager: Manager):
     """(fast path, GPU freeze watch) over the configured domain and GPUs; None for what is disabled."""
     if not guard.fast_path:
@@ -93,9 +104,9 @@ def build_protection(guard, manager: Manager):
 
     freezer = Freezer(guard, manager.store, worker_pids=manager.worker_pids)
     for item in freezer.recover():  # always, even with freezing off now: a previous guard may have left some
-        log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
-    if not guard.freeze_enabled:
-        freezer = None
+        log.warning("recovered pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
+    # Kept with freezing off too: it freezes nothing then (freeze() checks freeze_enabled), but it retries a thaw the
+    # kernel refused at recovery, and /v1/frozen and /metrics show that record.
     fast = FastPath(guard, DomainReader(guard.memory_domain), manager, freezer, worker_bytes=manager.worker_pids.rss_bytes)
     return fast, build_gpu_watch(guard, manager, freezer)
 
@@ -141,6 +152,9 @@ async def lifespan(app: FastAPI):
         scheduler.add_job(_safe_tick, "interval", args=[deps.manager], seconds=deps.manager.settings.tick_seconds,
                           id="tick")
         scheduler.add_job(_retry_store, "interval", args=[deps.manager.store], seconds=STORE_RETRY_SECONDS, id="store")
+        if deps.manager.fastpath is None:  # no freezer to retry a refused thaw: the records are retried from the file
+            scheduler.add_job(_retry_thaws, "interval", args=[deps.manager.store.path.parent],
+                              seconds=THAW_RETRY_SECONDS, id="thaw")
         _safe_tick(deps.manager)  # first observation before serving, so /readyz is meaningful at once
         scheduler.start()
     try:
@@ -191,10 +205,13 @@ async def _store_error(request: Request, err: sqlite3.Error) -> JSONResponse:
 
 
 def serve(settings) -> None:
-    """Run the guard until SIGINT/SIGTERM."""
+    """Run the guard until SIGINT/SIGTERM. First of all, whatever the settings, thaw what a previous guard left frozen:
+    before the port, the store, the token or the worker's cgroup can fail (each of those ends the start)."""
+    from guard.recovery import recover_at_start
     from headroom.serving import bind, make_server
 
+    recover_at_start(settings.state_dir, hold=True)
     sock = bind(settings.guard.listen, "guard")
     app = create_app(settings)
     log.info("guard listening on http://%s", settings.guard.listen)
-    make_server(app).run(sockets=[sock])
+    make_server(app, healthy=lambda: fast_path_stuck(app.state.manager) is None).run(sockets=[sock])

@@ -24,9 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--events", type=int, default=10, metavar="N", help="recent events to show (default 10)")
     status.add_argument("--watch", action="store_true", help="a live view in the terminal, redrawn every --interval; Ctrl-C ends it")
     status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--watch refresh period (default 2)")
-    thaw = subparsers.add_parser("thaw", help="thaw a process the guard froze (it is then never frozen again)")
+    thaw = subparsers.add_parser("thaw", help="thaw a process the guard froze (it is then never frozen again), or with "
+                                 "--all every recorded freeze, with no guard running")
     client_command(thaw, _thaw)
-    thaw.add_argument("pid", type=int, help="the frozen process's pid (`headroom status` lists them)")
+    thaw.add_argument("pid", type=int, nargs="?", help="the frozen process's pid (`headroom status` lists them)")
+    thaw.add_argument("--all", action="store_true", help="thaw everything the state dir's frozen.json records, without "
+                      "asking a guard (the guard unit's ExecStopPost=); exit 1 while one stays frozen")
+    thaw.add_argument("--force", action="store_true", help="with --all: thaw even while a guard holds the records "
+                      "(a guard that hangs)")
     thaw.add_argument("--url", help="guard base URL (default: from [guard] listen)")
 
 
@@ -127,19 +132,31 @@ def frozen_lines(frozen: dict) -> list[str]:
         lines.append(f"FROZEN: pid {p['pid']} {p['comm']} ({format_size(p['rss_bytes'])}) by {p['method']} for "
                      f"{p['frozen_seconds']:.1f} s, {frozen['on_no_room']} in {p['no_room_in_seconds']:.0f} s "
                      f"unless room is made: {p['reason']}  (`headroom thaw {p['pid']}` thaws it now)")
+        if p.get("thaw_error"):
+            lines.append(f"  THAW REFUSED for pid {p['pid']}: {p['thaw_error']} (retried every second)")
     return lines
 
 
 def _thaw(args: argparse.Namespace, settings) -> int:
     import httpx
 
+    if args.all == (args.pid is not None):
+        raise HeadroomError("thaw: give either a pid or --all", EXIT_CONFIG)
+    if args.all:
+        return thaw_all(settings.state_dir, args.force)
+
     base = base_url(settings.guard.listen, args.url)
-    token = settings.guard.token or read_token(settings.state_dir)
+    token, token_from = token_source(settings.state_dir, settings.guard.token or None)
+    found = getattr(args, "found", None)
+    tried = "--url" if args.url else f"[guard] listen from {found.how if found else 'the configuration'}"
     try:
         with httpx.Client(base_url=base, timeout=10.0, headers=bearer_headers(token)) as client:
             response = client.post(f"/v1/frozen/{args.pid}/thaw")
     except httpx.HTTPError as err:
-        raise HeadroomError(f"cannot reach the guard at {base}: {err} (is `headroom guard` running?)", EXIT_UNREACHABLE) from None
+        raise HeadroomError(f"cannot reach the guard at {base} ({tried}): {err} (is `headroom guard` running?)",
+                            EXIT_UNREACHABLE) from None
+    if response.status_code == 401:
+        raise HeadroomError(f"the guard at {base} refused the token ({token_from})", EXIT_CONFIG)
     if response.status_code == 200:
         print(f"thawed {args.pid}")
         return 0
@@ -162,4 +179,27 @@ def _status(args: argparse.Namespace, settings) -> int:
     if running and running.get("guard_url") == base:
         status["up_worker"] = running.get("worker")
     print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0
+
+
+def thaw_all(state_dir, force: bool = False) -> int:
+    """`headroom thaw --all`: the records in the state dir, thawed here (no guard needed); exit 1 while one is refused,
+    or while a running guard holds them (it thaws its own; `--force` for one that hangs)."""
+    from guard.frozenfile import take_lock
+    from guard.recovery import thaw_recorded
+
+    if not force and take_lock(state_dir, hold=False) is False:
+        raise HeadroomError(f"a running guard holds the freeze records in {state_dir}: `headroom thaw PID` asks it, "
+                            "stopping it thaws everything, `headroom thaw --all --force` thaws without it", EXIT_NO)
+    try:
+        report = thaw_recorded(state_dir)
+    except OSError as err:
+        raise HeadroomError(f"cannot read the freeze records in {state_dir}: {err}", EXIT_NO) from None
+    for line in report.lines():
+        print(line)
+    if report.failed:
+        raise HeadroomError(f"{len(report.failed)} recorded freeze(s) could not be thawed; their records are kept "
+                            "(run `headroom thaw --all` again with the rights to signal them)", EXIT_NO)
+    if not report.lines():
+        print("nothing recorded as frozen")
     return 0

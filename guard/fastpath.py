@@ -118,6 +118,8 @@ class FastPath:
         self.steps = Histogram(GAP_BUCKETS)  # how long one look (and what it did: a freeze, a thaw) took
         self.max_gap_ratio = 0.0  # the worst gap relative to the interval planned for it
         self.wakeups = 0
+        self.step_started: float | None = None  # monotonic start of the look in progress (None between looks)
+        self.looked_at = time.monotonic()  # monotonic end of the last look: /readyz and the watchdog read its age
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -130,15 +132,25 @@ class FastPath:
         _raise_priority()
         while not self._stop.is_set():
             started = time.perf_counter()
+            self.step_started = time.monotonic()
             try:
                 self.step()
                 planned = self.interval
             except Exception:  # one bad look must not end protection
                 log.exception("fast path step failed")
                 planned = self.settings.tick_seconds
+            self.looked_at, self.step_started = time.monotonic(), None
             self.steps.observe(time.perf_counter() - started)
             if self.waker.wait(planned):
                 self.wakeups += 1
+
+    def stuck_seconds(self) -> float:
+        """How long since the fast path last finished a look (0 while it keeps looking): a look that blocks (a /proc
+        read on a process stuck in the kernel, a lock) grows this; /readyz and the watchdog turn it into a restart."""
+        if self.thread is None:
+            return 0.0
+        age = time.monotonic() - self.looked_at
+        return age if age > self.settings.tick_seconds + 1.0 or not self.thread.is_alive() else 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -183,6 +195,7 @@ class FastPath:
             return  # this crossing is handled; freeze another only if the domain keeps falling
         crossed = crossing_time(prev, obs, th.freeze)
         reason = f"{format_size(obs.available_bytes)} available <= freeze threshold {format_size(th.freeze)}"
+        self.free_now(Desired("freed", level=2, reason=f"freeze level: {reason}"))
         frozen = None
         if self.freezer is not None and not self.settings.dry_run:
             frozen = self.freezer.freeze(self.reader.pids(), reason, obs.taken_at)
@@ -200,6 +213,12 @@ class FastPath:
         self.manager.protect(Desired("freed", level=2, reason=f"freeze level: {reason}"),
                             f"fast path: {what}; freeing the worker ({reason}); reaction {1000 * (done - crossed):.0f} ms",
                             {"crossed_at": crossed, "acted_at": done, "pid": frozen.pid if frozen else None})
+
+    def free_now(self, desired: Desired) -> None:
+        """The worker's free goes out first: before the freeze is chosen, recorded or confirmed, past any backoff."""
+        acting = getattr(self.manager, "acting", None)
+        if acting is not None:
+            acting.submit(desired, self.manager.maintenance, urgent=True)
 
     def recover(self, obs: DomainObs, th: FastThresholds) -> None:
         """Thaw as soon as the domain is back above the pause threshold; end the episode once the cause is gone."""

@@ -1,8 +1,7 @@
-"""The freezer: freeze the process the kernel would kill, record it in the store, thaw it, and never leave one frozen."""
+"""The freezer: freeze the process the kernel would kill, record it (frozen.json), thaw it, never leave one frozen."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -13,12 +12,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from guard import cgroupctl
+from guard import cgroupctl, frozenfile
+from guard.freezer_thaw import STORE_KEY, ThawMixin  # noqa: F401 STORE_KEY: where older guards kept the records
 from guard.procinfo import read_stat
 from guard.victim import Candidate, Chooser
 
 log = logging.getLogger("headroom.guard.freezer")
-STORE_KEY = "freezer.frozen"  # what a guard killed mid-freeze left frozen: its successor thaws it at start
 # How a freeze ended (headroom_guard_freezes_total{outcome}); "failed" is a freeze the kernel refused.
 OUTCOMES = ("thawed", "manual", "no_room_thawed", "terminated", "recovered", "shutdown", "failed")
 
@@ -37,6 +36,8 @@ class FrozenProcess:
     members: tuple[tuple[int, int], ...] = ()  # (pid, start_ticks) of every process stopped with it
     pgid: int = 0  # the process group stopped as a whole (sigstop), 0 when only members were signalled
     score: int = 0  # its oom_score (or GPU bytes) when chosen
+    frozen_boot: float | None = None  # CLOCK_BOOTTIME seconds when recorded: how long it is frozen (freeze_max_seconds)
+    boot_id: str = ""  # the boot it was frozen in: a record from another boot names nothing that still exists
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -49,18 +50,27 @@ class FrozenProcess:
         return cls(**values)
 
 
-class Freezer:
-    """Freezes, thaws and terminates; every freeze is recorded in the store before it happens, and removed after."""
+class Freezer(ThawMixin):
+    """Freezes, thaws and terminates; every freeze is recorded in frozen.json before it happens, and removed after."""
 
     def __init__(self, settings, store, *, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup"),
                  clock: Callable[[], float] = time.time, protected_pids: Callable[[], set[int]] = set,
-                 worker_pids: Callable[[], set[int]] = set):
+                 worker_pids: Callable[[], set[int]] = set, records: Path | None = None,
+                 monotonic: Callable[[], float] | None = None):
         self.settings, self.store, self.procfs, self.cgroupfs, self.clock = settings, store, procfs, cgroupfs, clock
+        # Durations run on CLOCK_BOOTTIME (a wall-clock step never ends a freeze early); a test's fake clock drives both.
+        self.monotonic = monotonic or (frozenfile.boottime if clock is time.time else clock)
+        self.records = records or frozenfile.records_path(Path(store.path).parent)
+        self.boot_id = frozenfile.boot_id()
         self.protected_pids, self.worker_pids = protected_pids, worker_pids
         self.chooser = Chooser(settings.freeze_protect, settings.freeze_protect_headroom, settings.freeze_method,
                                procfs, cgroupfs)
         self.lock = threading.RLock()
         self._frozen: dict[int, FrozenProcess] = {}
+        self._view: tuple[FrozenProcess, ...] = ()  # what readers see: replaced whole, read without the lock
+        # pid -> (error, retry at on the monotonic clock, outcome, reason, verify) of a thaw the kernel refused
+        self._thaw_failed: dict[int, tuple[str, float, str, str, bool]] = {}
+        self.thaw_failures = 0  # refused thaws since start (headroom_guard_thaw_failures_total)
         self._terminating: dict[int, tuple[FrozenProcess, float]] = {}  # pid -> (record, SIGKILL deadline)
         self.outcomes: Counter = Counter({name: 0 for name in OUTCOMES})
         # Thawed by hand or by on_no_room = thaw: the person or the kernel decides now, so it is never frozen again.
@@ -134,91 +144,35 @@ class Freezer:
             return str(err)
         return None
 
-    # --- thawing ------------------------------------------------------------------------------
-    def thaw(self, pid: int, reason: str, outcome: str = "manual") -> bool:
-        """Thaw one frozen process (and what was stopped with it); False when the freezer did not freeze it."""
-        with self.lock:
-            fp = self._frozen.get(pid)
-            if fp is None:
-                return False
-            self._release(fp)
-            self._forget(pid)
-            self.outcomes[outcome] += 1
-            if outcome in ("manual", "no_room_thawed"):
-                self._exempt.update(dict(fp.members) or {fp.pid: 0})
-            self._note("thaw", f"thawed {fp.comm} ({fp.pid}) after {self.clock() - fp.frozen_at:.1f} s: {reason}",
-                                 {**fp.to_json(), "outcome": outcome})
-            log.warning("thawed %s (%d): %s", fp.comm, fp.pid, reason)
-            return True
-
-    def thaw_all(self, reason: str, outcome: str = "thawed") -> list[FrozenProcess]:
-        with self.lock:
-            done = [fp for fp in list(self._frozen.values()) if self.thaw(fp.pid, reason, outcome)]
-        return done
-
-    def _release(self, fp: FrozenProcess) -> None:
-        """SIGCONT only the very processes that were stopped (pid and start time match); thaw the cgroup."""
-        if fp.cgroup is not None:
-            cg = cgroupctl.freezer_of(self.cgroupfs, fp.cgroup, 2 if fp.method == "cgroup-v2" else 1)
-            if cg is not None:
-                cgroupctl.thaw(cg)
-            return
-        for pid, start in fp.members:
-            self._signal_if_same(pid, start, signal.SIGCONT)
-
-    def _signal_if_same(self, pid: int, start_ticks: int, sig: int) -> bool:
-        stat = read_stat(pid, self.procfs)
-        if stat is None or stat.start_ticks != start_ticks or stat.state in ("Z", "X"):
-            return False  # gone (or dead, not yet reaped), or the pid now belongs to another process
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-            return True
-        return False
-
-    def _forget(self, pid: int) -> None:
-        self._frozen.pop(pid, None)
-        self._persist()
-
-    def _persist(self) -> None:
-        try:
-            self.store.set(STORE_KEY, [fp.to_json() for fp in self._frozen.values()])
-        except Exception as err:  # noqa: BLE001 a closed or failing store must never stop a thaw; a stale record is harmless
-            log.warning("could not record the frozen processes: %s", err)
-
     def _note(self, kind: str, message: str, data: dict, at: float | None = None) -> None:
         try:
             self.store.add_event(kind, message, data, at=at)
         except Exception as err:  # noqa: BLE001 the same: recording never blocks freezing or thawing
             log.warning("could not record the event %r: %s", message, err)
 
-    # --- views --------------------------------------------------------------------------------
-    def frozen(self) -> tuple[FrozenProcess, ...]:
-        with self.lock:
-            return tuple(sorted(self._frozen.values(), key=lambda fp: fp.frozen_at))
-
-    def expired(self, now: float) -> list[FrozenProcess]:
-        return [fp for fp in self.frozen() if now - fp.frozen_at >= self.settings.freeze_max_seconds]
-
     # --- no room ------------------------------------------------------------------------------
-    def resolve_no_room(self, now: float) -> list[tuple[str, FrozenProcess]]:
-        """on_no_room for freezes past freeze_max_seconds, then SIGKILL terminations past their grace; what it did."""
+    def resolve_no_room(self, now: float | None = None) -> list[tuple[str, FrozenProcess]]:
+        """Retry refused thaws; on_no_room for freezes past freeze_max_seconds, then SIGKILL terminations past their
+        grace; what it did. Every duration is on the monotonic clock (`now` is no longer read)."""
         done: list[tuple[str, FrozenProcess]] = []
+        self.retry_thaws()
         with self.lock:
+            mono = self.monotonic()
             for pid, (fp, deadline) in list(self._terminating.items()):
-                if now >= deadline or not self._alive(fp):
+                if mono >= deadline or not self._alive(fp):
                     killed = [p for p, start in fp.members if self._signal_if_same(p, start, signal.SIGKILL)]
                     del self._terminating[pid]
                     self.outcomes["terminated"] += 1
                     how = f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s" if killed else "exited on SIGTERM"
                     self._note("thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"})
                     done.append(("sigkill" if killed else "exited", fp))
-            for fp in self.expired(now):
-                waited = f"no room after {now - fp.frozen_at:.1f} s frozen"
+            for fp in self.expired():
+                waited = f"no room after {self.frozen_seconds(fp):.1f} s frozen"
                 if self.settings.on_no_room == "thaw":
                     self.thaw(fp.pid, waited + " (on_no_room = thaw: the kernel decides)", "no_room_thawed")
                     done.append(("thawed", fp))
                 else:
-                    self._terminate(fp, now, waited)
+                    self._terminate(fp, mono, waited)
                     done.append(("sigterm", fp))
         return done
 
@@ -226,8 +180,11 @@ class Freezer:
         """SIGTERM while still stopped (delivered at once on thaw), then thaw so it can act on it; SIGKILL later."""
         for pid, start in fp.members:
             self._signal_if_same(pid, start, signal.SIGTERM)
-        self._release(fp)
-        self._forget(fp.pid)
+        result = self._release(fp)
+        if result.error is None:
+            self._forget(fp.pid)
+        else:  # still frozen: kept and retried; the SIGKILL below comes after the grace all the same
+            self._keep_failed(fp, result, "thawed", why + " (thawed to act on SIGTERM)", False)
         self._terminating[fp.pid] = (fp, now + self.settings.freeze_terminate_grace_seconds)
         self._note("thaw", f"terminating {fp.comm} ({fp.pid}): {why} (on_no_room = terminate: SIGTERM, "
                              f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s)", {**fp.to_json(), "outcome": "sigterm"})
@@ -239,21 +196,3 @@ class Freezer:
             if stat is not None and stat.start_ticks == start and stat.state not in ("Z", "X"):
                 return True
         return False
-
-    # --- start and stop -----------------------------------------------------------------------
-    def recover(self) -> list[FrozenProcess]:
-        """At start: thaw everything a previous guard recorded as frozen (it was stopped or killed mid-freeze)."""
-        with self.lock:
-            records = [FrozenProcess.from_json(item) for item in self.store.get(STORE_KEY, []) or []]
-            for fp in records:
-                self._frozen[fp.pid] = fp
-            for fp in records:
-                self.thaw(fp.pid, "recovered at start: a previous guard froze it and stopped", "recovered")
-            self._persist()
-        return records
-
-    def close(self) -> None:
-        """On guard shutdown: thaw everything. A termination in progress already has its SIGTERM and is not frozen."""
-        with self.lock:
-            self.thaw_all("the guard is stopping", "shutdown")
-            self._terminating.clear()

@@ -71,7 +71,7 @@ def _freezer(manager, view):
     outcomes = freezer.outcomes if freezer is not None else dict.fromkeys(OUTCOMES, 0)
     yield GaugeMetricFamily(P + "frozen", "Processes the guard holds frozen now (each with what was stopped with it).",
                             value=len(frozen))
-    oldest = max((freezer.clock() - fp.frozen_at for fp in frozen), default=0.0)
+    oldest = max((freezer.frozen_seconds(fp) for fp in frozen), default=0.0)
     yield GaugeMetricFamily(P + "frozen_longest_seconds", "How long the longest-frozen process has been frozen (0: none).",
                             value=oldest)
     ended = CounterMetricFamily(P + "freezes", "Freezes by how they ended: thawed (room made), manual, no_room_thawed, "
@@ -79,6 +79,9 @@ def _freezer(manager, view):
     for outcome, count in sorted(outcomes.items()):
         ended.add_metric([outcome], count)
     yield ended
+    yield CounterMetricFamily(P + "thaw_failures", "Thaws the kernel refused (EPERM, EROFS): the record is kept and "
+                              "retried; HeadroomGuardFrozenLong fires.",
+                              value=freezer.thaw_failures if freezer is not None else 0)
 
 
 def _store(manager, view):

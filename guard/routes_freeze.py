@@ -19,12 +19,17 @@ def build_freeze_router(auth) -> APIRouter:
         """Processes the guard froze (pid, method, cgroup, reason, how long), and how past freezes ended."""
         return frozen_view(request.app.state.manager)
 
-    @router.post("/v1/frozen/{pid}/thaw", dependencies=[Depends(auth)], responses={404: {"description": "not frozen by the guard"}})
+    @router.post("/v1/frozen/{pid}/thaw", dependencies=[Depends(auth)],
+                 responses={404: {"description": "not frozen by the guard"},
+                            503: {"description": "the kernel refused the thaw (it is retried every second)"}})
     async def thaw(pid: Pid, request: Request) -> dict:
         """Thaw a process the guard froze; it is then never frozen again (a person decided). 404 when it is not frozen."""
         manager = request.app.state.manager
         freezer = freezer_of(manager)
         if freezer is None or not freezer.thaw(pid, "thawed by hand (API)", "manual"):
+            if freezer is not None and (error := freezer.thaw_error(pid)) is not None:
+                raise HTTPException(503, detail=f"pid {pid} is still frozen: the kernel refused the thaw ({error}); "
+                                                "the guard retries it every second")
             raise HTTPException(404, detail=[{"loc": ["path", "pid"], "msg": f"pid {pid} is not frozen by the guard",
                                               "type": "value_error"}])
         return {"thawed": pid, "frozen": frozen_view(manager)}

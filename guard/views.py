@@ -48,17 +48,26 @@ def freezer_of(manager):
     return found if found is not None else getattr(getattr(manager, "fastpath", None), "freezer", None)
 
 
+def fast_path_stuck(manager) -> str | None:
+    """Why the fast path counts as stuck (no look finished for longer than stale_after_seconds), or None."""
+    fast = getattr(manager, "fastpath", None)
+    stuck = fast.stuck_seconds() if fast is not None else 0.0
+    if stuck > manager.settings.stale_after_seconds:
+        return f"the fast path has not finished a look for {stuck:.1f} s (stuck: a blocked read or lock)"
+    return None
+
+
 def frozen_view(manager) -> dict:
     """What the freezer holds frozen now and how its freezes ended; the same view for the API, page, CLI and --watch."""
     freezer = freezer_of(manager)
     settings = manager.settings
     if freezer is None:
         return {"enabled": False, "processes": [], "outcomes": {}}
-    now = freezer.clock()
     processes = [{"pid": fp.pid, "comm": fp.comm, "method": fp.method, "cgroup": fp.cgroup, "reason": fp.reason,
-                  "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(now - fp.frozen_at, 3),
-                  "no_room_in_seconds": round(max(0.0, fp.frozen_at + settings.freeze_max_seconds - now), 3),
-                  "members": [pid for pid, _ in fp.members]} for fp in freezer.frozen()]
+                  "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(seconds, 3),
+                  "no_room_in_seconds": round(max(0.0, settings.freeze_max_seconds - seconds), 3),
+                  "thaw_error": freezer.thaw_error(fp.pid), "members": [pid for pid, _ in fp.members]}
+                 for fp, seconds in ((fp, freezer.frozen_seconds(fp)) for fp in freezer.frozen())]
     return {"enabled": settings.freeze_enabled, "on_no_room": settings.on_no_room,
             "freeze_max_seconds": settings.freeze_max_seconds, "processes": processes, "outcomes": dict(freezer.outcomes)}
 

@@ -84,10 +84,30 @@ def _settings(args: argparse.Namespace):
     return load_settings(args.config, **({server.name: given} if given else {}))
 
 
+def _thaws_first(args: argparse.Namespace) -> bool:
+    """`headroom guard` and `headroom thaw --all` thaw the freeze records even when the configuration is invalid."""
+    server = getattr(args, "server", None)
+    return (server is not None and server.name == "guard") or (args.command == "thaw" and getattr(args, "all", False))
+
+
+def _settings_or_thaw(args: argparse.Namespace):
+    """The settings; when they are invalid, a guard's records are thawed first (nothing may stay frozen because a
+    config edit broke the restart), then the error ends the command as usual."""
+    try:
+        return _settings(args)
+    except HeadroomError:
+        if _thaws_first(args):
+            from guard.recovery import recover_at_start, state_dir_unvalidated
+
+            setup_logging("warning")
+            recover_at_start(state_dir_unvalidated(args.config))
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = args.func(args, _settings(args)) if getattr(args, "with_settings", False) else args.func(args)
+        result = args.func(args, _settings_or_thaw(args)) if getattr(args, "with_settings", False) else args.func(args)
     except HeadroomError as err:
         print(f"headroom: {err}", file=sys.stderr)
         return err.exit_code

@@ -55,6 +55,6 @@ def start_watchdog(healthy: Callable[[], bool] = lambda: True, environ=os.enviro
     return stop
 
 
-def ready(status: str = "", environ=os.environ) -> None:
+def ready(status: str = "", environ=os.environ, healthy: Callable[[], bool] = lambda: True) -> None:
     notify("READY=1" + (f"\nSTATUS={status}" if status else ""), environ)
-    start_watchdog(environ=environ)
+    start_watchdog(healthy, environ=environ)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Callable
 
 from headroom import sdnotify
 from headroom.errors import EXIT_BIND, HeadroomError
@@ -28,15 +29,17 @@ def bind(listen: str, part: str) -> socket.socket:
     return sock
 
 
-def make_server(app, log_level: str = "warning", access_log: bool = False, graceful_seconds: float = 10):
-    """A uvicorn.Server that tells systemd READY=1 once it accepts connections (and pings the watchdog)."""
+def make_server(app, log_level: str = "warning", access_log: bool = False, graceful_seconds: float = 10,
+                healthy: Callable[[], bool] = lambda: True):
+    """A uvicorn.Server that tells systemd READY=1 once it accepts connections, and pings the watchdog while
+    `healthy()` (a part whose own loop hangs stops the pings, and systemd restarts it)."""
     import uvicorn
 
     class NotifyingServer(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
-                sdnotify.ready()
+                sdnotify.ready(healthy=healthy)
 
         async def shutdown(self, sockets=None) -> None:
             sdnotify.notify("STOPPING=1")

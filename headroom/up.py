@@ -18,6 +18,7 @@ from headroom.settings_base import base_url
 
 log = logging.getLogger("headroom.up")
 WORKER_URL_ENV = "HEADROOM_GUARD__WORKER_URL"
+GUARD_RESTARTS, GUARD_RESTART_WINDOW = 5, 60.0  # a guard that dies is started again, at most this often
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,11 +95,23 @@ def _worker_failed(child: subprocess.Popen, logger: WorkerLog | None) -> str:
     return why
 
 
+def thaw_left_frozen(settings, why: str) -> None:
+    """Thaw whatever a guard that is gone left recorded as frozen (`headroom thaw --all`, in-process)."""
+    from guard.recovery import recover_at_start
+
+    report = recover_at_start(settings.state_dir)  # logs one line per record
+    if report is not None and report.lines():
+        log.warning("%s: thawed what the guard had recorded as frozen", why)
+
+
 def _up(args: argparse.Namespace, settings) -> int:
-    """Start each part with the same --config; `settings` were validated whole before anything starts."""
+    """Start each part with the same --config; `settings` were validated whole before anything starts. A guard that
+    dies is thawed after and started again (at most GUARD_RESTARTS times in GUARD_RESTART_WINDOW seconds); a worker
+    that fails leaves protection up; any other part that exits stops them all."""
     from headroom.discover import remove_pointer, write_pointer
 
     setup_logging(settings.log_level)
+    restarts: list[float] = []
     stopping = False
 
     def stop(signum, _frame):
@@ -124,6 +137,14 @@ def _up(args: argparse.Namespace, settings) -> int:
                     write_pointer(_pointer(args, settings, worker))
                     del children[part]
                     continue
+                if part == "guard" and not stopping:
+                    thaw_left_frozen(settings, f"the guard exited with status {child.returncode}")
+                    now = time.monotonic()
+                    restarts = [t for t in restarts if now - t < GUARD_RESTART_WINDOW] + [now]
+                    if len(restarts) <= GUARD_RESTARTS:
+                        log.error("the guard exited with status %s; starting it again", child.returncode)
+                        children[part], _ = _start(part, args, settings, parts)
+                        break
                 log.error("%s exited with status %s; stopping the others", part, child.returncode)
                 code = child.returncode or 1
                 stopping = True
@@ -132,6 +153,8 @@ def _up(args: argparse.Namespace, settings) -> int:
     finally:
         remove_pointer(os.getpid())
         _stop_all(children)
+        if "guard" in parts:
+            thaw_left_frozen(settings, "stopping")  # a guard killed on the stop timeout thaws nothing itself
     return code
 
 

@@ -70,3 +70,27 @@ def test_prometheusrule_is_generated_from_alerts_and_valid(tmp_path):
     need(promtool is not None, "promtool (Debian package prometheus)")
     checked = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_fleet_guard_never_freezes_a_pod(tmp_path):
+    """hostPID shows the guard every tenant's processes: freezing is off in the shipped config, so a guard built from it
+    leaves a real process on this node running (with the freezer on, it would SIGSTOP it)."""
+    from guard.freezer import Freezer
+    from guard.store import Store
+
+    toml = tmp_path / "headroom.toml"
+    toml.write_text(load("configmap.yaml")["data"]["headroom.toml"])
+    guard = load_settings(toml, environ={}).guard
+    assert guard.freeze_enabled is False
+    pod = subprocess.Popen(["sleep", "30"], start_new_session=True)  # another tenant's container, as /proc shows it
+    try:
+        freezer = Freezer(guard, Store(tmp_path / "state"))
+        assert freezer.freeze([pod.pid], "test: ram below the freeze threshold") is None
+        state = Path(f"/proc/{pod.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state != "T", "the fleet guard stopped a process that is not its own"
+    finally:
+        pod.kill()
+        pod.wait(timeout=10)
+    container = next(c for c in load("daemonset.yaml")["spec"]["template"]["spec"]["containers"] if c["name"] == "guard")
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}, "no CAP_KILL for the fleet guard"
+    assert not any(m["mountPath"].startswith("/host/sys/fs/cgroup") for m in container["volumeMounts"])

@@ -14,7 +14,7 @@ from guard import cgroupctl
 from guard.freezer import Freezer
 from guard.settings import GuardSettings
 from guard.store import Store
-from tests.helpers import need, wait_for
+from tests.helpers import REPO, need, wait_for
 
 CGROUPFS = Path("/sys/fs/cgroup")
 # Counts in a file every 10 ms; with a second argument it first starts a child counting in that file (same group).
@@ -113,6 +113,35 @@ def owned_cgroup(version: int, root: Path):
         directory.rmdir()
 
 
-def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, **settings) -> Freezer:
+def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, monotonic=None,
+                 **settings) -> Freezer:
+    """A freezer on a fresh state dir; `clock` (wall) also drives durations unless `monotonic` is given."""
     store = Store(tmp_path / "state")
-    return Freezer(GuardSettings(**settings), store, clock=clock, protected_pids=lambda: set(protected or ()))
+    return Freezer(GuardSettings(**settings), store, clock=clock, protected_pids=lambda: set(protected or ()),
+                   monotonic=monotonic)
+
+
+# A stand-in for the guard process: the real Freezer and Store on a state dir, freezing each pid it is given (one line
+# per pid: "frozen METHOD" or "nothing"), then sleeping until the test kills it; or, given "recover", thawing what a
+# previous one recorded and printing "pid:method" for each.
+GUARD = """import sys, time
+from pathlib import Path
+from guard.freezer import Freezer
+from guard.settings import GuardSettings
+from guard.store import Store
+freezer = Freezer(GuardSettings(), Store(Path(sys.argv[1])))
+if sys.argv[2] == 'recover':
+    print(' '.join(f'{fp.pid}:{fp.method}' for fp in freezer.recover()), flush=True)
+    freezer.close()
+    sys.exit(0)
+for pid in sys.argv[2].split(','):
+    fp = freezer.freeze([int(pid)], 'test: ram below the freeze threshold')
+    print(f'frozen {fp.method}' if fp else 'nothing', flush=True)
+time.sleep(600)
+"""
+
+
+def run_guard(state, arg) -> subprocess.Popen:
+    """The stand-in guard on `state`: `arg` is a pid, pids joined by commas, or "recover"."""
+    return subprocess.Popen([sys.executable, "-c", GUARD, str(state), str(arg)], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True)

@@ -8,7 +8,8 @@ import signal
 import pytest
 
 from guard import cgroupctl
-from guard.freezer import STORE_KEY, Freezer
+from guard.freezer import Freezer
+from guard.frozenfile import read_records
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.procinfo import ProcInfo, Stat, parse_stat, read_stat
@@ -76,10 +77,10 @@ def test_freezes_the_highest_oom_score_by_its_own_cgroup_and_thaws_it(tmp_path, 
                 assert cgroupctl.is_frozen(cg), "the kernel does not report the cgroup frozen"
                 assert not counting(grower_out[0]) and counting(worker_out[0]) and counting(decoy_out[0])
                 assert [f.pid for f in freezer.frozen()] == [grower.pid]
-                assert freezer.store.get(STORE_KEY)[0]["pid"] == grower.pid
+                assert read_records(freezer.records)[0]["pid"] == grower.pid
                 assert freezer.thaw(grower.pid, "room made", "thawed")
                 assert counting(grower_out[0]) and not cgroupctl.is_frozen(cg)
-                assert freezer.store.get(STORE_KEY) == [] and freezer.frozen() == ()
+                assert read_records(freezer.records) == [] and freezer.frozen() == ()
                 kinds = [e["kind"] for e in freezer.store.events()]
                 assert kinds == ["freeze", "thaw"] and freezer.outcomes["thawed"] == 1
             finally:
@@ -116,7 +117,7 @@ def test_nothing_is_frozen_when_every_process_is_protected(tmp_path):
         freezer = make_freezer(tmp_path, protected={worker.pid}, freeze_protect=[f"command:{comm}"])
         assert freezer.freeze([worker.pid, other.pid], "ram below the freeze threshold") is None
         assert counting(worker_out[0]) and counting(other_out[0]) and freezer.frozen() == ()
-        assert freezer.store.get(STORE_KEY) in (None, [])
+        assert read_records(freezer.records) == []
     finally:
         stop(worker)
         stop(other)
@@ -130,10 +131,31 @@ def test_on_no_room_thaw_lets_it_run_after_freeze_max_seconds(tmp_path):
     try:
         freezer = make_freezer(tmp_path, clock=lambda: now[0], freeze_max_seconds=20, on_no_room="thaw")
         assert freezer.freeze([grower.pid], "ram below the freeze threshold") is not None
-        assert freezer.resolve_no_room(1019.0) == [] and not counting(outs[0])
-        assert [what for what, _ in freezer.resolve_no_room(1020.0)] == ["thawed"]
+        now[0] = 1019.0  # the freezer's clock (monotonic in the guard) runs freeze_max_seconds
+        assert freezer.resolve_no_room() == [] and not counting(outs[0])
+        now[0] = 1020.0
+        assert [what for what, _ in freezer.resolve_no_room()] == ["thawed"]
         assert counting(outs[0]) and freezer.frozen() == () and freezer.outcomes["no_room_thawed"] == 1
         assert freezer.freeze([grower.pid], "still below") is None, "released to the kernel, never frozen again"
+    finally:
+        stop(grower)
+
+
+@pytest.mark.kernel
+def test_freeze_max_seconds_runs_on_the_monotonic_clock_not_the_wall_clock(tmp_path):
+    """An NTP step of an hour ends no freeze early; 20 s on the monotonic clock do."""
+    need_freezer_root()
+    wall, mono = [1000.0], [50.0]
+    grower, outs = start_counter(tmp_path, "grower")
+    try:
+        freezer = make_freezer(tmp_path, clock=lambda: wall[0], monotonic=lambda: mono[0], freeze_max_seconds=20)
+        assert freezer.freeze([grower.pid], "ram below the freeze threshold") is not None
+        wall[0] += 3600.0
+        mono[0] += 1.0
+        assert freezer.resolve_no_room() == [] and not counting(outs[0]), "a wall-clock step ended the freeze"
+        assert 0.9 < freezer.frozen_seconds(freezer.frozen()[0]) < 1.1
+        mono[0] += 19.0
+        assert [what for what, _ in freezer.resolve_no_room()] == ["thawed"] and counting(outs[0])
     finally:
         stop(grower)
 
@@ -144,14 +166,18 @@ def test_on_no_room_terminate_sends_sigterm_then_sigkill(tmp_path, ignores_sigte
     need_freezer_root()
     grower, outs = start_counter(tmp_path, "grower", ignores_sigterm=ignores_sigterm)
     try:
-        freezer = make_freezer(tmp_path, freeze_max_seconds=5, on_no_room="terminate", freeze_terminate_grace_seconds=3)
-        assert freezer.freeze([grower.pid], "ram below the freeze threshold", now=100.0) is not None
-        assert [what for what, _ in freezer.resolve_no_room(105.0)] == ["sigterm"] and freezer.frozen() == ()
+        now = [100.0]
+        freezer = make_freezer(tmp_path, clock=lambda: now[0], freeze_max_seconds=5, on_no_room="terminate",
+                               freeze_terminate_grace_seconds=3)
+        assert freezer.freeze([grower.pid], "ram below the freeze threshold") is not None
+        now[0] = 105.0
+        assert [what for what, _ in freezer.resolve_no_room()] == ["sigterm"] and freezer.frozen() == ()
         if ignores_sigterm:
             assert counting(outs[0]), "thawed after SIGTERM, it should run (and ignore it) until the grace ends"
         else:
             assert grower.wait(timeout=10) == -signal.SIGTERM
-        final = [what for what, _ in freezer.resolve_no_room(108.0)]
+        now[0] = 108.0
+        final = [what for what, _ in freezer.resolve_no_room()]
         assert final == (["sigkill"] if ignores_sigterm else ["exited"])
         assert grower.wait(timeout=10) == (-signal.SIGKILL if ignores_sigterm else -signal.SIGTERM)
         assert freezer.outcomes["terminated"] == 1
@@ -178,7 +204,7 @@ def test_a_cgroup_the_guard_may_not_write_falls_back_to_sigstop(tmp_path):
             freezer = Freezer(GuardSettings(), Store(tmp_path / "state"), cgroupfs=fake)
             fp = freezer.freeze([grower.pid], "ram below the freeze threshold")
             assert fp is not None and fp.method == "sigstop" and not counting(outs[0])
-            assert freezer.store.get(STORE_KEY)[0]["method"] == "sigstop"
+            assert read_records(freezer.records)[0]["method"] == "sigstop"
             assert freezer.thaw(grower.pid, "room made", "thawed") and counting(outs[0])
         finally:
             stop(grower)

@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from guard import cgroupctl
-from tests.guard.freezing import CGROUPFS, counting, need_freezer_root, owned_cgroup, roots, start_counter, stop
-from tests.helpers import REPO, wait_for
-
-# A stand-in for the guard process: the real Freezer and Store on a state dir, freezing the pid it is given.
-GUARD = """import sys, time
-from pathlib import Path
-from guard.freezer import Freezer
-from guard.settings import GuardSettings
-from guard.store import Store
-freezer = Freezer(GuardSettings(), Store(Path(sys.argv[1])))
-if sys.argv[2] == 'recover':
-    print(' '.join(f'{fp.pid}:{fp.method}' for fp in freezer.recover()), flush=True)
-    freezer.close()
-    sys.exit(0)
-fp = freezer.freeze([int(sys.argv[2])], 'test: ram below the freeze threshold')
-print(f'frozen {fp.method}' if fp else 'nothing', flush=True)
-time.sleep(600)
-"""
-
-
-def run_guard(state, arg) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", GUARD, str(state), str(arg)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+from tests.guard.freezing import (CGROUPFS, counting, need_freezer_root, owned_cgroup, roots, run_guard, start_counter,
+                                  stop)
+from tests.helpers import wait_for
 
 
 def sigkilled_guard_then_restart(tmp_path, grower, out, method):
