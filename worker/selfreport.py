@@ -1,0 +1,29 @@
+"""What the worker tells the guard about itself: its processes and its cgroup, so it is never frozen."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import psutil
+
+from exporter.units import parse_proc_cgroup
+
+
+def own_pids() -> list[int]:
+    """This process and every process below it (the engine's workers)."""
+    pids = [os.getpid()]
+    with contextlib.suppress(psutil.Error):
+        pids += [child.pid for child in psutil.Process().children(recursive=True)]
+    return pids
+
+
+def own_cgroup(procfs: Path = Path("/proc")) -> str | None:
+    """Its cgroup2 path, else its name=systemd path (a hybrid host); None at a root or where unreadable."""
+    with contextlib.suppress(OSError):
+        paths = parse_proc_cgroup((procfs / "self" / "cgroup").read_text())
+        for key in ("", "name=systemd"):
+            if paths.get(key) not in (None, "", "/"):
+                return paths[key]
+    return None
