@@ -23,6 +23,7 @@ class ContractWorker:
     def __init__(self, token: str, hold_bytes: int = 0, transition_seconds: float = 0.0, level1: bool = True, clock=time.time,
                  free_latency: float = 0.0, report_pids: bool = True):
         self.report_pids = report_pids  # the contract's self-report (GET /control/state "pids")
+        self.grown: list[bytearray] = []  # what PUT /_test/grow made it take
         self.token, self.hold_bytes, self.transition_seconds, self.level1, self.clock = token, hold_bytes, transition_seconds, level1, clock
         self.free_latency = free_latency
         self.lock = threading.Lock()
@@ -101,6 +102,11 @@ class ContractWorker:
                 return 401, {"detail": "missing or wrong bearer token"}
             if path == "/control/state":
                 return self.put_state(body if isinstance(body, dict) else {})
+            if path == "/_test/grow" and isinstance(body, dict) and isinstance(body.get("mib"), int):
+                grown = bytearray(body["mib"] << 20)  # the worker itself grows (an engine waking, a KV cache)
+                grown[::4096] = b"x" * len(grown[::4096])
+                self.grown.append(grown)
+                return 200, self.current()
             if path == "/control/maintenance" and isinstance(body, dict) and isinstance(body.get("on"), bool):
                 self.maintenance = {"on": body["on"], "reason": body.get("reason") if body["on"] else None}
                 return 200, self.current()

@@ -113,6 +113,7 @@ def owned_cgroup(version: int, root: Path):
         directory.rmdir()
 
 
-def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, **settings) -> Freezer:
+def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, facts=None, **settings) -> Freezer:
     store = Store(tmp_path / "state")
-    return Freezer(GuardSettings(**settings), store, clock=clock, protected_pids=lambda: set(protected or ()))
+    extra = {"facts": facts} if facts is not None else {}
+    return Freezer(GuardSettings(**settings), store, clock=clock, protected_pids=lambda: set(protected or ()), **extra)

@@ -7,6 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
+import re
+import select
+import shutil
+import signal
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -17,10 +24,10 @@ from guard.domain import DomainReader
 from guard.freezer import STORE_KEY
 from guard.growth import domain_shmem
 from guard.procinfo import descendants, parents, read_proc
-from tests.guard.adversary import end, frozen_now, measure, start_actor, stopped
-from tests.guard.freezing import CGROUPFS, counting, make_freezer, need_freezer_root, owned_cgroup, roots
+from tests.guard.adversary import ACTOR, end, frozen_now, measure, start_actor, stopped
+from tests.guard.freezing import CGROUPFS, count, counting, make_freezer, need_freezer_root, owned_cgroup, roots
 from tests.guard.realstack import domain_cgroup
-from tests.helpers import need, wait_for
+from tests.helpers import need, need_binary, wait_for
 
 pytestmark = pytest.mark.kernel
 GiB = 2**30
@@ -199,3 +206,124 @@ def test_after_on_no_room_continued_growth_freezes_nothing_else(tmp_path):
             assert freezer.freeze(pids, "further below", now=now[0], growth=measure(pids)) is None
         assert counting(out) and counting(idle_out) and freezer.store.get(STORE_KEY) == []
         assert any("on_no_room" in p.why or "by hand" in p.why for p in freezer.last_passed)
+
+
+def read_pty(fd: int, seconds: float, until: str | None = None) -> str:
+    """What the terminal showed within `seconds` (stops early once `until` appears)."""
+    got, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline and (until is None or until.encode() not in got):
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            try:
+                got += os.read(fd, 65536)
+            except OSError:
+                break
+    return got.decode(errors="replace")
+
+
+def test_a_foreground_job_on_a_terminal_stays_the_foreground_job(tmp_path):
+    """`python load.py` run from an interactive bash: frozen and thawed, it still owns the terminal and reads it."""
+    need(shutil.which("bash") is not None, "bash")
+    job = tmp_path / "load.py"
+    job.write_text(f"import json, sys\nsys.argv[1:] = [json.dumps({{'out': {str(tmp_path / 'job.count')!r}, "
+                   f"'step_mib': 8, 'cap_mib': 200, 'read_line': True}})]\nexec({ACTOR!r})\n")
+    with domain() as (cg, started, freezers):
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: a login-less interactive shell on the new terminal, inside the test's cgroup
+            try:
+                cg.join()
+                os.execvp("bash", ["bash", "--norc", "-i"])
+            finally:
+                os._exit(127)
+        try:
+            read_pty(fd, 2)
+            os.write(fd, f"{sys.executable} {job}; echo EXIT:$?\n".encode())
+            wait_for(lambda: count(tmp_path / "job.count") > 0, 15, what="the job running")
+            loader = next(p for p in descendants(pid, parents()) if p != pid)
+            freezer = own(freezers, make_freezer(tmp_path))
+            fp = freezer.freeze([pid, loader], "below", growth=measure([pid, loader]))
+            assert fp is not None and fp.pid == loader and fp.tty is not None
+            shown = read_pty(fd, 1.0)
+            assert "Stopped" not in shown and not re.search(r"EXIT:\d", shown), f"the shell saw the job stop: {shown!r}"
+            assert f"[headroom] froze python ({loader})" in shown
+            assert freezer.thaw(loader, "room made", "thawed")
+            shown = read_pty(fd, 5, until="[headroom] resumed")
+            assert "[headroom] resumed" in shown
+            wait_for(lambda: not counting(tmp_path / "job.count", 0.2), 15, what="the job waiting for a line")
+            os.write(fd, b"hello\n")
+            shown = read_pty(fd, 10, until="EXIT:0")
+            assert "GOT hello" in shown and "EXIT:0" in shown, f"the job lost its terminal: {shown!r}"
+        finally:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(fd)
+
+
+def test_a_leased_command_and_its_cgroup_are_never_frozen(tmp_path, make_manager, source):
+    """A granted lease (the pid `headroom run` registers) and the cgroup `headroom run` made for it: the command grows
+    within what it was granted, so freezing it would stop the very test the guard admitted."""
+    with domain() as (cg, started, freezers):
+        run_cgroup = cg.path / f"headroom-run-test-{uuid.uuid4().hex[:6]}"
+        run_cgroup.mkdir()
+        try:
+            def in_run_cgroup():
+                (run_cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+            leased, leased_out = start_actor(tmp_path, "leased", join=in_run_cgroup, **GROW)
+            started.append(leased)
+            helper, helper_out = start_actor(tmp_path, "leased-helper", join=in_run_cgroup, step_mib=4, cap_mib=200)
+            started.append(helper)  # a process the command detached (setsid): only its cgroup says it is the lease's
+            manager = make_manager(ram={"enter": {}}, predict={"enter": {}})
+            source.set(ram_available_bytes=10 * GiB)
+            manager.tick()
+            lease, admission, _ = manager.request({"holder": "olmo-test", "ram_bytes": GiB, "gpu_bytes": 0, "gpu": "any",
+                                                   "ttl_seconds": 60, "pid": leased.pid, "free_worker": False,
+                                                   "priority": 0}, 0)
+            assert lease is not None and lease.status == "granted", admission
+            freezer = own(freezers, make_freezer(tmp_path, facts=manager.freeze_facts))
+            pids = [leased.pid, helper.pid]
+            assert freezer.freeze(pids, "below", growth=measure(pids)) is None
+            assert counting(leased_out) and counting(helper_out)
+            whys = {p.pid: p.why for p in freezer.last_passed}
+            assert "lease" in whys[leased.pid] and "lease" in whys[helper.pid] and "headroom-run-" in whys[helper.pid]
+        finally:
+            for proc in started:
+                end(proc)
+            wait_for(lambda: not (run_cgroup / "cgroup.procs").read_text().strip(), 10, what="the run cgroup empty")
+            run_cgroup.rmdir()
+
+
+def test_the_guard_under_the_units_bounding_set_never_freezes_the_worker(tmp_path):
+    """The shipped unit's capabilities (CAP_KILL only): the worker's sockets cannot be mapped to its pid, so the worker
+    is known by its own report. It is the one that grows (an engine waking): nothing is frozen, the worker is freed."""
+    from tests.guard.realstack import Allocator, Stack, TOKEN
+    from tests.guard.test_protect_real import guard_config
+
+    setpriv = need_binary("setpriv")
+    need_freezer_root()
+    with domain_cgroup(768 * 2**20) as cg:
+        stack = Stack(tmp_path, cg, guard_config(), worker_hold_mib=100, worker_in_cgroup=True,
+                      guard_prefix=(setpriv, "--bounding-set", "-all,+kill", "--inh-caps", "-all", "--"))
+        bystander = Allocator(cg)
+        try:
+            bystander.hold(250)
+            Path(f"/proc/{bystander.proc.pid}/oom_score_adj").write_text("1000")
+            worker = stack.procs["worker"].pid
+            wait_for(lambda: stack.worker.get("/control/state").json().get("pids") == [worker], 5, what="the report")
+            time.sleep(2.5)  # the bystander's own growth is older than the growth window: it is idle now
+            grow = ((cg.limit - cg.usage()) >> 20) - 16
+            stack.worker.put("/_test/grow", json={"mib": grow}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+            def protected() -> list[dict]:
+                found = stack.guard.get("/v1/events", params={"limit": 200, "kind": "protect"}).json()["events"]
+                return [e for e in found if e["message"].startswith("fast path: ")]
+
+            first = wait_for(protected, 15, what="the fast path to act")[-1]["message"]
+            assert "nothing frozen" in first and "the worker (its own report)" in first, first
+            assert not stack.guard.get("/v1/frozen").json()["processes"]
+            assert not stopped(worker) and not frozen_now(worker) and not frozen_now(bystander.proc.pid)
+            assert stack.worker.get("/control/state").status_code == 200
+        finally:
+            bystander.stop()
+            stack.stop()
