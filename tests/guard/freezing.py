@@ -113,6 +113,14 @@ def owned_cgroup(version: int, root: Path):
         directory.rmdir()
 
 
+GREW = 64 << 20  # a growth to hand the freezer where a test is about records and surfaces, not the choice (the choice
+# itself is tested with growth measured from real processes: tests/guard/test_freeze_adversarial.py)
+
+
+def grew(*pids: int) -> dict[int, int]:
+    return {pid: GREW for pid in pids}
+
+
 def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, facts=None, **settings) -> Freezer:
     store = Store(tmp_path / "state")
     extra = {"facts": facts} if facts is not None else {}
