@@ -51,6 +51,8 @@ def test_api_metrics_and_manual_thaw(frozen):
         listed = api.get("/v1/frozen").json()
         assert [p["pid"] for p in listed["processes"]] == [grower.pid] and listed["on_no_room"] == "thaw"
         assert api.get("/v1/headroom").json()["frozen"]["processes"][0]["method"] == "cgroup-v1"
+        why = api.get("/v1/frozen").json()["processes"][0]["why"]
+        assert why.startswith("grew 64.0 MiB: ram 120 MiB free") and "cgroup the guard made" in why
         text = api.get("/metrics").text
         assert "headroom_guard_frozen 1.0" in text and 'headroom_guard_freezes_total{outcome="manual"} 0.0' in text
         assert api.post(f"/v1/frozen/{grower.pid}/thaw").status_code == 401, "thawing needs the token"
