@@ -127,6 +127,8 @@ class FastPath:
 
     # --- the loop -------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.freezer is not None:
+            self.growth.start(self.reader.pids, self.clock)  # who grows, sampled beside the loop
         self.thread = threading.Thread(target=self.run, name="headroom-fastpath", daemon=True)
         self.thread.start()
 
@@ -146,6 +148,7 @@ class FastPath:
 
     def stop(self) -> None:
         self._stop.set()
+        self.growth.stop()
         if self.thread is not None:
             self.thread.join(timeout=5)
         self.waker.close()
@@ -164,8 +167,9 @@ class FastPath:
         th = thresholds_for(self.settings, obs.total_bytes)
         if self.freezer is not None:
             self.freezer.resolve_no_room(obs.taken_at)
-            if self.growth.due(obs.taken_at, near=obs.available_bytes <= th.pause):
-                self.growth.sample(self.reader.pids(), obs.taken_at)  # who grows: the baseline for a freeze
+            self.growth.near = obs.available_bytes <= th.pause
+            if self.growth.thread is None and self.growth.due(obs.taken_at, self.growth.near):
+                self.growth.sample(self.reader.pids(), obs.taken_at)  # no sampler thread (driven step by step)
         if th.freeze is not None and obs.available_bytes <= th.freeze:
             self.protect(prev, obs, th)
         elif self.episode is not None:
@@ -192,7 +196,8 @@ class FastPath:
         frozen = None
         if self.freezer is not None and not self.settings.dry_run and (ep is None or len(ep.pids) < EPISODE_FREEZES):
             pids = self.reader.pids()
-            frozen = self.freezer.freeze(pids, reason, obs.taken_at, growth=self.growth.growth(pids, obs.taken_at))
+            frozen = self.freezer.freeze(pids, reason, obs.taken_at, growth=self.growth.growth(pids, obs.taken_at),
+                                         listing=self.reader.pids)
         if ep is None:
             ep = self.episode = Episode(started_at=obs.taken_at, crossed_at=crossed, available_at_start=obs.available_bytes,
                                         max_available=obs.available_bytes, worker_bytes=self.worker_bytes())

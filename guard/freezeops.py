@@ -7,23 +7,22 @@ import contextlib
 import os
 import termios
 from pathlib import Path
+from typing import Callable
 
 from guard import cgroupctl
-from guard.procinfo import descendants, parents, read_proc, read_stat, tty_path
+from guard.procinfo import descendants, read_proc, read_stat, stats_of
 from guard.victim import Candidate, Passed
 from headroom.sizes import format_size
 
 MOVE_PASSES = 20  # a tree forking every few ms settles in 2-3 passes
 
 
-def _move_tree(candidate: Candidate, procfs: Path) -> int:
-    """One pass: move every process of the tree not yet in the cgroup; how many moved. A pid unknown at the choice
-    was born since, of a tree member, so it belongs to the tree; a known one outside the chosen tree is left alone."""
+def _move_tree(candidate: Candidate, procfs: Path, listing: Callable[[], list[int]]) -> int:
+    """One pass: move every process of the tree (its descendants in a fresh listing of the domain: a child born since
+    is caught) not yet in the cgroup; how many moved."""
     cg, moved = candidate.cgroup, 0
     inside = set(cgroupctl.pids(cg))
-    for pid in descendants(candidate.info.pid, parents(procfs)) - inside:
-        if pid not in candidate.tree and pid in candidate.known:
-            continue
+    for pid in descendants(candidate.info.pid, stats_of(listing(), procfs)) - inside:
         info = read_proc(pid, procfs)
         if info is None or info.cgroups.get("freezer", "/") != "/":
             continue
@@ -32,17 +31,17 @@ def _move_tree(candidate: Candidate, procfs: Path) -> int:
     return moved
 
 
-def move_and_freeze(candidate: Candidate, procfs: Path, timeout: float = 0.5) -> bool:
+def move_and_freeze(candidate: Candidate, procfs: Path, listing: Callable[[], list[int]], timeout: float = 0.5) -> bool:
     """Make the cgroup, move the tree in until no pass finds a newcomer, freeze it, then move any straggler in (a v1
     cgroup freezes what joins it once frozen). True once the kernel says frozen."""
     candidate.cgroup.directory.mkdir(parents=True, exist_ok=True)
     if not cgroupctl.move(candidate.info.pid, candidate.cgroup):
         raise ProcessLookupError(f"pid {candidate.info.pid} is gone")
     for _ in range(MOVE_PASSES):
-        if not _move_tree(candidate, procfs):
+        if not _move_tree(candidate, procfs, listing):
             break
     done = cgroupctl.freeze(candidate.cgroup, timeout=timeout)
-    if _move_tree(candidate, procfs):
+    if _move_tree(candidate, procfs, listing):
         done = cgroupctl.freeze(candidate.cgroup, timeout=timeout)
     return done
 

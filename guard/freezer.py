@@ -16,7 +16,7 @@ from typing import Callable
 from guard import cgroupctl
 from guard.freezeops import describe_freeze, members, move_and_freeze, tell_terminal
 from guard.growth import WINDOW_SECONDS
-from guard.procinfo import read_stat, tty_path
+from guard.procinfo import all_pids, read_stat, tty_path
 from guard.victim import Candidate, Chooser, Passed, Protected, headroom_family
 
 log = logging.getLogger("headroom.guard.freezer")
@@ -96,9 +96,11 @@ class Freezer:
         return self.chooser.pick(growth, set(domain_pids), self.protected(), skip | exempt, exempt)
 
     # --- freezing -----------------------------------------------------------------------------
-    def freeze(self, domain_pids: list[int], reason: str, now: float | None = None,
-               growth: dict[int, int] | None = None) -> FrozenProcess | None:
-        """Pick, record, freeze; None when freezing is off, nothing grows that may be frozen, or the kernel refused."""
+    def freeze(self, domain_pids: list[int], reason: str, now: float | None = None, growth: dict[int, int] | None = None,
+               listing: Callable[[], list[int]] | None = None) -> FrozenProcess | None:
+        """Pick, record, freeze; None when freezing is off, nothing grows that may be frozen, or the kernel refused.
+        `listing` lists the domain afresh (children born during the stop); by default every process."""
+        listing = listing or (lambda: all_pids(self.procfs))
         if not self.settings.freeze_enabled:
             return None
         with self.lock:
@@ -107,16 +109,16 @@ class Freezer:
             if candidate is None:
                 return None
             fp = self._record(candidate, reason, self.clock() if now is None else now, passed)
-            error = self._stop(fp, candidate)
+            error = self._stop(fp, candidate, listing)
             if error is not None and candidate.moved_from is None:
                 # e.g. a cgroup delegated to its user: root without CAP_DAC_OVERRIDE may not write it
-                made, why = self.chooser.made(candidate.info, candidate.growth, candidate.tree, candidate.known)
+                made, why = self.chooser.made(candidate.info, candidate.growth, candidate.tree)
                 log.warning("cgroup freeze of %s failed (%s); %s", fp.cgroup, error, why or "a cgroup of its own instead")
                 self._forget(fp.pid)
                 if made is not None:
                     candidate = made
                     fp = self._record(candidate, reason, fp.frozen_at, passed)
-                    error = self._stop(fp, candidate)
+                    error = self._stop(fp, candidate, listing)
             if error is not None:
                 self._forget(fp.pid)
                 self.outcomes["failed"] += 1
@@ -138,10 +140,10 @@ class Freezer:
         self._persist()  # before the freeze: a guard killed right after it still leaves a record to thaw from
         return fp
 
-    def _stop(self, fp: FrozenProcess, candidate: Candidate) -> str | None:
+    def _stop(self, fp: FrozenProcess, candidate: Candidate, listing: Callable[[], list[int]]) -> str | None:
         try:
             if candidate.moved_from is not None:
-                done = move_and_freeze(candidate, self.procfs)
+                done = move_and_freeze(candidate, self.procfs, listing)
             else:
                 done = cgroupctl.freeze(candidate.cgroup, timeout=0.5)
             if not done:

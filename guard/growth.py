@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ MIN_GROWTH_BYTES = 16 * MiB  # growth that matters within the window: idle progr
 WINDOW_SECONDS = 2.0  # growth is measured against the oldest sample this recent ("the last second or so")
 CALM_EVERY_SECONDS = 0.5  # a sample this often while the domain is calm...
 NEAR_EVERY_SECONDS = 0.1  # ...and this often once it is below the pause threshold
+FRESH_MAX_PIDS = 64  # a domain this small gets a fresh look at the freeze (a few ms); a host uses the latest sample
 
 
 @dataclass(frozen=True)
@@ -64,34 +66,63 @@ def grown(base: Sample, cur: Sample) -> dict[int, int]:
 
 
 class GrowthTracker:
-    """Samples kept by the fast path; growth() compares a fresh look with the oldest one within the window."""
+    """Samples of every process of the domain over the window, taken by its own thread (start(): reading 100s of /proc
+    files must not delay the fast path's look) or by the caller; growth() compares the newest with the oldest."""
 
     def __init__(self, procfs: Path = Path("/proc"), shmem: Callable[[], int | None] = lambda: None,
                  window_seconds: float = WINDOW_SECONDS):
         self.procfs, self.shmem, self.window_seconds = procfs, shmem, window_seconds
+        self.lock = threading.Lock()  # the samples are appended by the sampler and read by the fast path
         self.samples: deque[Sample] = deque()
+        self.near = False  # set by the fast path below the pause threshold: sample more often
+        self.thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def sample(self, pids: list[int], now: float) -> Sample:
         shmem = self.shmem()
         with_writes = shmem is not None
         usage = {pid: u for pid in pids if (u := read_usage(pid, self.procfs, with_writes)) is not None}
         taken = Sample(now, usage, shmem)
-        self.samples.append(taken)
-        while self.samples and self.samples[0].taken_at < now - self.window_seconds:
-            self.samples.popleft()
+        with self.lock:
+            self.samples.append(taken)
+            while self.samples and self.samples[0].taken_at < now - self.window_seconds:
+                self.samples.popleft()
         return taken
 
     def due(self, now: float, near: bool) -> bool:
         every = NEAR_EVERY_SECONDS if near else CALM_EVERY_SECONDS
-        return not self.samples or now - self.samples[-1].taken_at >= every
+        with self.lock:
+            return not self.samples or now - self.samples[-1].taken_at >= every
 
-    def growth(self, pids: list[int], now: float) -> dict[int, int]:
-        """Each process's growth from the oldest sample in the window to now (a fresh sample)."""
-        base = self.samples[0] if self.samples else None
-        cur = self.sample(pids, now)
-        if base is None or base is cur:
+    def growth(self, pids: list[int] | None, now: float) -> dict[int, int]:
+        """Each process's growth from the oldest sample in the window to the newest: a fresh one for a small domain
+        (`pids` given, at most FRESH_MAX_PIDS), else the sampler's latest (at most NEAR_EVERY_SECONDS old)."""
+        with self.lock:
+            base = self.samples[0] if self.samples else None
+        cur = self.sample(pids, now) if pids is not None and len(pids) <= FRESH_MAX_PIDS else None
+        with self.lock:
+            cur = cur or (self.samples[-1] if self.samples else None)
+        if base is None or cur is None or base is cur:
             return {}
         return grown(base, cur)
+
+    def start(self, pids: Callable[[], list[int]], clock: Callable[[], float]) -> "GrowthTracker":
+        self.thread = threading.Thread(target=self._run, args=(pids, clock), name="headroom-growth", daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self, pids: Callable[[], list[int]], clock: Callable[[], float]) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sample(pids(), clock())
+            except Exception:  # noqa: BLE001 a bad look must not end sampling; the next one comes soon
+                pass
+            self._stop.wait(NEAR_EVERY_SECONDS if self.near else CALM_EVERY_SECONDS)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=2)
 
 
 def domain_shmem(reader) -> Callable[[], int | None]:

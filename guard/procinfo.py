@@ -80,16 +80,25 @@ def parse_status(text: str) -> Status:
     return Status(values.get("RssAnon", 0) * 1024, values.get("RssShmem", 0) * 1024, values.get("TracerPid", 0))
 
 
+def read_small(path: str) -> str:
+    """One small /proc file in one read (os.open/os.read: a third of pathlib's cost, which counts at 100s of pids)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 8192).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
 def read_stat(pid: int, procfs: Path = Path("/proc")) -> Stat | None:
     try:
-        return parse_stat((procfs / str(pid) / "stat").read_text())
+        return parse_stat(read_small(f"{procfs}/{pid}/stat"))
     except (OSError, IndexError, ValueError):
         return None
 
 
 def read_status(pid: int, procfs: Path = Path("/proc")) -> Status | None:
     try:
-        return parse_status((procfs / str(pid) / "status").read_text())
+        return parse_status(read_small(f"{procfs}/{pid}/status"))
     except (OSError, IndexError, ValueError):
         return None
 
@@ -102,8 +111,8 @@ def read_proc(pid: int, procfs: Path = Path("/proc"), stat: Stat | None = None) 
     if stat is None or status is None:
         return None
     try:
-        adj = int((base / "oom_score_adj").read_text())
-        cgroups = parse_proc_cgroup((base / "cgroup").read_text())
+        adj = int(read_small(f"{base}/oom_score_adj"))
+        cgroups = parse_proc_cgroup(read_small(f"{base}/cgroup"))
     except (OSError, ValueError):
         return None
     return ProcInfo(pid, stat, adj, status.tracer_pid, cgroups)
@@ -113,7 +122,7 @@ def read_written(pid: int, procfs: Path = Path("/proc")) -> int | None:
     """Bytes the process wrote (/proc/PID/io wchar); None where it may not be read (another user's process, or a
     process with capabilities the reader lacks, as under the shipped unit's bounding set)."""
     try:
-        for line in (procfs / str(pid) / "io").read_text().splitlines():
+        for line in read_small(f"{procfs}/{pid}/io").splitlines():
             if line.startswith("wchar:"):
                 return int(line.split()[1])
     except (OSError, ValueError):
@@ -134,6 +143,11 @@ def parents(procfs: Path = Path("/proc")) -> dict[int, Stat]:
         if (stat := read_stat(pid, procfs)) is not None:
             found[pid] = stat
     return found
+
+
+def stats_of(pids, procfs: Path = Path("/proc")) -> dict[int, Stat]:
+    """The stat of each of `pids` still alive (a domain's processes)."""
+    return {pid: stat for pid in pids if (stat := read_stat(pid, procfs)) is not None}
 
 
 def descendants(root: int, stats: dict[int, Stat]) -> set[int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from guard import cgroupctl
 from guard.growth import MIN_GROWTH_BYTES
-from guard.procinfo import ProcInfo, Stat, descendants, parents, read_proc
+from guard.procinfo import ProcInfo, Stat, descendants, read_proc, stats_of
 from guard.worker_cgroup import is_headroom
 
 NOT_FROZEN_HERE = ("already stopped", "a zombie")  # a tree member in these states is frozen with it harmlessly
@@ -34,7 +34,6 @@ class Candidate:
     method: str  # "cgroup-v2" | "cgroup-v1"
     cgroup: cgroupctl.FreezerCgroup  # its own cgroup, or one the guard makes for it (moved_from set)
     tree: frozenset[int]  # the processes chosen (the top one and its descendants in the domain)
-    known: frozenset[int]  # every pid alive at the choice: a pid not in it was born since (a child caught in the stop)
     moved_from: str | None = None  # the v1 freezer cgroup its processes leave for the guard's (given back at thaw)
 
     @property
@@ -124,8 +123,9 @@ class Chooser:
 
     def pick(self, growth: dict[int, int], domain: set[int], protected: Protected, skip: set[int],
              exempt: frozenset[int] = frozenset()) -> tuple[Candidate | None, list[Passed]]:
-        """The biggest grower that may be frozen (or None), and the growers passed over with the reason."""
-        stats = parents(self.procfs)
+        """The biggest grower that may be frozen (or None), and the growers passed over with the reason. Only the
+        domain's processes are read (a child that lives in another memory cgroup is not this domain's problem)."""
+        stats = stats_of(domain, self.procfs)
         guarded = dict(protected.pids)
         for pid, who in protected.trees.items():  # the worker's engine, a lease's children, headroom's parts
             guarded.update({child: who for child in descendants(pid, stats) if child not in guarded and pid > 1})
@@ -145,27 +145,15 @@ class Chooser:
                 continue
             tried.add(top)
             info = read_proc(top, self.procfs, stats[top])
-            tree = self._tree(info, stats, domain) - skip if info is not None else set()
+            tree = descendants(top, stats) - skip
             total = sum(max(0, growth.get(p, 0)) for p in tree)
             why = "gone" if info is None else self._why_not(info, tree, stats, facts)
             if why is None:
-                candidate, why = self._method(info, total, frozenset(tree), frozenset(stats))
+                candidate, why = self._method(info, total, frozenset(tree))
                 if candidate is not None:
                     return candidate, passed
             passed.append(Passed(top, stats[top].comm, total, why))
         return None, passed
-
-    def _tree(self, info: ProcInfo, stats: dict[int, Stat], domain: set[int]) -> set[int]:
-        """Its descendants in the domain: listed there, or born since the listing in its own memory cgroup (a child
-        that lives in another memory cgroup is not part of this domain's problem and is left alone)."""
-        home = _memory_path(info)
-        tree = set()
-        for pid in descendants(info.pid, stats):
-            if pid in domain or pid == info.pid:
-                tree.add(pid)
-            elif (child := read_proc(pid, self.procfs, stats.get(pid))) is not None and _within(_memory_path(child), home):
-                tree.add(pid)
-        return tree
 
     def _top(self, pid: int, stats: dict[int, Stat], domain: set[int], facts: Protected, skip: set[int]) -> int:
         """Up through parents running the same program (a fork of it, same comm) in the domain: a forking grower is
@@ -191,18 +179,16 @@ class Chooser:
                 return f"its tree holds {member.stat.comm} ({pid}): {reason}"
         return None
 
-    def _method(self, info: ProcInfo, growth: int, tree: frozenset[int],
-                known: frozenset[int]) -> tuple[Candidate | None, str]:
+    def _method(self, info: ProcInfo, growth: int, tree: frozenset[int]) -> tuple[Candidate | None, str]:
         """Its own cgroup when that holds exactly its tree; else a v1 freezer cgroup the guard makes for it."""
         own = cgroupctl.freezer_of_pid(info.pid, self.procfs, self.cgroupfs)
         if own is not None:
             inside = set(cgroupctl.pids(own))
             if info.pid in inside and inside <= tree:
-                return Candidate(info, growth, f"cgroup-v{own.version}", own, tree, known), ""
-        return self.made(info, growth, tree, known)
+                return Candidate(info, growth, f"cgroup-v{own.version}", own, tree), ""
+        return self.made(info, growth, tree)
 
-    def made(self, info: ProcInfo, growth: int, tree: frozenset[int],
-             known: frozenset[int]) -> tuple[Candidate | None, str]:
+    def made(self, info: ProcInfo, growth: int, tree: frozenset[int]) -> tuple[Candidate | None, str]:
         """A cgroup the guard makes in the v1 freezer hierarchy, for a tree whose processes all sit at its root."""
         made = cgroupctl.made_for(self.cgroupfs, info.pid, info.stat.start_ticks)
         if made is None:
@@ -212,12 +198,5 @@ class Chooser:
             member = info if pid == info.pid else read_proc(pid, self.procfs)
             if member is not None and member.cgroups.get("freezer", "/") != "/":
                 return None, f"{member.stat.comm} ({pid}) is in freezer cgroup {member.cgroups['freezer']} of someone else"
-        return Candidate(info, growth, "cgroup-v1", made, tree, known, moved_from="/"), ""
+        return Candidate(info, growth, "cgroup-v1", made, tree, moved_from="/"), ""
 
-
-def _memory_path(info: ProcInfo) -> str:
-    return info.cgroups.get("memory", info.cgroups.get("", "/"))
-
-
-def _within(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
