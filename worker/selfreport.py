@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 import psutil
@@ -11,12 +12,20 @@ import psutil
 from exporter.units import parse_proc_cgroup
 
 
-def own_pids() -> list[int]:
+_cache: dict[str, tuple[float, list[int]]] = {}
+EVERY_SECONDS = 1.0  # the guard reads the state every tick; listing children scans /proc, so at most once a second
+
+
+def own_pids(clock=time.monotonic) -> list[int]:
     """This process and every process below it (the engine's workers)."""
+    now = clock()
+    if "pids" in _cache and now - _cache["pids"][0] < EVERY_SECONDS:
+        return list(_cache["pids"][1])
     pids = [os.getpid()]
     with contextlib.suppress(psutil.Error):
         pids += [child.pid for child in psutil.Process().children(recursive=True)]
-    return pids
+    _cache["pids"] = (now, pids)
+    return list(pids)
 
 
 def own_cgroup(procfs: Path = Path("/proc")) -> str | None:
