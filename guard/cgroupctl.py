@@ -150,3 +150,16 @@ def dissolve(cg: FreezerCgroup, back_to: str) -> None:
             cg.directory.rmdir()
             return
         time.sleep(0.002)
+
+
+def sweep(cgroupfs: Path) -> None:
+    """Remove the guard's empty, thawed cgroups that a thaw could not remove at once (a process still exiting in it)."""
+    root = v1_freezer_root(cgroupfs)
+    top = root / GUARD_GROUP.lstrip("/") if root is not None else None
+    if top is None or not top.is_dir():
+        return
+    for directory in top.iterdir():
+        if directory.is_dir() and not pids_under(directory):
+            with contextlib.suppress(OSError):
+                if (directory / "freezer.state").read_text().strip() == "THAWED":
+                    directory.rmdir()

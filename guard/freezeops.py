@@ -34,6 +34,7 @@ def _move_tree(candidate: Candidate, procfs: Path, listing: Callable[[], list[in
 def move_and_freeze(candidate: Candidate, procfs: Path, listing: Callable[[], list[int]], timeout: float = 0.5) -> bool:
     """Make the cgroup, move the tree in until no pass finds a newcomer, freeze it, then move any straggler in (a v1
     cgroup freezes what joins it once frozen). True once the kernel says frozen."""
+    cgroupctl.sweep(candidate.cgroup.directory.parent.parent.parent)  # cgroupfs: leftovers of earlier thaws
     candidate.cgroup.directory.mkdir(parents=True, exist_ok=True)
     if not cgroupctl.move(candidate.info.pid, candidate.cgroup):
         raise ProcessLookupError(f"pid {candidate.info.pid} is gone")
