@@ -167,7 +167,7 @@ class FastPath:
         th = thresholds_for(self.settings, obs.total_bytes)
         if self.freezer is not None:
             self.freezer.resolve_no_room(obs.taken_at)
-            self.growth.near = obs.available_bytes <= th.pause
+            self.growth.set_near(obs.available_bytes <= th.pause)
             if self.growth.thread is None and self.growth.due(obs.taken_at, self.growth.near):
                 self.growth.sample(self.reader.pids(), obs.taken_at)  # no sampler thread (driven step by step)
         if th.freeze is not None and obs.available_bytes <= th.freeze:

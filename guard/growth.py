@@ -13,7 +13,7 @@ from guard.procinfo import read_stat, read_status, read_written
 MiB = 2**20
 MIN_GROWTH_BYTES = 16 * MiB  # growth that matters within the window: idle programs move by kilobytes
 WINDOW_SECONDS = 2.0  # growth is measured against the oldest sample this recent ("the last second or so")
-CALM_EVERY_SECONDS = 0.5  # a sample this often while the domain is calm...
+CALM_EVERY_SECONDS = 1.0  # a sample this often while the domain is calm (a host: ~150 processes, a few ms each time)...
 NEAR_EVERY_SECONDS = 0.1  # ...and this often once it is below the pause threshold
 FRESH_MAX_PIDS = 64  # a domain this small gets a fresh look at the freeze (a few ms); a host uses the latest sample
 
@@ -74,9 +74,15 @@ class GrowthTracker:
         self.procfs, self.shmem, self.window_seconds = procfs, shmem, window_seconds
         self.lock = threading.Lock()  # the samples are appended by the sampler and read by the fast path
         self.samples: deque[Sample] = deque()
-        self.near = False  # set by the fast path below the pause threshold: sample more often
+        self.near = False  # below the pause threshold (set_near): sample more often
         self.thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stop, self._wake = threading.Event(), threading.Event()
+
+    def set_near(self, near: bool) -> None:
+        """The fast path's look: below the pause threshold the sampler looks at once, then every 0.1 s."""
+        if near and not self.near:
+            self._wake.set()
+        self.near = near
 
     def sample(self, pids: list[int], now: float) -> Sample:
         shmem = self.shmem()
@@ -117,10 +123,12 @@ class GrowthTracker:
                 self.sample(pids(), clock())
             except Exception:  # noqa: BLE001 a bad look must not end sampling; the next one comes soon
                 pass
-            self._stop.wait(NEAR_EVERY_SECONDS if self.near else CALM_EVERY_SECONDS)
+            self._wake.wait(NEAR_EVERY_SECONDS if self.near else CALM_EVERY_SECONDS)
+            self._wake.clear()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self.thread is not None:
             self.thread.join(timeout=2)
 
