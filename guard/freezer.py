@@ -77,7 +77,8 @@ class Freezer:
     def protected(self) -> Protected:
         """Every fact about who is never frozen: headroom, the worker, leases, the given pids, the rules."""
         extra = self.facts()
-        pids = {os.getpid(): "headroom's own process (the guard)", **{pid: "a protected process" for pid in self.protected_pids()}}
+        pids = {os.getpid(): "headroom's own process (the guard)"}
+        pids.update({pid: "a protected process" for pid in self.protected_pids()})
         if self.settings.freeze_protect_worker:
             pids.update({pid: "the worker (it listens on worker_url)" for pid in self.worker_pids()})
         pids.update(extra.pids)
@@ -96,8 +97,8 @@ class Freezer:
         return self.chooser.pick(growth, set(domain_pids), self.protected(), skip | exempt, exempt)
 
     # --- freezing -----------------------------------------------------------------------------
-    def freeze(self, domain_pids: list[int], reason: str, now: float | None = None, growth: dict[int, int] | None = None,
-               listing: Callable[[], list[int]] | None = None) -> FrozenProcess | None:
+    def freeze(self, domain_pids: list[int], reason: str, now: float | None = None,
+               growth: dict[int, int] | None = None, listing: Callable[[], list[int]] | None = None) -> FrozenProcess | None:
         """Pick, record, freeze; None when freezing is off, nothing grows that may be frozen, or the kernel refused.
         `listing` lists the domain afresh (children born during the stop); by default every process."""
         listing = listing or (lambda: all_pids(self.procfs))
@@ -113,7 +114,8 @@ class Freezer:
             if error is not None and candidate.moved_from is None:
                 # e.g. a cgroup delegated to its user: root without CAP_DAC_OVERRIDE may not write it
                 made, why = self.chooser.made(candidate.info, candidate.growth, candidate.tree)
-                log.warning("cgroup freeze of %s failed (%s); %s", fp.cgroup, error, why or "a cgroup of its own instead")
+                log.warning("cgroup freeze of %s failed (%s); %s", fp.cgroup, error,
+                            why or "a cgroup of its own instead")
                 self._forget(fp.pid)
                 if made is not None:
                     candidate = made

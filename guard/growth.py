@@ -1,4 +1,4 @@
-"""Who grows: each process's charged memory (RssAnon + RssShmem, plus tmpfs it writes) sampled over the last second or so."""
+"""Who grows: each process's charged memory (RssAnon + RssShmem, plus tmpfs it writes), sampled over ~2 s."""
 
 from __future__ import annotations
 

@@ -130,7 +130,8 @@ class Chooser:
         for pid, who in protected.trees.items():  # the worker's engine, a lease's children, headroom's parts
             guarded.update({child: who for child in descendants(pid, stats) if child not in guarded and pid > 1})
         facts = Protected(guarded, {}, protected.cgroups, protected.rules)
-        ranked = sorted(((g, pid) for pid, g in growth.items() if pid in domain and g >= MIN_GROWTH_BYTES), reverse=True)
+        ranked = sorted(((g, pid) for pid, g in growth.items() if pid in domain and g >= MIN_GROWTH_BYTES),
+                        reverse=True)
         passed: list[Passed] = []
         tried: set[int] = set()
         for value, pid in ranked:
@@ -161,8 +162,8 @@ class Chooser:
         top = pid
         while True:
             parent = stats[top].ppid
-            if (parent in (0, 1) or parent not in stats or parent not in domain or parent in facts.pids or parent in skip
-                    or stats[parent].comm != stats[top].comm):
+            if (parent in (0, 1) or parent not in stats or parent not in domain or parent in facts.pids
+                    or parent in skip or stats[parent].comm != stats[top].comm):
                 return top
             top = parent
 
@@ -197,6 +198,7 @@ class Chooser:
         for pid in tree:
             member = info if pid == info.pid else read_proc(pid, self.procfs)
             if member is not None and member.cgroups.get("freezer", "/") != "/":
-                return None, f"{member.stat.comm} ({pid}) is in freezer cgroup {member.cgroups['freezer']} of someone else"
+                where = member.cgroups["freezer"]
+                return None, f"{member.stat.comm} ({pid}) is in freezer cgroup {where} of someone else"
         return Candidate(info, growth, "cgroup-v1", made, tree, moved_from="/"), ""
 

@@ -37,7 +37,7 @@ GROW = {"step_mib": 8, "cap_mib": 320}  # 160 MiB/s for 2 s: a loader, slowed do
 @contextlib.contextmanager
 def domain():
     need_freezer_root()
-    need(cgroupctl.v1_freezer_root(CGROUPFS) is not None, "the v1 freezer hierarchy (the guard makes its cgroups there)")
+    need(cgroupctl.v1_freezer_root(CGROUPFS) is not None, "the v1 freezer hierarchy (the guard's cgroups live there)")
     with domain_cgroup(GiB) as cg:
         started, freezers = [], []
         try:
@@ -107,7 +107,8 @@ def test_a_grower_forking_every_10_ms_is_frozen_whole_and_every_child_resumes(tm
         assert fp is not None and fp.pid == grower.pid
         tree = descendants(grower.pid, parents())
         assert len(tree) > 1, "no child alive at the freeze"
-        live = [info for pid in tree if (info := read_proc(pid)) is not None and info.stat.state != "Z"]  # a zombie runs no more
+        # a zombie runs no more: it stays where it died
+        live = [info for pid in tree if (info := read_proc(pid)) is not None and info.stat.state != "Z"]
         outside = [info.pid for info in live if info.cgroups.get("freezer") != fp.cgroup]
         assert outside == [], f"children born during the stop escaped: {outside}"
         assert all(frozen_now(info.pid) for info in live) and not counting(out)
@@ -202,7 +203,7 @@ def test_after_on_no_room_continued_growth_freezes_nothing_else(tmp_path):
         freezer = own(freezers, make_freezer(tmp_path, clock=lambda: now[0], freeze_max_seconds=20, on_no_room="thaw"))
         assert freezer.freeze(pids, "below", now=now[0], growth=measure(pids)).pid == grower.pid
         assert [what for what, _ in freezer.resolve_no_room(1020.0)] == ["thawed"] and counting(out)
-        for _ in range(3):  # the domain keeps falling: the released grower is the kernel's now, the idle db is no grower
+        for _ in range(3):  # the domain keeps falling: the released grower is the kernel's, the idle db no grower
             assert freezer.freeze(pids, "further below", now=now[0], growth=measure(pids)) is None
         assert counting(out) and counting(idle_out) and freezer.store.get(STORE_KEY) == []
         assert any("on_no_room" in p.why or "by hand" in p.why for p in freezer.last_passed)
@@ -277,9 +278,9 @@ def test_a_leased_command_and_its_cgroup_are_never_frozen(tmp_path, make_manager
             manager = make_manager(ram={"enter": {}}, predict={"enter": {}})
             source.set(ram_available_bytes=10 * GiB)
             manager.tick()
-            lease, admission, _ = manager.request({"holder": "olmo-test", "ram_bytes": GiB, "gpu_bytes": 0, "gpu": "any",
-                                                   "ttl_seconds": 60, "pid": leased.pid, "free_worker": False,
-                                                   "priority": 0}, 0)
+            fields = {"holder": "olmo-test", "ram_bytes": GiB, "gpu_bytes": 0, "gpu": "any", "ttl_seconds": 60,
+                      "pid": leased.pid, "free_worker": False, "priority": 0}
+            lease, admission, _ = manager.request(fields, 0)
             assert lease is not None and lease.status == "granted", admission
             freezer = own(freezers, make_freezer(tmp_path, facts=manager.freeze_facts))
             pids = [leased.pid, helper.pid]
@@ -313,7 +314,8 @@ def test_the_guard_under_the_units_bounding_set_never_freezes_the_worker(tmp_pat
             wait_for(lambda: stack.worker.get("/control/state").json().get("pids") == [worker], 5, what="the report")
             time.sleep(2.5)  # the bystander's own growth is older than the growth window: it is idle now
             grow = ((cg.limit - cg.usage()) >> 20) - 16
-            stack.worker.put("/_test/grow", json={"mib": grow}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            stack.worker.put("/_test/grow", json={"mib": grow}, headers=auth, timeout=30)
 
             def protected() -> list[dict]:
                 found = stack.guard.get("/v1/events", params={"limit": 200, "kind": "protect"}).json()["events"]

@@ -22,7 +22,8 @@ from tests.guard.freezing import (CGROUPFS, GREW, counting, grew, make_freezer, 
 from tests.guard.realstack import domain_cgroup
 
 GiB = 2**30
-STAT = "4242 (python3 (a) b) S 1000 4242 4242 34817 -1 4194560 1 0 0 0 5 6 0 0 20 0 1 0 777 1000 300 18446744073709551615"
+STAT = ("4242 (python3 (a) b) S 1000 4242 4242 34817 -1 4194560 1 0 0 0 5 6 0 0 20 0 1 0 777 1000 300 "
+        "18446744073709551615")
 
 
 def info(pid=4242, comm="python3", cgroups=None, flags=0, ppid=1000, state="S", adj=0, tracer=0):
