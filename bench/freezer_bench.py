@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Freezer latency (root, a cgroup freezer): victim choice over the host's processes, and freeze/thaw by each method.
 
-- pick: Freezer.pick over every pid in /proc (the host domain): reads each oom_score, then the top candidates' details.
-  It only chooses; nothing is frozen.
-- freeze / thaw: Freezer.freeze / thaw of a counter process this script starts (in a cgroup it creates for the cgroup
-  methods, in a process group of its own for SIGSTOP), including the state-store write before the freeze and, for the
-  cgroup methods, waiting for the kernel to report the cgroup frozen.
+- pick: Freezer.pick over every pid in /proc (the host domain), every process handed as growing (the worst case: each
+  is read, ranked and checked). It only chooses; nothing is frozen.
+- freeze / thaw: Freezer.freeze / thaw of a counter process this script starts (in a cgroup it creates for the "own
+  cgroup" rows, else in the v1 freezer cgroup the guard makes for it), including the state-store write before the
+  freeze and waiting for the kernel to report the cgroup frozen; the thaw of a made cgroup puts the process back and
+  removes the cgroup.
 Prints a table. Usage: sudo .venv/bin/python bench/freezer_bench.py [--runs 50]
 """
 
@@ -46,7 +47,7 @@ def freeze_thaw(tmp: Path, runs: int, join: Path | None, expect: str) -> tuple[l
     try:
         for _ in range(runs):
             started = time.perf_counter()
-            fp = freezer.freeze([grower.pid], "bench")
+            fp = freezer.freeze([grower.pid], "bench", growth={grower.pid: 64 << 20})
             freezes.append(time.perf_counter() - started)
             assert fp is not None and fp.method == expect, (fp, expect)
             started = time.perf_counter()
@@ -65,13 +66,14 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="freezer-bench-"))
     pids = all_pids()
     freezer = make_freezer(tmp / "pick")
-    rows = [(f"pick over {len(pids)} host processes", timed(lambda: freezer.pick(pids), args.runs))]
+    everyone = {pid: 64 << 20 for pid in pids}
+    rows = [(f"pick over {len(pids)} host processes", timed(lambda: freezer.pick(pids, everyone), args.runs))]
     for version, root in roots():
         with owned_cgroup(version, root) as (_, directory):
             freezes, thaws = freeze_thaw(tmp, args.runs, directory, f"cgroup-v{version}")
-        rows += [(f"freeze, cgroup v{version}", freezes), (f"thaw, cgroup v{version}", thaws)]
-    freezes, thaws = freeze_thaw(tmp, args.runs, None, "sigstop")
-    rows += [("freeze, SIGSTOP to the group", freezes), ("thaw, SIGCONT", thaws)]
+        rows += [(f"freeze, own cgroup v{version}", freezes), (f"thaw, own cgroup v{version}", thaws)]
+    freezes, thaws = freeze_thaw(tmp, args.runs, None, "cgroup-v1")
+    rows += [("freeze, a v1 cgroup the guard makes", freezes), ("thaw, and give the cgroup back", thaws)]
     print(f"\n{'operation':<36} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   ({args.runs} runs each)")
     for name, samples in rows:
         p50, p99, top = quantiles(samples)

@@ -3,7 +3,8 @@
 Run (root, a memory cgroup hierarchy, earlyoom installed):
   .venv/bin/python bench/guard_protect.py [--rates 100,300,1000,2000,3000] [--reps 3] [--modes none,earlyoom,headroom]
 Each run: a 2 GiB cgroup holds the contract worker (900 MiB, given back 1.2 s after a free) and then a grower that
-allocates 1300 MiB at the rate (it fits only once the worker is freed). The kernel judges: OOM kills from the
+allocates 1300 MiB at the rate (it fits only once the worker is freed); in the headroom rows two idle bystanders
+(64 MiB each, oom_score_adj 1000) share the cgroup, and "frozen bystanders" counts freezes of them or the worker. The kernel judges: OOM kills from the
 cgroup's own counter; reaction from the kernel's own threshold notification (eventfd) to the freeze (headroom) or the
 kill signal (earlyoom). Prints a markdown table (docs/guard.md carries one).
 """
@@ -22,11 +23,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from protect_peers import earlyoom_run, one_run, run_grower  # noqa: E402
+from tests.guard.adversary import end, start_actor  # noqa: E402
 from tests.guard.protectrun import Crossing, freeze_times, oom_kills, reactions, start_grower  # noqa: E402
 from tests.guard.realstack import MiB, MemoryCgroup, Stack  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 
 LIMIT_MIB, WORKER_MIB, GROWER_MIB = 2048, 900, 1300
+BYSTANDERS, BYSTANDER_MIB = 2, 64  # idle processes beside them (headroom rows): large oom_score_adj, no growth
 FREEZE = 0.05
 GUARD = {"tick_seconds": 0.25, "recovery_hold_seconds": 2.0, "freeze_max_seconds": 20,
          "ram": {"enter": {"warn": "25%", "throttle": "20%", "pause": "15%", "free": "10%", "freeze": "5%"},
@@ -59,6 +62,9 @@ class HeadroomRig:
         self.stack = Stack(tmp, self.cgroup, GUARD, worker_hold_mib=WORKER_MIB, worker_in_cgroup=True,
                            worker_args=("--free-latency", "1.2", "--transition-seconds", "0.5"))
         self.tmp = tmp
+        # what a browser renderer or a BestEffort pod looks like to the kernel: idle, oom_score_adj 1000
+        self.bystanders = [start_actor(tmp, f"bystander-{i}", join=self.cgroup.join, hold_mib=BYSTANDER_MIB, adj=1000)[0]
+                           for i in range(BYSTANDERS)]
 
     def events(self, after: int) -> list[dict]:
         return self.stack.guard.get("/v1/events", params={"limit": 1000, "after": after}).json()["events"]
@@ -90,10 +96,14 @@ class HeadroomRig:
         _, frozen = freeze_times(seen)
         kernel, _ = reactions(crossing, seen)
         died = [name for name, dead in (("grower", rc < 0), ("worker", not worker_alive)) if dead]
+        others = {p.pid for p in self.bystanders} | {self.stack.procs["worker"].pid}
+        hit = {e["data"].get("pid") for e in seen if e["kind"] == "freeze"} & others
         return {"oom_kills": oom_kills(self.cgroup) - before, "died": died, "grower_rc": rc, "reaction": kernel,
-                "frozen": frozen, "downtime": downtime, "back": back}
+                "frozen": frozen, "downtime": downtime, "back": back, "bystanders_frozen": len(hit)}
 
     def close(self) -> None:
+        for proc in self.bystanders:
+            end(proc)
         self.stack.stop()
         self.cgroup.remove()
 
@@ -124,7 +134,9 @@ def row(mode: str, rate: float, reached: float, runs: list[dict]) -> str:
     down_s = f"{statistics.mean(down):.1f} (max {max(down):.1f})" if down else "-"
     back = [r["back"] for r in runs if r.get("back") is not None]
     back_s = f"{max(back):.1f}" if back else "-"
-    return (f"| {mode} | {rate:g} ({reached:.0f}) | {len(runs)} | {kills} | {who} | {ms(pct(react, 0.5))} / "
+    hit = [r["bystanders_frozen"] for r in runs if "bystanders_frozen" in r]
+    hit_s = f"{sum(hit)} of {BYSTANDERS * len(hit)} + worker" if hit else "-"
+    return (f"| {mode} | {rate:g} ({reached:.0f}) | {len(runs)} | {kills} | {who} | {hit_s} | {ms(pct(react, 0.5))} / "
             f"{ms(pct(react, 0.99))} | {frozen_s} | {down_s} | {back_s} |")
 
 
@@ -138,8 +150,9 @@ def main() -> None:
     rates = [float(r) for r in args.rates.split(",")]
     modes = args.modes.split(",")
     reached = calibrate(rates)
-    lines = ["| guard | rate MB/s asked (reached alone) | runs | OOM kills | who died | reaction p50 / p99 ms | frozen s | "
-             "worker downtime s | worker back after the grower exited, max s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| guard | rate MB/s asked (reached alone) | runs | OOM kills | who died | frozen bystanders (target 0) | "
+             "reaction p50 / p99 ms | frozen s | worker downtime s | worker back after the grower exited, max s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="headroom-protect-") as name:
         tmp = Path(args.workdir or name)
         tmp.mkdir(parents=True, exist_ok=True)

@@ -102,7 +102,7 @@ def build_protection(guard, manager: Manager):
     from guard.fastpath import FastPath
     from guard.freezer import Freezer
 
-    freezer = Freezer(guard, manager.store, worker_pids=manager.worker_pids)
+    freezer = Freezer(guard, manager.store, worker_pids=manager.worker_pids, facts=manager.freeze_facts)
     for item in freezer.recover():  # always, even with freezing off now: a previous guard may have left some
         log.warning("recovered pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
     # Kept with freezing off too: it freezes nothing then (freeze() checks freeze_enabled), but it retries a thaw the
@@ -121,7 +121,6 @@ def build_gpu_watch(guard, manager: Manager, freezer, nvml=None):
     def on_event(event) -> None:
         pid, gpu = event.process.pid, event.gpu
         if event.action == "froze":
-            manager.gpu_pids.add(pid)
             manager.protect(Desired("freed", level=guard.free_level, reason=f"GPU {gpu} freeze level"),
                            f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu}, "gpu")
 

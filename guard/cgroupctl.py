@@ -113,3 +113,53 @@ def pids_under(top: Path) -> list[int]:
             with contextlib.suppress(OSError):
                 found += [int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()]
     return sorted(set(found))
+
+
+# --- a freezer cgroup the guard makes for one process tree (v1 freezer hierarchy: memory accounting is unchanged) ---
+GUARD_GROUP = "/headroom-guard"  # under the v1 freezer root; one child per frozen tree
+
+
+def made_for(cgroupfs: Path, pid: int, start_ticks: int) -> FreezerCgroup | None:
+    """Where the guard would freeze this tree in the v1 freezer hierarchy (not created yet); None without one."""
+    root = v1_freezer_root(cgroupfs)
+    if root is None:
+        return None
+    path = f"{GUARD_GROUP}/{pid}-{start_ticks}"
+    return FreezerCgroup(path, root / path.lstrip("/"), 1)
+
+
+def move(pid: int, cg: FreezerCgroup) -> bool:
+    """Move one process (all its threads) into the cgroup; False when it is gone. In a frozen v1 cgroup it freezes."""
+    try:
+        (cg.directory / "cgroup.procs").write_text(str(pid))
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def dissolve(cg: FreezerCgroup, back_to: str) -> None:
+    """Thawed already: put every process back where it was (`back_to` in the same hierarchy), then remove the cgroup."""
+    home = cg.directory.parent.parent / back_to.lstrip("/") if cg.path.startswith(GUARD_GROUP + "/") else None
+    if home is None or not cg.directory.exists():
+        return
+    for _ in range(50):  # a child forked meanwhile is born in it: move again until it empties (a forker: a few passes)
+        for pid in pids_under(cg.directory):
+            with contextlib.suppress(OSError):
+                (home / "cgroup.procs").write_text(str(pid))
+        with contextlib.suppress(OSError):
+            cg.directory.rmdir()
+            return
+        time.sleep(0.002)
+
+
+def sweep(cgroupfs: Path) -> None:
+    """Remove the guard's empty, thawed cgroups that a thaw could not remove at once (a process still exiting in it)."""
+    root = v1_freezer_root(cgroupfs)
+    top = root / GUARD_GROUP.lstrip("/") if root is not None else None
+    if top is None or not top.is_dir():
+        return
+    for directory in top.iterdir():
+        if directory.is_dir() and not pids_under(directory):
+            with contextlib.suppress(OSError):
+                if (directory / "freezer.state").read_text().strip() == "THAWED":
+                    directory.rmdir()

@@ -131,7 +131,7 @@ def frozen_lines(frozen: dict) -> list[str]:
     for p in frozen.get("processes", []):
         lines.append(f"FROZEN: pid {p['pid']} {p['comm']} ({format_size(p['rss_bytes'])}) by {p['method']} for "
                      f"{p['frozen_seconds']:.1f} s, {frozen['on_no_room']} in {p['no_room_in_seconds']:.0f} s "
-                     f"unless room is made: {p['reason']}  (`headroom thaw {p['pid']}` thaws it now)")
+                     f"unless room is made: {p.get('why') or p['reason']}  (`headroom thaw {p['pid']}` thaws it now)")
         if p.get("thaw_error"):
             lines.append(f"  THAW REFUSED for pid {p['pid']}: {p['thaw_error']} (retried every second)")
     return lines

@@ -6,10 +6,12 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
 from guard.domain import DomainObs, DomainReader, Waker
+from guard.growth import GrowthTracker, domain_shmem
 from guard.settings import GuardSettings
 from guard.signals import Resource
 from guard.types import Desired, Level
@@ -17,6 +19,7 @@ from headroom.sizes import format_size
 
 log = logging.getLogger("headroom.guard.fastpath")
 GAP_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+EPISODE_FREEZES = 3  # at most this many trees frozen in one episode: more growers than that is not one event
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class FastPath:
         self.settings, self.reader, self.manager, self.freezer, self.clock, self.alive = settings, reader, manager, freezer, clock, alive
         self.worker_bytes = worker_bytes
         self.waker = waker or Waker(reader, settings.fast_path_notify)
+        self.growth = GrowthTracker(getattr(reader, "procfs", None) or Path("/proc"), domain_shmem(reader))
         self.max_rate = float(settings.fast_path_max_rate)
         self.last: DomainObs | None = None  # the latest look (published; read by the manager and /metrics)
         self.interval = settings.tick_seconds
@@ -125,6 +129,8 @@ class FastPath:
 
     # --- the loop -------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.freezer is not None:
+            self.growth.start(self.reader.pids, self.clock)  # who grows, sampled beside the loop
         self.thread = threading.Thread(target=self.run, name="headroom-fastpath", daemon=True)
         self.thread.start()
 
@@ -154,6 +160,7 @@ class FastPath:
 
     def stop(self) -> None:
         self._stop.set()
+        self.growth.stop()
         if self.thread is not None:
             self.thread.join(timeout=5)
         self.waker.close()
@@ -172,6 +179,9 @@ class FastPath:
         th = thresholds_for(self.settings, obs.total_bytes)
         if self.freezer is not None:
             self.freezer.resolve_no_room(obs.taken_at)
+            self.growth.set_near(obs.available_bytes <= th.pause)
+            if self.growth.thread is None and self.growth.due(obs.taken_at, self.growth.near):
+                self.growth.sample(self.reader.pids(), obs.taken_at)  # no sampler thread (driven step by step)
         if th.freeze is not None and obs.available_bytes <= th.freeze:
             self.protect(prev, obs, th)
         elif self.episode is not None:
@@ -197,8 +207,10 @@ class FastPath:
         reason = f"{format_size(obs.available_bytes)} available <= freeze threshold {format_size(th.freeze)}"
         self.free_now(Desired("freed", level=2, reason=f"freeze level: {reason}"))
         frozen = None
-        if self.freezer is not None and not self.settings.dry_run:
-            frozen = self.freezer.freeze(self.reader.pids(), reason, obs.taken_at)
+        if self.freezer is not None and not self.settings.dry_run and (ep is None or len(ep.pids) < EPISODE_FREEZES):
+            pids = self.reader.pids()
+            frozen = self.freezer.freeze(pids, reason, obs.taken_at, growth=self.growth.growth(pids, obs.taken_at),
+                                         listing=self.reader.pids)
         if ep is None:
             ep = self.episode = Episode(started_at=obs.taken_at, crossed_at=crossed, available_at_start=obs.available_bytes,
                                         max_available=obs.available_bytes, worker_bytes=self.worker_bytes())
@@ -209,7 +221,7 @@ class FastPath:
             ep.pids.add(frozen.pid)
         done = self.clock()
         self.reactions.observe(max(0.0, done - crossed))
-        what = f"froze {frozen.comm} (pid {frozen.pid})" if frozen is not None else "nothing to freeze"
+        what = f"froze {frozen.comm} (pid {frozen.pid})" if frozen is not None else self.nothing_frozen()
         self.manager.protect(Desired("freed", level=2, reason=f"freeze level: {reason}"),
                             f"fast path: {what}; freeing the worker ({reason}); reaction {1000 * (done - crossed):.0f} ms",
                             {"crossed_at": crossed, "acted_at": done, "pid": frozen.pid if frozen else None})
@@ -219,6 +231,17 @@ class FastPath:
         acting = getattr(self.manager, "acting", None)
         if acting is not None:
             acting.submit(desired, self.manager.maintenance, urgent=True)
+
+    def nothing_frozen(self) -> str:
+        """Why this crossing froze nothing (the worker is freed all the same)."""
+        passed = self.freezer.last_passed if self.freezer is not None else ()
+        if self.freezer is None or self.settings.dry_run:
+            return "nothing frozen (freezing is off)"
+        if self.episode is not None and len(self.episode.pids) >= EPISODE_FREEZES:
+            return f"nothing frozen ({EPISODE_FREEZES} trees frozen in this episode already)"
+        if not passed:
+            return "nothing frozen (no process grew enough to matter)"
+        return "nothing frozen (" + "; ".join(f"{p.comm} ({p.pid}): {p.why}" for p in passed[:3]) + ")"
 
     def recover(self, obs: DomainObs, th: FastThresholds) -> None:
         """Thaw as soon as the domain is back above the pause threshold; end the episode once the cause is gone."""

@@ -7,9 +7,11 @@ import contextlib
 import logging
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from guard import frozenfile, thawing
+from guard.freezeops import tell_terminal
 
 if TYPE_CHECKING:
     from guard.freezer import FrozenProcess
@@ -38,6 +40,8 @@ class ThawMixin:
                 return False
             self._thaw_failed.pop(pid, None)
             self._forget(pid)
+            if fp.tty:
+                tell_terminal(Path(fp.tty), f"resumed {fp.comm} ({fp.pid}): {reason}")
             self.outcomes[outcome] += 1
             if outcome in ("manual", "no_room_thawed"):
                 self._exempt.update(dict(fp.members) or {fp.pid: 0})

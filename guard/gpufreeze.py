@@ -1,4 +1,5 @@
-"""The freezer on GPUs: poll NVML per-process memory adaptively, freeze the biggest unprotected user when free runs low."""
+"""The freezer on GPUs: poll NVML per-process memory adaptively, freeze the fastest-growing unprotected user when free
+runs low."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from guard.freezer import Freezer, FrozenProcess
+from guard.growth import GpuGrowth
 from guard.signals import Amount, Amounts, Resource, to_amount
 from guard.types import Level
 
@@ -49,6 +51,7 @@ class GpuFreezeWatch:
         self.nvml, self.freezer, self.freeze_below, self.thaw_above = nvml, freezer, freeze_below, thaw_above  # parsed once
         self.fastest, self.slowest, self.clock, self.on_event = fastest, slowest, clock, on_event
         self.frozen_by_gpu: dict[int, int] = {}  # GPU index -> the pid frozen for it
+        self.gpu_growth = GpuGrowth()
         self.last_interval = slowest
         self.polls = 0
 
@@ -89,10 +92,11 @@ class GpuFreezeWatch:
         if frozen_pid is not None and not any(fp.pid == frozen_pid for fp in self.freezer.frozen()):
             del self.frozen_by_gpu[gpu.index]  # thawed elsewhere (by hand, on_no_room, shutdown)
             frozen_pid = None
+        usage = dict(gpu.processes)
+        growth = self.gpu_growth.growth(gpu.index, usage, now)
         if frozen_pid is None and gpu.free_bytes < freeze_at:
-            usage = dict(gpu.processes)
             reason = f"GPU {gpu.index}: free {gpu.free_bytes >> 20} MiB below the freeze threshold {freeze_at >> 20} MiB"
-            fp = self.freezer.freeze(list(usage), reason, now, score=lambda pid: usage.get(pid, -1))
+            fp = self.freezer.freeze(list(usage), reason, now, growth=growth)
             if fp is not None:
                 self.frozen_by_gpu[gpu.index] = fp.pid
                 return GpuEvent(gpu.index, "froze", fp, gpu.free_bytes)

@@ -17,7 +17,7 @@ from guard.leasebook import LeaseBook
 from guard.leases import Admission, admit, queue_order
 from guard.metrics import TickHistogram
 from guard.policy import assess, compose
-from guard.protection import DowntimeMeter, merge_fast, with_override
+from guard.protection import Protection, merge_fast, with_override
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
@@ -61,11 +61,9 @@ class Manager(ProtectionMixin):
         self.ticks = 0
         self.history = History()  # the status page's charts: last 15 minutes, in memory only
         self.top = Top()  # top memory users, scanned on request
-        self.overrides: dict[str, Desired] = {}  # protection wishes (freed) by source (ram, gpu), while episodes last
-        self.gpu_pids: set[int] = set()  # processes frozen for a GPU in the current GPU episode
+        self.protection = Protection()  # the one owner of wishes, the GPU episode and downtime (guard/protection.py)
         self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
-        self.downtime = DowntimeMeter()
         self._seen_observed: WorkerStatus | None = None  # the worker's status at the previous tick (restart detection)
         self._grew_at: float | None = None  # when the worker was last seen starting, waking or freed (it loads after)
         from guard.workerpids import WorkerPids
@@ -131,7 +129,7 @@ class Manager(ProtectionMixin):
         state, assessed = assess(snapshot, self.state, now, self.settings)
         self.serve_queue(assessed, now)
         state, decision = compose(state, assessed, self.leases(), self.settings, self.maintenance)
-        state, decision = with_override(state, decision, self.override)
+        state, decision = with_override(state, decision, self.protection.view().override)  # one copy per tick
         self.record_changes(self.state, self.decision, state, decision, now)
         self.state, self.decision = state, decision
         return decision
@@ -166,7 +164,7 @@ class Manager(ProtectionMixin):
     def act(self, decision: Decision, now: float) -> None:
         if self.reconciler is None:
             return
-        back = self.downtime.update(self.snapshot.worker_state, decision.desired, now)
+        back = self.protection.worker_seen(self.snapshot.worker_state, decision.desired, now)
         if back is not None:
             self.store.add_event("worker", f"the worker is running again after {back:.1f} s down", {"downtime_seconds": back}, at=now)
         if self.acting is not None:

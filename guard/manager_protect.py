@@ -4,16 +4,47 @@ from __future__ import annotations
 
 from guard.protection import forget_free, with_override, worker_restarted
 from guard.types import Desired
+from guard.victim import Protected
 from headroom.contract import WorkerState
+
+RUN_CGROUP_PREFIX = "headroom-run-"  # the cgroup `headroom run` makes for a leased command (headroom/client/isolate.py)
 
 
 class ProtectionMixin:
-    """Needs the Manager's lock, store, clock, state, decision, reconciler, overrides, downtime, acting and fastpath."""
+    """Needs the Manager's lock, store, clock, state, decision, reconciler, protection, acting and fastpath."""
 
     @property
     def override(self) -> Desired | None:
         """The most severe protection wish now (None when no episode lasts)."""
-        return max(self.overrides.values(), key=lambda d: d.severity, default=None)
+        return self.protection.view().override
+
+    @property
+    def downtime(self):
+        return self.protection.downtime
+
+    @property
+    def gpu_pids(self) -> frozenset[int]:
+        return self.protection.view().gpu_pids
+
+    def freeze_facts(self) -> Protected:
+        """Who the freezer must never freeze, from the published view (never the live state): the worker's own report
+        (its pids; its cgroup when a unit of its own) and configured cgroup, and every granted lease's pid and cgroup."""
+        view = self.view
+        trees: dict[int, str] = {}
+        cgroups: dict[str, str] = {}
+        worker = view.worker
+        if worker is not None and self.settings.freeze_protect_worker:
+            trees.update({pid: "the worker (its own report)" for pid in worker.pids or ()})
+            if worker.own_cgroup and worker.own_cgroup.rsplit("/", 1)[-1].endswith(".service"):
+                cgroups[worker.own_cgroup] = "the worker"
+            if isinstance(worker.cgroup, dict) and str(worker.cgroup.get("path", "")).startswith("/"):
+                cgroups[worker.cgroup["path"]] = "the worker"
+        for lease in view.leases:
+            if lease.pid and lease.status == "granted":
+                who = f"lease {lease.id} ({lease.holder})"
+                trees[lease.pid] = who
+                cgroups.update({path: who for path in lease_cgroups(lease.pid)})
+        return Protected(trees=trees, cgroups=cgroups)
 
     def read_worker(self) -> WorkerState | None:
         """The worker's state: read here without an acting thread, else the acting thread's last read (never waits)."""
@@ -34,16 +65,12 @@ class ProtectionMixin:
 
     def protect(self, desired: Desired | None, message: str, data: dict | None = None, source: str = "ram") -> None:
         """A protection wish from `source` (freed, or None once its cause is gone): recorded, sent to the worker at once."""
+        now = self.clock()
+        self.protection.wish(source, desired, now, (data or {}).get("pid"))
         with self.lock:
-            now = self.clock()
-            if desired is None:
-                self.overrides.pop(source, None)
-            else:
-                self.overrides[source] = desired
             self.store.add_event("protect", message, data or {}, at=now)
             if desired is None:
                 return
-            self.downtime.start(now)
             self.state, self.decision = with_override(self.state, self.decision, desired)
             wish = self.decision.desired
         if self.acting is not None:
@@ -80,6 +107,16 @@ class ProtectionMixin:
         """The GPU freeze's cause is gone once every process it froze has exited: the worker may come back."""
         from guard.fastpath import pid_alive
 
-        if "gpu" in self.overrides and not any(pid_alive(pid) for pid in self.gpu_pids):
-            self.gpu_pids.clear()
+        if self.protection.gpu_cause_gone(pid_alive):
             self.protect(None, "GPU: the frozen processes exited; the worker may run again after the recovery hold", source="gpu")
+
+
+def lease_cgroups(pid: int) -> list[str]:
+    """The cgroups `headroom run` made for a leased command (any hierarchy), read from /proc/PID/cgroup (no blocking)."""
+    from exporter.units import parse_proc_cgroup
+
+    try:
+        paths = parse_proc_cgroup(open(f"/proc/{pid}/cgroup").read()).values()
+    except OSError:
+        return []
+    return sorted({path for path in paths if path.rsplit("/", 1)[-1].startswith(RUN_CGROUP_PREFIX)})

@@ -1,8 +1,10 @@
-"""What the tick takes from the fast path: fresher RAM, the protection override, worker restarts and downtime."""
+"""The protection state's one owner (wishes by source, the GPU episode, downtime) and what the tick takes from it."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import threading
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from guard.domain import DomainObs
 from guard.fastpath import Histogram
@@ -77,3 +79,55 @@ class DowntimeMeter:
         seconds, self.down_since, self.last, self.seen_down = now - self.down_since, None, now - self.down_since, False
         self.histogram.observe(seconds)
         return seconds
+
+
+@dataclass(frozen=True)
+class ProtectionView:
+    """One immutable copy of the protection state: what a tick (or /metrics) reads, once."""
+
+    override: Desired | None  # the most severe wish now (None when no episode lasts)
+    sources: tuple[str, ...]  # who wishes it: "ram" (the fast path), "gpu"
+    gpu_pids: frozenset[int]  # processes frozen for a GPU in the current GPU episode
+
+
+class Protection:
+    """Owns the protection state with its own lock: the fast path and the GPU watch call it, the tick reads view()."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._wishes: dict[str, Desired] = {}  # protection wishes (freed) by source, while episodes last
+        self._gpu_pids: set[int] = set()
+        self.downtime = DowntimeMeter()  # changed only under the lock, through start/worker_seen
+        self._view = ProtectionView(None, (), frozenset())
+
+    def _publish(self) -> None:
+        override = max(self._wishes.values(), key=lambda d: d.severity, default=None)
+        self._view = ProtectionView(override, tuple(sorted(self._wishes)), frozenset(self._gpu_pids))
+
+    def view(self) -> ProtectionView:
+        return self._view  # immutable, replaced whole: no lock needed to read it
+
+    def wish(self, source: str, desired: Desired | None, now: float, pid: int | None = None) -> None:
+        """`source` wants the worker at `desired` (None: its cause is gone); `pid` was frozen for it (GPU)."""
+        with self.lock:
+            if desired is None:
+                self._wishes.pop(source, None)
+            else:
+                self._wishes[source] = desired
+                self.downtime.start(now)
+                if pid is not None and source == "gpu":
+                    self._gpu_pids.add(pid)
+            self._publish()
+
+    def gpu_cause_gone(self, alive: Callable[[int], bool]) -> bool:
+        """A GPU episode ends once every process it froze has exited; True when it just ended."""
+        with self.lock:
+            if "gpu" not in self._wishes or any(alive(pid) for pid in self._gpu_pids):
+                return False
+            self._gpu_pids.clear()
+            self._publish()
+            return True
+
+    def worker_seen(self, observed_state: str | None, desired: Desired, now: float) -> float | None:
+        with self.lock:
+            return self.downtime.update(observed_state, desired, now)

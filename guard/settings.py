@@ -237,18 +237,20 @@ class GuardSettings(Section):
         default=5.0, ge=0, le=600,
         description="Between SIGTERM and SIGKILL when on_no_room = \"terminate\".")
     freeze_protect: list[str] = Field(
-        default_factory=lambda: ["unit:sshd.service", "command:sshd", "command:systemd"],
-        description=("Never frozen: \"unit:NAME.service\", \"cgroup:/PATH\" (and below it), \"command:NAME\" (comm or argv[0] "
-                     "basename)."))
+        default_factory=lambda: ["cgroup:/system.slice", "cgroup:/init.scope", "unit:sshd.service", "command:sshd",
+                                 "command:sshd-session", "command:systemd"],
+        description=("Never frozen: \"unit:NAME.service\", \"cgroup:/PATH\" (and below it, in any hierarchy), \"command:NAME\" "
+                     "(its comm, from /proc/PID/stat). The defaults keep a systemd host's services (system.slice, "
+                     "init.scope) and ssh out; remove \"cgroup:/system.slice\" to let a unit's test be frozen."))
     freeze_protect_worker: bool = Field(
         True,
         description="Never freeze the worker's processes.")
     freeze_protect_headroom: bool = Field(
         True, description="Never freeze headroom's own processes (its guard, exporter, CLI, worker).")
-    freeze_method: Literal["auto", "cgroup", "sigstop"] = Field(
+    freeze_method: Literal["auto", "cgroup"] = Field(
         "auto",
-        description=("\"auto\": the cgroup freezer where the process has a cgroup of its own, else SIGSTOP to its process "
-                     "group."))
+        description=("Always a cgroup freezer (invisible to a shell's job control): the tree's own cgroup when it holds "
+                     "exactly that tree, else one the guard makes in the v1 freezer hierarchy; neither: not frozen."))
     freeze_gpu_poll_min_seconds: float = Field(
         default=0.01, gt=0, le=10,
         description=("GPU: fastest NVML poll (the interval shrinks as a GPU's free memory nears the freeze "

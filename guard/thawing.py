@@ -78,4 +78,9 @@ def _release_cgroup(fp, procfs: Path, cgroupfs: Path, verify: bool) -> Release:
         cgroupctl.thaw(cg)
     except OSError as err:  # EROFS, EACCES: a read-only or delegated cgroup tree
         return Release(f"thawing cgroup {fp.cgroup}: {err.strerror or err}", tuple(fp.members))
+    if getattr(fp, "moved_from", None) is not None:  # the cgroup the guard made: its processes go back, it is removed
+        try:
+            cgroupctl.dissolve(cg, fp.moved_from)
+        except OSError as err:  # thawed already: only the move back failed, which no process notices
+            return Release(note=f"thawed (its processes stay in {fp.cgroup}: {err.strerror or err})")
     return Release(note="thawed")

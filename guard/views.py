@@ -9,6 +9,7 @@ from importlib import resources
 from guard.leases import gpu_room, ram_room
 from guard.signals import Resource, ResolvedRule
 from guard.types import ACTIVE, Lease, ResourceState
+from headroom.sizes import format_size
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
@@ -66,7 +67,8 @@ def frozen_view(manager) -> dict:
     processes = [{"pid": fp.pid, "comm": fp.comm, "method": fp.method, "cgroup": fp.cgroup, "reason": fp.reason,
                   "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(seconds, 3),
                   "no_room_in_seconds": round(max(0.0, settings.freeze_max_seconds - seconds), 3),
-                  "thaw_error": freezer.thaw_error(fp.pid), "members": [pid for pid, _ in fp.members]}
+                  "thaw_error": freezer.thaw_error(fp.pid), "members": [pid for pid, _ in fp.members],
+                  "growth_bytes": fp.score, "passed": list(fp.passed), "tty": fp.tty, "why": why_frozen(fp)}
                  for fp, seconds in ((fp, freezer.frozen_seconds(fp)) for fp in freezer.frozen())]
     return {"enabled": settings.freeze_enabled, "on_no_room": settings.on_no_room,
             "freeze_max_seconds": settings.freeze_max_seconds, "processes": processes, "outcomes": dict(freezer.outcomes)}
@@ -113,3 +115,12 @@ def status_page(manager) -> str:
     level = decision.level.label + (" (signals stale)" if decision.stale else "")
     return page.replace("__LEVEL__", html.escape(level))
 
+
+
+def why_frozen(fp) -> str:
+    """Who and why in one line: what it grew, the crossing, and the growers passed over with their reason."""
+    text = f"grew {format_size(fp.score)}: {fp.reason}" if fp.score else fp.reason
+    if fp.moved_from is not None:
+        text += " (frozen in a freezer cgroup the guard made for its tree)"
+    passed = "; ".join(f"{p['comm']} ({p['pid']}): {p['why']}" for p in fp.passed[:3])
+    return text + (f"; passed over: {passed}" if passed else "")

@@ -139,3 +139,6 @@ class WorkerStatus(_Open):
     last_wake_seconds: float | None = None
     note: str | None = None  # a line for people (cgroup workers: why it is freed)
     cgroup: dict[str, Any] | None = None  # cgroup workers: the cgroup's path, processes, memory
+    # The worker's self-report, so a guard never freezes it (a socket-to-pid scan fails under the guard's unit):
+    pids: list[int] | None = None  # its own processes: itself and its engine's (a guard adds their descendants)
+    own_cgroup: str | None = None  # its cgroup (cgroup2, else name=systemd path); protected when a unit of its own

@@ -11,6 +11,7 @@ from headroom.contract import Maintenance, WorkerState, WorkerStatus
 from worker.control import check_possible, reached
 from worker.engine_loop import EngineLoop
 from worker.engines import ModelEngine
+from worker.selfreport import own_cgroup, own_pids
 from worker.store import Store
 from worker.types import Counters, Desired, EngineRequest
 
@@ -152,6 +153,7 @@ class Controller(EngineLoop):
                 last_control_to_idle_seconds=self.last_control_to_idle_seconds,
                 last_free_seconds=self.counters.last_free_seconds,
                 last_wake_seconds=self.counters.last_wake_seconds,
+                pids=own_pids(), own_cgroup=own_cgroup(),
             )
 
     def snapshot(self) -> dict[str, Any]:

@@ -147,7 +147,7 @@
     const rows = frozen.processes.map((p) => h("tr", { "data-pid": String(p.pid), title: p.cgroup || "" },
       h("td", { class: "num" }, String(p.pid)), h("td", {}, h("b", {}, p.comm)), h("td", { class: "num" }, formatSize(p.rss_bytes)),
       h("td", {}, p.method), h("td", { class: "num" }, ago(p.frozen_seconds)),
-      h("td", {}, `${frozen.on_no_room} in ${ago(p.no_room_in_seconds)}`), h("td", {}, p.reason),
+      h("td", {}, `${frozen.on_no_room} in ${ago(p.no_room_in_seconds)}`), h("td", {}, p.why || p.reason),
       h("td", {}, h("code", {}, `headroom thaw ${p.pid}`))));
     $("frozen").replaceChildren(table("frozen-table", ["pid#", "process", "RSS#", "method", "frozen for#", "unless room is made",
       "why", "thaw now"], rows, "nothing is frozen"));

@@ -85,7 +85,7 @@ def test_the_fleet_guard_never_freezes_a_pod(tmp_path):
     pod = subprocess.Popen(["sleep", "30"], start_new_session=True)  # another tenant's container, as /proc shows it
     try:
         freezer = Freezer(guard, Store(tmp_path / "state"))
-        assert freezer.freeze([pod.pid], "test: ram below the freeze threshold") is None
+        assert freezer.freeze([pod.pid], "test: ram below the freeze threshold", growth={pod.pid: 64 << 20}) is None
         state = Path(f"/proc/{pod.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         assert state != "T", "the fleet guard stopped a process that is not its own"
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,9 @@ class ContractWorker:
     """The contract's state machine; `handle()` is shared by the HTTP server and httpx.MockTransport tests."""
 
     def __init__(self, token: str, hold_bytes: int = 0, transition_seconds: float = 0.0, level1: bool = True, clock=time.time,
-                 free_latency: float = 0.0):
+                 free_latency: float = 0.0, report_pids: bool = True):
+        self.report_pids = report_pids  # the contract's self-report (GET /control/state "pids")
+        self.grown: list[bytearray] = []  # what PUT /_test/grow made it take
         self.token, self.hold_bytes, self.transition_seconds, self.level1, self.clock = token, hold_bytes, transition_seconds, level1, clock
         self.free_latency = free_latency
         self.lock = threading.Lock()
@@ -39,7 +42,8 @@ class ContractWorker:
         return {"state": self.state, "desired": dict(self.desired), "concurrency": self.desired.get("concurrency"),
                 "free_level": self.desired.get("level"), "maintenance": dict(self.maintenance),
                 "engine": {"kind": "contract-double", "loaded": self.memory is not None or not self.hold_bytes},
-                "queue": {"production": 0, "test": 0, "bulk": 0}, "since": self.since}
+                "queue": {"production": 0, "test": 0, "bulk": 0}, "since": self.since,
+                "pids": [os.getpid()] if self.report_pids else None}
 
     def _set_memory(self, freed: bool) -> None:
         if freed:
@@ -98,6 +102,11 @@ class ContractWorker:
                 return 401, {"detail": "missing or wrong bearer token"}
             if path == "/control/state":
                 return self.put_state(body if isinstance(body, dict) else {})
+            if path == "/_test/grow" and isinstance(body, dict) and isinstance(body.get("mib"), int):
+                grown = bytearray(body["mib"] << 20)  # the worker itself grows (an engine waking, a KV cache)
+                grown[::4096] = b"x" * len(grown[::4096])
+                self.grown.append(grown)
+                return 200, self.current()
             if path == "/control/maintenance" and isinstance(body, dict) and isinstance(body.get("on"), bool):
                 self.maintenance = {"on": body["on"], "reason": body.get("reason") if body["on"] else None}
                 return 200, self.current()
@@ -143,6 +152,7 @@ if __name__ == "__main__":
     parser.add_argument("--transition-seconds", type=float, default=0.0)
     parser.add_argument("--no-level1", action="store_true")
     parser.add_argument("--free-latency", type=float, default=0.0)
+    parser.add_argument("--no-self-report", action="store_true", help="answer without its pids (an older worker)")
     args = parser.parse_args()
     serve(ContractWorker(args.token, args.hold_bytes, args.transition_seconds, not args.no_level1,
-                         free_latency=args.free_latency), args.port)
+                         free_latency=args.free_latency, report_pids=not args.no_self_report), args.port)

@@ -113,12 +113,21 @@ def owned_cgroup(version: int, root: Path):
         directory.rmdir()
 
 
-def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, monotonic=None,
+GREW = 64 << 20  # a growth to hand the freezer where a test is about records and surfaces, not the choice (the choice
+# itself is tested with growth measured from real processes: tests/guard/test_freeze_adversarial.py)
+
+
+def grew(*pids: int) -> dict[int, int]:
+    return {pid: GREW for pid in pids}
+
+
+def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = None, facts=None, monotonic=None,
                  **settings) -> Freezer:
     """A freezer on a fresh state dir; `clock` (wall) also drives durations unless `monotonic` is given."""
     store = Store(tmp_path / "state")
+    extra = {"facts": facts} if facts is not None else {}
     return Freezer(GuardSettings(**settings), store, clock=clock, protected_pids=lambda: set(protected or ()),
-                   monotonic=monotonic)
+                   monotonic=monotonic, **extra)
 
 
 # A stand-in for the guard process: the real Freezer and Store on a state dir, freezing each pid it is given (one line
@@ -135,7 +144,7 @@ if sys.argv[2] == 'recover':
     freezer.close()
     sys.exit(0)
 for pid in sys.argv[2].split(','):
-    fp = freezer.freeze([int(pid)], 'test: ram below the freeze threshold')
+    fp = freezer.freeze([int(pid)], 'test: ram below the freeze threshold', growth={int(pid): 64 << 20})
     print(f'frozen {fp.method}' if fp else 'nothing', flush=True)
 time.sleep(600)
 """

@@ -143,8 +143,8 @@ class Stack:
     """exporter + guard + contract worker over HTTP on free loopback ports."""
 
     def __init__(self, tmp: Path, cgroup: MemoryCgroup, guard: dict, worker_hold_mib: int = 0, worker_in_cgroup: bool = False,
-                 real_worker: dict | None = None, worker_args: tuple[str, ...] = ()):
-        self.tmp, self.cgroup = tmp, cgroup
+                 real_worker: dict | None = None, worker_args: tuple[str, ...] = (), guard_prefix: tuple[str, ...] = ()):
+        self.tmp, self.cgroup, self.guard_prefix = tmp, cgroup, guard_prefix  # guard_prefix: e.g. setpriv ... --
         self.ports = {name: free_port() for name in ("exporter", "guard", "worker")}
         self.config = write_config(tmp / "headroom.toml", tmp / "state", self.ports["exporter"], self.ports["guard"],
                                    self.ports["worker"], cgroup.name, guard, real_worker)
@@ -166,7 +166,8 @@ class Stack:
         wait_guard_ready(self.procs, self.guard, self.tmp, 20)
 
     def start_guard(self) -> None:
-        self.procs["guard"] = start(headroom_cmd("guard", "--config", str(self.config)), self.tmp / "guard.log")
+        argv = [*self.guard_prefix, *headroom_cmd("guard", "--config", str(self.config))]
+        self.procs["guard"] = start(argv, self.tmp / "guard.log")
 
     def kill_guard(self) -> None:
         self.procs["guard"].send_signal(signal.SIGKILL)

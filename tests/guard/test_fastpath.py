@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -135,31 +136,38 @@ def test_without_a_freezer_the_freeze_level_frees_the_worker_once_per_crossing()
 
 
 def test_the_fast_path_freezes_a_real_process_frees_the_worker_and_thaws_it_above_pause(tmp_path):
+    from tests.guard.adversary import end, start_actor
+    from tests.guard.realstack import domain_cgroup
+
     need_freezer_root()
-    proc, outs = start_counter(tmp_path, "grower", oom_score_adj=500)
-    try:
-        manager, reader = Recorder(), Script([proc.pid])
-        freezer = make_freezer(tmp_path, freeze_method="sigstop")
-        fast = FastPath(GuardSettings(), reader, manager, freezer=freezer, clock=lambda: reader.obs.taken_at + 0.003)
-        reader.obs = DomainObs(100.0, 2 * GiB, 1500 * MiB)
-        fast.step()
-        reader.obs = DomainObs(100.02, 2 * GiB, 90 * MiB)  # below 5 % of 2 GiB
-        fast.step()
-        assert [fp.pid for fp in freezer.frozen()] == [proc.pid] and not counting(outs[0])
-        assert manager.calls[0][0] == "freed" and manager.calls[0][2]["pid"] == proc.pid
-        crossed = 100.0 + (1500 - 102.4) / (1500 - 90) * 0.02  # interpolated between the two looks
-        assert fast.reactions.recent == [pytest.approx(100.023 - crossed)]
-        reader.obs = DomainObs(101.5, 2 * GiB, 1200 * MiB)  # the worker gave back its memory: above pause
-        fast.step()
-        assert freezer.frozen() == () and counting(outs[0])
-        assert manager.calls[-1][0] == "freed"  # it still runs and holds memory: the worker would not fit back yet
-        reader.obs = DomainObs(103.0, 2 * GiB, 100 * MiB)  # it grows again to the freeze level: frozen again
-        fast.step()
-        assert [fp.pid for fp in freezer.frozen()] == [proc.pid]
-        fast.close()  # the guard stops: nothing stays frozen
-        assert freezer.frozen() == () and counting(outs[0])
-    finally:
-        stop(proc)
+    with domain_cgroup(GiB) as cg:
+        proc, out = start_actor(tmp_path, "grower", join=cg.join, step_mib=4, cap_mib=600)  # 80 MiB/s
+        try:
+            manager, reader = Recorder(), Script([proc.pid])
+            freezer = make_freezer(tmp_path)
+            fast = FastPath(GuardSettings(), reader, manager, freezer=freezer, clock=lambda: reader.obs.taken_at + 0.003)
+            reader.obs = DomainObs(100.0, 2 * GiB, 1500 * MiB)
+            fast.step()
+            time.sleep(0.4)  # it grows meanwhile (the fast path's samples are what the choice ranks by)
+            reader.obs = DomainObs(100.02, 2 * GiB, 90 * MiB)  # below 5 % of 2 GiB
+            fast.step()
+            assert [fp.pid for fp in freezer.frozen()] == [proc.pid] and not counting(out)
+            assert manager.calls[0][0] == "freed" and manager.calls[0][2]["pid"] == proc.pid
+            crossed = 100.0 + (1500 - 102.4) / (1500 - 90) * 0.02  # interpolated between the two looks
+            assert fast.reactions.recent == [pytest.approx(100.023 - crossed)]
+            reader.obs = DomainObs(101.5, 2 * GiB, 1200 * MiB)  # the worker gave back its memory: above pause
+            fast.step()
+            assert freezer.frozen() == () and counting(out)
+            assert manager.calls[-1][0] == "freed"  # it still runs and holds memory: the worker would not fit back yet
+            time.sleep(0.4)
+            reader.obs = DomainObs(103.0, 2 * GiB, 100 * MiB)  # it grows again to the freeze level: frozen again
+            fast.step()
+            assert [fp.pid for fp in freezer.frozen()] == [proc.pid]
+            fast.close()  # the guard stops: nothing stays frozen
+            assert freezer.frozen() == () and counting(out)
+        finally:
+            freezer.close()
+            end(proc)
 
 
 def test_a_gpu_freeze_frees_the_worker_until_the_frozen_process_exits(tmp_path, monkeypatch, make_manager):

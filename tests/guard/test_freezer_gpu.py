@@ -12,6 +12,7 @@ from guard.app import build_gpu_watch
 from guard.gpufreeze import GpuFreezeWatch, poll_interval, threshold_bytes
 from guard.settings import GuardSettings
 from tests.fakes import fake_pynvml
+from guard.protection import Protection
 from tests.guard.freezing import counting, make_freezer, need_freezer_root, start_counter, stop
 
 GIB = 1 << 30
@@ -84,11 +85,13 @@ def test_a_gpu_freeze_without_room_follows_on_no_room(tmp_path, monkeypatch):
     grower, grower_out = start_counter(tmp_path, "grower")
     try:
         path = tmp_path / "nvml.json"
-        path.write_text(json.dumps(scenario(1, {grower.pid: 70})))
+        path.write_text(json.dumps(scenario(60, {grower.pid: 10})))
         monkeypatch.setenv("HEADROOM_FAKE_NVML", str(path))
         now = [100.0]
         freezer = make_freezer(tmp_path, clock=lambda: now[0], freeze_max_seconds=10, on_no_room="thaw")
         watch = GpuFreezeWatch(Nvml("tests.fakes.fake_pynvml"), freezer, "3%", "10%", clock=lambda: now[0])
+        assert watch.step()[0] == []
+        set_device(scenario(1, {grower.pid: 70}))  # it loads 60 GiB of weights
         assert [e.action for e in watch.step()[0]] == ["froze"] and not counting(grower_out[0])
         now[0] = 111.0  # nothing was freed: still 1 GiB free after freeze_max_seconds
         assert watch.step()[0] == [] and counting(grower_out[0]) and freezer.frozen() == ()
@@ -105,16 +108,24 @@ def test_a_gpu_freeze_asks_the_manager_to_free_the_worker_until_the_process_is_g
     grower, outs = start_counter(tmp_path, "grower")
     try:
         path = tmp_path / "nvml.json"
-        path.write_text(json.dumps(scenario(1, {grower.pid: 70})))
+        path.write_text(json.dumps(scenario(60, {grower.pid: 10})))
         monkeypatch.setenv("HEADROOM_FAKE_NVML", str(path))
         freezer = make_freezer(tmp_path)
         wishes = []
-        manager = SimpleNamespace(gpu_pids=set(), protect=lambda desired, message, data, source: wishes.append((desired, source)))
+        protection = Protection()
+
+        def protect(desired, message, data, source):
+            wishes.append((desired, source))
+            protection.wish(source, desired, 0.0, data.get("pid"))
+
+        manager = SimpleNamespace(protect=protect)
         settings = GuardSettings(gpu={"enter": {"warn": "3%", "freeze": "3%"}, "band": "7%"})
         watch = build_gpu_watch(settings, manager, freezer, nvml=Nvml("tests.fakes.fake_pynvml"))
         watch.step()
+        set_device(scenario(1, {grower.pid: 70}))
+        watch.step()
         assert [(w.state, w.level, source) for w, source in wishes] == [("freed", settings.free_level, "gpu")]
-        assert manager.gpu_pids == {grower.pid}, "the worker stays freed until this process is gone"
+        assert protection.view().gpu_pids == {grower.pid}, "the worker stays freed until this process is gone"
         set_device(scenario(30, {grower.pid: 50}))
         watch.step()
         assert len(wishes) == 1 and counting(outs[0]), "thawed once the GPU has room; the free is not withdrawn"

@@ -28,12 +28,13 @@ def sigkilled_guard_then_restart(tmp_path, grower, out, method):
 
 
 @pytest.mark.kernel
-def test_sigkilled_guard_leaves_nothing_sigstopped_once_restarted(tmp_path):
+def test_sigkilled_guard_leaves_nothing_frozen_in_the_cgroup_it_made_once_restarted(tmp_path):
     need_freezer_root()
     grower, outs = start_counter(tmp_path, "grower", child=True)
     try:
-        sigkilled_guard_then_restart(tmp_path, grower, outs[0], "sigstop")
-        assert counting(outs[1]), "the child stopped with the group was not resumed"
+        sigkilled_guard_then_restart(tmp_path, grower, outs[0], "cgroup-v1")
+        assert counting(outs[1]), "the child frozen with its parent was not resumed"
+        assert not list((CGROUPFS / "freezer" / "headroom-guard").glob(f"{grower.pid}-*")), "the cgroup it made is left"
     finally:
         stop(grower)
 

@@ -16,7 +16,7 @@ from guard.cli import fetch_status, render
 from guard.freezer import Freezer
 from guard.watch import screen
 from headroom.serving import bind, make_server
-from tests.guard.freezing import counting, need_freezer_root, start_counter, stop
+from tests.guard.freezing import counting, grew, need_freezer_root, start_counter, stop
 from tests.guard.support import GiB
 from tests.helpers import REPO, free_port, headroom_cmd, need, wait_for
 
@@ -34,7 +34,8 @@ def frozen(make_manager, source, tmp_path):
     manager.freezer = Freezer(manager.settings, manager.store, clock=manager.clock)
     grower, outs = start_counter(tmp_path, "grower")
     try:
-        fp = manager.freezer.freeze([grower.pid], "ram 120 MiB free, below the freeze threshold 150 MiB")
+        fp = manager.freezer.freeze([grower.pid], "ram 120 MiB free, below the freeze threshold 150 MiB",
+                                    growth=grew(grower.pid))
         assert fp is not None and not counting(outs[0])
         manager.tick()
         yield manager, grower, outs[0]
@@ -49,7 +50,9 @@ def test_api_metrics_and_manual_thaw(frozen):
     with TestClient(create_app(None, Deps(manager, TOKEN, run_scheduler=False)), raise_server_exceptions=False) as api:
         listed = api.get("/v1/frozen").json()
         assert [p["pid"] for p in listed["processes"]] == [grower.pid] and listed["on_no_room"] == "thaw"
-        assert api.get("/v1/headroom").json()["frozen"]["processes"][0]["method"] == "sigstop"
+        assert api.get("/v1/headroom").json()["frozen"]["processes"][0]["method"] == "cgroup-v1"
+        why = api.get("/v1/frozen").json()["processes"][0]["why"]
+        assert why.startswith("grew 64.0 MiB: ram 120 MiB free") and "cgroup the guard made" in why
         text = api.get("/metrics").text
         assert "headroom_guard_frozen 1.0" in text and 'headroom_guard_freezes_total{outcome="manual"} 0.0' in text
         assert api.post(f"/v1/frozen/{grower.pid}/thaw").status_code == 401, "thawing needs the token"
@@ -100,7 +103,7 @@ def test_status_watch_and_headroom_thaw(served, tmp_path):
     again = subprocess.run(headroom_cmd("thaw", str(grower.pid), "--url", base), cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=60)
     assert again.returncode == 1 and "is not frozen by the guard" in again.stderr
-    assert manager.freezer.freeze([grower.pid], "again") is None, "thawed by hand, it is never frozen again"
+    assert manager.freezer.freeze([grower.pid], "again", growth=grew(grower.pid)) is None, "thawed by hand, it is never frozen again"
 
 
 @pytest.mark.kernel
@@ -121,7 +124,7 @@ def test_status_page_shows_the_frozen_process(served):
             page.wait_for_function("Number(document.body.dataset.loaded || 0) >= 1", timeout=15_000)
             assert page.is_visible("#frozen-card") and not errors, errors
             row = page.inner_text(f"#frozen-table tr[data-pid='{grower.pid}']")
-            assert "sigstop" in row and f"headroom thaw {grower.pid}" in row
+            assert "cgroup-v1" in row and f"headroom thaw {grower.pid}" in row
             manager.freezer.thaw(grower.pid, "test", "manual")
             page.wait_for_function("document.getElementById('frozen-card').hidden", timeout=15_000)
         finally:

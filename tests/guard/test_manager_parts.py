@@ -94,3 +94,37 @@ def test_the_charts_sample_the_published_view(make_manager, source, clock):
     assert second.t == manager.view.snapshot.taken_at and second.level == manager.view.decision.level.label
     assert first.ram_reserved_bytes == 0 and second.ram_reserved_bytes == 1 * GiB  # the lease granted between the ticks
     assert second.ram_used_bytes - first.ram_used_bytes == 4 * GiB
+
+
+def test_protection_has_one_owner_and_readers_see_whole_copies():
+    """The fast path and the GPU watch write through Protection; a reader's view is never half of one change."""
+    import threading
+    import time
+
+    from guard.protection import Protection
+    from guard.types import Desired
+
+    protection, stop, seen = Protection(), threading.Event(), []
+
+    def writer(source: str, pid: int) -> None:
+        while not stop.is_set():
+            protection.wish(source, Desired("freed", level=2, reason=source), 1.0, pid)
+            protection.gpu_cause_gone(lambda p: False)
+            protection.wish(source, None, 2.0)
+
+    threads = [threading.Thread(target=writer, args=(s, n)) for s, n in (("ram", None), ("gpu", 42))]
+    for t in threads:
+        t.start()
+    try:
+        deadline, wished = time.monotonic() + 10, 0
+        while len(seen) < 20000 or (wished < 100 and time.monotonic() < deadline):
+            view = protection.view()
+            seen.append(view)
+            wished += view.override is not None
+            assert (view.override is None) == (view.sources == ()), view
+            assert not view.gpu_pids or "gpu" in view.sources or view.gpu_pids == frozenset({42})
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert any(v.override is not None for v in seen) and protection.downtime.down_since == 1.0

@@ -150,3 +150,20 @@ def test_requeue_running_after_a_crash(tmp_path):
     assert (counts["completed"], counts["queued"], counts["running"]) == (1, 2, 0)
     assert [r.custom_id for r in store.claim(5)[1]] == ["r1", "r2"]
     store.close()
+
+
+def test_the_state_reports_the_workers_own_processes_so_a_guard_never_freezes_them(make_client):
+    """The guard's freezer knows the worker by this report: under the guard's unit it cannot map sockets to pids."""
+    import subprocess
+    import sys
+
+    client = make_client()
+    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # an engine process it started
+    try:
+        time.sleep(1.1)  # past the report's one-second cache
+        state = client.get("/control/state").json()
+        assert state["pids"][0] == os.getpid() and engine.pid in state["pids"]
+        assert "own_cgroup" in state
+    finally:
+        engine.kill()
+        engine.wait()
