@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from guard.leases import gpu_room, match_gpus, ram_room
+from guard.leases import Admission, gpu_room, match_gpus, ram_room
 from guard.settings import GuardSettings
-from guard.types import Lease, LeaseStatus, Snapshot
+from guard.types import AdmissionOutcome, Lease, LeaseStatus, Snapshot
 from headroom.sizes import format_size
 
 Room = dict[str, float]  # "ram" and "gpu:<index>" -> admissible bytes
@@ -101,28 +101,33 @@ def charge(blocked: Iterable[Blocked], lease: Lease, gpu: str | None) -> None:
             b.spare = minus(b.spare, lease, gpu)
 
 
-def never_fits(lease: Lease, snapshot: Snapshot, config: GuardSettings, worker_hold: Room | None,
-               granted: Iterable[Lease]) -> str | None:
-    """Why `lease` can never be granted (more than the domain holds; with free_worker, more than freeing the worker
-    could make), or None. Says the most it could get."""
+def never_fits(lease: Lease, snapshot: Snapshot, config: GuardSettings, worker_hold: Room | None) -> Admission | None:
+    """A refusal when `lease` can never be granted (more than the domain holds; with free_worker, more than freeing the
+    worker could make), saying the most it could get and the shortfall against that; else None."""
     most_ram = (snapshot.ram_total_bytes or math.inf) - float(config.ram_margin)
     if lease.ram_bytes > most_ram:
-        return f"can never fit: ram {format_size(lease.ram_bytes)} is more than the domain holds " \
-               f"(at most {format_size(max(0.0, most_ram))} after the {format_size(config.ram_margin)} margin)"
+        return Admission(AdmissionOutcome.REFUSED, f"can never fit: ram {format_size(lease.ram_bytes)} is more than the "
+                         f"domain holds, ram short by {format_size(lease.ram_bytes - most_ram)} "
+                         f"(at most {format_size(max(0.0, most_ram))} after the "
+                         f"{format_size(config.ram_margin)} margin)", shortfall={"ram_bytes": int(lease.ram_bytes - most_ram)})
     gpus = match_gpus(snapshot, lease.gpu) if lease.gpu_bytes else []
     most_gpu = max((g.total_bytes for g in gpus), default=math.inf) - float(config.gpu_margin)
     if lease.gpu_bytes > most_gpu:
-        return f"can never fit: gpu {format_size(lease.gpu_bytes)} is more than the GPU holds " \
-               f"(at most {format_size(max(0.0, most_gpu))} after the {format_size(config.gpu_margin)} margin)"
+        return Admission(AdmissionOutcome.REFUSED, f"can never fit: gpu {format_size(lease.gpu_bytes)} is more than the "
+                         f"GPU holds, gpu short by {format_size(lease.gpu_bytes - most_gpu)} "
+                         f"(at most {format_size(max(0.0, most_gpu))} after the "
+                         f"{format_size(config.gpu_margin)} margin)", shortfall={"gpu_bytes": int(lease.gpu_bytes - most_gpu)})
     if not lease.free_worker or worker_hold is None:
         return None
     best = room_now(snapshot, (), config)  # every lease ended
     for key, value in worker_hold.items():
         best[key] = best.get(key, 0.0) + value
-    if fit_gpu(lease, snapshot, best) is False:
-        return "can never fit: more than freeing the worker could make, even with every lease ended " \
-               f"(at most {describe(best)})"
-    return None
+    if fit_gpu(lease, snapshot, best) is not False:
+        return None
+    most = max((v for k, v in best.items() if k.startswith("gpu:")), default=0.0)
+    shortfall = {"ram_bytes": int(lease.ram_bytes - best["ram"]), "gpu_bytes": int(lease.gpu_bytes - most)}
+    return Admission(AdmissionOutcome.REFUSED, "can never fit: more than freeing the worker could make, even with every "
+                     f"lease ended (at most {describe(best)})", shortfall={k: v for k, v in shortfall.items() if v > 0})
 
 
 def freeing_helps(lease: Lease, snapshot: Snapshot, room: Room, worker_hold: Room | None) -> bool:

@@ -70,14 +70,18 @@ class QueueMixin:
     def note_waiting(self, lease: Lease, admission: Admission, entry: Blocked, room: Room, ahead: int, now: float) -> None:
         """Record why `lease` waits (with what would work instead) and whether it holds the worker freed."""
         frees = lease.frees_worker or (admission.needs_free and freeing_helps(lease, self.snapshot, room, self.worker_hold))
+        reason = self.waiting_reason(lease, admission, frees, entry, room, ahead, now)
+        if (reason, frees) != (lease.reason, lease.frees_worker):
+            lease.reason, lease.frees_worker = reason, frees
+            self.book.save(lease)
+
+    def waiting_reason(self, lease: Lease, admission: Admission, frees: bool, entry: Blocked, room: Room, ahead: int,
+                       now: float) -> str:
         why = admission.reason if admission.outcome != AdmissionOutcome.GRANTED else \
             f"queued behind {ahead} earlier request(s) it would delay"
         if admission.needs_free and not frees:
             why = "freeing the worker would not make room; waiting for leases to end"
-        reason = f"{why}; {advice(lease, entry, room, now, self.worker_hold, self.snapshot)}"
-        if (reason, frees) != (lease.reason, lease.frees_worker):
-            lease.reason, lease.frees_worker = reason, frees
-            self.book.save(lease)
+        return f"{why}; {advice(lease, entry, room, now, self.worker_hold, self.snapshot)}"
 
     def new_lease(self, lease_fields: dict, now: float, lease_id: str | None = None) -> Lease:
         return Lease(id=lease_id or uuid.uuid4().hex[:16], created_at=now, expires_at=now + lease_fields["ttl_seconds"],
@@ -88,9 +92,9 @@ class QueueMixin:
         no earlier waiting request (the reason then says so)."""
         ahead = self.blocked_ahead(lease.priority, now)
         if not self.decision.stale and self.snapshot.ok:
-            never = never_fits(lease, self.snapshot, self.settings, self.worker_hold, self.leases())
-            if never:
-                return Admission(AdmissionOutcome.REFUSED, never), ahead
+            never = never_fits(lease, self.snapshot, self.settings, self.worker_hold)
+            if never is not None:
+                return never, ahead
         admission = self.admit(lease)
         if admission.outcome == AdmissionOutcome.GRANTED and not may_pass(lease, admission.gpu, ahead):
             return Admission(AdmissionOutcome.REFUSED, f"{len(ahead)} earlier request(s) are queued ahead and granting "
@@ -109,14 +113,16 @@ class QueueMixin:
                 self.publish()
                 return lease, admission, 0
             never = admission.reason.startswith("can never fit")
-            frees = admission.needs_free and freeing_helps(lease, self.snapshot, room_now(self.snapshot, self.leases(),
-                                                                                          self.settings), self.worker_hold)
+            leases = self.leases()
+            room = room_now(self.snapshot, leases, self.settings)
+            frees = admission.needs_free and freeing_helps(lease, self.snapshot, room, self.worker_hold)
             if admission.stale or never or (wait_seconds <= 0 and not frees):
                 self.book.refuse(lease, admission, now)
                 return None, admission, 0
             lease.frees_worker = frees
             lease.wait_until = now + max(wait_seconds, FREE_WAIT_SECONDS if frees else 0)
-            lease.reason = admission.reason
+            lease.reason = self.waiting_reason(lease, admission, frees, self.blocked(lease, room, leases, now), room,
+                                               len(ahead), now)
             self.book.queue(lease, now)
             self.publish()
             return lease, admission, len(ahead) + 1
