@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model
 from exporter.units import is_unit_name
 from headroom.settings_base import Section, listen_validator
 from guard.signals import Resource, ResolvedRule, resolve
+from guard.settings_checks import threshold_problems
 from headroom.sizes import parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]  # "512MiB" or a number of bytes in the file; an int after load
@@ -316,6 +317,9 @@ class GuardSettings(Section):
     def _amounts(self) -> "GuardSettings":
         """Every rule parsed once, here: the tick, admission and the views read numbers from `rules`."""
         self._rules = {resource: resolve(getattr(self, resource.value), resource) for resource in Resource}
+        problems = threshold_problems(self._rules, self)
+        if problems:
+            raise ValueError(problems[0])
         return self
 
     @property

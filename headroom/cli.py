@@ -76,7 +76,8 @@ def _settings(args: argparse.Namespace):
 
     server = getattr(args, "server", None)
     given = {flag.key: getattr(args, flag.key) for flag in (server.flags if server else ()) if getattr(args, flag.key) is not None}
-    return load_settings(args.config, **({server.name: given} if given else {}))
+    serves_guard = (server.name if server else args.command) in ("guard", "up")  # its host must have what it names
+    return load_settings(args.config, check_host=serves_guard, **({server.name: given} if given else {}))
 
 
 def main(argv: list[str] | None = None) -> int:
