@@ -6,7 +6,7 @@ import argparse
 import json
 
 from headroom.auth import bearer_headers, read_token
-from headroom.cliargs import settings_command
+from headroom.cliargs import settings_command, url_arg
 from headroom.detail import describe_detail
 from headroom.errors import EXIT_CONFIG, EXIT_NO, EXIT_UNREACHABLE, HeadroomError
 from headroom.settings_base import base_url
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """`status` and `thaw`: clients of a running guard (`headroom guard` itself is served by headroom.cli)."""
     status = subparsers.add_parser("status", help="show headroom, level, worker state, leases and recent events")
     settings_command(status, _status)
-    status.add_argument("--url", help="guard base URL (default: from [guard] listen)")
+    status.add_argument("--url", type=url_arg, help="guard base URL (default: from [guard] listen)")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.add_argument("--events", type=int, default=10, metavar="N", help="recent events to show (default 10)")
     status.add_argument("--watch", action="store_true", help="a live view in the terminal, redrawn every --interval; Ctrl-C ends it")
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     thaw = subparsers.add_parser("thaw", help="thaw a process the guard froze (it is then never frozen again)")
     settings_command(thaw, _thaw)
     thaw.add_argument("pid", type=int, help="the frozen process's pid (`headroom status` lists them)")
-    thaw.add_argument("--url", help="guard base URL (default: from [guard] listen)")
+    thaw.add_argument("--url", type=url_arg, help="guard base URL (default: from [guard] listen)")
 
 
 def fetch_status(base: str, events: int, full: bool = False, token: str | None = None) -> dict:

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from headroom import __version__
-from headroom.cliargs import settings_command
+from headroom.cliargs import Parser, settings_command
 from headroom.errors import EXIT_INTERRUPTED, EXIT_OK, HeadroomError
 from headroom.logsetup import setup_logging
 
@@ -49,7 +49,7 @@ COMMANDS = ("headroom.config_cli", "headroom.up", "guard.cli", "worker.cli", "he
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headroom", description="Keep a GPU box from killing its own work.")
+    parser = Parser(prog="headroom", description="Keep a GPU box from killing its own work.")
     parser.add_argument("--version", action="version", version=f"headroom {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True

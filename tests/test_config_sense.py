@@ -72,3 +72,9 @@ def test_the_guard_exits_2_before_serving_and_config_check_says_the_same(tmp_pat
                                                       "severe level)"], result.stderr
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # nothing ever listened there
+
+
+@pytest.mark.parametrize("parent", ["../escape", "headroom.slice/../..", "/a/./b"])
+def test_a_parent_cgroup_that_climbs_out_is_refused(tmp_path, parent):
+    message = refused(f'[run]\nparent_cgroup = "{parent}"\n', tmp_path)
+    assert f"run.parent_cgroup = {parent!r}: expected a cgroup path without" in message

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from headroom.cliargs import cgroup_path
 
 from headroom.settings_base import Section
 
@@ -23,3 +25,8 @@ class RunSettings(Section):
         default=60, ge=5, le=86400,
         description="Lease TTL; heartbeats every third of it keep the lease alive while the command runs.",
     )
+
+    @field_validator("parent_cgroup")
+    @classmethod
+    def _parent(cls, value: str) -> str:
+        return cgroup_path(value)
