@@ -147,7 +147,8 @@ def describe(room: Room) -> str:
 
 def advice(lease: Lease, b: Blocked, room: Room, now: float, worker_hold: Room | None, snapshot: Snapshot) -> str:
     """What would work instead of waiting: a size that fits now, --free-worker, or when it is expected to start."""
-    tips = [f"fits now: at most {describe(room)}"]
+    asked = {k: v for k, v in room.items() if (k == "ram" and lease.ram_bytes) or (k != "ram" and lease.gpu_bytes)}
+    tips = [f"fits now: at most {describe(asked)}"]
     if not lease.free_worker and worker_hold and freeing_helps(lease, snapshot, room, worker_hold):
         tips.append(f"--free-worker would make room (the worker holds {describe(worker_hold)})")
     if math.isfinite(b.shadow_at):

@@ -36,8 +36,9 @@ class QueueMixin:
         return [self.blocked(lease, room, leases, now) for lease in queue_order(leases) if lease.priority >= priority]
 
     def blocked(self, lease: Lease, room: Room, leases: list[Lease], now: float) -> Blocked:
-        found = shadow(lease, self.snapshot, room, leases)
-        found.hard = self.book.passed_too_long(lease.id, now, self.settings.backfill_max_pass_seconds)
+        found = shadow(lease, self.snapshot, room, leases)  # a finite shadow is protected by its spare: no bound needed
+        found.hard = math.isinf(found.shadow_at) and self.book.passed_too_long(lease.id, now,
+                                                                               self.settings.backfill_max_pass_seconds)
         return found
 
     def serve_queue(self, decision: Decision, now: float) -> None:

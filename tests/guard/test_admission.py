@@ -138,3 +138,19 @@ def test_wait_zero_is_refused_when_it_would_queue(make_manager, source):
     manager.tick()
     lease, admission, _ = manager.request(fields(4 * GiB, holder="now"), 0)
     assert lease is None and admission.outcome == "refused"
+
+
+def test_a_refusal_after_the_wait_says_why_and_what_would_work(make_manager, source, clock):
+    manager = make_manager(ram_margin=0, **CALM)
+    source.set(ram_available_bytes=10 * GiB)
+    manager.tick()
+    manager.request(fields(4 * GiB, holder="held", ttl_seconds=300), 0)
+    big, _, _ = manager.request(fields(8 * GiB, holder="big"), 10)
+    for _ in range(6):
+        clock.advance(2)
+        manager.touch(big.id)
+        manager.heartbeat(next(l.id for l in manager.leases() if l.holder == "held"))
+        manager.tick()
+    ended = manager.get_lease(big.id)
+    assert ended.status == "refused" and ended.reason.startswith("gave up waiting after 10 s: not enough memory"), ended.reason
+    assert "fits now: at most ram 6.0 GiB" in ended.reason and "expected start in ~" in ended.reason
