@@ -101,22 +101,24 @@ def charge(blocked: Iterable[Blocked], lease: Lease, gpu: str | None) -> None:
             b.spare = minus(b.spare, lease, gpu)
 
 
+def too_big(name: str, asked: float, most: float, margin: float) -> Admission:
+    """"More than the domain (or the GPU) holds", with the shortfall against the most it could ever get."""
+    return Admission(AdmissionOutcome.REFUSED,
+                     f"can never fit: {name} {format_size(asked)} is more than the {'GPU' if name == 'gpu' else 'domain'} "
+                     f"holds, {name} short by {format_size(asked - most)} (at most {format_size(max(0.0, most))} after "
+                     f"the {format_size(margin)} margin)", shortfall={f"{name}_bytes": int(asked - most)})
+
+
 def never_fits(lease: Lease, snapshot: Snapshot, config: GuardSettings, worker_hold: Room | None) -> Admission | None:
     """A refusal when `lease` can never be granted (more than the domain holds; with free_worker, more than freeing the
     worker could make), saying the most it could get and the shortfall against that; else None."""
     most_ram = (snapshot.ram_total_bytes or math.inf) - float(config.ram_margin)
     if lease.ram_bytes > most_ram:
-        return Admission(AdmissionOutcome.REFUSED, f"can never fit: ram {format_size(lease.ram_bytes)} is more than the "
-                         f"domain holds, ram short by {format_size(lease.ram_bytes - most_ram)} "
-                         f"(at most {format_size(max(0.0, most_ram))} after the "
-                         f"{format_size(config.ram_margin)} margin)", shortfall={"ram_bytes": int(lease.ram_bytes - most_ram)})
+        return too_big("ram", lease.ram_bytes, most_ram, config.ram_margin)
     gpus = match_gpus(snapshot, lease.gpu) if lease.gpu_bytes else []
     most_gpu = max((g.total_bytes for g in gpus), default=math.inf) - float(config.gpu_margin)
     if lease.gpu_bytes > most_gpu:
-        return Admission(AdmissionOutcome.REFUSED, f"can never fit: gpu {format_size(lease.gpu_bytes)} is more than the "
-                         f"GPU holds, gpu short by {format_size(lease.gpu_bytes - most_gpu)} "
-                         f"(at most {format_size(max(0.0, most_gpu))} after the "
-                         f"{format_size(config.gpu_margin)} margin)", shortfall={"gpu_bytes": int(lease.gpu_bytes - most_gpu)})
+        return too_big("gpu", lease.gpu_bytes, most_gpu, config.gpu_margin)
     if not lease.free_worker or worker_hold is None:
         return None
     best = room_now(snapshot, (), config)  # every lease ended
@@ -126,8 +128,8 @@ def never_fits(lease: Lease, snapshot: Snapshot, config: GuardSettings, worker_h
         return None
     most = max((v for k, v in best.items() if k.startswith("gpu:")), default=0.0)
     shortfall = {"ram_bytes": int(lease.ram_bytes - best["ram"]), "gpu_bytes": int(lease.gpu_bytes - most)}
-    return Admission(AdmissionOutcome.REFUSED, "can never fit: more than freeing the worker could make, even with every "
-                     f"lease ended (at most {describe(best)})", shortfall={k: v for k, v in shortfall.items() if v > 0})
+    return Admission(AdmissionOutcome.REFUSED, "can never fit: more than freeing the worker could make, even with "
+                     f"every lease ended (at most {describe(best)})", shortfall={k: v for k, v in shortfall.items() if v > 0})
 
 
 def freeing_helps(lease: Lease, snapshot: Snapshot, room: Room, worker_hold: Room | None) -> bool:
