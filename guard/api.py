@@ -37,12 +37,17 @@ def engine_of(request: Request) -> Manager:
 ManagerDep = Annotated[Manager, Depends(engine_of)]
 
 
-async def wait_while_queued(manager: Manager, lease_id: str, seconds: float):
-    """Long-poll: return the lease once it leaves 'waiting' or after `seconds`."""
+async def wait_while_queued(manager: Manager, lease_id: str, seconds: float, request: Request | None = None):
+    """Long-poll: return the lease once it leaves 'waiting' or after `seconds`. While the client holds the poll open it
+    counts as polling; once it hangs up (killed), it stops counting and the guard withdraws the request soon after."""
     deadline = time.monotonic() + min(seconds, LONG_POLL_MAX)
+    manager.touch(lease_id)
     lease = manager.get_lease(lease_id)
     while lease is not None and lease.status == "waiting" and time.monotonic() < deadline:
         await asyncio.sleep(min(0.1, manager.settings.tick_seconds))
+        if request is not None and await request.is_disconnected():
+            return lease
+        manager.touch(lease_id)
         lease = manager.get_lease(lease_id)
     return lease
 
@@ -53,11 +58,16 @@ def queue_position(manager: Manager, lease) -> int:
     return order.index(lease.id) + 1 if lease.id in order else 1
 
 
+def poll_back_seconds(manager: Manager) -> int:
+    """How soon a waiting client should poll again: within half the grace after which its request is withdrawn."""
+    return max(1, min(manager.settings.retry_after_seconds, int(manager.settings.queue_poll_grace_seconds / 2)))
+
+
 def lease_response(manager: Manager, lease, position: int = 0, created: bool = False) -> JSONResponse:
     now = manager.clock()
     body = {"status": lease.status, "lease": lease_view(lease, now)}
     if lease.status == "waiting":
-        retry = manager.settings.retry_after_seconds
+        retry = poll_back_seconds(manager)
         body.update(position=position or queue_position(manager, lease), reason=lease.reason, retry_after_seconds=retry)
         return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
     return JSONResponse(body, status_code=201 if created and lease.status == "granted" else 200)
@@ -139,7 +149,7 @@ def build_router(auth, settings) -> APIRouter:
                  responses={200: {"description": "dry_run: it would be granted"}, 202: {"description": "queued"},
                             409: {"description": "refused: reason, shortfall"},
                             503: {"description": "signals stale"}})
-    async def create_lease(body: LeaseRequest, manager: ManagerDep):
+    async def create_lease(body: LeaseRequest, manager: ManagerDep, request: Request):
         snapshot = manager.view.snapshot
         if body.gpu_bytes and snapshot.ok:
             try:
@@ -159,7 +169,7 @@ def build_router(auth, settings) -> APIRouter:
             return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
         if lease.status == "waiting" and body.wait_seconds > 0:
             poll = body.wait_seconds if body.poll_seconds is None else min(body.poll_seconds, body.wait_seconds)
-            lease = await wait_while_queued(manager, lease.id, poll)
+            lease = await wait_while_queued(manager, lease.id, poll, request)
         return lease_response(manager, lease, position, created=True)
 
     @router.get("/v1/leases", tags=["leases"])
@@ -168,9 +178,9 @@ def build_router(auth, settings) -> APIRouter:
         return {"leases": [lease_view(lease, now) for lease in manager.view.leases]}
 
     @router.get("/v1/leases/{lease_id}", tags=["leases"], responses={202: {"description": "still queued"}, **NOT_FOUND})
-    async def get_lease(lease_id: LeaseId, manager: ManagerDep,
+    async def get_lease(lease_id: LeaseId, manager: ManagerDep, request: Request,
                         wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX, description="long-poll while queued")] = 0):
-        lease = await wait_while_queued(manager, lease_id, wait)
+        lease = await wait_while_queued(manager, lease_id, wait, request)
         if lease is None:
             raise HTTPException(404, detail=f"no lease {lease_id}")
         return lease_response(manager, lease)

@@ -7,7 +7,7 @@ import json
 import re
 
 from headroom.auth import bearer_headers, read_token
-from headroom.cliargs import client_command
+from headroom.cliargs import client_command, url_arg
 from headroom.detail import describe_detail
 from headroom.discover import read_pointer, token_source
 from headroom.errors import EXIT_CONFIG, EXIT_NO, EXIT_UNREACHABLE, HeadroomError
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """`status` and `thaw`: clients of a running guard (`headroom guard` itself is served by headroom.cli)."""
     status = subparsers.add_parser("status", help="show headroom, level, worker state, leases and recent events")
     client_command(status, _status)
-    status.add_argument("--url", help="guard base URL (default: from [guard] listen)")
+    status.add_argument("--url", type=url_arg, help="guard base URL (default: from [guard] listen)")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.add_argument("--events", type=int, default=10, metavar="N", help="recent events to show (default 10)")
     status.add_argument("--watch", action="store_true", help="a live view in the terminal, redrawn every --interval; Ctrl-C ends it")
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "asking a guard (the guard unit's ExecStopPost=); exit 1 while one stays frozen")
     thaw.add_argument("--force", action="store_true", help="with --all: thaw even while a guard holds the records "
                       "(a guard that hangs)")
-    thaw.add_argument("--url", help="guard base URL (default: from [guard] listen)")
+    thaw.add_argument("--url", type=url_arg, help="guard base URL (default: from [guard] listen)")
 
 
 def fetch_status(base: str, events: int, full: bool = False, token: str | None = None, tried: str = "",

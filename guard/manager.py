@@ -6,15 +6,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from guard.manager_protect import ProtectionMixin
+from guard.manager_queue import QueueMixin
 from guard.history import History
 from guard.leasebook import LeaseBook
-from guard.leases import Admission, admit, queue_order
 from guard.metrics import TickHistogram
 from guard.policy import assess, compose
 from guard.protection import Protection, merge_fast, with_override
@@ -26,7 +25,6 @@ from guard.types import (ActionEvent, AdmissionOutcome, Decision, Desired, Guard
 from headroom.contract import Maintenance, WorkerState, WorkerStatus
 
 log = logging.getLogger("headroom.guard")
-FREE_WAIT_SECONDS = 120  # a free_worker request waits at least this long for the worker to be freed
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class GuardView:
     ticks: int
 
 
-class Manager(ProtectionMixin):
+class Manager(ProtectionMixin, QueueMixin):
     """Observer, policy, queue, reconciler and store wired together; every entry point is thread-safe."""
 
     def __init__(self, settings: GuardSettings, observer, store: Store, reconciler=None,
@@ -69,7 +67,7 @@ class Manager(ProtectionMixin):
         from guard.workerpids import WorkerPids
 
         self.worker_pids = WorkerPids(settings.worker_url)  # never frozen; refreshed by the tick
-        self.book = LeaseBook(store, clock)
+        self.book = LeaseBook(store, clock, settings.queue_poll_grace_seconds)
         with self.lock:
             self.book.expire(self.clock())
             self.publish()
@@ -99,6 +97,7 @@ class Manager(ProtectionMixin):
                 decision = self.decide(snapshot, now)
             decision = self.remeasure_before_free(decision, now)
             self.worker_pids.refresh()
+            self.worker_hold = measure_hold(self.worker_pids, snapshot)
             self.end_gpu_episode()
             self.act(decision, now)
             self.record_oom_kills()
@@ -189,79 +188,6 @@ class Manager(ProtectionMixin):
             if (kill.time_seconds, kill.pid) not in known:
                 self.store.add_event("oom_kill", kill.describe(), kill.data, at=kill.time_seconds)
 
-    # --- leases ---------------------------------------------------------------------------------
-    def leases(self) -> list[Lease]:
-        """Active (granted or waiting) leases, from memory; the store is written through on every change."""
-        return self.book.leases()
-
-    def get_lease(self, lease_id: str) -> Lease | None:
-        return self.book.get(lease_id)
-
-    def admit(self, lease: Lease, decision: Decision | None = None) -> Admission:
-        return admit(lease, self.snapshot, decision or self.decision, self.leases(), self.settings, self.reconciler is not None)
-
-    def serve_queue(self, decision: Decision, now: float) -> None:
-        """Grant waiting leases in order (priority, then FIFO) against this tick's levels; stop at the first that does not
-        fit (it may now hold the worker freed: compose() reads that)."""
-        for lease in queue_order(self.leases()):
-            admission = self.admit(lease, decision)
-            if admission.outcome != AdmissionOutcome.GRANTED:
-                lease.frees_worker = lease.frees_worker or admission.needs_free
-                lease.reason = admission.reason
-                self.book.save(lease)
-                break
-            self.book.grant(lease, admission, now)
-
-    def request(self, lease_fields: dict, wait_seconds: int) -> tuple[Lease | None, Admission, int]:
-        """Admit a new request now: granted, queued (lease waiting, with its queue position) or refused."""
-        with self.lock:
-            now = self.clock()
-            lease = Lease(id=uuid.uuid4().hex[:16], created_at=now, expires_at=now + lease_fields["ttl_seconds"], **lease_fields)
-            queued_before = [l for l in queue_order(self.leases()) if l.priority >= lease.priority]
-            admission = self.admit(lease)
-            if admission.outcome == AdmissionOutcome.GRANTED and not queued_before:
-                self.book.grant(lease, admission, now)
-                self.publish()
-                return lease, admission, 0
-            if admission.stale or (admission.outcome == AdmissionOutcome.REFUSED and wait_seconds <= 0):
-                self.book.refuse(lease, admission, now)
-                return None, admission, 0
-            lease.frees_worker = admission.needs_free
-            lease.wait_until = now + max(wait_seconds, FREE_WAIT_SECONDS if admission.needs_free else 0)
-            lease.reason = admission.reason if admission.outcome != AdmissionOutcome.GRANTED else "queued behind earlier requests"
-            self.book.queue(lease, now)
-            self.publish()
-            return lease, admission, len(queued_before) + 1
-
-    def check(self, lease_fields: dict) -> Admission:
-        """Would `lease_fields` be granted now? Reserves nothing, records nothing (headroom check)."""
-        with self.lock:
-            now = self.clock()
-            lease = Lease(id="dry-run", created_at=now, expires_at=now + lease_fields["ttl_seconds"], **lease_fields)
-            admission = self.admit(lease)
-            ahead = [l for l in queue_order(self.leases()) if l.priority >= lease.priority]
-            if admission.outcome == AdmissionOutcome.GRANTED and ahead:
-                return Admission(AdmissionOutcome.REFUSED, f"{len(ahead)} earlier request(s) are queued ahead", admission.gpu)
-            return admission
-
-    def heartbeat(self, lease_id: str, pid: int | None = None) -> Lease | None:
-        with self.lock:
-            lease = self.get_lease(lease_id)
-            if lease is None or not lease.active:
-                return lease
-            self.book.heartbeat(lease, pid, self.clock())
-            self.publish()
-            return lease
-
-    def release(self, lease_id: str) -> Lease | None:
-        with self.lock:
-            lease = self.get_lease(lease_id)
-            if lease is None or not lease.active:
-                return lease
-            ended = self.book.end(lease, LeaseStatus.RELEASED, "released by the holder", self.clock())
-            self.publish()
-            return ended
-
     # --- maintenance, alerts --------------------------------------------------------------------
     def set_maintenance(self, on: bool, reason: str = "", retry_after_seconds: int = 600) -> Maintenance:
         with self.lock:
@@ -280,6 +206,18 @@ class Manager(ProtectionMixin):
             self.store.add_event("alert", f"{item.get('status', 'firing')}: {labels.get('alertname', '?')} {summary}".strip(), item)
         self.tick()
         return len(alerts)
+
+
+def measure_hold(worker_pids, snapshot: Snapshot) -> dict[str, float] | None:
+    """What the worker's processes hold now (RAM and each GPU), so admission knows what freeing it could make; None when
+    its processes are unknown (a remote worker)."""
+    pids = worker_pids()
+    if not pids:
+        return None
+    hold = {"ram": worker_pids.rss_bytes()}
+    for gpu in snapshot.gpus:
+        hold["gpu:" + gpu.gpu] = sum(used for pid, used in gpu.processes.items() if pid in pids)
+    return hold
 
 
 def dump_state(state: GuardState) -> dict:

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model
 from exporter.units import is_unit_name
 from headroom.settings_base import Section, listen_validator
 from guard.signals import Resource, ResolvedRule, resolve
+from guard.settings_checks import threshold_problems
 from headroom.sizes import parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]  # "512MiB" or a number of bytes in the file; an int after load
@@ -177,6 +178,16 @@ class GuardSettings(Section):
         default=86400, ge=1,
         description="Longest lease TTL a client may ask for; heartbeats keep a lease alive.")
     max_wait_seconds: int = Field(default=600, ge=0, description="Longest a POST may long-poll while queued.")
+    backfill_max_pass_seconds: float = Field(
+        default=60.0, ge=0, le=86400,
+        description=("A later request that fits is granted past a waiting one (backfill) only while that does not delay it;"
+                     " one whose start no lease end can make room for is passed over at most this long, then nothing is "
+                     "granted past it. 0: strict order."))
+    queue_poll_grace_seconds: float = Field(
+        default=6.0, ge=1, le=600,
+        description=("A waiting request whose client has not polled (or held a long-poll open) for this long is withdrawn:"
+                     " a killed client must not keep its place nor keep the worker freed. Waiting answers say to poll "
+                     "back within half of it."))
     events_need_token: bool = Field(
         True,
         description=("GET /v1/events needs the token (events carry alert payloads); false opens them, e.g. for the status "
@@ -308,6 +319,9 @@ class GuardSettings(Section):
     def _amounts(self) -> "GuardSettings":
         """Every rule parsed once, here: the tick, admission and the views read numbers from `rules`."""
         self._rules = {resource: resolve(getattr(self, resource.value), resource) for resource in Resource}
+        problems = threshold_problems(self._rules, self)
+        if problems:
+            raise ValueError(problems[0])
         return self
 
     @property

@@ -6,6 +6,8 @@ A size is published in OpenAPI as what the server really takes: an integer of by
 from __future__ import annotations
 
 import math
+import types
+import typing
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
@@ -74,7 +76,27 @@ class Body(BaseModel):
         where = find_surrogate(data)
         if where is not None:
             raise ValueError(f"{where}: holds a lone UTF-16 surrogate (such as \\ud800), which is no text; send valid Unicode")
+        return _whole_numbers(cls, data)
+
+
+def _whole_numbers(model: type[BaseModel], data: Any) -> Any:
+    """JSON Schema's integer includes 2.0: a whole, finite float sent for an integer field is taken as that integer
+    (fractions, NaN and inf still get the strict 422)."""
+    if not isinstance(data, dict):
         return data
+    fixed = None
+    for name, field in model.model_fields.items():
+        value = data.get(field.alias or name)
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and _takes_int(field.annotation):
+            fixed = fixed if fixed is not None else dict(data)
+            fixed[field.alias or name] = int(value)
+    return data if fixed is None else fixed
+
+
+def _takes_int(annotation: Any) -> bool:
+    """int, or int | None: a field whose published type is integer."""
+    return annotation is int or (typing.get_origin(annotation) in (typing.Union, types.UnionType)
+                                 and int in typing.get_args(annotation) and float not in typing.get_args(annotation))
 
 
 def _size_value(value: Any) -> Any:

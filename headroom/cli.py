@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from headroom import __version__
-from headroom.cliargs import settings_command
+from headroom.cliargs import Parser, settings_command
 from headroom.errors import EXIT_INTERRUPTED, EXIT_OK, HeadroomError
 from headroom.logsetup import setup_logging
 
@@ -49,7 +49,7 @@ COMMANDS = ("headroom.config_cli", "headroom.up", "guard.cli", "worker.cli", "he
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headroom", description="Keep a GPU box from killing its own work.")
+    parser = Parser(prog="headroom", description="Keep a GPU box from killing its own work.")
     parser.add_argument("--version", action="version", version=f"headroom {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
@@ -81,7 +81,8 @@ def _settings(args: argparse.Namespace):
         args.found = find_config(args.config)
         return load_settings(args.found.path)
     given = {flag.key: getattr(args, flag.key) for flag in (server.flags if server else ()) if getattr(args, flag.key) is not None}
-    return load_settings(args.config, **({server.name: given} if given else {}))
+    serves_guard = (server.name if server else args.command) in ("guard", "up")  # its host must have what it names
+    return load_settings(args.config, check_host=serves_guard, **({server.name: given} if given else {}))
 
 
 def _thaws_first(args: argparse.Namespace) -> bool:

@@ -7,7 +7,9 @@ file. (pydantic-settings does the same, but costs the exporter 9 MB of RSS; meas
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
 import tomllib
 import types
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from exporter.settings import ExporterSettings
 from guard.settings import GuardSettings
+from guard.settings_checks import host_problems
 from headroom.errors import EXIT_CONFIG, HeadroomError
 from headroom.paths import default_state_dir
 from headroom.client.settings import RunSettings
@@ -26,6 +29,9 @@ from worker.settings import WorkerSettings
 
 CONFIG_ENV = "HEADROOM_CONFIG"
 ENV_PREFIX = "HEADROOM_"
+# HEADROOM_* variables that are not settings (read elsewhere, or set by headroom for the commands it runs).
+NOT_SETTINGS = frozenset({"TOKEN", "TOKEN_FILE", "CONFIG", "LEASE_ID", "FAKE_NVML", "UPDATE_GOLDEN", "WORKER_TEST_KILL_AT",
+                          "CHROMIUM", "BENCH_DIR"})
 
 
 class Settings(BaseModel):
@@ -80,21 +86,44 @@ def _wants_json(model: type[BaseModel], key: str) -> bool:
     return False
 
 
+def closest(name: str, choices: typing.Iterable[str]) -> str | None:
+    found = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _unknown_variable(name: str, path: list[str], depth: int, model: type[BaseModel]) -> HeadroomError:
+    """$name has no setting at path[depth]: an error naming the closest existing variable."""
+    choices = list(model.model_fields) if depth else [*model.model_fields, *(n.lower() for n in NOT_SETTINGS)]
+    guess = closest(path[depth], choices)
+    hint = f"; did you mean ${ENV_PREFIX}{'__'.join([*path[:depth], guess, *path[depth + 1:]]).upper()}?" if guess else ""
+    return HeadroomError(f"${name}: unknown variable (no setting {'.'.join(path[:depth + 1])}){hint} Settings are "
+                         f"{ENV_PREFIX}SECTION__KEY, see docs/configuration.md", EXIT_CONFIG)
+
+
+def _model_at(model: type[BaseModel], part: str) -> type[BaseModel] | None:
+    """The section model a key names, or None when its value is a plain table (a dict: any key goes)."""
+    sub = model.model_fields[part]
+    return sub.annotation if isinstance(sub.annotation, type) and issubclass(sub.annotation, BaseModel) else None
+
+
 def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
-    """HEADROOM_SECTION__KEY=value variables as a nested dict; names that are no setting are left alone."""
+    """HEADROOM_SECTION__KEY=value variables as a nested dict; an unknown HEADROOM_* name is an error naming the closest
+    one (a misspelled variable must not be silently ignored); NOT_SETTINGS are left alone."""
     data: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name[len(ENV_PREFIX):] in NOT_SETTINGS:
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
-        if path[0] not in Settings.model_fields:
-            continue  # e.g. HEADROOM_TOKEN, HEADROOM_CONFIG: not settings
-        model: type[BaseModel] = Settings
+        model: type[BaseModel] | None = Settings
         target = data
-        for part in path[:-1]:
-            sub = model.model_fields.get(part)
-            model = sub.annotation if sub and isinstance(sub.annotation, type) and issubclass(sub.annotation, BaseModel) else BaseModel
+        for depth, part in enumerate(path):
+            if model is not None and part not in model.model_fields:
+                raise _unknown_variable(name, path, depth, model)
+            if depth == len(path) - 1:
+                break
+            model = _model_at(model, part) if model is not None else None
             target = target.setdefault(part, {})
+        model = model or BaseModel
         value: Any = raw
         if _wants_json(model, path[-1]):
             try:
@@ -121,21 +150,59 @@ def _describe(err: dict[str, Any], source: str) -> str:
     env_name = ENV_PREFIX + "__".join(str(part) for part in err["loc"][:2]).upper()
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        return f"{key}: unknown key (in {source} or ${env_name}); see docs/configuration.md for the keys"
+        guess = closest(str(err["loc"][-1]), _fields_at(err["loc"][:-1]))
+        hint = f"; did you mean {'.'.join([*map(str, err['loc'][:-1]), guess])}?" if guess else ""
+        return f"{key}: unknown key (in {source} or ${env_name}){hint} See docs/configuration.md for the keys"
+    if message.startswith(key + ".") or message.startswith(key + " "):  # a section's check names its own key
+        return message
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" = {value!r}"
     return f"{key}{shown}: {message}"
 
 
-def load_settings(path: str | os.PathLike | None = None, environ: typing.Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from `path` (or $HEADROOM_CONFIG), then HEADROOM_* variables, then `overrides` (command-line flags)."""
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return []
+        model = _model_at(model, part)
+    return list(model.model_fields) if model is not None else []
+
+
+def nonfinite(value: Any, key: str = "") -> list[str]:
+    """Keys whose value is NaN or infinite, anywhere in a loaded configuration ('inf' keeps a level entered for good)."""
+    if isinstance(value, BaseModel):
+        return [bad for name in type(value).model_fields for bad in nonfinite(getattr(value, name), f"{key}.{name}".lstrip("."))]
+    if isinstance(value, dict):
+        return [bad for name, item in value.items() for bad in nonfinite(item, f"{key}.{name}")]
+    if isinstance(value, (list, tuple)):
+        return [bad for index, item in enumerate(value) for bad in nonfinite(item, f"{key}[{index}]")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{key} = {value!r}: expected a finite number"]
+    return []
+
+
+def load_settings(path: str | os.PathLike | None = None, environ: typing.Mapping[str, str] | None = None,
+                  check_host: bool = False, **overrides: Any) -> Settings:
+    """Settings from `path` (or $HEADROOM_CONFIG), then HEADROOM_* variables, then `overrides` (command-line flags).
+    `check_host`: also what this host must have for them (the guard's memory domain cgroup, worker programs)."""
     environ = os.environ if environ is None else environ
     path = path or environ.get(CONFIG_ENV)
     data = _read_toml(Path(path)) if path else {}
     data = _merge(_merge(data, env_overrides(environ)), overrides)
     source = str(path) if path else "the built-in defaults"
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as err:
-        lines = [_describe(item, source) for item in err.errors()]
-        raise HeadroomError("invalid configuration:\n  " + "\n  ".join(lines), EXIT_CONFIG) from None
+        raise invalid([_describe(item, source) for item in err.errors()]) from None
+    problems = nonfinite(settings) + (host_problems(settings) if check_host else [])
+    if problems:
+        raise invalid(problems)
+    return settings
+
+
+def invalid(problems: list[str]) -> HeadroomError:
+    """One line per problem (one problem: one line in all)."""
+    if len(problems) == 1:
+        return HeadroomError(f"invalid configuration: {problems[0]}", EXIT_CONFIG)
+    return HeadroomError("invalid configuration:\n  " + "\n  ".join(problems), EXIT_CONFIG)

@@ -39,6 +39,20 @@ def is_full(err: BaseException) -> bool:
     return getattr(err, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in str(err)
 
 
+READY_MIN_FREE_BYTES = 64 * 1024  # below this on the database's filesystem a store is not ready, whatever the last write did
+
+
+def disk_room(path: Path) -> int | None:
+    """Bytes an unprivileged writer can still use on the filesystem holding `path` (None when it cannot be asked).
+    Readiness asks this, not only the last write: on a full disk a small write can still land in the database's own
+    free pages (after a WAL checkpoint), and readiness must not flicker with it."""
+    try:
+        stat = os.statvfs(path.parent if not path.is_dir() else path)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
 def describe_error(err: BaseException) -> str:
     name = getattr(err, "sqlite_errorname", "") or type(err).__name__
     return f"{err} ({name})"

@@ -11,7 +11,7 @@ EXIT_UNREACHABLE = 69  # the guard or the worker cannot be reached (EX_UNAVAILAB
 EXIT_NOT_GRANTED = 75  # `run`: the lease was refused or the wait ran out (EX_TEMPFAIL: try again later)
 EXIT_CANNOT_EXECUTE = 126  # `run`: CMD exists but cannot be executed (as a shell says)
 EXIT_NOT_FOUND = 127  # `run`: CMD was not found (as a shell says)
-EXIT_INTERRUPTED = 130  # Ctrl-C before anything ran (128 + SIGINT); `run` withdrew its queued request
+EXIT_INTERRUPTED = 130  # Ctrl-C before anything ran (128 + SIGINT); `run` withdrew its queued request (SIGHUP: 129, SIGTERM: 143)
 # Besides these, `headroom run` ends with CMD's own status, 128+N when signal N ended CMD.
 
 

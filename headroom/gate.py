@@ -35,18 +35,25 @@ class Gate:
         self.app, self.token, self.routes = app, token, routes
         self.needs_token, self.body_limit = needs_token, body_limit
 
-    def _route(self, scope) -> Any:
+    def _route(self, scope) -> tuple[Any, set[str]]:
+        """The route that takes this request, else the methods the routes on its path allow (for a 405's Allow)."""
+        allowed: set[str] = set()
         for route in self.routes():
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return route
-        return None
+                return route, allowed
+            if match is Match.PARTIAL:
+                allowed.update(getattr(route, "methods", None) or ())
+        return None, allowed
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = self._route(scope)
+        route, allowed = self._route(scope)
+        if route is None and allowed:  # Starlette's own 405 names only the first route's method
+            await _answer(send, 405, "Method Not Allowed", [(b"allow", ", ".join(sorted(allowed)).encode())])
+            return
         headers = dict(scope["headers"])
         if route is not None and self.needs_token(route) and not token_matches(self.token, headers.get(b"authorization")):
             await _answer(send, 401, UNAUTHORIZED_DETAIL, [(b"www-authenticate", b"Bearer")])

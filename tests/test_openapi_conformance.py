@@ -103,7 +103,6 @@ def test_worker_conforms_to_its_published_schema(schemathesis_module, tmp_path):
     from headroom.config import load_settings
     from worker.app import create_app
     from worker.engines import EchoEngine
-    from headroom.contract import Maintenance
 
     token = "conformance-token-0123456789"
     settings = load_settings(None, environ={}, state_dir=str(tmp_path / "state"),
@@ -111,5 +110,5 @@ def test_worker_conforms_to_its_published_schema(schemathesis_module, tmp_path):
     app = create_app(settings, engine=EchoEngine())
     schema = schemathesis_module.openapi.from_asgi("/openapi.json", app)  # its transport runs the app's lifespan
     controller = app.state.controller
-    calls = run_schema(schema, token, 60, reset=lambda: controller.maintenance.on and controller.set_maintenance(Maintenance()))
+    calls = run_schema(schema, token, 60, reset=lambda: controller.maintenance.on and controller.set_maintenance(False, None, None))
     assert calls >= 150, calls

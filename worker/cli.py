@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from headroom.cliargs import client_command
+from headroom.cliargs import client_command, url_arg
 from headroom.errors import HeadroomError
 
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action.add_argument("batch_id", metavar="ID")
     for action in actions.choices.values():
         client_command(action, _batch)
-        action.add_argument("--url", help="the worker's base URL (default: from worker.listen)")
+        action.add_argument("--url", type=url_arg, help="the worker's base URL (default: from worker.listen)")
 
 
 def _batch(args: argparse.Namespace, settings) -> int:

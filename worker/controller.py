@@ -99,9 +99,15 @@ class Controller(EngineLoop):
         self.poke()
         return generation
 
-    def set_maintenance(self, value: Maintenance) -> int:
-        self.store.save_maintenance(value)
+    def set_maintenance(self, on: bool, reason: str | None, retry_after_seconds: int | None) -> int | None:
+        """Turn maintenance on or off: saved, then applied, under the one lock, so what a restart reads is always the
+        last value applied. None when it is already so (nothing to wait for but the state)."""
         with self.lock:
+            current = self.maintenance
+            if (on, reason, retry_after_seconds) == (current.on, current.reason, current.retry_after_seconds):
+                return None
+            value = Maintenance(on, reason, retry_after_seconds, current.since if on == current.on else self.clock())
+            self.store.save_maintenance(value)
             self.maintenance = value
             self._generation += 1
             self._accepted_at = self.timer()

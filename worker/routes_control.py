@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from headroom.contract import Maintenance, MaintenanceRequest, StateRequest, WorkerStatus
+from headroom.dbfile import READY_MIN_FREE_BYTES, disk_room
 from worker.control import Conflict, to_desired
 from worker.controller import Controller
 
@@ -50,13 +51,9 @@ def control_router(auth) -> APIRouter:
     @router.put("/control/maintenance", dependencies=guarded, response_model=WorkerStatus, response_model_exclude=EXCLUDE,
                 responses=UNDER_WAY)
     def put_maintenance(body: MaintenanceRequest, controller: ControllerDep, request: Request) -> JSONResponse:
-        current = controller.maintenance
-        if body.on != current.on or body.reason != current.reason or body.retry_after_seconds != current.retry_after_seconds:
-            since = current.since if body.on == current.on else controller.clock()
-            generation = controller.set_maintenance(Maintenance(body.on, body.reason, body.retry_after_seconds, since))
-            done = controller.wait_begun(generation, request.app.state.settings.worker.control_wait_seconds)
-        else:
-            done = controller.wait_reached(request.app.state.settings.worker.control_wait_seconds)
+        wait = request.app.state.settings.worker.control_wait_seconds
+        generation = controller.set_maintenance(body.on, body.reason, body.retry_after_seconds)
+        done = controller.wait_reached(wait) if generation is None else controller.wait_begun(generation, wait)
         return JSONResponse(controller.snapshot(), status_code=200 if done else 202)
 
     @router.get("/healthz")
@@ -69,8 +66,11 @@ def control_router(auth) -> APIRouter:
         store = controller.store.health_view()
         ready = snap["state"] != "starting"  # up and reconciling; a freed worker is ready (it wakes on request)
         body = {"ready": ready, "state": snap["state"], "error": snap["engine"]["error"], "store": store}
+        room = disk_room(controller.store.path)
         if not store["writable"]:  # nothing can be accepted or finished until the job store can be written
             body.update(ready=False, error=controller.store.health.reason())
+        elif room is not None and room < READY_MIN_FREE_BYTES:  # a small write may still succeed: not ready either
+            body.update(ready=False, error=f"the worker state database's disk is full ({room} bytes left)")
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @router.get("/metrics", response_class=PlainTextResponse)

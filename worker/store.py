@@ -102,11 +102,12 @@ class Store:
 
     def probe(self) -> bool:
         """A tiny write (and any maintenance that waited): True once the store can be written again."""
-        try:
-            self._tx(self._write_pending, "probe")
-        except StoreUnavailable:
-            return False
-        self._pending_written()
+        with self._lock:  # what waited is written and forgotten in one step: a save in between is not lost
+            try:
+                self._tx(self._write_pending, "probe")
+            except StoreUnavailable:
+                return False
+            self._pending_written()
         return True
 
     def _write_pending(self) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from headroom.cliargs import client_command
+from headroom.cliargs import client_command, margin_ratio, ttl_seconds, url_arg
 from headroom.errors import EXIT_CONFIG, EXIT_NO, EXIT_OK, EXIT_UNREACHABLE
 from headroom.sizes import parse_duration, parse_size
 
@@ -30,7 +30,7 @@ def _common(parser: argparse.ArgumentParser, handler) -> None:
     parser.add_argument("--gpu", type=_size, default=0, metavar="SIZE", help="GPU memory, e.g. 14GiB, 512MiB, 14G (1024-based), 14GB (10^9)")
     parser.add_argument("--ram", type=_size, default=None, metavar="SIZE", help="RAM, same forms as --gpu")
     parser.add_argument("--gpu-index", metavar="N|UUID", help="which GPU (default: any that fits)")
-    parser.add_argument("--url", help="the guard's URL (default: from [guard] listen)")
+    parser.add_argument("--url", type=url_arg, help="the guard's URL (default: from [guard] listen)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--wait", type=_duration, default=None, metavar="DURATION",
                      help="queue up to this long, with a live progress line, e.g. 90s (default 10m; 0: give up at once)")
     run.add_argument("--holder", help="name shown in leases and events (default: CMD's name)")
-    run.add_argument("--ttl", type=int, metavar="SECONDS", help="lease TTL, renewed by heartbeats (default [run] ttl_seconds, 60)")
-    run.add_argument("--max-margin", type=float, metavar="RATIO",
+    run.add_argument("--ttl", type=ttl_seconds, metavar="SECONDS", help="lease TTL, renewed by heartbeats (default [run] ttl_seconds, 60)")
+    run.add_argument("--max-margin", type=margin_ratio, metavar="RATIO",
                      help="memory.max = RAM lease x (1 + RATIO); memory.high = the RAM lease (default [run] max_margin, 0.10)")
     run.add_argument("--no-isolate", action="store_true", help="do not create a memory cgroup for CMD")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")

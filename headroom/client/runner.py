@@ -99,6 +99,9 @@ def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
     except KeyboardInterrupt:
         progress.done("headroom run: cancelled while waiting; nothing was run")
         return EXIT_INTERRUPTED
+    except Cancelled as err:
+        progress.done(f"headroom run: cancelled while waiting ({err}); the request was withdrawn, nothing was run")
+        return 128 + err.signum
     progress.done(f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
                   + (f" on GPU {held.gpu}" if held.gpu is not None else ""))
     try:
@@ -108,32 +111,44 @@ def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
         client.close()
 
 
+class Cancelled(Exception):
+    """A signal (SIGINT, SIGTERM, SIGHUP) arrived while the request was queued; it was withdrawn."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+CANCELLING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, `timeout`/CI cancel/systemd, a closed terminal
+
+
 def _acquire(client: GuardClient, body: dict, wait: float, progress: ProgressLine):
-    """acquire() where Ctrl-C takes effect between the guard's answers (at most POLL_SECONDS late), so the queued
-    request is always known and withdrawn: the guard must not free the worker for someone who left."""
-    interrupted: list[int] = []
+    """acquire() where SIGINT, SIGTERM and SIGHUP take effect between the guard's answers (at most POLL_SECONDS late),
+    so the queued request is always known and withdrawn: the guard must not free the worker for someone who left."""
+    received: list[int] = []
     queued: list[str] = []
 
     def update(answer: Answer, waited: float) -> None:
         if answer.lease_id and answer.lease_id not in queued:
             queued.append(answer.lease_id)
-        if interrupted:
-            raise KeyboardInterrupt
+        if received:
+            raise Cancelled(received[0])
         progress.update(answer, waited)
 
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum)) for sig in CANCELLING}
     try:
         held = acquire(client, body, wait, update)
-    except KeyboardInterrupt:
+    except (Cancelled, KeyboardInterrupt):
         for lease_id in queued:
             with contextlib.suppress(Exception):
                 client.release(lease_id)
         raise
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupted:  # granted in the same answer that followed Ctrl-C
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:  # granted in the same answer that followed the signal
         held.release()
-        raise KeyboardInterrupt
+        raise Cancelled(received[0])
     return held
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from headroom.cliargs import cgroup_path
 from headroom.settings_base import Section
 from headroom.sizes import parse_size
 
@@ -37,3 +38,8 @@ class RunSettings(Section):
         if value:
             parse_size(value)  # ValueError names what was expected
         return value
+
+    @field_validator("parent_cgroup")
+    @classmethod
+    def _parent(cls, value: str) -> str:
+        return cgroup_path(value)

@@ -183,7 +183,7 @@ def test_a_gpu_freeze_frees_the_worker_until_the_frozen_process_exits(tmp_path, 
         path = tmp_path / "nvml.json"
         path.write_text(json.dumps(scenario(40, {grower.pid: 5})))
         monkeypatch.setenv("HEADROOM_FAKE_NVML", str(path))
-        manager = make_manager(gpu={"enter": {"warn": "3%", "pause": "10%", "freeze": "2%"}})
+        manager = make_manager(gpu={"enter": {"warn": "12%", "pause": "10%", "freeze": "2%"}})
         freezer = make_freezer(tmp_path / "f", gpu={"enter": {"freeze": "2%"}})
         watch = build_gpu_watch(manager.settings, manager, freezer, Nvml("tests.fakes.fake_pynvml"))
         watch.step()

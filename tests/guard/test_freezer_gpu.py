@@ -137,7 +137,7 @@ def test_the_gpu_freezer_starts_only_with_a_freeze_level_in_the_gpu_rule(tmp_pat
     freezer = make_freezer(tmp_path)
     assert build_gpu_watch(GuardSettings(), SimpleNamespace(), freezer, nvml=object()) is None, "the shipped gpu rule has no freeze level"
     polls = {"freeze_gpu_poll_min_seconds": 0.02, "freeze_gpu_poll_max_seconds": 1}
-    settings = GuardSettings(gpu={"enter": {"warn": "3%", "pause": "8%", "freeze": "2%"}, "band": "2%"}, **polls)
+    settings = GuardSettings(gpu={"enter": {"warn": "9%", "pause": "8%", "freeze": "2%"}, "band": "2%"}, **polls)
     watch = GpuFreezeWatch.from_settings(settings, object(), freezer)
     total = 100 * 2**30
     assert (threshold_bytes(watch.freeze_below, total), threshold_bytes(watch.thaw_above, total)) == (total // 50, total * 8 // 100)

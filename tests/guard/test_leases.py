@@ -95,10 +95,10 @@ def test_queue_is_fifo_within_priority_and_grants_when_room_appears(make_manager
     source.set(ram_available_bytes=1 * GiB)
     manager.tick()
     first, _, pos1 = manager.request(fields(2 * GiB, holder="first"), 30)
-    second, _, pos2 = manager.request(fields(1 * GiB, holder="second"), 30)
+    second, _, pos2 = manager.request(fields(3 * GiB, holder="second"), 30)
     urgent, _, pos3 = manager.request(fields(2 * GiB, holder="urgent", priority=10), 30)
     assert (first.status, pos1, pos2, pos3) == ("waiting", 1, 2, 1)
-    source.set(ram_available_bytes=4 * GiB)  # room for urgent (2) + first (2), not second
+    source.set(ram_available_bytes=5 * GiB)  # room for urgent (2) + first (2), not second (3)
     clock.advance(1)
     manager.tick()
     status = {l.holder: l.status for l in manager.store.active_leases()}

@@ -114,3 +114,23 @@ def test_refuse_exits_before_serving(tmp_path):
     assert result.returncode == 5, result.stderr
     assert str(state / DB_FILE) in result.stderr and "worker.store_on_corrupt" in result.stderr
     assert "Traceback" not in result.stderr and not list(state.glob("*.corrupt-*"))
+
+
+def test_readyz_stays_503_while_the_disk_stays_full(tmp_path, disk):
+    """A tiny write can still fit in the database's own free pages on a full disk; /readyz must not flicker to 200."""
+    import time
+
+    worker = start_worker(tmp_path / "w", state_dir=disk.path, engine="echo")
+    try:
+        assert worker.submit(jsonl(completion_lines(400, max_tokens=64))).status_code == 201  # work goes on meanwhile
+        disk.fill()
+        assert worker.submit(jsonl(completion_lines(3))).status_code == 507
+        codes = []
+        for _ in range(40):  # over three of the worker's store probes
+            codes.append(httpx.get(worker.url + "/readyz").status_code)
+            time.sleep(0.17)
+        assert codes == [503] * 40, codes
+        disk.free()
+        wait_for(lambda: httpx.get(worker.url + "/readyz").status_code == 200, 15, what="ready once there is room")
+    finally:
+        worker.stop()
