@@ -120,6 +120,8 @@ def _make_directory(root: Path, version: int, parent_path: str, name: str, high:
     else:
         if maximum:
             (directory / "memory.limit_in_bytes").write_text(str(maximum))
+            with contextlib.suppress(OSError):  # memory+swap at the same bound: as on v2, CMD never thrashes swap
+                (directory / "memory.memsw.limit_in_bytes").write_text(str(maximum))
         if high:  # v1 has no memory.high; the soft limit makes the kernel reclaim from CMD first
             (directory / "memory.soft_limit_in_bytes").write_text(str(high))
     kind = "cgroup-v2" if version == 2 else "cgroup-v1"

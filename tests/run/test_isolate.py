@@ -34,12 +34,14 @@ def test_v2_directory_gets_memory_high_max_and_no_swap(tmp_path):
     assert (root / "cgroup.subtree_control").read_text() == "+memory"
 
 
-def test_v1_directory_has_a_limit_and_a_soft_limit_never_memory_high(tmp_path):
+def test_v1_directory_has_a_limit_a_soft_limit_and_no_swap_never_memory_high(tmp_path):
     root = v1_root(tmp_path / "cgroup")
     isolation = create("job", 100 * MiB, 110 * MiB, parent="headroom.slice", prefer_systemd=False, cgroupfs=root)
     assert isolation.kind == "cgroup-v1" and isolation.directory.parent == root / "memory" / "headroom.slice"
     assert isolation.limits == {"memory.limit_in_bytes": 110 * MiB, "memory.soft_limit_in_bytes": 100 * MiB}
     assert not (isolation.directory / "memory.high").exists()
+    # memory+swap at the same bound: with swap on, a test that outgrows its lease is OOM-killed, it does not thrash
+    assert (isolation.directory / "memory.memsw.limit_in_bytes").read_text() == str(110 * MiB)
     (isolation.directory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
     assert isolation.oom_kills() == 2
 
