@@ -82,7 +82,7 @@ def build_protection(guard, manager: Manager):
         log.warning("thawed pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
     if not guard.freeze_enabled:
         freezer = None
-    fast = FastPath(guard, DomainReader(guard.memory_domain), manager, freezer, worker_bytes=manager.worker_pids.rss_bytes)
+    fast = FastPath(guard, DomainReader(guard.memory_domain, swap_reserve=guard.swap_reserve), manager, freezer, worker_bytes=manager.worker_pids.rss_bytes)
     return fast, build_gpu_watch(guard, manager, freezer)
 
 

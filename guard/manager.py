@@ -17,10 +17,12 @@ from guard.leasebook import LeaseBook
 from guard.leases import Admission, admit, queue_order
 from guard.metrics import TickHistogram
 from guard.policy import assess, compose
-from guard.protection import DowntimeMeter, merge_fast, with_override
+from guard.observer import merge_fast_room
+from guard.protection import DowntimeMeter, with_override
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
+from guard.wakegate import WakeState, gate, held_event, worker_bytes
 from guard.types import (ActionEvent, AdmissionOutcome, Decision, Desired, GuardState, Lease, LeaseStatus, Level, ResourceState,
                          Snapshot)
 from headroom.contract import Maintenance, WorkerState, WorkerStatus
@@ -66,6 +68,7 @@ class Manager(ProtectionMixin):
         self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
         self.downtime = DowntimeMeter()
+        self.wake = WakeState()  # the freed worker's return (guard/wakegate.py)
         self._seen_observed: WorkerStatus | None = None  # the worker's status at the previous tick (restart detection)
         self._grew_at: float | None = None  # when the worker was last seen starting, waking or freed (it loads after)
         from guard.workerpids import WorkerPids
@@ -117,7 +120,7 @@ class Manager(ProtectionMixin):
         pids = [lease.pid for lease in self.leases() if lease.pid and lease.status == LeaseStatus.GRANTED]
         snapshot = self.observer.observe(pids)
         if self.fastpath is not None:
-            snapshot = merge_fast(snapshot, self.fastpath.last)
+            snapshot = merge_fast_room(snapshot, self.fastpath.last)
         if self.reconciler is not None:
             snapshot = replace(snapshot, worker_state=self.read_worker())
             snapshot = replace(snapshot, worker_settling=self.worker_settling())
@@ -132,6 +135,11 @@ class Manager(ProtectionMixin):
         self.serve_queue(assessed, now)
         state, decision = compose(state, assessed, self.leases(), self.settings, self.maintenance)
         state, decision = with_override(state, decision, self.override)
+        state, decision, wake = gate(self.wake, snapshot, self.decision.desired, state, decision, self.settings, now,
+                                     worker_bytes(getattr(self.reconciler, "observed", None), self.worker_pids.rss_bytes()))
+        if (message := held_event(self.wake, wake)) is not None:
+            self.store.add_event("worker", message, {"held": wake.held, "footprint_bytes": wake.footprint_bytes}, at=now)
+        self.wake = wake
         self.record_changes(self.state, self.decision, state, decision, now)
         self.state, self.decision = state, decision
         return decision

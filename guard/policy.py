@@ -7,6 +7,7 @@ from typing import Iterable
 
 from guard.settings import GuardSettings
 from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe
+from guard.swaproom import room_bytes
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
 from headroom.contract import Maintenance, WorkerState
 
@@ -90,11 +91,12 @@ def measure(snapshot: Snapshot, state: GuardState, now: float,
             config: GuardSettings) -> tuple[dict[str, tuple[float | None, Threshold]], GuardState]:
     """Each resource's value this tick with its threshold in numbers (one row of the signal table each), and the state
     carrying this tick's slope samples and swap counter; `state` itself is left as it was."""
+    room = room_bytes(snapshot.ram_available_bytes, snapshot.swap_free_bytes, config.swap_reserve)
     if snapshot.worker_state in WORKER_GROWING or snapshot.worker_settling:  # the slope restarts once it has loaded
         samples = []
     else:
-        samples = update_samples(state.samples, now, snapshot.ram_available_bytes, config.predict_window_seconds)
-    trends = Trends(swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total), seconds_to_exhaustion(samples))
+        samples = update_samples(state.samples, now, room, config.predict_window_seconds)
+    trends = Trends(swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total), seconds_to_exhaustion(samples), room)
     last_swap = (now, snapshot.swap_in_bytes_total) if snapshot.swap_in_bytes_total is not None else state.last_swap
     values: dict[str, tuple[float | None, Threshold]] = {}
     for resource, signal in SIGNALS.items():
