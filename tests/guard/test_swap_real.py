@@ -62,9 +62,9 @@ def test_a_burst_that_fits_in_ram_plus_swap_frees_nothing_and_freezes_nothing(tm
 
 def test_a_burst_that_does_not_fit_is_frozen_only_while_the_worker_is_freed(tmp_path, swap):
     with domain_cgroup(LIMIT_MIB * MiB) as cgroup:
-        stack = swap_stack(tmp_path, cgroup, swap_mib=512)
-        try:
-            grower = start_grower(cgroup, 1800, 1000, tmp_path / "grower.log")  # 900 + 1800 > 2048 + 512
+        stack = swap_stack(tmp_path, cgroup, swap_mib=1024)
+        try:  # 900 + 2100 > 2048 + 1024 - reserve: together they do not fit; alone, it fits only with swap
+            grower = start_grower(cgroup, 2100, 1000, tmp_path / "grower.log")
             rc, _ = grower_outcome(grower, timeout=90)
             ended = time.time()
             back = wait_for(lambda: worker_state(stack) == "running" and time.time(), 30, 0.05, what="the worker back")
@@ -76,19 +76,25 @@ def test_a_burst_that_does_not_fit_is_frozen_only_while_the_worker_is_freed(tmp_
             assert "freed" in puts(stack), "the worker was never freed"
             assert frozen <= 5.0, f"frozen {frozen:.1f} s: longer than freeing the worker takes"
             assert not any(e["kind"] == "thaw" and e["data"].get("outcome") == "no_room_thawed" for e in seen)
-            assert back - ended <= 10.0
+            story = [f'{e["at"] - ended:+.1f} {e["message"]}' for e in seen[::-1] if e["kind"] != "freeze"]
+            assert back - ended <= 10.0, "\n".join(story)
         finally:
             stack.stop()
 
 
 def test_a_thrashing_worker_is_throttled_or_paused_first(tmp_path, swap):
-    with domain_cgroup(512 * MiB) as cgroup:
+    with domain_cgroup(1 * GiB) as cgroup:
         stack = swap_stack(tmp_path, cgroup, swap_mib=1024, worker_mib=700, worker_args=("--touch",),
                            swap={"enter": {"warn": "1MiB", "throttle": "16MiB", "pause": "64MiB"}, "band": "512KiB",
                                  "grace_seconds": 1.0, "hold_seconds": 30})
-        try:
+        try:  # then its RAM shrinks below its working set: the kernel swaps part of it out, and every pass faults it back
+            (cgroup.path / ("memory.max" if cgroup.version == 2 else "memory.limit_in_bytes")).write_text(str(512 * MiB))
+            shrunk = time.time()
             wait_for(lambda: any(p != "running" for p in puts(stack)), 30, what="the guard to act on the thrash")
             first = next(p for p in puts(stack) if p != "running")
+            acted = next(c["at"] for c in stack.worker.get("/_test/calls").json()["calls"]
+                         if c["method"] == "PUT" and c["body"].get("state") == first)
+            print(f"\nthrashing worker: {first} {acted - shrunk:.1f} s after its RAM shrank below its working set")
             time.sleep(5)  # paused, the worker stops touching: the thrash ends, so nothing asks for more
             print(f"\nthrashing worker: worker PUTs {puts(stack)}; OOM kills {oom_kills(cgroup)}")
             assert first in ("throttled", "paused"), f"the first action was {first}, not throttle or pause"
