@@ -63,12 +63,18 @@ def render(status: dict) -> str:
     lines = [f"level: {h['level']}" + ("  (signals stale)" if h["stale"] else "") + f"   domain: {h['domain']}",
              f"RAM: {format_size(h['ram']['admissible_bytes'])} admissible ({format_size(h['ram']['available_bytes'])} available, "
              f"{format_size(h['ram']['reserved_bytes'])} reserved, {format_size(h['ram']['margin_bytes'])} margin)"]
+    swap = h.get("swap") or {}
+    if swap.get("free_bytes"):
+        lines.append(f"swap: {format_size(swap['free_bytes'])} the domain may still use ({format_size(swap['reserve_bytes'])} "
+                     f"reserve); room before a kill {format_size(swap['room_bytes'] or 0)} (RAM + usable swap)")
     for gpu in h["gpus"]:
         lines.append(f"GPU {gpu['gpu']}: {format_size(gpu['admissible_bytes'])} admissible of {format_size(gpu['total_bytes'])}")
     worker = h["worker"]
     lines.append(f"worker: {worker['observed'] or '-'} (wanted {worker['desired']['state']})" if worker["driven"] else "worker: not driven")
     if worker.get("note"):
         lines.append(f"worker note: {worker['note']}")
+    if worker.get("held_back"):
+        lines.append(f"worker held back: {worker['held_back']}")
     if h["maintenance"].get("on"):
         lines.append(f"maintenance: on ({h['maintenance'].get('reason')})")
     for reason in h["reasons"]:

@@ -44,6 +44,7 @@ class GuardView:
     worker: WorkerStatus | None  # the worker's status as last read
     worker_error: str | None
     ticks: int
+    wake_held: str | None = None  # why a freed worker's wake is held back (guard/wakegate.py); None when it is not
 
 
 class Manager(ProtectionMixin):
@@ -85,7 +86,7 @@ class Manager(ProtectionMixin):
         reconciler = self.reconciler
         self.view = GuardView(self.snapshot, self.state, self.decision, tuple(replace(l) for l in self.book.leases()),
                               self.maintenance, reconciler.observed if reconciler else None,
-                              reconciler.read_error if reconciler else None, self.ticks)
+                              reconciler.read_error if reconciler else None, self.ticks, self.wake.held)
         return self.view
 
     @property
