@@ -30,13 +30,24 @@ EARLYOOM = "/usr/bin/earlyoom"
 LINE = "{:<16}{:>12} kB\n"
 
 
-def fake_meminfo(limit: int, available: int) -> bytes:
-    """A fixed-length /proc/meminfo for the domain (no swap), rewritten in place: the bind mount keeps the inode."""
+def fake_meminfo(limit: int, available: int, swap_total: int = 0, swap_free: int = 0) -> bytes:
+    """A fixed-length /proc/meminfo for the domain, rewritten in place: the bind mount keeps the inode."""
     kib = lambda n: max(0, n) // 1024  # noqa: E731
     text = "".join(LINE.format(key + ":", kib(value)) for key, value in (
         ("MemTotal", limit), ("MemFree", available), ("MemAvailable", available), ("Buffers", 0), ("Cached", 0),
-        ("SwapTotal", 0), ("SwapFree", 0), ("AnonPages", limit - available)))
+        ("SwapTotal", swap_total), ("SwapFree", swap_free), ("AnonPages", limit - available)))
     return text.encode()
+
+
+def domain_swap(cgroup: MemoryCgroup) -> tuple[int, int]:
+    """(swap allowed, swap free) of a v1 cgroup from its memsw files; (0, 0) when it may not swap."""
+    try:
+        both = int((cgroup.path / "memory.memsw.limit_in_bytes").read_text())
+        used = int((cgroup.path / "memory.memsw.usage_in_bytes").read_text()) - cgroup.usage()
+    except (OSError, ValueError):
+        return 0, 0
+    allowed = max(0, min(both, 2**50) - cgroup.limit)
+    return allowed, max(0, allowed - used)
 
 
 class Feeder:
@@ -52,7 +63,8 @@ class Feeder:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                os.pwrite(self.fd, fake_meminfo(self.cgroup.limit, self.cgroup.limit - self.cgroup.usage()), 0)
+                os.pwrite(self.fd, fake_meminfo(self.cgroup.limit, self.cgroup.limit - self.cgroup.usage(),
+                                                *domain_swap(self.cgroup)), 0)
             except OSError:
                 pass
             time.sleep(0.005)

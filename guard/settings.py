@@ -111,7 +111,8 @@ class GuardSettings(Section):
                      "reclaimable)."))
     ram: Rule = Field(
         default_factory=_ram_rule,
-        description="Thresholds as available RAM in the domain (\"%\" of its total, or a size).")
+        description=("Thresholds as room before a kill in the domain: available RAM plus usable swap (free swap - "
+                     "swap_reserve; \"%\" of its RAM total, or a size)."))
     gpu: Rule = Field(
         default_factory=_gpu_rule,
         description="Thresholds as free memory on each GPU (\"%\" of its total, or a size).")
