@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from guard_protect import LIMIT_MIB, WORKER_MIB, HeadroomRig
 from protect_peers import earlyoom_run, one_run
 from tests.guard.realstack import MiB, MemoryCgroup
 from tests.guard.swapfile import GiB, allow_swap, swap_file
+from tests.helpers import wait_for
 
 RATE = 1000  # MB/s asked: a model load from page cache
 # (name, grower MiB, swap the domain may use, MiB): 900 + 1300 needs ~250 MiB of its 1536; 900 + 2100 exceeds 2048 + 1024
@@ -21,12 +23,25 @@ RATE = 1000  # MB/s asked: a model load from page cache
 SCENARIOS = (("fits in RAM + swap", 1300, 1536), ("does not fit", 2100, 1024))
 
 
+class SwapRig(HeadroomRig):
+    """The headroom rig over a domain that may swap: the worker's memory counts where it is, in RAM or in swap."""
+
+    def settle(self) -> int:
+        memsw = self.cgroup.path / "memory.memsw.usage_in_bytes"
+        held = lambda: int(memsw.read_text()) if memsw.exists() else self.cgroup.usage()  # noqa: E731
+        wait_for(lambda: self.stack.worker.get("/control/state").json()["state"] == "running", 60, what="worker running")
+        wait_for(lambda: held() >= WORKER_MIB * MiB, 60, what="the worker holding its memory")
+        time.sleep(1.0)
+        last = self.events(0)
+        return last[-1]["id"] if last else 0
+
+
 def peer_run(mode: str, grower_mib: int, swap_mib: int, tmp: Path) -> dict:
     cgroup = MemoryCgroup(LIMIT_MIB * MiB)
     try:
         allow_swap(cgroup.path, cgroup.version, cgroup.limit, swap_mib * MiB)
-        if mode == "earlyoom":  # -m 10 -s 100 as in the RAM table: it acts when RAM <= 10 % and swap <= 100 % free
-            return earlyoom_run(cgroup, WORKER_MIB, grower_mib, RATE, 10, tmp)
+        if mode == "earlyoom":  # its defaults, -m 10 -s 10: it acts when RAM and swap are both at or below 10 % free
+            return earlyoom_run(cgroup, WORKER_MIB, grower_mib, RATE, 10, tmp, swap_percent=10)
         return one_run(cgroup, WORKER_MIB, grower_mib, RATE, None)
     finally:
         cgroup.remove()
@@ -55,7 +70,7 @@ def swap_table(modes: list[str], reps: int, workdir: str | None = None) -> list[
             for scenario, grower_mib, swap_mib in SCENARIOS:
                 if mode == "headroom":
                     (tmp / f"rig-{grower_mib}").mkdir(parents=True, exist_ok=True)
-                    rig = HeadroomRig(tmp / f"rig-{grower_mib}", swap_mib)
+                    rig = SwapRig(tmp / f"rig-{grower_mib}", swap_mib)
                     try:
                         runs = [rig.run(RATE, grower_mib) for _ in range(reps)]
                     finally:

@@ -66,6 +66,15 @@ def domain_swap(samples: Samples, domain: str) -> float | None:
                             one(samples, "cgroup_memory_swap_bytes", cgroup=domain), host)
 
 
+def domain_psi(samples: Samples, domain: str, kind: str) -> float | None:
+    """PSI memory avg10 of the domain: its own memory.pressure where the exporter has it (cgroup v2), else the host's."""
+    if domain != "host":
+        own = one(samples, "cgroup_pressure_memory_ratio", cgroup=domain, kind=kind, window="10s")
+        if own is not None:
+            return own
+    return one(samples, "pressure_memory_ratio", kind=kind, window="10s")
+
+
 def gpus_from(samples: Samples) -> tuple[GpuObs, ...]:
     totals = by_label(samples, "gpu_memory_total_bytes", "gpu")
     frees = by_label(samples, "gpu_memory_free_bytes", "gpu")
@@ -87,8 +96,7 @@ def parse_exporter_text(text: str, domain: str, taken_at: float) -> Snapshot:
         ram_total_bytes=total, ram_available_bytes=available,
         swap_in_bytes_total=one(samples, "swap_in_bytes_total"),
         swap_free_bytes=domain_swap(samples, domain),
-        psi_full_ratio=one(samples, "pressure_memory_ratio", kind="full", window="10s"),
-        psi_some_ratio=one(samples, "pressure_memory_ratio", kind="some", window="10s"),
+        psi_full_ratio=domain_psi(samples, domain, "full"), psi_some_ratio=domain_psi(samples, domain, "some"),
         oom_kills_total=one(samples, "oom_kills_total"),
         gpus=gpus_from(samples),
     )

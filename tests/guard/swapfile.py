@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,7 +44,5 @@ def swap_supported() -> str | None:
     """None when this host can make a test swap file; else why not."""
     if os.geteuid() != 0:
         return "root (swapon)"
-    for tool in ("swapon", "swapoff", "mkswap", "fallocate"):
-        if not any((Path(d) / tool).exists() for d in os.environ.get("PATH", "/usr/sbin:/sbin").split(":") + ["/usr/sbin", "/sbin"]):
-            return tool
-    return None
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    return next((tool for tool in ("swapon", "swapoff", "mkswap", "fallocate") if shutil.which(tool, path=path) is None), None)

@@ -125,3 +125,13 @@ def test_a_worker_someone_else_restarted_is_not_held_and_a_free_is_counted_when_
     _, _, down = gate(up, snap(1 * GiB, WorkerState.FREEING), Desired(WorkerState.FREED, level=2), state, running,
                       settings(), 2.0, 0.0)
     assert down.frees == (2.0,) and down.footprint_bytes == 700 * MiB
+
+
+def test_a_v2_domain_is_judged_by_its_own_memory_pressure_and_the_host_by_the_hosts():
+    text = (f"headroom_memory_total_bytes {16 * GiB}\nheadroom_memory_available_bytes {8 * GiB}\n"
+            'headroom_pressure_memory_ratio{kind="full",window="10s"} 0.01\n'
+            f'headroom_cgroup_memory_usage_bytes{{cgroup="/dom"}} {1 * GiB}\n'
+            'headroom_cgroup_pressure_memory_ratio{cgroup="/dom",kind="full",window="10s"} 0.3\n')
+    assert parse_exporter_text(text, "/dom", 0).psi_full_ratio == 0.3
+    assert parse_exporter_text(text, "host", 0).psi_full_ratio == 0.01
+    assert parse_exporter_text(text.replace("cgroup_pressure", "x_cgroup_pressure"), "/dom", 0).psi_full_ratio == 0.01
