@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 GiB = 2**30
@@ -27,9 +28,22 @@ def swap_file(directory: Path, size_bytes: int = 3 * GiB):
         try:
             yield path
         finally:
-            subprocess.run(["swapoff", str(path)], check=False, capture_output=True)
+            switch_off(path)
     finally:
         path.unlink(missing_ok=True)
+
+
+def switch_off(path: Path, tries: int = 20) -> None:
+    """swapoff, retried: it fails (EBUSY, ENOMEM) while a cgroup that swapped is still being torn down; loud if it never works."""
+    error = ""
+    for _ in range(tries):
+        done = subprocess.run(["swapoff", str(path)], capture_output=True, text=True)
+        active = str(path) in Path("/proc/swaps").read_text()
+        if done.returncode == 0 or not active:
+            return
+        error = done.stderr.strip()
+        time.sleep(0.5)
+    raise RuntimeError(f"swapoff {path} failed {tries} times: {error}; run `swapoff {path}` by hand")
 
 
 def allow_swap(directory: Path, version: int, limit_bytes: int, swap_bytes: int) -> None:

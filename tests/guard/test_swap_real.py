@@ -40,6 +40,21 @@ def swap_stack(tmp_path, cgroup, swap_mib: int, worker_args: tuple[str, ...] = (
     return stack
 
 
+def shrink(cgroup, to_mib: int) -> None:
+    """Lower the cgroup's RAM limit in steps; the kernel answers EBUSY while it cannot reclaim down to a step yet."""
+    limit = cgroup.path / ("memory.max" if cgroup.version == 2 else "memory.limit_in_bytes")
+    for step in range(int(limit.read_text()) // MiB - 128, to_mib - 1, -128):
+        wait_for(lambda: _write(limit, step * MiB), 20, 0.05, what=f"the limit down to {step} MiB")
+
+
+def _write(path: Path, value: int) -> bool:
+    try:
+        path.write_text(str(value))
+        return True
+    except OSError:
+        return False
+
+
 def puts(stack: Stack) -> list[str]:
     return [body["state"] for body in stack.worker_puts()]
 
@@ -52,7 +67,7 @@ def test_a_burst_that_fits_in_ram_plus_swap_frees_nothing_and_freezes_nothing(tm
             rc, achieved = grower_outcome(grower, timeout=90)
             seen = events(stack)
             print(f"\nburst that fits: grower rc {rc} at {achieved or 0:.0f} MB/s, worker PUTs {puts(stack)}, "
-                  f"OOM kills {oom_kills(cgroup)}")
+                  f"OOM kills {oom_kills(cgroup)}; levels: " + "; ".join(e["message"] for e in seen[::-1] if e["kind"] == "level"))
             assert rc == 0 and oom_kills(cgroup) == 0, stack.logs()
             assert not any(e["kind"] == "freeze" for e in seen), "the grower was frozen though RAM + swap held it"
             assert "freed" not in puts(stack), "the worker was freed though RAM + swap held both"
@@ -88,13 +103,16 @@ def test_a_thrashing_worker_is_throttled_or_paused_first(tmp_path, swap):
                            swap={"enter": {"warn": "1MiB", "throttle": "16MiB", "pause": "64MiB"}, "band": "512KiB",
                                  "grace_seconds": 1.0, "hold_seconds": 30})
         try:  # then its RAM shrinks below its working set: the kernel swaps part of it out, and every pass faults it back
-            (cgroup.path / ("memory.max" if cgroup.version == 2 else "memory.limit_in_bytes")).write_text(str(512 * MiB))
+            wait_for(lambda: stack.headroom()["level"] == "ok" and worker_state(stack) == "running", 60, what="all clear")
+            before = len(puts(stack))
+            shrink(cgroup, 512)
             shrunk = time.time()
-            wait_for(lambda: any(p != "running" for p in puts(stack)), 30, what="the guard to act on the thrash")
-            first = next(p for p in puts(stack) if p != "running")
+            wait_for(lambda: any(p != "running" for p in puts(stack)[before:]), 30, what="the guard to act on the thrash")
+            first = next(p for p in puts(stack)[before:] if p != "running")
             acted = next(c["at"] for c in stack.worker.get("/_test/calls").json()["calls"]
-                         if c["method"] == "PUT" and c["body"].get("state") == first)
-            print(f"\nthrashing worker: {first} {acted - shrunk:.1f} s after its RAM shrank below its working set")
+                         if c["method"] == "PUT" and c["body"].get("state") == first and c["at"] >= shrunk)
+            why = [e["message"] for e in events(stack)[::-1] if e["kind"] == "level" and e["at"] >= shrunk]
+            print(f"\nthrashing worker: {first} {acted - shrunk:.1f} s after its RAM shrank below its working set; {why}")
             time.sleep(5)  # paused, the worker stops touching: the thrash ends, so nothing asks for more
             print(f"\nthrashing worker: worker PUTs {puts(stack)}; OOM kills {oom_kills(cgroup)}")
             assert first in ("throttled", "paused"), f"the first action was {first}, not throttle or pause"
@@ -140,6 +158,7 @@ def test_a_parked_process_costs_the_contract_worker_at_most_one_free_wake_cycle(
             print(f"\ncontract worker: {cycles} free(s) while parked, back {back:.1f} s after; {held[:1]}")
             assert cycles <= 1, f"{cycles} free/wake cycles while the process stayed: a restart storm\n{stack.logs()}"
             assert back <= 10.0
+            assert cycles == 0 or any("RAM available" in m for m in held), "no event said why the worker stayed freed"
         finally:
             stack.stop()
 

@@ -135,3 +135,18 @@ def test_a_v2_domain_is_judged_by_its_own_memory_pressure_and_the_host_by_the_ho
     assert parse_exporter_text(text, "/dom", 0).psi_full_ratio == 0.3
     assert parse_exporter_text(text, "host", 0).psi_full_ratio == 0.01
     assert parse_exporter_text(text.replace("cgroup_pressure", "x_cgroup_pressure"), "/dom", 0).psi_full_ratio == 0.01
+
+
+def test_headroom_status_shows_the_swap_room_and_why_the_worker_is_held_back():
+    from guard.cli import render
+
+    ram = {"admissible_bytes": 0, "available_bytes": 100 * MiB, "reserved_bytes": 0, "margin_bytes": 0}
+    worker = {"driven": True, "observed": "freed", "desired": {"state": "freed"}, "note": None,
+              "held_back": "needs 1.3 GiB (its 900.0 MiB + the pause threshold and band), 1.0 GiB RAM available"}
+    status = {"headroom": {"level": "ok", "stale": False, "domain": "/dom", "ram": ram, "gpus": [], "worker": worker,
+                           "swap": {"free_bytes": 1 * GiB, "reserve_bytes": 256 * MiB, "room_bytes": 868 * MiB},
+                           "maintenance": {"on": False}, "reasons": [], "leases": {}, "frozen": {"processes": []}},
+              "leases": [], "events": []}
+    text = render(status)
+    assert "swap: 1.0 GiB the domain may still use (256.0 MiB reserve); room before a kill 868.0 MiB" in text
+    assert "worker held back: needs 1.3 GiB" in text
