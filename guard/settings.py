@@ -134,7 +134,7 @@ class GuardSettings(Section):
     worker_footprint: Size = Field(
         default=0, validate_default=True,
         description=("What the worker takes back when it wakes; 0: the most it was seen holding before its last free "
-                     "(its processes' RSS, or its cgroup's memory)."))
+                     "(its processes' RSS, or its cgroup's anonymous and shared memory)."))
     wake_backoff_window_seconds: float = Field(
         default=600.0, ge=0, le=86400,
         description="Free/wake cycles within this window count as repeats: each one doubles the wait before the next wake.")

@@ -26,10 +26,11 @@ class WakeState:
 
 
 def worker_bytes(observed: WorkerStatus | None, rss_bytes: float) -> float:
-    """What the worker holds now: its cgroup's memory (cgroup kind), else its processes' RSS."""
+    """What the worker holds now: its cgroup's anonymous and shared memory (cgroup kind; page cache is left out, it is
+    reclaimed first), else its processes' RSS."""
     cgroup = observed.cgroup if observed is not None else None
-    if isinstance(cgroup, dict) and isinstance(cgroup.get("memory_bytes"), (int, float)):
-        return float(cgroup["memory_bytes"])
+    if isinstance(cgroup, dict) and isinstance(cgroup.get("anon_bytes"), (int, float)):
+        return float(cgroup["anon_bytes"]) + float(cgroup.get("shmem_bytes") or 0)
     return rss_bytes
 
 

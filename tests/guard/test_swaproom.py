@@ -150,3 +150,13 @@ def test_headroom_status_shows_the_swap_room_and_why_the_worker_is_held_back():
     text = render(status)
     assert "swap: 1.0 GiB the domain may still use (256.0 MiB reserve); room before a kill 868.0 MiB" in text
     assert "worker held back: needs 1.3 GiB" in text
+
+
+def test_the_cgroup_workers_footprint_leaves_its_page_cache_out():
+    from guard.wakegate import worker_bytes
+    from headroom.contract import WorkerStatus
+
+    status = WorkerStatus(state=WorkerState.RUNNING, cgroup={"memory_bytes": 9 * GiB, "anon_bytes": 2 * GiB,
+                                                             "shmem_bytes": 1 * GiB})
+    assert worker_bytes(status, 5 * GiB) == 3 * GiB
+    assert worker_bytes(WorkerStatus(state=WorkerState.RUNNING), 5 * GiB) == 5 * GiB
