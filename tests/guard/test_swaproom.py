@@ -160,3 +160,18 @@ def test_the_cgroup_workers_footprint_leaves_its_page_cache_out():
                                                              "shmem_bytes": 1 * GiB})
     assert worker_bytes(status, 5 * GiB) == 3 * GiB
     assert worker_bytes(WorkerStatus(state=WorkerState.RUNNING), 5 * GiB) == 5 * GiB
+
+
+def test_a_burst_that_ended_stops_steering_the_exhaustion_slope():
+    from guard.policy import evaluate
+
+    config = GuardSettings(recovery_hold_seconds=2.0, gpu={"enter": {}})
+    state, now, levels = GuardState(), 1000.0, []
+    falling = [6 * GiB - i * 0.25 * GiB for i in range(13)]  # 1 GiB/s for 3 s, down to 3 GiB of 8
+    for available in falling + [3 * GiB] * 16:  # then flat for 4 s
+        now += 0.25
+        snapshot = Snapshot(taken_at=now, ok=True, ram_total_bytes=8 * GiB, ram_available_bytes=available)
+        state, decision = evaluate(snapshot, state, [], now, config)
+        levels.append(decision.level)
+    assert Level.PAUSE in levels[:13], "a fall at 1 GiB/s with 3 GiB left is a trend to act on"
+    assert levels[-1] == Level.OK, "3 GiB of 8 steady for 4 s: the burst is over"
