@@ -23,6 +23,7 @@ class WakeState:
     fits_since: float | None = None  # since when the worker's wake has been allowed by room and swap-in (backoff clock)
     held: str | None = None  # why the wake is held back now; None when it is not
     seen: WorkerState | None = None  # the worker's state at the previous tick (a free is counted when it goes down)
+    ram_at_down: float | None = None  # RAM available when it went down; what its free gave back is measured against it
 
 
 def worker_bytes(observed: WorkerStatus | None, rss_bytes: float) -> float:
@@ -34,17 +35,19 @@ def worker_bytes(observed: WorkerStatus | None, rss_bytes: float) -> float:
     return rss_bytes
 
 
-def track(ws: WakeState, worker_state: WorkerState | None, held_now: float, before: Desired, now: float,
-          window: float) -> WakeState:
-    """Learn the footprint while the worker is up (and not being freed); count each free as the worker goes down
-    (whoever asked: the policy, the fast path, a lease)."""
-    footprint = ws.footprint_bytes
+def track(ws: WakeState, worker_state: WorkerState | None, held_now: float, ram_now: float | None, before: Desired,
+          now: float, window: float) -> WakeState:
+    """Learn the footprint: what the worker holds while up (and not being freed), and what its free gave back to RAM
+    (for a worker whose processes are not known); count each free as the worker goes down (whoever asked)."""
+    footprint, at_down = ws.footprint_bytes, ws.ram_at_down
     if worker_state in UP and before.state != WorkerState.FREED:
         footprint = max(footprint, held_now)
     frees = tuple(t for t in ws.frees if now - t <= window)
     if worker_state in DOWN and ws.seen not in DOWN and ws.seen is not None:
-        frees += (now,)
-    return replace(ws, footprint_bytes=footprint, frees=frees, seen=worker_state or ws.seen)
+        frees, at_down = frees + (now,), ram_now
+    if worker_state == WorkerState.FREED and ws.seen != WorkerState.FREED and at_down is not None and ram_now is not None:
+        footprint = max(footprint, ram_now - at_down)  # what the free gave back, seen as the worker reports freed
+    return replace(ws, footprint_bytes=footprint, frees=frees, seen=worker_state or ws.seen, ram_at_down=at_down)
 
 
 def backoff_seconds(cycles: int, base: float, cap: float) -> float:
@@ -77,7 +80,8 @@ def why_held(ws: WakeState, snapshot: Snapshot, state: GuardState, config, now: 
 def gate(ws: WakeState, snapshot: Snapshot, before: Desired, state: GuardState, decision: Decision, config,
          now: float, held_now: float) -> tuple[GuardState, Decision, WakeState]:
     """Keep a freed worker freed while its wake is held back (new values; the inputs are left alone)."""
-    ws = track(ws, snapshot.worker_state, held_now, before, now, config.wake_backoff_window_seconds)
+    ws = track(ws, snapshot.worker_state, held_now, snapshot.ram_available_bytes, before, now,
+               config.wake_backoff_window_seconds)
     waking = (before.state == WorkerState.FREED and decision.desired.state != WorkerState.FREED
               and snapshot.worker_state in DOWN and not decision.stale)
     if not waking:

@@ -175,3 +175,15 @@ def test_a_burst_that_ended_stops_steering_the_exhaustion_slope():
         levels.append(decision.level)
     assert Level.PAUSE in levels[:13], "a fall at 1 GiB/s with 3 GiB left is a trend to act on"
     assert levels[-1] == Level.OK, "3 GiB of 8 steady for 4 s: the burst is over"
+
+
+def test_without_its_processes_the_footprint_is_what_the_free_gave_back():
+    state = GuardState()
+    hold = Decision(Level.OK, Desired(WorkerState.FREED, level=2), (), stale=False, admissions_open=True)
+    ws = WakeState(seen=WorkerState.RUNNING)  # its RSS unknown (0): a remote worker, or pids not found yet
+    steps = [(WorkerState.FREEING, 150 * MiB), (WorkerState.FREEING, 160 * MiB), (WorkerState.FREED, 1060 * MiB)]
+    for t, (worker_state, ram) in enumerate(steps):
+        _, _, ws = gate(ws, snap(ram, worker_state), Desired(WorkerState.FREED, level=2), state, hold, settings(), t, 0.0)
+    assert ws.footprint_bytes == 910 * MiB and ws.frees == (0,)
+    _, decision, ws = wake(ws, 1060 * MiB, 5.0)
+    assert decision.desired.state == WorkerState.FREED and "needs" in ws.held
