@@ -65,7 +65,8 @@ def why_held(ws: WakeState, snapshot: Snapshot, state: GuardState, config, now: 
         return (f"needs {format_size(needs)} (its {format_size(footprint)} + the pause threshold and band), "
                 f"{format_size(available)} RAM available"), replace(ws, fits_since=None)
     swap = state.resources.get(Resource.SWAP.value)
-    quiet = min(config.rules[Resource.SWAP].at().enter.values(), default=None)
+    levels = config.rules[Resource.SWAP].at().enter  # a thrash is what the throttle level answers; light swap-in is not one
+    quiet = levels.get(Level.THROTTLE, min(levels.values(), default=None))
     if swap is not None and swap.value is not None and quiet is not None and swap.value >= quiet:
         return (f"swap-in {format_size(swap.value)}/s: it wakes once swap-in is below {format_size(quiet)}/s, "
                 f"not into a thrash"), replace(ws, fits_since=None)

@@ -95,7 +95,7 @@ def test_a_freed_worker_wakes_only_when_its_footprint_and_the_band_fit_and_swap_
     assert "1.0 GiB RAM available" in ws2.held and held_event(WakeState(), ws2).startswith("the worker stays freed")
     _, decision, ws3 = wake(ws, 1.5 * GiB, 10.0, swap_in=20 * MiB)
     assert decision.desired.state == WorkerState.FREED and "swap-in 20.0 MiB/s" in ws3.held
-    _, decision, ws4 = wake(ws, 1.5 * GiB, 10.0, swap_in=0.0)
+    _, decision, ws4 = wake(ws, 1.5 * GiB, 10.0, swap_in=2 * MiB)  # light swap-in is not a thrash
     assert decision.desired.state == WorkerState.RUNNING and ws4.held is None  # the first cycle: no extra wait
     configured = settings(worker_footprint=200 * MiB)
     assert wake(ws, 1 * GiB, 10.0, config=configured)[1].desired.state == WorkerState.RUNNING
