@@ -26,6 +26,7 @@ from protect_peers import earlyoom_run, one_run, run_grower  # noqa: E402
 from tests.guard.adversary import end, start_actor  # noqa: E402
 from tests.guard.protectrun import Crossing, freeze_times, oom_kills, reactions, start_grower  # noqa: E402
 from tests.guard.realstack import MiB, MemoryCgroup, Stack  # noqa: E402
+from tests.guard.swapfile import allow_swap  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 
 LIMIT_MIB, WORKER_MIB, GROWER_MIB = 2048, 900, 1300
@@ -57,8 +58,10 @@ def calibrate(rates: list[float]) -> dict[float, float]:
 class HeadroomRig:
     """One real stack (exporter, guard, contract worker) reused across runs; each run reads the events it caused."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, swap_mib: int = 0):
         self.cgroup = MemoryCgroup(LIMIT_MIB * MiB)
+        if swap_mib:
+            allow_swap(self.cgroup.path, self.cgroup.version, self.cgroup.limit, swap_mib * MiB)
         self.stack = Stack(tmp, self.cgroup, GUARD, worker_hold_mib=WORKER_MIB, worker_in_cgroup=True,
                            worker_args=("--free-latency", "1.2", "--transition-seconds", "0.5"))
         self.tmp = tmp
@@ -76,10 +79,10 @@ class HeadroomRig:
         last = self.events(0)
         return last[-1]["id"] if last else 0
 
-    def run(self, rate: float) -> dict:
+    def run(self, rate: float, grower_mib: int = GROWER_MIB) -> dict:
         after, before = self.settle(), oom_kills(self.cgroup)
         crossing = Crossing(self.cgroup, int(self.cgroup.limit * (1 - FREEZE)))
-        grower = start_grower(self.cgroup, GROWER_MIB, rate, self.tmp / "grower.log")
+        grower = start_grower(self.cgroup, grower_mib, rate, self.tmp / "grower.log")
         rc = grower.wait(timeout=120)
         exited = time.time()
         worker_alive = self.stack.procs["worker"].poll() is None
@@ -98,8 +101,9 @@ class HeadroomRig:
         died = [name for name, dead in (("grower", rc < 0), ("worker", not worker_alive)) if dead]
         others = {p.pid for p in self.bystanders} | {self.stack.procs["worker"].pid}
         hit = {e["data"].get("pid") for e in seen if e["kind"] == "freeze"} & others
+        freed = sum(1 for e in seen if e["kind"] == "action" and e["data"].get("action") == "set_freed")
         return {"oom_kills": oom_kills(self.cgroup) - before, "died": died, "grower_rc": rc, "reaction": kernel,
-                "frozen": frozen, "downtime": downtime, "back": back, "bystanders_frozen": len(hit)}
+                "frozen": frozen, "downtime": downtime, "back": back, "bystanders_frozen": len(hit), "freed": freed}
 
     def close(self) -> None:
         for proc in self.bystanders:
@@ -146,7 +150,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--modes", default="none,earlyoom,headroom")
     parser.add_argument("--workdir", help="keep the guard's state and logs here (default: a temporary directory)")
+    parser.add_argument("--swap", action="store_true", help="the swap table instead (bench/protect_swap.py)")
     args = parser.parse_args()
+    if args.swap:
+        from protect_swap import swap_table
+
+        print("\n".join(swap_table(args.modes.split(","), args.reps, args.workdir)))
+        return
     rates = [float(r) for r in args.rates.split(",")]
     modes = args.modes.split(",")
     reached = calibrate(rates)

@@ -30,13 +30,24 @@ EARLYOOM = "/usr/bin/earlyoom"
 LINE = "{:<16}{:>12} kB\n"
 
 
-def fake_meminfo(limit: int, available: int) -> bytes:
-    """A fixed-length /proc/meminfo for the domain (no swap), rewritten in place: the bind mount keeps the inode."""
+def fake_meminfo(limit: int, available: int, swap_total: int = 0, swap_free: int = 0) -> bytes:
+    """A fixed-length /proc/meminfo for the domain, rewritten in place: the bind mount keeps the inode."""
     kib = lambda n: max(0, n) // 1024  # noqa: E731
     text = "".join(LINE.format(key + ":", kib(value)) for key, value in (
         ("MemTotal", limit), ("MemFree", available), ("MemAvailable", available), ("Buffers", 0), ("Cached", 0),
-        ("SwapTotal", 0), ("SwapFree", 0), ("AnonPages", limit - available)))
+        ("SwapTotal", swap_total), ("SwapFree", swap_free), ("AnonPages", limit - available)))
     return text.encode()
+
+
+def domain_swap(cgroup: MemoryCgroup) -> tuple[int, int]:
+    """(swap allowed, swap free) of a v1 cgroup from its memsw files; (0, 0) when it may not swap."""
+    try:
+        both = int((cgroup.path / "memory.memsw.limit_in_bytes").read_text())
+        used = int((cgroup.path / "memory.memsw.usage_in_bytes").read_text()) - cgroup.usage()
+    except (OSError, ValueError):
+        return 0, 0
+    allowed = max(0, min(both, 2**50) - cgroup.limit)
+    return allowed, max(0, allowed - used)
 
 
 class Feeder:
@@ -52,7 +63,8 @@ class Feeder:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                os.pwrite(self.fd, fake_meminfo(self.cgroup.limit, self.cgroup.limit - self.cgroup.usage()), 0)
+                os.pwrite(self.fd, fake_meminfo(self.cgroup.limit, self.cgroup.limit - self.cgroup.usage(),
+                                                *domain_swap(self.cgroup)), 0)
             except OSError:
                 pass
             time.sleep(0.005)
@@ -84,7 +96,8 @@ def run_grower(cgroup: MemoryCgroup, target_mib: int, rate: float) -> tuple[int,
     return proc.returncode, proc.stdout.splitlines()
 
 
-def one_run(cgroup: MemoryCgroup, worker_mib: int, grower_mib: int, rate: float, earlyoom_percent: float | None) -> dict:
+def one_run(cgroup: MemoryCgroup, worker_mib: int, grower_mib: int, rate: float, earlyoom_percent: float | None,
+            swap_percent: float = 100) -> dict:
     """Worker + (earlyoom) + grower in `cgroup`; the kernel's counters and who is left standing."""
     port = free_port()
     before = oom_kills(cgroup)
@@ -95,7 +108,7 @@ def one_run(cgroup: MemoryCgroup, worker_mib: int, grower_mib: int, rate: float,
         wait_for(lambda: cgroup.usage() >= worker_mib * MiB, 30, what="the worker holding its memory")
         crossing = Crossing(cgroup, int(cgroup.limit * (1 - (earlyoom_percent or 10) / 100)))
         if earlyoom_percent is not None:
-            early = subprocess.Popen([EARLYOOM, "-m", f"{earlyoom_percent:g}", "-s", "100", "-r", "0"],
+            early = subprocess.Popen([EARLYOOM, "-m", f"{earlyoom_percent:g}", "-s", f"{swap_percent:g}", "-r", "0"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             threading.Thread(target=_watch_kills, args=(early, kills), daemon=True).start()
             time.sleep(0.5)
@@ -127,17 +140,20 @@ def inside(args) -> None:
     subprocess.run(["mount", "--bind", args.meminfo, "/proc/meminfo"], check=True)
     cgroup = MemoryCgroup.__new__(MemoryCgroup)
     cgroup.path, cgroup.version, cgroup.limit, cgroup.name = Path(args.cgroup), args.version, args.limit, args.name
-    print(json.dumps(one_run(cgroup, args.worker_mib, args.grower_mib, args.rate, args.percent)), flush=True)
+    result = one_run(cgroup, args.worker_mib, args.grower_mib, args.rate, args.percent, args.swap_percent)
+    print(json.dumps(result), flush=True)
 
 
-def earlyoom_run(cgroup: MemoryCgroup, worker_mib: int, grower_mib: int, rate: float, percent: float, tmp: Path) -> dict:
+def earlyoom_run(cgroup: MemoryCgroup, worker_mib: int, grower_mib: int, rate: float, percent: float, tmp: Path,
+                 swap_percent: float = 100) -> dict:
     """One run with earlyoom, in a fresh PID + mount namespace over the fed meminfo."""
     feeder = Feeder(cgroup, tmp / "meminfo")
     try:
         out = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--mount-proc", sys.executable, __file__, "--inside",
                               "--meminfo", str(tmp / "meminfo"), "--cgroup", str(cgroup.path), "--version", str(cgroup.version),
                               "--limit", str(cgroup.limit), "--name", cgroup.name, "--worker-mib", str(worker_mib),
-                              "--grower-mib", str(grower_mib), "--rate", str(rate), "--percent", str(percent)],
+                              "--grower-mib", str(grower_mib), "--rate", str(rate), "--percent", str(percent),
+                              "--swap-percent", str(swap_percent)],
                              capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(REPO)})
     finally:
         feeder.close()
@@ -156,4 +172,5 @@ if __name__ == "__main__":
         parser.add_argument(name, type=int)
     parser.add_argument("--rate", type=float)
     parser.add_argument("--percent", type=float)
+    parser.add_argument("--swap-percent", type=float, default=100)
     inside(parser.parse_args())

@@ -18,6 +18,9 @@ def host_panels() -> list[dict]:
              thresholds=[(None, "red"), (0.05, "orange"), (0.10, "green")]),
         stat("Available", "MemAvailable in bytes.", targets((avail, "available")), "bytes",
              thresholds=[(None, "blue")]),
+        stat("Room before a kill", "MemAvailable + free swap: the kernel OOM-kills only when RAM and swap are both gone "
+             "(the guard counts swap less guard.swap_reserve, and zram at half).",
+             targets((f"{avail} + headroom_swap_free_bytes{{{I}}}", "RAM + swap")), "bytes", thresholds=[(None, "blue")]),
         stat("Time to exhaustion", "At the slope of the last 10 minutes, when MemAvailable reaches zero; "
              "'not falling' when it is flat or rising (capped at a week).",
              targets((f"clamp_max(({avail} / -deriv({avail}[10m]) > 0) or ({avail} * 0 + {WEEK}), {WEEK})", "time left")), "s",
@@ -63,9 +66,10 @@ def host_panels() -> list[dict]:
         table("cgroups", "Memory per cgroup now: usage, limit (MemoryMax), high (MemoryHigh, v2), swap, OOM kills.",
               targets((f"headroom_cgroup_memory_usage_bytes{{{I}}}", ""), (f"headroom_cgroup_memory_limit_bytes{{{I}}}", ""),
                       (f"headroom_cgroup_memory_high_bytes{{{I}}}", ""), (f"headroom_cgroup_memory_swap_bytes{{{I}}}", ""),
-                      (f"headroom_cgroup_oom_kills_total{{{I}}}", "")),
+                      (f"headroom_cgroup_oom_kills_total{{{I}}}", ""), (f"headroom_cgroup_memory_swap_limit_bytes{{{I}}}", "")),
               "bytes", hide=("Time", "__name__", "job", "instance"),
-              rename={"Value #A": "usage", "Value #B": "limit", "Value #C": "high", "Value #D": "swap", "Value #E": "OOM kills"}),
+              rename={"Value #A": "usage", "Value #B": "limit", "Value #C": "high", "Value #D": "swap", "Value #E": "OOM kills",
+                      "Value #F": "swap allowed"}),
         timeseries("cgroup memory pressure (v2), 10 s", "PSI per cgroup (cgroup v2 only: memory.pressure).",
                    targets((f'headroom_cgroup_pressure_memory_ratio{{{I}, window="10s"}}', "{{cgroup}} {{kind}}")), "percentunit", minv=0),
         row("OOM kills"),

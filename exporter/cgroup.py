@@ -18,7 +18,9 @@ _GAUGES = (
     ("limit_bytes", "headroom_cgroup_memory_limit_bytes", "Hard memory limit (memory.max / limit_in_bytes); absent when unlimited."),
     ("high_bytes", "headroom_cgroup_memory_high_bytes", "Throttling threshold (memory.high); absent when unlimited or on v1."),
     ("reclaimable_bytes", "headroom_cgroup_memory_reclaimable_bytes", "Inactive file cache the kernel reclaims first."),
-    ("swap_bytes", "headroom_cgroup_memory_swap_bytes", "Swap used by the cgroup (memory.swap.current)."),
+    ("swap_bytes", "headroom_cgroup_memory_swap_bytes", "Swap used by the cgroup (memory.swap.current; v1: memsw - usage)."),
+    ("swap_limit_bytes", "headroom_cgroup_memory_swap_limit_bytes",
+     "Swap the cgroup may use (memory.swap.max; v1: memsw limit - limit); absent when unbounded."),
 )
 
 

@@ -46,17 +46,31 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def v1_swap(usage: int, limit: int | None, memsw_usage: str | None, memsw_limit: str | None) -> tuple[int | None, int | None]:
+    """(swap used, swap allowance) from v1's memsw files (RAM + swap); (None, None) without swap accounting."""
+    if memsw_usage is None or memsw_limit is None:
+        return None, None
+    both = parse_limit(memsw_limit)
+    allowance = None if both is None else max(0, both - limit) if limit is not None else None
+    return max(0, int(memsw_usage) - usage), allowance
+
+
 def read_cgroup_v1(directory: Path, name: str) -> CgroupMemory:
     usage = int((directory / "memory.usage_in_bytes").read_text())
     stat = parse_flat_keyed(_read(directory / "memory.stat") or "")
     oom = parse_flat_keyed(_read(directory / "memory.oom_control") or "")
+    limit = parse_limit((directory / "memory.limit_in_bytes").read_text())
+    swap, swap_limit = v1_swap(usage, limit, _read(directory / "memory.memsw.usage_in_bytes"),
+                               _read(directory / "memory.memsw.limit_in_bytes"))
     return CgroupMemory(
         cgroup=name,
         usage_bytes=usage,
-        limit_bytes=parse_limit((directory / "memory.limit_in_bytes").read_text()),
+        limit_bytes=limit,
         high_bytes=None,  # v1 has no memory.high
         reclaimable_bytes=stat.get("total_inactive_file", stat.get("inactive_file")),
         oom_kills=oom.get("oom_kill"),
+        swap_bytes=swap,
+        swap_limit_bytes=swap_limit,
     )
 
 
@@ -65,6 +79,7 @@ def read_cgroup_v2(directory: Path, name: str) -> CgroupMemory:
     events = parse_flat_keyed(_read(directory / "memory.events") or "")
     high = _read(directory / "memory.high")
     swap = _read(directory / "memory.swap.current")
+    swap_max = _read(directory / "memory.swap.max")
     maximum = _read(directory / "memory.max")
     return CgroupMemory(
         cgroup=name,
@@ -74,6 +89,7 @@ def read_cgroup_v2(directory: Path, name: str) -> CgroupMemory:
         reclaimable_bytes=stat.get("inactive_file"),
         oom_kills=events.get("oom_kill"),
         swap_bytes=int(swap) if swap is not None else None,
+        swap_limit_bytes=parse_limit(swap_max) if swap_max is not None else None,
         pressure=read_pressure(directory / "memory.pressure") or (),
     )
 

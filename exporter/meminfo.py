@@ -57,6 +57,29 @@ def parse_vmstat(text: str) -> VmStat:
     )
 
 
+def parse_swaps(text: str) -> list[tuple[str, int, int]]:
+    """/proc/swaps -> [(device, size bytes, used bytes)] (the file's sizes are KiB)."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 4 and parts[2].isdigit() and parts[3].isdigit():
+            rows.append((parts[0], int(parts[2]) * 1024, int(parts[3]) * 1024))
+    return rows
+
+
+def ram_backed_free(swaps: list[tuple[str, int, int]]) -> int:
+    """Free swap on zram devices: their "swap" is compressed RAM, so only part of it is room."""
+    return sum(size - used for name, size, used in swaps if "/zram" in name)
+
+
+def read_ram_backed_free(procfs: Path) -> int | None:
+    """Free zram swap from /proc/swaps; None when the file is missing."""
+    try:
+        return ram_backed_free(parse_swaps((procfs / "swaps").read_text()))
+    except OSError:
+        return None
+
+
 def read_meminfo(procfs: Path) -> MemInfo:
     return parse_meminfo((procfs / "meminfo").read_text())
 
@@ -87,6 +110,11 @@ class MemoryCollector:
         yield GaugeMetricFamily("headroom_memory_cached_bytes", "Page cache (Cached).", value=info.cached_bytes)
         yield GaugeMetricFamily("headroom_swap_total_bytes", "Swap space (SwapTotal).", value=info.swap_total_bytes)
         yield GaugeMetricFamily("headroom_swap_free_bytes", "Unused swap (SwapFree).", value=info.swap_free_bytes)
+        zram = read_ram_backed_free(self.procfs) if info.swap_total_bytes else None
+        if zram is not None:
+            yield GaugeMetricFamily("headroom_swap_ram_backed_free_bytes",
+                                    "Free swap on zram devices (counted in swap_free_bytes; its pages are stored in RAM).",
+                                    value=zram)
         yield from _vmstat_counters(vm)
 
 

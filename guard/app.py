@@ -107,7 +107,7 @@ def build_protection(guard, manager: Manager):
         log.warning("recovered pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
     # Kept with freezing off too: it freezes nothing then (freeze() checks freeze_enabled), but it retries a thaw the
     # kernel refused at recovery, and /v1/frozen and /metrics show that record.
-    fast = FastPath(guard, DomainReader(guard.memory_domain), manager, freezer, worker_bytes=manager.worker_pids.rss_bytes)
+    fast = FastPath(guard, DomainReader(guard.memory_domain, swap_reserve=guard.swap_reserve), manager, freezer, worker_bytes=manager.worker_pids.rss_bytes)
     return fast, build_gpu_watch(guard, manager, freezer)
 
 

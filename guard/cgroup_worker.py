@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -156,9 +157,11 @@ class CgroupWorkerTarget:
             self.accepted = desired
         future = self.executor.submit(self._transition, desired)
         try:
-            return future.result(timeout=0.1)  # freeze and thaw finish at once; stop and start go on in the background
+            outcome = future.result(timeout=0.1)  # freeze and thaw finish at once; stop and start go on in the background
         except concurrent.futures.TimeoutError:
-            return Outcome("accepted", f"{desired.describe()} under way")
+            outcome = Outcome("accepted", f"{desired.describe()} under way")
+        # with the status (its accepted desired state), so the reconciler never sends a stop or start under way again
+        return replace(outcome, state=self.read()) if outcome.result in ("ok", "accepted") else outcome
 
     def set_maintenance(self, on: bool, reason: str, retry_after: int) -> Outcome:
         self.maintenance = on

@@ -77,6 +77,11 @@ def render(status: dict) -> str:
     for gpu in h["gpus"]:
         lines.append(f"GPU {gpu['gpu']}: {gpu.get('level', 'ok')}, {format_size(gpu['admissible_bytes'])} admissible "
                      f"of {format_size(gpu['total_bytes'])}" + _why(gpu))
+    swap = h.get("swap") or {}
+    if swap.get("free_bytes"):
+        lines.append(f"swap room: {format_size(swap['free_bytes'])} the domain may still use "
+                     f"({format_size(swap['reserve_bytes'])} reserve); room before a kill "
+                     f"{format_size(swap['room_bytes'] or 0)} (RAM + usable swap)")
     if not h["gpus"]:
         lines.append("GPUs: none (NVML reports no GPU; lease RAM only: drop --gpu)")
     for name, label in (("psi", "PSI"), ("swap", "swap"), ("predict", "prediction")):
@@ -118,6 +123,8 @@ def worker_lines(worker: dict, up_worker: dict | None = None) -> list[str]:
         lines = ["worker: not driven" + (f"  WARNING: {worker['warning']}" if worker.get("warning") else "")]
     if worker.get("note"):
         lines.append(f"worker note: {worker['note']}")
+    if worker.get("held_back"):
+        lines.append(f"worker held back: {worker['held_back']}")
     if worker.get("error"):
         lines.append(f"worker error: {worker['error']}")
     if up_worker and up_worker.get("state") == "failed":

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from exporter.cgroupfs import detect_memory_root, read_cgroup
-from exporter.meminfo import read_meminfo
+from exporter.meminfo import read_meminfo, read_ram_backed_free
 from guard.cgroupctl import pids_under
+from guard.swaproom import cgroup_swap_free, host_swap_free, swap_room
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,10 @@ class DomainObs:
     """One fast-path look at the domain."""
 
     taken_at: float  # unix seconds
-    total_bytes: float  # the domain's size: the cgroup limit, or MemTotal
-    available_bytes: float  # what can still be allocated: limit - usage + reclaimable (capped by the host), or MemAvailable
+    total_bytes: float  # the domain's RAM: the cgroup limit, or MemTotal
+    available_bytes: float  # what can still be allocated before a kill: RAM available + the swap room (free swap - reserve)
+    ram_available_bytes: float | None = None  # RAM alone: limit - usage + reclaimable (capped by the host), or MemAvailable
+    swap_free_bytes: float | None = None  # swap the domain may still use (its allowance, the host's free), before the reserve
 
 
 def cgroup_available(limit: float, usage: float, reclaimable: float | None, host_available: float | None) -> float:
@@ -34,42 +37,47 @@ class DomainReader:
     """Reads the host (/proc/meminfo) or one memory cgroup (v1 or v2 files); read() returns None when it cannot."""
 
     def __init__(self, domain: str, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup"),
-                 clock: Callable[[], float] = time.time, host_every_seconds: float = 0.25):
+                 clock: Callable[[], float] = time.time, host_every_seconds: float = 0.25, swap_reserve: float = 0.0):
         self.domain, self.procfs, self.clock = domain, procfs, clock
         self.root = detect_memory_root(cgroupfs) if domain != "host" else None
-        self.host_every_seconds = host_every_seconds
-        self._host: tuple[float, float | None, float] | None = None  # (read at, MemAvailable, MemTotal)
+        self.host_every_seconds, self.swap_reserve = host_every_seconds, swap_reserve
+        self._host: tuple[float, float | None, float, float] | None = None  # (read at, MemAvailable, MemTotal, swap free)
         self.error: str | None = None
 
     @property
     def directory(self) -> Path | None:
         return self.root[0] / self.domain.lstrip("/") if self.root else None
 
-    def _host_memory(self, now: float) -> tuple[float | None, float]:
-        """(MemAvailable, MemTotal); for a cgroup domain the host cap is refreshed only every host_every_seconds."""
+    def _host_memory(self, now: float) -> tuple[float | None, float, float]:
+        """(MemAvailable, MemTotal, usable free swap); for a cgroup domain refreshed only every host_every_seconds."""
         if self._host is None or self.domain == "host" or now - self._host[0] >= self.host_every_seconds:
             info = read_meminfo(self.procfs)
-            self._host = (now, info.available_bytes, info.total_bytes)
-        return self._host[1], self._host[2]
+            zram = (read_ram_backed_free(self.procfs) or 0) if info.swap_total_bytes else 0
+            self._host = (now, info.available_bytes, info.total_bytes, host_swap_free(info.swap_free_bytes, zram))
+        return self._host[1], self._host[2], self._host[3]
+
+    def _obs(self, now: float, total: float, ram: float, swap_free: float) -> DomainObs:
+        return DomainObs(now, total, ram + swap_room(swap_free, self.swap_reserve), ram, swap_free)
 
     def read(self) -> DomainObs | None:
         now = self.clock()
         try:
-            host_available, host_total = self._host_memory(now)
+            host_available, host_total, host_swap = self._host_memory(now)
             if self.domain == "host":
                 if host_available is None:
                     raise ValueError("/proc/meminfo has no MemAvailable")
-                return DomainObs(now, host_total, host_available)
+                return self._obs(now, host_total, host_available, host_swap)
             if self.root is None:
                 raise ValueError("no memory cgroup controller is mounted")
             memory = read_cgroup(self.root[0], self.root[1], self.domain)
             if memory is None or memory.usage_bytes is None:
                 raise ValueError(f"cgroup {self.domain} does not exist")
+            swap = cgroup_swap_free(memory.swap_limit_bytes, memory.swap_bytes, host_swap)
             if memory.limit_bytes is None:  # an unlimited cgroup: the host is its bound
-                return DomainObs(now, host_total, host_available if host_available is not None else 0.0)
+                return self._obs(now, host_total, host_available if host_available is not None else 0.0, swap)
             available = cgroup_available(memory.limit_bytes, memory.usage_bytes, memory.reclaimable_bytes, host_available)
             self.error = None
-            return DomainObs(now, memory.limit_bytes, available)
+            return self._obs(now, memory.limit_bytes, available, swap)
         except (OSError, ValueError) as err:
             self.error = f"{type(err).__name__}: {err}"
             return None

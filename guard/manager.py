@@ -16,10 +16,12 @@ from guard.history import History
 from guard.leasebook import LeaseBook
 from guard.metrics import TickHistogram
 from guard.policy import assess, compose
-from guard.protection import Protection, merge_fast, with_override
+from guard.observer import merge_fast_room
+from guard.protection import Protection, with_override
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
+from guard.wakegate import WakeState, gate, held_event, worker_bytes
 from guard.types import (ActionEvent, AdmissionOutcome, Decision, Desired, GuardState, Lease, LeaseStatus, Level, ResourceState,
                          Snapshot)
 from headroom.contract import Maintenance, WorkerState, WorkerStatus
@@ -40,6 +42,7 @@ class GuardView:
     worker: WorkerStatus | None  # the worker's status as last read
     worker_error: str | None
     ticks: int
+    wake_held: str | None = None  # why a freed worker's wake is held back (guard/wakegate.py); None when it is not
 
 
 class Manager(ProtectionMixin, QueueMixin):
@@ -62,6 +65,7 @@ class Manager(ProtectionMixin, QueueMixin):
         self.protection = Protection()  # the one owner of wishes, the GPU episode and downtime (guard/protection.py)
         self.fastpath = None  # guard.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.actuator.ActingThread: control calls off the observing threads
+        self.wake = WakeState()  # the freed worker's return (guard/wakegate.py)
         self._seen_observed: WorkerStatus | None = None  # the worker's status at the previous tick (restart detection)
         self._grew_at: float | None = None  # when the worker was last seen starting, waking or freed (it loads after)
         from guard.workerpids import WorkerPids
@@ -78,7 +82,7 @@ class Manager(ProtectionMixin, QueueMixin):
         reconciler = self.reconciler
         self.view = GuardView(self.snapshot, self.state, self.decision, tuple(replace(l) for l in self.book.leases()),
                               self.maintenance, reconciler.observed if reconciler else None,
-                              reconciler.read_error if reconciler else None, self.ticks)
+                              reconciler.read_error if reconciler else None, self.ticks, self.wake.held)
         return self.view
 
     @property
@@ -114,7 +118,7 @@ class Manager(ProtectionMixin, QueueMixin):
         pids = [lease.pid for lease in self.leases() if lease.pid and lease.status == LeaseStatus.GRANTED]
         snapshot = self.observer.observe(pids)
         if self.fastpath is not None:
-            snapshot = merge_fast(snapshot, self.fastpath.last)
+            snapshot = merge_fast_room(snapshot, self.fastpath.last)
         if self.reconciler is not None:
             snapshot = replace(snapshot, worker_state=self.read_worker())
             snapshot = replace(snapshot, worker_settling=self.worker_settling())
@@ -129,6 +133,11 @@ class Manager(ProtectionMixin, QueueMixin):
         self.serve_queue(assessed, now)
         state, decision = compose(state, assessed, self.leases(), self.settings, self.maintenance)
         state, decision = with_override(state, decision, self.protection.view().override)  # one copy per tick
+        state, decision, wake = gate(self.wake, snapshot, self.decision.desired, state, decision, self.settings, now,
+                                     worker_bytes(getattr(self.reconciler, "observed", None), self.worker_pids.rss_bytes()))
+        if (message := held_event(self.wake, wake)) is not None:
+            self.store.add_event("worker", message, {"held": wake.held, "footprint_bytes": wake.footprint_bytes}, at=now)
+        self.wake = wake
         self.record_changes(self.state, self.decision, state, decision, now)
         self.state, self.decision = state, decision
         return decision

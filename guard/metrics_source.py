@@ -10,6 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from guard.domain import cgroup_available
+from guard.swaproom import cgroup_swap_free, host_swap_free
 from guard.types import GpuObs, Snapshot
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -53,6 +54,27 @@ def domain_memory(samples: Samples, domain: str) -> tuple[float | None, float | 
     return limit, cgroup_available(limit, usage, reclaimable, host_avail), None
 
 
+def domain_swap(samples: Samples, domain: str) -> float | None:
+    """Swap the domain may still use: the host's (zram discounted), bounded by a cgroup's own allowance."""
+    host_free = one(samples, "swap_free_bytes")
+    if host_free is None:
+        return None
+    host = host_swap_free(host_free, one(samples, "swap_ram_backed_free_bytes") or 0.0)
+    if domain == "host":
+        return host
+    return cgroup_swap_free(one(samples, "cgroup_memory_swap_limit_bytes", cgroup=domain),
+                            one(samples, "cgroup_memory_swap_bytes", cgroup=domain), host)
+
+
+def domain_psi(samples: Samples, domain: str, kind: str) -> float | None:
+    """PSI memory avg10 of the domain: its own memory.pressure where the exporter has it (cgroup v2), else the host's."""
+    if domain != "host":
+        own = one(samples, "cgroup_pressure_memory_ratio", cgroup=domain, kind=kind, window="10s")
+        if own is not None:
+            return own
+    return one(samples, "pressure_memory_ratio", kind=kind, window="10s")
+
+
 def gpus_from(samples: Samples) -> tuple[GpuObs, ...]:
     totals = by_label(samples, "gpu_memory_total_bytes", "gpu")
     frees = by_label(samples, "gpu_memory_free_bytes", "gpu")
@@ -73,8 +95,8 @@ def parse_exporter_text(text: str, domain: str, taken_at: float) -> Snapshot:
         taken_at=taken_at, ok=error is None, error=error, domain=domain,
         ram_total_bytes=total, ram_available_bytes=available,
         swap_in_bytes_total=one(samples, "swap_in_bytes_total"),
-        psi_full_ratio=one(samples, "pressure_memory_ratio", kind="full", window="10s"),
-        psi_some_ratio=one(samples, "pressure_memory_ratio", kind="some", window="10s"),
+        swap_free_bytes=domain_swap(samples, domain),
+        psi_full_ratio=domain_psi(samples, domain, "full"), psi_some_ratio=domain_psi(samples, domain, "some"),
         oom_kills_total=one(samples, "oom_kills_total"),
         gpus=gpus_from(samples),
     )

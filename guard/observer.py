@@ -9,6 +9,8 @@ from typing import Callable, Iterable, Protocol
 import httpx
 import psutil
 
+from guard.domain import DomainObs
+from guard.protection import merge_fast
 from guard.settings import GuardSettings
 from guard.types import Snapshot
 from headroom.sizes import format_size
@@ -51,6 +53,18 @@ def with_pid_usage(snapshot: Snapshot, pids: Iterable[int]) -> Snapshot:
         ram[pid] = tree_rss(procs)
         gpu[pid] = {g.gpu: sum(b for p, b in g.processes.items() if p in members) for g in snapshot.gpus}
     return replace(snapshot, pid_ram_bytes=ram, pid_gpu_bytes=gpu)
+
+
+def merge_fast_room(snapshot: Snapshot, fast: DomainObs | None) -> Snapshot:
+    """The tick's RAM and swap values from the fast path's newer look: RAM alone into ram_available_bytes (leases are
+    granted on RAM; the fast path's available_bytes includes the swap room), the domain's free swap beside it."""
+    if fast is None:
+        return snapshot
+    ram = fast.ram_available_bytes if fast.ram_available_bytes is not None else fast.available_bytes
+    merged = merge_fast(snapshot, replace(fast, available_bytes=ram))
+    if merged is snapshot or fast.swap_free_bytes is None:
+        return merged
+    return replace(merged, swap_free_bytes=fast.swap_free_bytes)
 
 
 def build_source(settings: GuardSettings, transport=None, clock: Callable[[], float] = time.time) -> Source:

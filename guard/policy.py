@@ -7,6 +7,7 @@ from typing import Iterable
 
 from guard.settings import GuardSettings
 from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe
+from guard.swaproom import room_bytes
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
 from headroom.contract import Maintenance, WorkerState
 
@@ -62,6 +63,22 @@ def update_samples(samples: list, now: float, available: float | None, window: f
     return kept
 
 
+STOPPED_SECONDS, STOPPED_NOISE_BYTES = 1.0, 16 * 2**20  # no fall over the last second (within noise): the growth stopped
+
+
+def since_growth_stopped(samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The samples of the last second alone once the value has not fallen from one look to the next over it: a burst that
+    ended is not a trend, so its drop no longer steers the slope (and a pause it caused ends a second after it, not a
+    window later)."""
+    if not samples:
+        return samples
+    recent = [(t, v) for t, v in samples if t >= samples[-1][0] - STOPPED_SECONDS]
+    spans = len(recent) >= 2 and recent[-1][0] - recent[0][0] >= 0.75 * STOPPED_SECONDS
+    if spans and all(b[1] >= a[1] - STOPPED_NOISE_BYTES for a, b in zip(recent, recent[1:])):
+        return recent
+    return samples
+
+
 def seconds_to_exhaustion(samples: list[tuple[float, float]]) -> float | None:
     """Least-squares slope of available bytes; seconds until zero when falling, None when flat/rising/too few points."""
     if len(samples) < 3 or samples[-1][0] - samples[0][0] < 0.5:
@@ -90,11 +107,12 @@ def measure(snapshot: Snapshot, state: GuardState, now: float,
             config: GuardSettings) -> tuple[dict[str, tuple[float | None, Threshold]], GuardState]:
     """Each resource's value this tick with its threshold in numbers (one row of the signal table each), and the state
     carrying this tick's slope samples and swap counter; `state` itself is left as it was."""
+    room = room_bytes(snapshot.ram_available_bytes, snapshot.swap_free_bytes, config.swap_reserve)
     if snapshot.worker_state in WORKER_GROWING or snapshot.worker_settling:  # the slope restarts once it has loaded
         samples = []
     else:
-        samples = update_samples(state.samples, now, snapshot.ram_available_bytes, config.predict_window_seconds)
-    trends = Trends(swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total), seconds_to_exhaustion(samples))
+        samples = since_growth_stopped(update_samples(state.samples, now, room, config.predict_window_seconds))
+    trends = Trends(swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total), seconds_to_exhaustion(samples), room)
     last_swap = (now, snapshot.swap_in_bytes_total) if snapshot.swap_in_bytes_total is not None else state.last_swap
     values: dict[str, tuple[float | None, Threshold]] = {}
     for resource, signal in SIGNALS.items():

@@ -8,7 +8,7 @@ from typing import Callable
 
 import httpx
 
-from guard.metrics_source import Samples, domain_memory, gpus_from, one
+from guard.metrics_source import Samples, domain_memory, domain_swap, gpus_from, one
 from guard.types import Snapshot
 
 # Keys are headroom's sample names (without the prefix): results are read exactly as /metrics would be.
@@ -18,11 +18,15 @@ PRESETS: dict[str, dict[str, str]] = {
         "memory_total_bytes": 'headroom_memory_total_bytes{instance=~"$instance"}',
         "memory_available_bytes": 'headroom_memory_available_bytes{instance=~"$instance"}',
         "swap_in_bytes_total": 'headroom_swap_in_bytes_total{instance=~"$instance"}',
+        "swap_free_bytes": 'headroom_swap_free_bytes{instance=~"$instance"}',
+        "swap_ram_backed_free_bytes": 'headroom_swap_ram_backed_free_bytes{instance=~"$instance"}',
         "pressure_memory_ratio": 'headroom_pressure_memory_ratio{instance=~"$instance",window="10s"}',
         "oom_kills_total": 'headroom_oom_kills_total{instance=~"$instance"}',
         "cgroup_memory_usage_bytes": 'headroom_cgroup_memory_usage_bytes{instance=~"$instance",cgroup="$cgroup"}',
         "cgroup_memory_limit_bytes": 'headroom_cgroup_memory_limit_bytes{instance=~"$instance",cgroup="$cgroup"}',
         "cgroup_memory_reclaimable_bytes": 'headroom_cgroup_memory_reclaimable_bytes{instance=~"$instance",cgroup="$cgroup"}',
+        "cgroup_memory_swap_bytes": 'headroom_cgroup_memory_swap_bytes{instance=~"$instance",cgroup="$cgroup"}',
+        "cgroup_memory_swap_limit_bytes": 'headroom_cgroup_memory_swap_limit_bytes{instance=~"$instance",cgroup="$cgroup"}',
         "gpu_info": 'headroom_gpu_info{instance=~"$instance"}',
         "gpu_memory_total_bytes": 'headroom_gpu_memory_total_bytes{instance=~"$instance"}',
         "gpu_memory_free_bytes": 'headroom_gpu_memory_free_bytes{instance=~"$instance"}',
@@ -31,6 +35,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "memory_total_bytes": 'node_memory_MemTotal_bytes{instance=~"$instance"}',
         "memory_available_bytes": 'node_memory_MemAvailable_bytes{instance=~"$instance"}',
         "swap_in_bytes_total": 'node_vmstat_pswpin{instance=~"$instance"} * 4096',
+        "swap_free_bytes": 'node_memory_SwapFree_bytes{instance=~"$instance"}',
         "pressure_memory_ratio": 'label_replace(rate(node_pressure_memory_stalled_seconds_total{instance=~"$instance"}[1m]), "kind", "full", "", "")',
         "oom_kills_total": 'node_vmstat_oom_kill{instance=~"$instance"}',
         "cgroup_memory_usage_bytes": 'container_memory_usage_bytes{instance=~"$instance",id="$cgroup"}',
@@ -42,7 +47,8 @@ PRESETS: dict[str, dict[str, str]] = {
     },
 }
 
-HOST_ONLY = {"cgroup_memory_usage_bytes", "cgroup_memory_limit_bytes", "cgroup_memory_reclaimable_bytes"}
+HOST_ONLY = {"cgroup_memory_usage_bytes", "cgroup_memory_limit_bytes", "cgroup_memory_reclaimable_bytes",
+             "cgroup_memory_swap_bytes", "cgroup_memory_swap_limit_bytes"}
 
 
 def build_queries(preset: str, overrides: dict[str, str], instance: str, domain: str) -> dict[str, str]:
@@ -105,7 +111,7 @@ class PrometheusSource:
         return Snapshot(
             taken_at=now, ok=error is None, error=error, domain=self.domain,
             ram_total_bytes=total, ram_available_bytes=available,
-            swap_in_bytes_total=one(samples, "swap_in_bytes_total"),
+            swap_in_bytes_total=one(samples, "swap_in_bytes_total"), swap_free_bytes=domain_swap(samples, self.domain),
             psi_full_ratio=one(samples, "pressure_memory_ratio", kind="full"),
             oom_kills_total=one(samples, "oom_kills_total"), gpus=gpus_from(samples),
         )

@@ -112,7 +112,8 @@ class GuardSettings(Section):
                      "reclaimable)."))
     ram: Rule = Field(
         default_factory=_ram_rule,
-        description="Thresholds as available RAM in the domain (\"%\" of its total, or a size).")
+        description=("Thresholds as room before a kill in the domain: available RAM plus usable swap (free swap - "
+                     "swap_reserve; \"%\" of its RAM total, or a size)."))
     gpu: Rule = Field(
         default_factory=_gpu_rule,
         description="Thresholds as free memory on each GPU (\"%\" of its total, or a size).")
@@ -126,6 +127,21 @@ class GuardSettings(Section):
     predict_window_seconds: float = Field(
         default=10.0, ge=1, le=600,
         description="Window of recent samples the exhaustion slope is fitted over (a model load takes ~10 s).")
+    # --- swap and the worker's return: room is RAM + usable swap; a freed worker wakes only where it fits ---
+    swap_reserve: Size = Field(
+        default="256MiB", validate_default=True,
+        description=("Free swap not counted as room: what the kernel cannot swap out in the time the guard needs to act "
+                     "(docs/guard.md: measured swap-out rate x 0.5 s, rounded up). A domain without swap is unchanged."))
+    worker_footprint: Size = Field(
+        default=0, validate_default=True,
+        description=("What the worker takes back when it wakes; 0: the most it was seen holding before its last free "
+                     "(its processes' RSS, or its cgroup's anonymous and shared memory)."))
+    wake_backoff_window_seconds: float = Field(
+        default=600.0, ge=0, le=86400,
+        description="Free/wake cycles within this window count as repeats: each one doubles the wait before the next wake.")
+    wake_backoff_max_seconds: float = Field(
+        default=120.0, ge=0, le=86400,
+        description="The longest a repeat wake is held back by the doubling (a real engine takes tens of seconds to load).")
     # --- fast path: a thread reads the domain straight from the kernel and freezes/frees within milliseconds ---
     fast_path: bool = Field(
         True,

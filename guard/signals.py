@@ -46,15 +46,16 @@ class Signal:
 
 @dataclass(frozen=True)
 class Trends:
-    """The values the policy derives from more than one observation."""
+    """The values the policy derives from more than one observation (or from one and the configuration)."""
 
     swap_in_rate: float | None = None
     seconds_to_exhaustion: float | None = None
+    room_bytes: float | None = None  # RAM available + the swap room (free swap - swap_reserve): what is left before a kill
 
 
 SIGNALS: dict[Resource, Signal] = {signal.resource: signal for signal in (
-    Signal(Resource.RAM, "bytes available", False, Amounts.SHARE, lambda v: f"{format_size(v)} available", True,
-           lambda s, t: s.ram_available_bytes, lambda s: s.ram_total_bytes),
+    Signal(Resource.RAM, "bytes available (RAM + usable swap)", False, Amounts.SHARE, lambda v: f"{format_size(v)} available",
+           True, lambda s, t: t.room_bytes, lambda s: s.ram_total_bytes),
     Signal(Resource.GPU, "bytes free", False, Amounts.SHARE, lambda v: f"{format_size(v)} available", False,
            lambda s, t: None, per_gpu=True),
     Signal(Resource.PSI, "ratio of time stalled", True, Amounts.NUMBER, lambda v: f"{v:.1%} of time stalled (full, 10 s)",

@@ -70,6 +70,7 @@ class Snapshot:
     ram_total_bytes: float | None = None  # the domain's size (limit for a cgroup)
     ram_available_bytes: float | None = None  # what can still be allocated without reclaiming anon memory
     swap_in_bytes_total: float | None = None  # counter
+    swap_free_bytes: float | None = None  # swap the domain may still use (allowance and host free), before the reserve
     psi_full_ratio: float | None = None  # PSI memory full avg10, 0..1
     psi_some_ratio: float | None = None  # PSI memory some avg10, 0..1
     oom_kills_total: float | None = None  # counter

@@ -8,6 +8,7 @@ from importlib import resources
 
 from guard.leases import gpu_room, ram_room
 from guard.signals import Resource, ResolvedRule
+from guard.swaproom import room_bytes
 from guard.types import ACTIVE, Lease, ResourceState
 from headroom.sizes import format_size
 
@@ -40,7 +41,13 @@ def worker_view(manager, view) -> dict:
             "dry_run": manager.settings.dry_run, "queue": seen.get("queue"),
             "concurrency": seen.get("concurrency"), "since": seen.get("since"), "engine": seen.get("engine"),
             "note": seen.get("note") or None, "cgroup": seen.get("cgroup"),
-            "warning": getattr(manager, "worker_warning", None)}
+            "held_back": view.wake_held, "warning": getattr(manager, "worker_warning", None)}
+
+
+def swap_view(snap, settings) -> dict:
+    """Swap as room: what the domain may still swap, the reserve kept out of it, and RAM + the rest (the ram rule's value)."""
+    return {"free_bytes": snap.swap_free_bytes, "reserve_bytes": settings.swap_reserve,
+            "room_bytes": room_bytes(snap.ram_available_bytes, snap.swap_free_bytes, settings.swap_reserve)}
 
 
 def freezer_of(manager):
@@ -86,7 +93,7 @@ def headroom_view(manager) -> dict:
     return {
         "observed_at": snap.taken_at, "domain": snap.domain, "stale": decision.stale,
         "level": decision.level.label, "reasons": list(decision.reasons),
-        "admissions_open": decision.admissions_open, "ram": ram, "gpus": gpus,
+        "admissions_open": decision.admissions_open, "ram": ram, "swap": swap_view(snap, settings), "gpus": gpus,
         "signals": {name.value: _resource(state.resources.get(name)) for name in (Resource.PSI, Resource.SWAP, Resource.PREDICT)},
         "worker": worker_view(manager, view),
         "maintenance": view.maintenance.as_dict(),

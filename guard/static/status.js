@@ -116,8 +116,12 @@
     const blocks = [renderResource("ram", `RAM (${hr.domain})`, hr.ram)];
     for (const g of hr.gpus) blocks.push(renderResource(`gpu${g.gpu}`, `GPU ${g.gpu}`, g));
     $("resources").replaceChildren(...blocks);
+    const swap = hr.swap && hr.swap.free_bytes ? [h("span", { class: "signal", id: "swap-room",
+      title: "swap the domain may still use, less the reserve, counts as room before a kill" }, h("b", {}, "swap room"), " ",
+      `${formatSize(Math.max(0, hr.swap.free_bytes - hr.swap.reserve_bytes))} usable of ${formatSize(hr.swap.free_bytes)} free`)] : [];
     $("signals").replaceChildren(...Object.entries(hr.signals).map(([name, s]) =>
-      h("span", { class: "signal", title: s.why || "" }, chip(s.level), h("b", {}, name), " ", s.why ? s.why.replace(/^\w+ \w+: /, "") : "no signal")));
+      h("span", { class: "signal", title: s.why || "" }, chip(s.level), h("b", {}, name), " ", s.why ? s.why.replace(/^\w+ \w+: /, "") : "no signal")),
+      ...swap);
   }
 
   function renderWorker(hr) {
@@ -134,6 +138,7 @@
       ["engine", w.engine ? `${w.engine.kind}, ${w.engine.loaded ? "loaded" : "not loaded"}` : "-"],
       ["maintenance", hr.maintenance.on ? `on: ${hr.maintenance.reason}` : "off"]];
     if (w.note) rows.push(["note", w.note]);
+    if (w.held_back) rows.push(["held back", w.held_back]);
     if (w.cgroup) rows.push(["cgroup", `${w.cgroup.path}: ${w.cgroup.processes} process(es)${w.cgroup.frozen ? ", frozen" : ""}`]);
     if (w.error) rows.push(["error", w.error]);
     if (w.dry_run) rows.push(["mode", "dry run: logs, never acts"]);

@@ -1,8 +1,10 @@
 """A small worker that implements the control contract faithfully and records every call (test double, real HTTP).
 
 Run: python contract_worker.py --port N --token T [--hold-bytes B] [--transition-seconds S] [--free-latency S] [--no-level1]
+                                [--touch]
 While not freed it holds B bytes of RAM (so freeing it really frees memory in its cgroup); with --free-latency the
 memory is given back only S seconds after the free was accepted (a real engine finishes its step, then shuts down).
+With --touch it re-reads every page of it in a loop while running or throttled (a busy engine: thrashes under swap).
 """
 
 from __future__ import annotations
@@ -113,6 +115,19 @@ class ContractWorker:
             return 422 if path == "/control/maintenance" else 404, {"detail": "bad request"}
 
 
+def touch_loop(worker: ContractWorker) -> None:
+    """Read one byte per page of the held memory, over and over, while the worker is running or throttled."""
+    while True:
+        memory = worker.memory
+        if memory is None or worker.state not in ("running", "throttled"):
+            time.sleep(0.05)
+            continue
+        for start in range(0, len(memory), 64 * 4096):
+            memory[start:start + 64 * 4096:4096]  # noqa: B018 a read that faults the pages back in
+            if worker.state not in ("running", "throttled"):
+                break
+
+
 def mock_transport(worker: ContractWorker):
     import httpx
 
@@ -153,6 +168,10 @@ if __name__ == "__main__":
     parser.add_argument("--no-level1", action="store_true")
     parser.add_argument("--free-latency", type=float, default=0.0)
     parser.add_argument("--no-self-report", action="store_true", help="answer without its pids (an older worker)")
+    parser.add_argument("--touch", action="store_true")
     args = parser.parse_args()
-    serve(ContractWorker(args.token, args.hold_bytes, args.transition_seconds, not args.no_level1,
-                         free_latency=args.free_latency, report_pids=not args.no_self_report), args.port)
+    double = ContractWorker(args.token, args.hold_bytes, args.transition_seconds, not args.no_level1,
+                            free_latency=args.free_latency, report_pids=not args.no_self_report)
+    if args.touch:
+        threading.Thread(target=touch_loop, args=(double,), daemon=True).start()
+    serve(double, args.port)

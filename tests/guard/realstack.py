@@ -159,8 +159,12 @@ class Stack:
         self.guard = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['guard']}", timeout=10,
                                   headers={"Authorization": f"Bearer {TOKEN}"})
         self.worker = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['worker']}", timeout=5)
-        wait_for(lambda: self.worker.get("/control/state").status_code == 200, 15, what="the contract worker")
-        self.wait_ready()
+        try:
+            wait_for(lambda: self.worker.get("/control/state").status_code == 200, 15, what="the contract worker")
+            self.wait_ready()
+        except BaseException:  # a stack that never came up must not leave its processes behind
+            self.stop()
+            raise
 
     def wait_ready(self) -> None:
         wait_guard_ready(self.procs, self.guard, self.tmp, 20)
