@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+from exporter.units import parse_proc_cgroup
 from guard import cgroupctl
 from guard.freezer import Freezer
 from guard.settings import GuardSettings
@@ -92,10 +93,27 @@ def _pgid(pid: int) -> int:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """Kill the counter's whole group (the test started it) and reap it."""
+    """Kill the counter's whole group (the test started it) and reap it; a v1 cgroup the guard made for it is thawed
+    (a frozen v1 task dies only once thawed) and removed, so a failed test leaves nothing frozen behind."""
+    made = _guard_made_cgroup(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, 9)
+    if made is not None:
+        with contextlib.suppress(OSError):
+            cgroupctl.thaw(made)
     proc.wait(timeout=10)
+    if made is not None:
+        with contextlib.suppress(OSError, AssertionError):
+            wait_for(lambda: not cgroupctl.pids(made), timeout=5, what="the guard-made cgroup empty")
+            made.directory.rmdir()
+
+
+def _guard_made_cgroup(pid: int) -> cgroupctl.FreezerCgroup | None:
+    try:
+        path = parse_proc_cgroup(Path(f"/proc/{pid}/cgroup").read_text()).get("freezer", "/")
+    except OSError:
+        return None
+    return cgroupctl.freezer_of(CGROUPFS, path, 1) if path.startswith(cgroupctl.GUARD_GROUP + "/") else None
 
 
 @contextlib.contextmanager
