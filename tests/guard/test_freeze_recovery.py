@@ -12,23 +12,18 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from exporter.units import parse_proc_cgroup
 from guard import cgroupctl
-from guard.frozenfile import boot_id, read_records, records_path
-from guard.procinfo import read_stat
-from tests.guard.freezing import (COUNTER, CGROUPFS, count, counting, group_pids, need_freezer_root, owned_cgroup, roots,
-                                  run_guard, start_counter, stop)
+from guard.frozenfile import read_records, records_path
+from tests.guard.freezing import (CGROUPFS, counting, freezer_path, group_pids, legacy_record, need_freezer_root,
+                                  nobodys_counter, owned_cgroup, roots, run_guard, start_counter, stop)
 from tests.helpers import REPO, free_port, headroom_cmd, need, wait_for, write_toml
 
-NOBODY = 65534
 SETPRIV_NO_CAPS = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"]  # root without CAP_DAC_OVERRIDE
 REFUSED = "Permission denied"  # EACCES: root without CAP_DAC_OVERRIDE writing a cgroup delegated to another user
 
@@ -45,18 +40,6 @@ def killed_guard(state: Path, *pids: int) -> list[str]:
     return [m.split()[1] for m in methods]
 
 
-def legacy_record(proc: subprocess.Popen) -> dict:
-    """What a guard before the cgroup freezer wrote for a process group it stopped by SIGSTOP (no cgroup, a pgid)."""
-    pids = group_pids(proc)
-    return {"pid": proc.pid, "comm": "python", "method": "sigstop", "cgroup": None, "frozen_at": time.time(),
-            "reason": "an older guard", "rss_bytes": 0, "pgid": proc.pid,
-            "members": [[pid, read_stat(pid).start_ticks] for pid in pids], "boot_id": boot_id()}
-
-
-def freezer_path(pid: int) -> str:
-    return parse_proc_cgroup(Path(f"/proc/{pid}/cgroup").read_text()).get("freezer", "/")
-
-
 def config(tmp: Path, **guard) -> Path:
     port = guard.pop("port", None) or free_port()
     return write_toml(tmp / "headroom.toml", {"state_dir": str(tmp / "state"), "guard": {
@@ -71,32 +54,6 @@ def run_headroom(*args: str, prefix: tuple[str, ...] = (), timeout: float = 60) 
 
 def is_stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
-
-
-@contextlib.contextmanager
-def nobodys_counter():
-    """A counter of another user (nobody) alone in a cgroup delegated to nobody (its directory and files are nobody's,
-    as systemd's Delegate= does): a guard without CAP_DAC_OVERRIDE may not write its cgroup.freeze / freezer.state."""
-    version, root = roots()[0]
-    folder = Path(tempfile.mkdtemp(prefix="headroom-test-nobody-"))
-    folder.chmod(0o777)
-    out = folder / "nobody.count"
-    with owned_cgroup(version, root) as (path, directory):
-        for item in [directory, *directory.iterdir()]:
-            os.chown(item, NOBODY, NOBODY)
-
-        def enter():
-            (directory / "cgroup.procs").write_text(str(os.getpid()))
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-
-        proc = subprocess.Popen(["/usr/bin/python3", "-c", COUNTER, str(out)], start_new_session=True, cwd=folder,
-                                preexec_fn=enter)
-        try:
-            wait_for(lambda: count(out) > 0, timeout=15, what="nobody's counter")
-            yield proc, out
-        finally:
-            stop(proc)
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.kernel
@@ -170,7 +127,7 @@ def test_a_refused_thaw_keeps_its_record_while_the_others_thaw(tmp_path, where):
 
 
 def refused_inside_a_running_guard(conf: Path, port: int) -> None:
-    """A real guard without capabilities: it recovers at start, retries the refused one, shows it, and keeps it at exit."""
+    """A real guard without capabilities: it recovers at start, retries the refused one, shows it, keeps it at exit."""
     guard = subprocess.Popen([*SETPRIV_NO_CAPS, *headroom_cmd("guard", "--config", str(conf))], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

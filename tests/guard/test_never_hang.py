@@ -190,7 +190,7 @@ def test_a_blocking_cmdline_read_never_holds_up_the_free_nor_the_views(tmp_path)
         if started is not None and time.monotonic() - started > 0.4:  # the choice reads cmdline: it waits on the FIFO
             assert read_records(freezer.records) == [] and frozen == [], "recorded before the read could return"
             unblock(procfs / str(grower.pid) / "cmdline", held, Path(f"/proc/{grower.pid}/cmdline").read_text())
-        [record] = wait_for(lambda: read_records(freezer.records), 5, what="the freeze recorded (the fast path went on)")
+        [record] = wait_for(lambda: read_records(freezer.records), 5, what="the freeze recorded (the look went on)")
         assert record["pid"] == grower.pid and not counting(outs[0]), "recorded, yet the grower runs on"
     finally:
         done.set()
