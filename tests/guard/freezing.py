@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from exporter.units import parse_proc_cgroup
 from guard import cgroupctl
 from guard.freezer import Freezer
+from guard.frozenfile import boot_id
+from guard.procinfo import read_stat
 from guard.settings import GuardSettings
 from guard.store import Store
 from tests.helpers import REPO, need, wait_for
 
 CGROUPFS = Path("/sys/fs/cgroup")
+NOBODY = 65534
 # Counts in a file every 10 ms; with a second argument it first starts a child counting in that file (same group).
 COUNTER = """import os, signal, subprocess, sys, time
 if os.environ.get('COUNTER_IGNORES_SIGTERM'):
@@ -92,10 +98,27 @@ def _pgid(pid: int) -> int:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """Kill the counter's whole group (the test started it) and reap it."""
+    """Kill the counter's whole group (the test started it) and reap it; a v1 cgroup the guard made for it is thawed
+    (a frozen v1 task dies only once thawed) and removed, so a failed test leaves nothing frozen behind."""
+    made = _guard_made_cgroup(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, 9)
+    if made is not None:
+        with contextlib.suppress(OSError):
+            cgroupctl.thaw(made)
     proc.wait(timeout=10)
+    if made is not None:
+        with contextlib.suppress(OSError, AssertionError):
+            wait_for(lambda: not cgroupctl.pids(made), timeout=5, what="the guard-made cgroup empty")
+            made.directory.rmdir()
+
+
+def _guard_made_cgroup(pid: int) -> cgroupctl.FreezerCgroup | None:
+    try:
+        path = freezer_path(pid)
+    except OSError:
+        return None
+    return cgroupctl.freezer_of(CGROUPFS, path, 1) if path.startswith(cgroupctl.GUARD_GROUP + "/") else None
 
 
 @contextlib.contextmanager
@@ -154,3 +177,42 @@ def run_guard(state, arg) -> subprocess.Popen:
     """The stand-in guard on `state`: `arg` is a pid, pids joined by commas, or "recover"."""
     return subprocess.Popen([sys.executable, "-c", GUARD, str(state), str(arg)], cwd=REPO, stdout=subprocess.PIPE,
                             text=True)
+
+
+def legacy_record(proc: subprocess.Popen) -> dict:
+    """What a guard before the cgroup freezer wrote for a process group it stopped by SIGSTOP (no cgroup, a pgid)."""
+    pids = group_pids(proc)
+    return {"pid": proc.pid, "comm": "python", "method": "sigstop", "cgroup": None, "frozen_at": time.time(),
+            "reason": "an older guard", "rss_bytes": 0, "pgid": proc.pid,
+            "members": [[pid, read_stat(pid).start_ticks] for pid in pids], "boot_id": boot_id()}
+
+
+def freezer_path(pid: int) -> str:
+    """The process's cgroup in the v1 freezer hierarchy ("/" at its root, or on a host without one)."""
+    return parse_proc_cgroup(Path(f"/proc/{pid}/cgroup").read_text()).get("freezer", "/")
+
+
+@contextlib.contextmanager
+def nobodys_counter():
+    """A counter of another user (nobody) alone in a cgroup delegated to nobody (its directory and files are nobody's,
+    as systemd's Delegate= does): a guard without CAP_DAC_OVERRIDE may not write its cgroup.freeze / freezer.state."""
+    version, root = roots()[0]
+    folder = Path(tempfile.mkdtemp(prefix="headroom-test-nobody-"))
+    folder.chmod(0o777)
+    out = folder / "nobody.count"
+    with owned_cgroup(version, root) as (_, directory):
+        for item in [directory, *directory.iterdir()]:
+            os.chown(item, NOBODY, NOBODY)
+
+        def enter():
+            (directory / "cgroup.procs").write_text(str(os.getpid()))
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+
+        proc = subprocess.Popen(["/usr/bin/python3", "-c", COUNTER, str(out)], start_new_session=True, cwd=folder,
+                                preexec_fn=enter)
+        try:
+            wait_for(lambda: count(out) > 0, timeout=15, what="nobody's counter")
+            yield proc, out
+        finally:
+            stop(proc)
+            shutil.rmtree(folder, ignore_errors=True)

@@ -202,7 +202,8 @@ def test_after_on_no_room_continued_growth_freezes_nothing_else(tmp_path):
         pids = [grower.pid, idle.pid]
         freezer = own(freezers, make_freezer(tmp_path, clock=lambda: now[0], freeze_max_seconds=20, on_no_room="thaw"))
         assert freezer.freeze(pids, "below", now=now[0], growth=measure(pids)).pid == grower.pid
-        assert [what for what, _ in freezer.resolve_no_room(1020.0)] == ["thawed"] and counting(out)
+        now[0] = 1020.0  # freeze_max_seconds later, on the clock that drives the freezer's durations
+        assert [what for what, _ in freezer.resolve_no_room()] == ["thawed"] and counting(out)
         for _ in range(3):  # the domain keeps falling: the released grower is the kernel's, the idle db no grower
             assert freezer.freeze(pids, "further below", now=now[0], growth=measure(pids)) is None
         assert counting(out) and counting(idle_out) and read_records(freezer.records) == []

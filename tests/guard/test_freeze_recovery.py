@@ -1,6 +1,7 @@
 """Nothing stays frozen, whatever fails: a guard killed mid-freeze is undone by the next start (whatever its settings,
 even one that fails), by `headroom thaw --all` with no guard, by the unit's ExecStopPost= and by `headroom up`; the
-records outlive a corrupt store; a thaw the kernel refuses keeps its record while the others thaw."""
+records outlive a corrupt store; a thaw the kernel refuses keeps its record while the others thaw. Records of an older
+guard that stopped a process group by SIGSTOP are still thawed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -20,12 +20,12 @@ import pytest
 
 from guard import cgroupctl
 from guard.frozenfile import read_records, records_path
-from tests.guard.freezing import (COUNTER, CGROUPFS, count, counting, need_freezer_root, owned_cgroup, roots, run_guard,
-                                  start_counter, stop)
+from tests.guard.freezing import (CGROUPFS, counting, freezer_path, group_pids, legacy_record, need_freezer_root,
+                                  nobodys_counter, owned_cgroup, roots, run_guard, start_counter, stop)
 from tests.helpers import REPO, free_port, headroom_cmd, need, wait_for, write_toml
 
-NOBODY = 65534
-SETPRIV_NO_CAPS = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"]  # root that may signal only root
+SETPRIV_NO_CAPS = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"]  # root without CAP_DAC_OVERRIDE
+REFUSED = "Permission denied"  # EACCES: root without CAP_DAC_OVERRIDE writing a cgroup delegated to another user
 
 
 def killed_guard(state: Path, *pids: int) -> list[str]:
@@ -56,72 +56,68 @@ def is_stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
-@contextlib.contextmanager
-def nobodys_counter():
-    """A counter owned by another user (nobody) in a session of its own: a guard without CAP_KILL cannot signal it."""
-    folder = Path(tempfile.mkdtemp(prefix="headroom-test-nobody-"))
-    folder.chmod(0o777)
-    out = folder / "nobody.count"
-    proc = subprocess.Popen(["/usr/bin/python3", "-c", COUNTER, str(out)], start_new_session=True, cwd=folder,
-                            preexec_fn=lambda: os.setresuid(NOBODY, NOBODY, NOBODY))
-    try:
-        wait_for(lambda: count(out) > 0, timeout=15, what="nobody's counter")
-        yield proc, out
-    finally:
-        stop(proc)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.mark.kernel
 def test_thaw_all_with_no_guard_thaws_exactly_what_a_killed_guard_recorded(tmp_path):
+    """A tree frozen in a cgroup the guard made (moved back and the cgroup removed), one frozen in its own cgroup, and
+    a group an older guard stopped by SIGSTOP are thawed; a process someone else stopped, whose pid a record names
+    with another start time (a reused pid), is left stopped."""
     need_freezer_root()
     version, root = roots()[0]
     state = tmp_path / "state"
     group, group_outs = start_counter(tmp_path, "group", child=True)
+    legacy, legacy_outs = start_counter(tmp_path, "legacy", child=True)
     bystander, bystander_out = start_counter(tmp_path, "bystander")
     with owned_cgroup(version, root) as (path, directory):
         boxed, boxed_outs = start_counter(tmp_path, "boxed", join=directory)
         try:
-            assert killed_guard(state, group.pid, boxed.pid) == ["sigstop", f"cgroup-v{version}"]
+            assert killed_guard(state, group.pid, boxed.pid) == ["cgroup-v1", f"cgroup-v{version}"]
+            made = read_records(records_path(state))[0]["cgroup"]
+            assert made.startswith(cgroupctl.GUARD_GROUP + "/") and freezer_path(group.pid) == made
+            os.killpg(legacy.pid, signal.SIGSTOP)  # as an older guard did, its record written as it wrote them
             os.kill(bystander.pid, signal.SIGSTOP)  # stopped by someone else (a debugger, Ctrl-Z): not the guard's
-            records = read_records(records_path(state))
-            forged = {**records[0], "pid": bystander.pid, "pgid": 0, "members": [[bystander.pid, 1]]}  # pid reused
-            records_path(state).write_text(json.dumps(records + [forged]))
-            assert not counting(group_outs[0]) and not counting(boxed_outs[0])
+            old = legacy_record(legacy)
+            forged = {**old, "pid": bystander.pid, "pgid": 0, "members": [[bystander.pid, 1]]}  # pid reused
+            records_path(state).write_text(json.dumps(read_records(records_path(state)) + [old, forged]))
+            assert not any(counting(out) for out in group_outs + boxed_outs + legacy_outs)
             done = run_headroom("thaw", "--all", "--config", str(config(tmp_path)))
             assert done.returncode == 0, done.stdout + done.stderr
-            assert done.stdout.count("thawed pid") == 3, done.stdout
-            assert all(counting(out) for out in group_outs + boxed_outs), "a recorded freeze is still frozen"
+            assert done.stdout.count("thawed pid") == 4, done.stdout
+            assert all(counting(out) for out in group_outs + boxed_outs + legacy_outs), "a recorded freeze is frozen"
             assert not cgroupctl.is_frozen(cgroupctl.freezer_of(CGROUPFS, path, version))
+            assert [freezer_path(pid) for pid in group_pids(group)] == ["/", "/"], "not moved back where they were"
+            assert cgroupctl.freezer_of(CGROUPFS, made, 1) is None, "the cgroup the guard made is left behind"
             assert is_stopped(bystander.pid) and not counting(bystander_out[0]), "thawed what the guard never stopped"
             assert read_records(records_path(state)) == []
         finally:
             stop(boxed)
             stop(group)
+            stop(legacy)
             stop(bystander)
 
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("where", ["thaw --all", "guard"])
 def test_a_refused_thaw_keeps_its_record_while_the_others_thaw(tmp_path, where):
-    """Without CAP_KILL (setpriv), root cannot SIGCONT nobody's process: EPERM for that record only."""
+    """Without CAP_DAC_OVERRIDE (setpriv), root may not thaw a cgroup delegated to nobody: EACCES for that record
+    only; the tree frozen in a cgroup the guard made thaws (and goes back) all the same."""
     need_freezer_root()
     need(shutil.which("setpriv") is not None, "setpriv (util-linux)")
     state = tmp_path / "state"
     mine, mine_outs = start_counter(tmp_path, "root-owned")
     with nobodys_counter() as (theirs, theirs_out):
         try:
-            killed_guard(state, theirs.pid, mine.pid)
+            assert killed_guard(state, theirs.pid, mine.pid)[1] == "cgroup-v1"
             port = free_port()
             conf = config(tmp_path, port=port)
             if where == "thaw --all":
                 done = run_headroom("thaw", "--all", "--config", str(conf), prefix=tuple(SETPRIV_NO_CAPS))
                 assert done.returncode == 1 and "NOT thawed pid" in done.stdout, done.stdout + done.stderr
-                assert "Operation not permitted" in done.stdout
+                assert REFUSED in done.stdout
             else:
                 refused_inside_a_running_guard(conf, port)
             assert counting(mine_outs[0]), "one refused thaw stopped the others"
-            assert not counting(theirs_out), "it could not have been thawed without CAP_KILL"
+            assert freezer_path(mine.pid) == "/", "the tree frozen in a cgroup the guard made was not moved back"
+            assert not counting(theirs_out), "it could not have been thawed without CAP_DAC_OVERRIDE"
             assert [r["pid"] for r in read_records(records_path(state))] == [theirs.pid], "the refused record was lost"
             retried = run_headroom("thaw", "--all", "--config", str(conf))
             assert retried.returncode == 0 and counting(theirs_out), retried.stdout + retried.stderr
@@ -131,14 +127,14 @@ def test_a_refused_thaw_keeps_its_record_while_the_others_thaw(tmp_path, where):
 
 
 def refused_inside_a_running_guard(conf: Path, port: int) -> None:
-    """A real guard without CAP_KILL: it recovers at start, retries the refused one, shows it, and keeps it at exit."""
+    """A real guard without capabilities: it recovers at start, retries the refused one, shows it, keeps it at exit."""
     guard = subprocess.Popen([*SETPRIV_NO_CAPS, *headroom_cmd("guard", "--config", str(conf))], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-        wait_for(lambda: client.get("/healthz").status_code == 200, 30, what="the guard without CAP_KILL")
+        wait_for(lambda: client.get("/healthz").status_code == 200, 30, what="the guard without capabilities")
         frozen = wait_for(lambda: client.get("/v1/frozen").json()["processes"], 10, what="the refused record shown")
-        assert "Operation not permitted" in frozen[0]["thaw_error"]
+        assert REFUSED in frozen[0]["thaw_error"]
 
         def failures() -> float:
             found = [line for line in client.get("/metrics").text.splitlines()

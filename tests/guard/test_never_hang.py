@@ -4,6 +4,7 @@ a stuck fast path fails /readyz and stops the systemd watchdog pings, and an urg
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from guard.views import fast_path_stuck
 from headroom import sdnotify
 from headroom.config import load_settings
 from headroom.contract import Maintenance
-from tests.guard.freezing import need_freezer_root, start_counter, stop
+from tests.guard.freezing import counting, need_freezer_root, start_counter, stop
 from tests.helpers import free_port, stop_process, wait_for, write_toml
 
 TOKEN = "never-hang-test-token-0123456789"
@@ -55,12 +56,18 @@ def blocking_file(path: Path) -> Path:
 
 
 def unblock(path: Path, held: Path, text: str) -> None:
-    """Put a plain file back at `path`, then let the blocked reader of the FIFO read `text`."""
+    """Put a plain file back at `path`, then let the blocked reader of the FIFO (if any) read `text`."""
     temp = path.with_name(path.name + ".tmp")
     temp.write_text(text)
     os.replace(temp, path)
-    with open(held, "w") as fifo:
-        fifo.write(text)
+    try:
+        fifo = os.open(held, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no reader is waiting on it
+    except OSError as err:
+        if err.errno != errno.ENXIO:
+            raise
+    else:
+        with open(fifo, "w") as handle:
+            handle.write(text)
     held.unlink()
 
 
@@ -129,27 +136,52 @@ def test_a_fast_path_stuck_on_a_blocking_read_fails_readyz_and_stops_the_watchdo
         notify.close()
 
 
+def growing_status(path: Path, pid: int, done: threading.Event, per_second: int = 200 << 20) -> threading.Thread:
+    """The injected /proc/PID/status of the grower shows RssAnon rising at `per_second` (the choice is by growth; how
+    growth is measured from real processes is tests/guard/test_freeze_adversarial.py's subject, not this one's)."""
+    real = Path(f"/proc/{pid}/status").read_text().splitlines()
+    started = time.monotonic()
+
+    def write() -> None:
+        while not done.is_set():
+            anon = int((time.monotonic() - started) * per_second) >> 10
+            lines = [f"RssAnon:\t{anon} kB" if line.startswith("RssAnon:") else line for line in real]
+            temp = path.with_name("status.tmp")
+            temp.write_text("\n".join(lines) + "\n")
+            os.replace(temp, path)
+            done.wait(0.05)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    wait_for(path.exists, 5, what="the grower's status")
+    return writer
+
+
 @pytest.mark.kernel
 def test_a_blocking_cmdline_read_never_holds_up_the_free_nor_the_views(tmp_path):
     """The process chosen has a cmdline that blocks: the free still reaches a real contract worker before the freeze is
-    recorded, and /v1/frozen and /metrics answer while the look waits."""
+    recorded, and /v1/frozen and /metrics answer while the look waits; the grower ends frozen, and thawed at close."""
     need_freezer_root()
     worker_port = free_port()
     worker = contract_worker(worker_port)
     grower, outs = start_counter(tmp_path, "grower")
     procfs = tmp_path / "proc"
     (procfs / str(grower.pid)).mkdir(parents=True)
-    for name in ("stat", "oom_score", "cgroup", "cmdline"):
+    for name in ("stat", "oom_score", "oom_score_adj", "cgroup", "cmdline"):
         (procfs / str(grower.pid) / name).write_bytes(Path(f"/proc/{grower.pid}/{name}").read_bytes())
     held = blocking_file(procfs / str(grower.pid) / "cmdline")
-    (procfs / "meminfo").write_text(meminfo(16 * GiB, GiB // 2))  # 3 %: below the 5 % freeze level
-    settings = guard_settings(tmp_path, worker_port, freeze_method="sigstop")
+    done = threading.Event()
+    growing_status(procfs / str(grower.pid) / "status", grower.pid, done)
+    (procfs / "meminfo").write_text(meminfo(16 * GiB, 12 * GiB))  # calm while the growth is measured
+    settings = guard_settings(tmp_path, worker_port)
     manager = build_deps(settings).manager
     freezer = Freezer(settings.guard, manager.store, procfs=procfs)
     fast = FastPath(settings.guard, DomainReader("host", procfs=procfs), manager, freezer)
     client = TestClient(create_app(settings, Deps(manager, TOKEN, run_scheduler=False)))
     manager.start_background(fast)
     try:
+        wait_for(lambda: len(fast.growth.samples) >= 2, 5, what="two samples of who grows")
+        (procfs / "meminfo").write_text(meminfo(16 * GiB, GiB // 2))  # 3 %: below the 5 % freeze level
         wait_for(lambda: any(p["state"] == "freed" for p in puts(worker_port)), 5, what="the free at the worker")
         assert answers_within(lambda: client.get("/metrics")).status_code == 200
         frozen = answers_within(lambda: client.get("/v1/frozen")).json()["processes"]
@@ -158,11 +190,17 @@ def test_a_blocking_cmdline_read_never_holds_up_the_free_nor_the_views(tmp_path)
         if started is not None and time.monotonic() - started > 0.4:  # the choice reads cmdline: it waits on the FIFO
             assert read_records(freezer.records) == [] and frozen == [], "recorded before the read could return"
             unblock(procfs / str(grower.pid) / "cmdline", held, Path(f"/proc/{grower.pid}/cmdline").read_text())
-        wait_for(lambda: read_records(freezer.records), 5, what="the freeze recorded (the fast path went on)")
+        [record] = wait_for(lambda: read_records(freezer.records), 5, what="the freeze recorded (the look went on)")
+        assert record["pid"] == grower.pid and not counting(outs[0]), "recorded, yet the grower runs on"
     finally:
+        done.set()
         if held.exists():
             unblock(procfs / str(grower.pid) / "cmdline", held, "python\0")
         manager.stop_background()
+        freezer.close()
+    try:
+        assert counting(outs[0]), "the freezer's close left the grower frozen"
+    finally:
         stop(grower)
         stop_process(worker)
 
