@@ -148,7 +148,7 @@ def test_headroom_status_shows_the_swap_room_and_why_the_worker_is_held_back():
                            "maintenance": {"on": False}, "reasons": [], "leases": {}, "frozen": {"processes": []}},
               "leases": [], "events": []}
     text = render(status)
-    assert "swap: 1.0 GiB the domain may still use (256.0 MiB reserve); room before a kill 868.0 MiB" in text
+    assert "swap room: 1.0 GiB the domain may still use (256.0 MiB reserve); room before a kill 868.0 MiB" in text
     assert "worker held back: needs 1.3 GiB" in text
 
 
