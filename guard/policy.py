@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from guard.settings import GuardSettings
-from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe
+from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe, subjects
 from guard.swaproom import room_bytes
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
 from headroom.contract import Maintenance, WorkerState
@@ -117,10 +117,8 @@ def measure(snapshot: Snapshot, state: GuardState, now: float,
     values: dict[str, tuple[float | None, Threshold]] = {}
     for resource, signal in SIGNALS.items():
         rule = config.rules[resource]
-        if signal.per_gpu:
-            values.update({f"{resource}:{gpu.gpu}": (gpu.free_bytes, rule.at(gpu.total_bytes)) for gpu in snapshot.gpus})
-        else:
-            values[resource.value] = (signal.reads(snapshot, trends), rule.at(signal.total(snapshot)))
+        values.update({name: (signal.reads(subject, trends), rule.at(signal.total(subject)))
+                       for name, subject in subjects(signal, snapshot)})
     return values, replace(state, samples=samples, last_swap=last_swap)
 
 

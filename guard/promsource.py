@@ -30,6 +30,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "gpu_info": 'headroom_gpu_info{instance=~"$instance"}',
         "gpu_memory_total_bytes": 'headroom_gpu_memory_total_bytes{instance=~"$instance"}',
         "gpu_memory_free_bytes": 'headroom_gpu_memory_free_bytes{instance=~"$instance"}',
+        "gpu_temperature_celsius": 'headroom_gpu_temperature_celsius{instance=~"$instance"}',
     },
     "node_exporter_dcgm": {
         "memory_total_bytes": 'node_memory_MemTotal_bytes{instance=~"$instance"}',
@@ -44,6 +45,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "gpu_info": 'DCGM_FI_DEV_FB_FREE{instance=~"$instance"}',
         "gpu_memory_total_bytes": '(DCGM_FI_DEV_FB_FREE{instance=~"$instance"} + DCGM_FI_DEV_FB_USED{instance=~"$instance"}) * 1048576',
         "gpu_memory_free_bytes": 'DCGM_FI_DEV_FB_FREE{instance=~"$instance"} * 1048576',
+        "gpu_temperature_celsius": 'DCGM_FI_DEV_GPU_TEMP{instance=~"$instance"}',
     },
 }
 

@@ -8,7 +8,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model
 
 from exporter.units import is_unit_name
 from headroom.settings_base import Section, listen_validator
-from guard.signals import Resource, ResolvedRule, resolve
+from guard.signals import SIGNALS, Resource, ResolvedRule, resolve
 from guard.settings_checks import threshold_problems
 from headroom.sizes import parse_size
 
@@ -63,6 +63,12 @@ def _swap_rule() -> Rule:
 def _predict_rule() -> Rule:
     # Seconds until the domain is exhausted at the recent slope; kubelet's 10 s polling is too slow, so act on the trend.
     return Rule(enter={"warn": 120, "throttle": 60, "pause": 20}, band=20, grace_seconds=1.0, hold_seconds=30.0)
+
+
+def _gpu_temperature_rule() -> Rule:
+    # Off by default: a GPU throttles its own clocks near its slowdown temperature (83-90 C on data-centre parts);
+    # set e.g. enter = {warn = 83, throttle = 88} to warn first and then lower the worker's concurrency.
+    return Rule(enter={}, band=5, grace_seconds=5.0, hold_seconds=30.0)
 
 
 class GuardSettings(Section):
@@ -124,6 +130,10 @@ class GuardSettings(Section):
     predict: Rule = Field(
         default_factory=_predict_rule,
         description="Thresholds on predicted seconds until the domain's available RAM reaches zero.")
+    gpu_temperature: Rule = Field(
+        default_factory=_gpu_temperature_rule,
+        description=("Thresholds on each GPU's core temperature in degrees Celsius (the exporter's "
+                     "headroom_gpu_temperature_celsius); warn and throttle only; none by default (off)."))
     predict_window_seconds: float = Field(
         default=10.0, ge=1, le=600,
         description="Window of recent samples the exhaustion slope is fitted over (a model load takes ~10 s).")
@@ -334,7 +344,7 @@ class GuardSettings(Section):
     @model_validator(mode="after")
     def _amounts(self) -> "GuardSettings":
         """Every rule parsed once, here: the tick, admission and the views read numbers from `rules`."""
-        self._rules = {resource: resolve(getattr(self, resource.value), resource) for resource in Resource}
+        self._rules = {resource: resolve(getattr(self, signal.setting), resource) for resource, signal in SIGNALS.items()}
         problems = threshold_problems(self._rules, self)
         if problems:
             raise ValueError(problems[0])

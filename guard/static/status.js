@@ -120,7 +120,7 @@
       title: "swap the domain may still use, less the reserve, counts as room before a kill" }, h("b", {}, "swap room"), " ",
       `${formatSize(Math.max(0, hr.swap.free_bytes - hr.swap.reserve_bytes))} usable of ${formatSize(hr.swap.free_bytes)} free`)] : [];
     $("signals").replaceChildren(...Object.entries(hr.signals).map(([name, s]) =>
-      h("span", { class: "signal", title: s.why || "" }, chip(s.level), h("b", {}, name), " ", s.why ? s.why.replace(/^\w+ \w+: /, "") : "no signal")),
+      h("span", { class: "signal", title: s.why || "" }, chip(s.level), h("b", {}, name), " ", s.why ? s.why.replace(/^[\w:]+ \w+: /, "") : "no signal")),
       ...swap);
   }
 
