@@ -96,7 +96,7 @@ def _retry_thaws(state_dir) -> None:
 
 def build_protection(guard, manager: Manager):
     """(fast path, GPU freeze watch) over the configured domain and GPUs; None for what is disabled."""
-    if not guard.fast_path:
+    if not guard.fast_path.enabled:
         return None, None
     from guard.domain import DomainReader
     from guard.fastpath import FastPath

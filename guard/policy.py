@@ -145,7 +145,7 @@ def step_resources(values: dict, previous: dict[str, ResourceState], now: float,
 def free_level_for(resources: dict[str, ResourceState], config: GuardSettings) -> int:
     """Level 2 under any RAM pressure: level 1 would move the weights into RAM."""
     ram_pressure = max((resources[n].level for n in RAM_LIKE if n in resources), default=Level.OK)
-    return 1 if config.free_level == 1 and ram_pressure == Level.OK else 2
+    return 1 if config.worker.free_level == 1 and ram_pressure == Level.OK else 2
 
 
 def desired_from_level(level: Level, resources: dict[str, ResourceState], config: GuardSettings) -> Desired:
@@ -155,7 +155,7 @@ def desired_from_level(level: Level, resources: dict[str, ResourceState], config
     if level == Level.PAUSE:
         return Desired(WorkerState.PAUSED, reason=reason)
     if level == Level.THROTTLE:
-        return Desired(WorkerState.THROTTLED, concurrency=config.throttle_concurrency, reason=reason)
+        return Desired(WorkerState.THROTTLED, concurrency=config.worker.throttle_concurrency, reason=reason)
     return Desired(WorkerState.RUNNING, reason=reason)
 
 
@@ -191,7 +191,7 @@ def assess(snapshot: Snapshot, previous: GuardState, now: float,
     level = max((rs.level for rs in resources.values()), default=Level.OK)
     state = replace(state, stale_since=None, last_ok_at=now, resources=resources, level=level)
     reasons = tuple(rs.why for rs in resources.values() if rs.level > Level.OK)
-    return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < Level.named(config.admit_below_level))
+    return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < Level.named(config.leases.admit_below_level))
 
 
 def compose(state: GuardState, decision: Decision, leases: Iterable[Lease], config: GuardSettings,

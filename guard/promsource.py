@@ -12,7 +12,7 @@ from guard.metrics_source import Samples, domain_memory, domain_swap, gpus_from,
 from guard.types import Snapshot
 
 # Keys are headroom's sample names (without the prefix): results are read exactly as /metrics would be.
-# $instance and $cgroup are substituted; every query may be overridden in [guard] prometheus_queries.
+# $instance and $cgroup are substituted; every query may be overridden in [guard.prometheus] queries.
 PRESETS: dict[str, dict[str, str]] = {
     "headroom": {
         "memory_total_bytes": 'headroom_memory_total_bytes{instance=~"$instance"}',

@@ -35,7 +35,7 @@ def threshold_problems(rules: dict[Resource, ResolvedRule], settings) -> list[st
 
 def host_problems(settings, cgroupfs: Path | None = None) -> list[str]:
     """What this host lacks for `settings` (a root settings object): the memory domain's cgroup when this host's exporter
-    reads it, and the worker_stop / worker_start programs."""
+    reads it, and the worker's stop / start programs."""
     guard = settings.guard
     problems = []
     domain = guard.memory_domain
@@ -49,10 +49,10 @@ def host_problems(settings, cgroupfs: Path | None = None) -> list[str]:
         elif not where.is_dir():
             problems.append(f"guard.memory_domain = {domain!r}: no such memory cgroup ({where}); expected an existing "
                             "cgroup such as /headroom.slice (start its unit first), or \"host\"")
-    for key in ("worker_stop", "worker_start"):
-        argv = getattr(guard, key)
+    for key in ("stop", "start"):
+        argv = getattr(guard.worker, key)
         if argv and shutil.which(argv[0]) is None:
-            problems.append(f"guard.{key} = {argv!r}: {argv[0]!r} is not an executable program here (not found on PATH "
+            problems.append(f"guard.worker.{key} = {argv!r}: {argv[0]!r} is not an executable program here (not found on PATH "
                             "or not executable); expected an argv whose first item is a program, e.g. "
                             "[\"systemctl\", \"stop\", \"my-worker.service\"]")
     return problems
