@@ -83,7 +83,7 @@ class FreezeSettings(Section):
                      "shutdown)."))
     on_no_room: Literal["thaw", "terminate"] = Field(
         "thaw",
-        description=("After freeze_max_seconds: \"thaw\" leaves the outcome to the kernel, exactly as without headroom, so "
+        description=("After max_seconds: \"thaw\" leaves the outcome to the kernel, exactly as without headroom, so "
                      "enabling the guard never kills a process that would have lived; \"terminate\" sends SIGTERM, then "
                      "SIGKILL after the grace."))
     terminate_grace_seconds: float = Field(
@@ -162,7 +162,7 @@ class WorkerTarget(Section):
         default=15.0, gt=0, le=600, description="The longest wait between failed worker calls.")
     cgroup: str = Field(
         "",
-        description=("worker_kind = \"cgroup\": the worker's cgroup path (\"/system.slice/my-worker.service\") or systemd unit"
+        description=("kind = \"cgroup\": the worker's cgroup path (\"/system.slice/my-worker.service\") or systemd unit"
                      " (\"my-worker.service\")."))
     stop: list[str] | None = Field(
         None,
@@ -174,8 +174,8 @@ class WorkerTarget(Section):
                      "restart it."))
     stop_timeout_seconds: float = Field(
         default=10.0, gt=0, le=600,
-        description=("How long worker_stop (or SIGTERM) gets before the processes left in the cgroup get SIGKILL; also "
-                     "worker_start's limit."))
+        description=("How long stop (or SIGTERM) gets before the processes left in the cgroup get SIGKILL; also "
+                     "start's limit."))
     cgroup_throttle: Literal["refuse", "pause"] = Field(
         "refuse",
         description=("The throttle level: \"refuse\" (nothing can be throttled from outside; the pause level still freezes) "
