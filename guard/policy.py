@@ -191,7 +191,8 @@ def assess(snapshot: Snapshot, previous: GuardState, now: float,
     level = max((rs.level for rs in resources.values()), default=Level.OK)
     state = replace(state, stale_since=None, last_ok_at=now, resources=resources, level=level)
     reasons = tuple(rs.why for rs in resources.values() if rs.level > Level.OK)
-    return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < Level.named(config.leases.admit_below_level))
+    admit_below = Level.named(config.leases.admit_below_level)
+    return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < admit_below)
 
 
 def compose(state: GuardState, decision: Decision, leases: Iterable[Lease], config: GuardSettings,

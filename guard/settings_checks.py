@@ -52,7 +52,7 @@ def host_problems(settings, cgroupfs: Path | None = None) -> list[str]:
     for key in ("stop", "start"):
         argv = getattr(guard.worker, key)
         if argv and shutil.which(argv[0]) is None:
-            problems.append(f"guard.worker.{key} = {argv!r}: {argv[0]!r} is not an executable program here (not found on PATH "
-                            "or not executable); expected an argv whose first item is a program, e.g. "
+            problems.append(f"guard.worker.{key} = {argv!r}: {argv[0]!r} is not an executable program here (not found on "
+                            "PATH or not executable); expected an argv whose first item is a program, e.g. "
                             "[\"systemctl\", \"stop\", \"my-worker.service\"]")
     return problems

@@ -35,7 +35,8 @@ class Rule(Section):
 
 
 def _ram_rule() -> Rule:
-    # earlyoom SIGTERMs at 10 % available and Ray kills at 95 % used; headroom only throttles/pauses, so it starts earlier.
+    # earlyoom SIGTERMs at 10 % available and Ray kills at 95 % used; headroom only throttles/pauses, so it starts
+    # earlier.
     # freeze at 5 %: a 3 GB/s loader crosses 5 % of a 3 GiB domain in ~50 ms, five 10 ms fast-path polls; a freeze only
     # stops the grower (it resumes unharmed), so it may come early. Below it the kernel's own reserves are close.
     return Rule(enter={"warn": "25%", "throttle": "20%", "pause": "15%", "free": "10%", "freeze": "5%"}, band="5%",
@@ -43,7 +44,8 @@ def _ram_rule() -> Rule:
 
 
 def _gpu_rule() -> Rule:
-    # vLLM pre-allocates most of a GPU on purpose, so low GPU free is normal; only warn. Room is made by leases with free_worker.
+    # vLLM pre-allocates most of a GPU on purpose, so low GPU free is normal; only warn. Room is made by leases with
+    # free_worker.
     return Rule(enter={"warn": "3%"}, band="2%", grace_seconds=5.0, hold_seconds=30.0)
 
 
@@ -60,7 +62,8 @@ def _swap_rule() -> Rule:
 
 
 def _predict_rule() -> Rule:
-    # Seconds until the domain is exhausted at the recent slope; kubelet's 10 s polling is too slow, so act on the trend.
+    # Seconds until the domain is exhausted at the recent slope; kubelet's 10 s polling is too slow, so act on the
+    # trend.
     return Rule(enter={"warn": 120, "throttle": 60, "pause": 20}, band=20, grace_seconds=1.0, hold_seconds=30.0)
 
 
@@ -71,30 +74,32 @@ def _gpu_temperature_rule() -> Rule:
 
 
 class FreezeSettings(Section):
-    """[guard.freeze]: the process the kernel would kill is frozen at the freeze level, the worker freed, then it is thawed."""
+    """[guard.freeze]: the process the kernel would kill is frozen at the freeze level, the worker freed, then it is
+    thawed."""
 
     enabled: bool = Field(
         True,
         description="Freeze at all (the freeze level's threshold is `freeze` in the ram and gpu rules).")
     max_seconds: float = Field(
         default=20.0, gt=0, le=3600,
-        description=("Longest a process stays frozen when freeing the worker has not made room; then on_no_room applies. "
-                     "20 s: freeing the worker took 1.3-6.5 s in the measured runs (a step up to 4.8 s plus the engine "
-                     "shutdown)."))
+        description=("Longest a process stays frozen when freeing the worker has not made room; then on_no_room "
+                     "applies. 20 s: freeing the worker took 1.3-6.5 s in the measured runs (a step up to 4.8 s plus"
+                     " the engine shutdown)."))
     on_no_room: Literal["thaw", "terminate"] = Field(
         "thaw",
         description=("After max_seconds: \"thaw\" leaves the outcome to the kernel, exactly as without headroom, so "
-                     "enabling the guard never kills a process that would have lived; \"terminate\" sends SIGTERM, then "
-                     "SIGKILL after the grace."))
+                     "enabling the guard never kills a process that would have lived; \"terminate\" sends SIGTERM, "
+                     "then SIGKILL after the grace."))
     terminate_grace_seconds: float = Field(
         default=5.0, ge=0, le=600,
         description="Between SIGTERM and SIGKILL when on_no_room = \"terminate\".")
     protect: list[str] = Field(
         default_factory=lambda: ["cgroup:/system.slice", "cgroup:/init.scope", "unit:sshd.service", "command:sshd",
                                  "command:sshd-session", "command:systemd"],
-        description=("Never frozen: \"unit:NAME.service\", \"cgroup:/PATH\" (and below it, in any hierarchy), \"command:NAME\" "
-                     "(its comm, from /proc/PID/stat). The defaults keep a systemd host's services (system.slice, "
-                     "init.scope) and ssh out; remove \"cgroup:/system.slice\" to let a unit's test be frozen."))
+        description=("Never frozen: \"unit:NAME.service\", \"cgroup:/PATH\" (and below it, in any hierarchy), "
+                     "\"command:NAME\" (its comm, from /proc/PID/stat). The defaults keep a systemd host's services "
+                     "(system.slice, init.scope) and ssh out; remove \"cgroup:/system.slice\" to let a unit's test be "
+                     "frozen."))
     protect_worker: bool = Field(
         True,
         description="Never freeze the worker's processes.")
@@ -102,8 +107,9 @@ class FreezeSettings(Section):
         True, description="Never freeze headroom's own processes (its guard, exporter, CLI, worker).")
     method: Literal["auto", "cgroup"] = Field(
         "auto",
-        description=("Always a cgroup freezer (invisible to a shell's job control): the tree's own cgroup when it holds "
-                     "exactly that tree, else one the guard makes in the v1 freezer hierarchy; neither: not frozen."))
+        description=("Always a cgroup freezer (invisible to a shell's job control): the tree's own cgroup when it "
+                     "holds exactly that tree, else one the guard makes in the v1 freezer hierarchy; neither: not "
+                     "frozen."))
     gpu_poll_min_seconds: float = Field(
         default=0.01, gt=0, le=10,
         description=("GPU: fastest NVML poll (the interval shrinks as a GPU's free memory nears the freeze "
@@ -131,16 +137,16 @@ class FastPathSettings(Section):
                      "files)."))
     min_interval_seconds: float = Field(
         default=0.01, ge=0.001, le=1,
-        description=("Its poll interval shrinks with the headroom left above the freeze threshold (earlyoom's rule), from "
-                     "tick_seconds down to this; 10 ms keeps a 3 GB/s grower to ~30 MB between two looks."))
+        description=("Its poll interval shrinks with the headroom left above the freeze threshold (earlyoom's rule),"
+                     " from tick_seconds down to this; 10 ms keeps a 3 GB/s grower to ~30 MB between two looks."))
     max_rate: Size = Field(
         default="3GiB", validate_default=True,
-        description=("The fastest growth the interval is sized for, per second: a model load from NVMe or page cache reads"
-                     " 1-3 GB/s."))
+        description=("The fastest growth the interval is sized for, per second: a model load from NVMe or page cache"
+                     " reads 1-3 GB/s."))
     notify: bool = Field(
         True,
-        description=("Also wake on the kernel's notifications (cgroup v1 memory thresholds via eventfd), not only on the "
-                     "poll."))
+        description=("Also wake on the kernel's notifications (cgroup v1 memory thresholds via eventfd), not only on"
+                     " the poll."))
 
 
 class WorkerTarget(Section):
@@ -151,13 +157,14 @@ class WorkerTarget(Section):
         description="Worker control endpoint; empty means no worker is driven (leases and signals only).")
     kind: Literal["contract", "vllm-serve", "cgroup"] = Field(
         "contract",
-        description=("\"contract\": headroom's worker control contract; \"vllm-serve\": a plain `vllm serve` in dev mode; "
-                     "\"cgroup\": any worker, through its cgroup."))
+        description=("\"contract\": headroom's worker control contract; \"vllm-serve\": a plain `vllm serve` in dev "
+                     "mode; \"cgroup\": any worker, through its cgroup."))
     timeout_seconds: float = Field(
         default=5.0, gt=0, le=60,
         description="Timeout of each worker request (the worker holds a PUT up to its control_wait_seconds, 2 s).")
     backoff_base_seconds: float = Field(
-        default=0.5, gt=0, le=60, description="After a failed worker call, the first wait before the next; it doubles per failure.")
+        default=0.5, gt=0, le=60, description=("After a failed worker call, the first wait before the next; it "
+                                               "doubles per failure."))
     backoff_max_seconds: float = Field(
         default=15.0, gt=0, le=600, description="The longest wait between failed worker calls.")
     cgroup: str = Field(
@@ -166,37 +173,39 @@ class WorkerTarget(Section):
                      " (\"my-worker.service\")."))
     stop: list[str] | None = Field(
         None,
-        description=("argv that stops the worker to free it, e.g. [\"systemctl\", \"stop\", \"my-worker.service\"]; unset: "
-                     "SIGTERM, then SIGKILL."))
+        description=("argv that stops the worker to free it, e.g. [\"systemctl\", \"stop\", \"my-worker.service\"]; "
+                     "unset: SIGTERM, then SIGKILL."))
     start: list[str] | None = Field(
         None,
-        description=("argv that starts it again once the lease that freed it ends; unset: the status says a person must "
-                     "restart it."))
+        description=("argv that starts it again once the lease that freed it ends; unset: the status says a person "
+                     "must restart it."))
     stop_timeout_seconds: float = Field(
         default=10.0, gt=0, le=600,
         description=("How long stop (or SIGTERM) gets before the processes left in the cgroup get SIGKILL; also "
                      "start's limit."))
     cgroup_throttle: Literal["refuse", "pause"] = Field(
         "refuse",
-        description=("The throttle level: \"refuse\" (nothing can be throttled from outside; the pause level still freezes) "
-                     "or \"pause\" (freeze)."))
+        description=("The throttle level: \"refuse\" (nothing can be throttled from outside; the pause level still "
+                     "freezes) or \"pause\" (freeze)."))
     throttle_concurrency: int = Field(
         default=1, ge=1, le=4096,
         description="Concurrency the worker is throttled to at the throttle level.")
     free_level: Literal[1, 2] = Field(
         2,
-        description=("Free level used when RAM is calm; 1 offloads weights to CPU RAM, so under RAM pressure 2 is always "
-                     "used."))
+        description=("Free level used when RAM is calm; 1 offloads weights to CPU RAM, so under RAM pressure 2 is "
+                     "always used."))
     footprint: Size = Field(
         default=0, validate_default=True,
         description=("What the worker takes back when it wakes; 0: the most it was seen holding before its last free "
                      "(its processes' RSS, or its cgroup's anonymous and shared memory)."))
     wake_backoff_window_seconds: float = Field(
         default=600.0, ge=0, le=86400,
-        description="Free/wake cycles within this window count as repeats: each one doubles the wait before the next wake.")
+        description=("Free/wake cycles within this window count as repeats: each one doubles the wait before the "
+                     "next wake."))
     wake_backoff_max_seconds: float = Field(
         default=120.0, ge=0, le=86400,
-        description="The longest a repeat wake is held back by the doubling (a real engine takes tens of seconds to load).")
+        description=("The longest a repeat wake is held back by the doubling (a real engine takes tens of seconds to"
+                     " load)."))
 
     @field_validator("stop", "start")
     @classmethod
@@ -210,8 +219,8 @@ class WorkerTarget(Section):
     def _cgroup_worker(self) -> "WorkerTarget":
         target = self.cgroup
         if self.kind == "cgroup" and not (target.startswith("/") or is_unit_name(target)):
-            raise ValueError(f"guard.worker.cgroup: kind = \"cgroup\" needs a cgroup path beginning with '/' or a systemd "
-                             f"unit name such as my-worker.service, got {target!r}")
+            raise ValueError(f"guard.worker.cgroup: kind = \"cgroup\" needs a cgroup path beginning with '/' or a "
+                             f"systemd unit name such as my-worker.service, got {target!r}")
         return self
 
 
@@ -223,8 +232,8 @@ class LeaseSettings(Section):
         description="Admissions are refused at or above this level (on any resource).")
     ram_margin: Size = Field(
         default="512MiB", validate_default=True,
-        description=("Kept free beyond every lease, like kubelet's eviction-hard memory.available<100Mi but larger for a "
-                     "GPU box."))
+        description=("Kept free beyond every lease, like kubelet's eviction-hard memory.available<100Mi but larger "
+                     "for a GPU box."))
     gpu_margin: Size = Field(
         default="256MiB", validate_default=True,
         description="GPU bytes kept free beyond every lease (CUDA context and fragmentation).")
@@ -234,14 +243,14 @@ class LeaseSettings(Section):
     max_wait_seconds: int = Field(default=600, ge=0, description="Longest a POST may long-poll while queued.")
     backfill_max_pass_seconds: float = Field(
         default=60.0, ge=0, le=86400,
-        description=("A later request that fits is granted past a waiting one (backfill) only while that does not delay it;"
-                     " one whose start no lease end can make room for is passed over at most this long, then nothing is "
-                     "granted past it. 0: strict order."))
+        description=("A later request that fits is granted past a waiting one (backfill) only while that does not "
+                     "delay it; one whose start no lease end can make room for is passed over at most this long, "
+                     "then nothing is granted past it. 0: strict order."))
     queue_poll_grace_seconds: float = Field(
         default=6.0, ge=1, le=600,
-        description=("A waiting request whose client has not polled (or held a long-poll open) for this long is withdrawn:"
-                     " a killed client must not keep its place nor keep the worker freed. Waiting answers say to poll "
-                     "back within half of it."))
+        description=("A waiting request whose client has not polled (or held a long-poll open) for this long is "
+                     "withdrawn: a killed client must not keep its place nor keep the worker freed. Waiting answers "
+                     "say to poll back within half of it."))
     retry_after_seconds: int = Field(
         default=5, ge=1, le=3600,
         description="Retry-After suggested to a refused client.")

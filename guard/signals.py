@@ -57,15 +57,15 @@ class Trends:
 
     swap_in_rate: float | None = None
     seconds_to_exhaustion: float | None = None
-    room_bytes: float | None = None  # RAM available + the swap room (free swap - swap_reserve): what is left before a kill
+    room_bytes: float | None = None  # RAM available + the swap room (free swap - swap_reserve): left before a kill
 
 
 SIGNALS: dict[Resource, Signal] = {signal.resource: signal for signal in (
     Signal(Resource.RAM, "ram", "RAM", "bytes available (RAM + usable swap)", False, Amounts.SHARE,
            lambda v: f"{format_size(v)} available", True, lambda s, t: t.room_bytes, lambda s: s.ram_total_bytes,
            listed=False),
-    Signal(Resource.GPU, "gpu", "GPU", "bytes free", False, Amounts.SHARE, lambda v: f"{format_size(v)} available", False,
-           lambda g, t: g.free_bytes, lambda g: g.total_bytes, per_gpu=True, listed=False),
+    Signal(Resource.GPU, "gpu", "GPU", "bytes free", False, Amounts.SHARE, lambda v: f"{format_size(v)} available",
+           False, lambda g, t: g.free_bytes, lambda g: g.total_bytes, per_gpu=True, listed=False),
     Signal(Resource.PSI, "psi", "PSI", "ratio of time stalled", True, Amounts.NUMBER,
            lambda v: f"{v:.1%} of time stalled (full, 10 s)", True, lambda s, t: s.psi_full_ratio),
     Signal(Resource.SWAP, "swap", "swap", "bytes swapped in per second", True, Amounts.SIZE,

@@ -205,7 +205,8 @@ def load_settings(path: str | os.PathLike | None = None, environ: typing.Mapping
     source = str(path) if path else "the built-in defaults"
     try:
         layers = [upgraded(_read_toml(Path(path)) if path else {}, source),
-                  upgraded(env_overrides(environ), f"${ENV_PREFIX}* variables"), upgraded(overrides, "the command line")]
+                  upgraded(env_overrides(environ), f"${ENV_PREFIX}* variables"),
+                  upgraded(overrides, "the command line")]
         data = _merge(_merge(layers[0], layers[1]), layers[2])
         settings = Settings(**data)
     except ValidationError as err:

@@ -37,7 +37,8 @@ def start_guard(tmp_path, exporter_url: str, rule: dict) -> tuple[subprocess.Pop
         "listen": f"127.0.0.1:{port}", "token": TOKEN, "exporter_url": exporter_url, "gpu_temperature": rule,
         "fast_path": False, "mlock": False, "freeze_enabled": False}})
     log = open(tmp_path / "guard.log", "w")
-    proc = subprocess.Popen(headroom_cmd("guard", "--config", str(config)), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(headroom_cmd("guard", "--config", str(config)), cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -54,7 +55,8 @@ def test_a_hot_gpu_reaches_the_guard_as_levels_events_and_metrics(tmp_path):
                 return {e["data"]["resource"]: e["data"]["to"] for e in events
                         if e["data"]["resource"].startswith("gpu_temperature")}
 
-            wait_for(lambda: proc.poll() is None and len(levels()) == 2, timeout=30, what="gpu_temperature level events")
+            wait_for(lambda: proc.poll() is None and len(levels()) == 2, timeout=30,
+                     what="gpu_temperature level events")
             assert levels() == {"gpu_temperature:0": "throttle", "gpu_temperature:1": "warn"}
             headroom = client.get("/v1/headroom").json()
             assert headroom["signals"]["gpu_temperature:0"]["level"] == "throttle"
@@ -84,9 +86,9 @@ def test_off_by_default_and_throttles_when_configured():
 
 
 @pytest.mark.parametrize("rule, message", [
-    ({"enter": {"pause": 90}}, "guard.gpu_temperature.enter.pause = 90: GPU temperature may enter levels up to throttle"),
+    ({"enter": {"pause": 90}}, "guard.gpu_temperature.enter.pause = 90: GPU temperature may enter levels up to"),
     ({"enter": {"warn": "80C"}}, "guard.gpu_temperature.enter.warn: expected non-negative numbers"),
-    ({"enter": {"warn": 90, "throttle": 80}}, "guard.gpu_temperature.enter.throttle = 80: expected a value at or above"),
+    ({"enter": {"warn": 90, "throttle": 80}}, "guard.gpu_temperature.enter.throttle = 80: expected a value at or"),
 ])
 def test_a_bad_temperature_rule_names_its_key(rule, message):
     with pytest.raises(HeadroomError) as err:
