@@ -71,8 +71,8 @@ def undriven_worker_warning(settings, driven: bool) -> str | None:
     worker = getattr(settings, "worker", None)
     if driven or worker is None or not worker.enabled:
         return None
-    return ("[worker] enabled = true but this guard does not drive it ([guard] worker_url is empty), so it is never "
-            f"throttled, paused or freed: set [guard] worker_url = \"{base_url(worker.listen)}\" "
+    return ("[worker] enabled = true but this guard does not drive it ([guard.worker] url is empty), so it is never "
+            f"throttled, paused or freed: set [guard.worker] url = \"{base_url(worker.listen)}\" "
             "(`headroom up` does this for the worker it starts)")
 
 

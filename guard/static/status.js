@@ -128,7 +128,7 @@
     const w = hr.worker;
     if (!w.driven) {
       const warning = w.warning && h("p", { class: "store-error", id: "worker-warning" }, "warning: " + w.warning);
-      return $("worker").replaceChildren(warning || h("p", { class: "empty" }, "no worker is driven (guard.worker_url is empty)"));
+      return $("worker").replaceChildren(warning || h("p", { class: "empty" }, "no worker is driven ([guard.worker] url is empty)"));
     }
     const q = w.queue || {};
     const rows = [["state", (w.observed || "unreachable") + (w.concurrency ? ` (${w.concurrency} at a time)` : "")],
