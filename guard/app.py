@@ -71,8 +71,8 @@ def undriven_worker_warning(settings, driven: bool) -> str | None:
     worker = getattr(settings, "worker", None)
     if driven or worker is None or not worker.enabled:
         return None
-    return ("[worker] enabled = true but this guard does not drive it ([guard] worker_url is empty), so it is never "
-            f"throttled, paused or freed: set [guard] worker_url = \"{base_url(worker.listen)}\" "
+    return ("[worker] enabled = true but this guard does not drive it ([guard.worker] url is empty), so it is never "
+            f"throttled, paused or freed: set [guard.worker] url = \"{base_url(worker.listen)}\" "
             "(`headroom up` does this for the worker it starts)")
 
 
@@ -96,7 +96,7 @@ def _retry_thaws(state_dir) -> None:
 
 def build_protection(guard, manager: Manager):
     """(fast path, GPU freeze watch) over the configured domain and GPUs; None for what is disabled."""
-    if not guard.fast_path:
+    if not guard.fast_path.enabled:
         return None, None
     from guard.domain import DomainReader
     from guard.fastpath import FastPath

@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 
+from guard.signals import label_of
 from headroom.auth import bearer_headers, read_token
 from headroom.cliargs import client_command, url_arg
 from headroom.detail import describe_detail
@@ -84,9 +85,8 @@ def render(status: dict) -> str:
                      f"{format_size(swap['room_bytes'] or 0)} (RAM + usable swap)")
     if not h["gpus"]:
         lines.append("GPUs: none (NVML reports no GPU; lease RAM only: drop --gpu)")
-    for name, label in (("psi", "PSI"), ("swap", "swap"), ("predict", "prediction")):
-        signal = (h.get("signals") or {}).get(name) or {}
-        lines.append(f"{label}: {signal.get('level', 'ok')}" + _why(signal, "no signal yet"))
+    for name, signal in (h.get("signals") or {}).items():
+        lines.append(f"{label_of(name)}: {signal.get('level', 'ok')}" + _why(signal, "no signal yet"))
     lines += worker_lines(h["worker"], status.get("up_worker"))
     if h["maintenance"].get("on"):
         lines.append(f"maintenance: on ({h['maintenance'].get('reason')})")
@@ -104,7 +104,7 @@ def render(status: dict) -> str:
 
 
 def _why(resource: dict, otherwise: str = "") -> str:
-    why = re.sub(r"^\w+( \w+)?: ", "", resource.get("why") or "") or otherwise  # "ram ok: 4 GiB" -> "4 GiB"
+    why = re.sub(r"^[\w:]+( \w+)?: ", "", resource.get("why") or "") or otherwise  # "ram ok: 4 GiB" -> "4 GiB"
     return f"  ({why})" if why else ""
 
 

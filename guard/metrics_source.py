@@ -78,12 +78,13 @@ def domain_psi(samples: Samples, domain: str, kind: str) -> float | None:
 def gpus_from(samples: Samples) -> tuple[GpuObs, ...]:
     totals = by_label(samples, "gpu_memory_total_bytes", "gpu")
     frees = by_label(samples, "gpu_memory_free_bytes", "gpu")
+    temperatures = by_label(samples, "gpu_temperature_celsius", "gpu")
     uuids = {lbls["gpu"]: lbls.get("uuid") for lbls, _ in samples.get("gpu_info", ()) if "gpu" in lbls}
     procs: dict[str, dict[int, float]] = defaultdict(dict)
     for lbls, value in samples.get("gpu_process_memory_bytes", ()):
         if lbls.get("pid", "").isdigit():
             procs[lbls.get("gpu", "")][int(lbls["pid"])] = value
-    return tuple(GpuObs(gpu, uuids.get(gpu), totals[gpu], frees[gpu], dict(procs.get(gpu, {})))
+    return tuple(GpuObs(gpu, uuids.get(gpu), totals[gpu], frees[gpu], dict(procs.get(gpu, {})), temperatures.get(gpu))
                  for gpu in sorted(totals, key=lambda g: (len(g), g)) if gpu in frees)
 
 

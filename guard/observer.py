@@ -72,9 +72,9 @@ def build_source(settings: GuardSettings, transport=None, clock: Callable[[], fl
     if settings.source == "prometheus":
         from guard.promsource import PrometheusSource, build_queries
 
-        queries = build_queries(settings.prometheus_preset, settings.prometheus_queries,
-                                settings.prometheus_instance, settings.memory_domain)
-        return PrometheusSource(settings.prometheus_url, queries, settings.memory_domain,
+        prometheus = settings.prometheus
+        queries = build_queries(prometheus.preset, prometheus.queries, prometheus.instance, settings.memory_domain)
+        return PrometheusSource(prometheus.url, queries, settings.memory_domain,
                                 settings.source_timeout_seconds, transport, clock)
     from guard.metrics_source import ExporterSource
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from guard.settings import GuardSettings
-from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe
+from guard.signals import RAM_LIKE, SIGNALS, Threshold, Trends, describe, subjects
 from guard.swaproom import room_bytes
 from guard.types import Decision, Desired, GuardState, Lease, Level, ResourceState, Snapshot
 from headroom.contract import Maintenance, WorkerState
@@ -117,10 +117,8 @@ def measure(snapshot: Snapshot, state: GuardState, now: float,
     values: dict[str, tuple[float | None, Threshold]] = {}
     for resource, signal in SIGNALS.items():
         rule = config.rules[resource]
-        if signal.per_gpu:
-            values.update({f"{resource}:{gpu.gpu}": (gpu.free_bytes, rule.at(gpu.total_bytes)) for gpu in snapshot.gpus})
-        else:
-            values[resource.value] = (signal.reads(snapshot, trends), rule.at(signal.total(snapshot)))
+        values.update({name: (signal.reads(subject, trends), rule.at(signal.total(subject)))
+                       for name, subject in subjects(signal, snapshot)})
     return values, replace(state, samples=samples, last_swap=last_swap)
 
 
@@ -147,7 +145,7 @@ def step_resources(values: dict, previous: dict[str, ResourceState], now: float,
 def free_level_for(resources: dict[str, ResourceState], config: GuardSettings) -> int:
     """Level 2 under any RAM pressure: level 1 would move the weights into RAM."""
     ram_pressure = max((resources[n].level for n in RAM_LIKE if n in resources), default=Level.OK)
-    return 1 if config.free_level == 1 and ram_pressure == Level.OK else 2
+    return 1 if config.worker.free_level == 1 and ram_pressure == Level.OK else 2
 
 
 def desired_from_level(level: Level, resources: dict[str, ResourceState], config: GuardSettings) -> Desired:
@@ -157,7 +155,7 @@ def desired_from_level(level: Level, resources: dict[str, ResourceState], config
     if level == Level.PAUSE:
         return Desired(WorkerState.PAUSED, reason=reason)
     if level == Level.THROTTLE:
-        return Desired(WorkerState.THROTTLED, concurrency=config.throttle_concurrency, reason=reason)
+        return Desired(WorkerState.THROTTLED, concurrency=config.worker.throttle_concurrency, reason=reason)
     return Desired(WorkerState.RUNNING, reason=reason)
 
 
@@ -193,7 +191,8 @@ def assess(snapshot: Snapshot, previous: GuardState, now: float,
     level = max((rs.level for rs in resources.values()), default=Level.OK)
     state = replace(state, stale_since=None, last_ok_at=now, resources=resources, level=level)
     reasons = tuple(rs.why for rs in resources.values() if rs.level > Level.OK)
-    return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < Level.named(config.admit_below_level))
+    admit_below = Level.named(config.leases.admit_below_level)
+    return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < admit_below)
 
 
 def compose(state: GuardState, decision: Decision, leases: Iterable[Lease], config: GuardSettings,

@@ -12,7 +12,7 @@ from guard.metrics_source import Samples, domain_memory, domain_swap, gpus_from,
 from guard.types import Snapshot
 
 # Keys are headroom's sample names (without the prefix): results are read exactly as /metrics would be.
-# $instance and $cgroup are substituted; every query may be overridden in [guard] prometheus_queries.
+# $instance and $cgroup are substituted; every query may be overridden in [guard.prometheus] queries.
 PRESETS: dict[str, dict[str, str]] = {
     "headroom": {
         "memory_total_bytes": 'headroom_memory_total_bytes{instance=~"$instance"}',
@@ -30,6 +30,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "gpu_info": 'headroom_gpu_info{instance=~"$instance"}',
         "gpu_memory_total_bytes": 'headroom_gpu_memory_total_bytes{instance=~"$instance"}',
         "gpu_memory_free_bytes": 'headroom_gpu_memory_free_bytes{instance=~"$instance"}',
+        "gpu_temperature_celsius": 'headroom_gpu_temperature_celsius{instance=~"$instance"}',
     },
     "node_exporter_dcgm": {
         "memory_total_bytes": 'node_memory_MemTotal_bytes{instance=~"$instance"}',
@@ -44,6 +45,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "gpu_info": 'DCGM_FI_DEV_FB_FREE{instance=~"$instance"}',
         "gpu_memory_total_bytes": '(DCGM_FI_DEV_FB_FREE{instance=~"$instance"} + DCGM_FI_DEV_FB_USED{instance=~"$instance"}) * 1048576',
         "gpu_memory_free_bytes": 'DCGM_FI_DEV_FB_FREE{instance=~"$instance"} * 1048576',
+        "gpu_temperature_celsius": 'DCGM_FI_DEV_GPU_TEMP{instance=~"$instance"}',
     },
 }
 

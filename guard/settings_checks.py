@@ -12,7 +12,7 @@ from guard.signals import SIGNALS, Resource, ResolvedRule
 def order_problem(resource: Resource, rule: ResolvedRule, written: dict) -> str | None:
     """A more severe level must be entered at a worse value than a milder one (for RAM: less available); levels written
     in different units (a percentage and a size) are not compared."""
-    worse_is_higher = SIGNALS[resource].higher_is_worse
+    worse_is_higher, key = SIGNALS[resource].higher_is_worse, SIGNALS[resource].setting
     levels = sorted(rule.enter)
     for milder_index, milder in enumerate(levels):
         for severe in levels[milder_index + 1:]:
@@ -21,21 +21,21 @@ def order_problem(resource: Resource, rule: ResolvedRule, written: dict) -> str 
                 continue
             if (b.value < a.value) if worse_is_higher else (b.value > a.value):
                 relation = "at or above" if worse_is_higher else "at or below"
-                return (f"guard.{resource}.enter.{severe.label} = {written[severe.label]!r}: expected a value {relation} "
+                return (f"guard.{key}.enter.{severe.label} = {written[severe.label]!r}: expected a value {relation} "
                         f"enter.{milder.label} = {written[milder.label]!r} ({severe.label} is the more severe level)")
     return None
 
 def threshold_problems(rules: dict[Resource, ResolvedRule], settings) -> list[str]:
     problems = []
     for resource, rule in rules.items():
-        found = order_problem(resource, rule, getattr(settings, resource.value).enter)
+        found = order_problem(resource, rule, getattr(settings, SIGNALS[resource].setting).enter)
         if found:
             problems.append(found)
     return problems
 
 def host_problems(settings, cgroupfs: Path | None = None) -> list[str]:
     """What this host lacks for `settings` (a root settings object): the memory domain's cgroup when this host's exporter
-    reads it, and the worker_stop / worker_start programs."""
+    reads it, and the worker's stop / start programs."""
     guard = settings.guard
     problems = []
     domain = guard.memory_domain
@@ -49,10 +49,10 @@ def host_problems(settings, cgroupfs: Path | None = None) -> list[str]:
         elif not where.is_dir():
             problems.append(f"guard.memory_domain = {domain!r}: no such memory cgroup ({where}); expected an existing "
                             "cgroup such as /headroom.slice (start its unit first), or \"host\"")
-    for key in ("worker_stop", "worker_start"):
-        argv = getattr(guard, key)
+    for key in ("stop", "start"):
+        argv = getattr(guard.worker, key)
         if argv and shutil.which(argv[0]) is None:
-            problems.append(f"guard.{key} = {argv!r}: {argv[0]!r} is not an executable program here (not found on PATH "
-                            "or not executable); expected an argv whose first item is a program, e.g. "
+            problems.append(f"guard.worker.{key} = {argv!r}: {argv[0]!r} is not an executable program here (not found on "
+                            "PATH or not executable); expected an argv whose first item is a program, e.g. "
                             "[\"systemctl\", \"stop\", \"my-worker.service\"]")
     return problems

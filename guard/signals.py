@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from guard.types import Level, Snapshot
 from headroom.sizes import format_size, parse_size
@@ -19,6 +19,7 @@ class Resource(enum.StrEnum):
     PSI = "psi"
     SWAP = "swap"
     PREDICT = "predict"
+    GPU_TEMPERATURE = "gpu_temperature"
 
 
 class Amounts(enum.Enum):
@@ -31,17 +32,23 @@ class Amounts(enum.Enum):
 
 @dataclass(frozen=True)
 class Signal:
-    """One row: the value's unit, whether higher is worse, how its rule is written, and how a value reads to people."""
+    """One row: its [guard] settings key and wording, the value's unit, whether higher is worse, how its rule is
+    written, how it is read from an observation and how a value reads to people. A per-GPU signal is read from each
+    GpuObs of the snapshot and judged per GPU ("<resource>:<gpu>"); the others from the snapshot and its trends."""
 
     resource: Resource
+    setting: str  # the [guard] key holding its rule (a Rule field of GuardSettings)
+    label: str  # what people call it ("PSI", "GPU temperature")
     unit: str
     higher_is_worse: bool
     amounts: Amounts
     shows: Callable[[float], str]
     ram_like: bool  # pressure on this signal is pressure on RAM (a free must not offload the weights into RAM)
-    reads: Callable[[Snapshot, "Trends"], float | None]  # this tick's value (GPUs: per GPU, see per_gpu)
-    total: Callable[[Snapshot], float | None] = lambda snapshot: None  # what a percentage is of
+    reads: Callable[[Any, "Trends"], float | None]  # this tick's value from the Snapshot (or one GpuObs: per_gpu)
+    total: Callable[[Any], float | None] = lambda subject: None  # what a percentage is of
     per_gpu: bool = False
+    listed: bool = True  # among the views' "signals" (RAM and GPU memory have their own bars instead)
+    most: Level = Level.FREEZE  # the most severe level its rule may enter
 
 
 @dataclass(frozen=True)
@@ -50,20 +57,23 @@ class Trends:
 
     swap_in_rate: float | None = None
     seconds_to_exhaustion: float | None = None
-    room_bytes: float | None = None  # RAM available + the swap room (free swap - swap_reserve): what is left before a kill
+    room_bytes: float | None = None  # RAM available + the swap room (free swap - swap_reserve): left before a kill
 
 
 SIGNALS: dict[Resource, Signal] = {signal.resource: signal for signal in (
-    Signal(Resource.RAM, "bytes available (RAM + usable swap)", False, Amounts.SHARE, lambda v: f"{format_size(v)} available",
-           True, lambda s, t: t.room_bytes, lambda s: s.ram_total_bytes),
-    Signal(Resource.GPU, "bytes free", False, Amounts.SHARE, lambda v: f"{format_size(v)} available", False,
-           lambda s, t: None, per_gpu=True),
-    Signal(Resource.PSI, "ratio of time stalled", True, Amounts.NUMBER, lambda v: f"{v:.1%} of time stalled (full, 10 s)",
-           True, lambda s, t: s.psi_full_ratio),
-    Signal(Resource.SWAP, "bytes swapped in per second", True, Amounts.SIZE, lambda v: f"swap-in {format_size(v)}/s", True,
-           lambda s, t: t.swap_in_rate),
-    Signal(Resource.PREDICT, "seconds to exhaustion", False, Amounts.NUMBER,
+    Signal(Resource.RAM, "ram", "RAM", "bytes available (RAM + usable swap)", False, Amounts.SHARE,
+           lambda v: f"{format_size(v)} available", True, lambda s, t: t.room_bytes, lambda s: s.ram_total_bytes,
+           listed=False),
+    Signal(Resource.GPU, "gpu", "GPU", "bytes free", False, Amounts.SHARE, lambda v: f"{format_size(v)} available",
+           False, lambda g, t: g.free_bytes, lambda g: g.total_bytes, per_gpu=True, listed=False),
+    Signal(Resource.PSI, "psi", "PSI", "ratio of time stalled", True, Amounts.NUMBER,
+           lambda v: f"{v:.1%} of time stalled (full, 10 s)", True, lambda s, t: s.psi_full_ratio),
+    Signal(Resource.SWAP, "swap", "swap", "bytes swapped in per second", True, Amounts.SIZE,
+           lambda v: f"swap-in {format_size(v)}/s", True, lambda s, t: t.swap_in_rate),
+    Signal(Resource.PREDICT, "predict", "prediction", "seconds to exhaustion", False, Amounts.NUMBER,
            lambda v: f"exhausted in {v:.0f} s at the current slope", True, lambda s, t: t.seconds_to_exhaustion),
+    Signal(Resource.GPU_TEMPERATURE, "gpu_temperature", "GPU temperature", "degrees Celsius", True, Amounts.NUMBER,
+           lambda v: f"{v:.0f} °C", False, lambda g, t: g.temperature_celsius, per_gpu=True, most=Level.THROTTLE),
 )}
 RAM_LIKE = tuple(r for r, signal in SIGNALS.items() if signal.ram_like)
 
@@ -73,6 +83,20 @@ def describe(name: str, value: float | None, level: Level) -> str:
     if value is None:
         return f"{name}: no signal"
     return f"{name} {level.label}: {signal_of(name).shows(value)}"
+
+
+def subjects(signal: Signal, snapshot: Snapshot) -> list[tuple[str, Any]]:
+    """(level key, what the row reads) per judged thing: ("psi", snapshot), or ("gpu:0", its GpuObs) per GPU."""
+    if signal.per_gpu:
+        return [(f"{signal.resource}:{gpu.gpu}", gpu) for gpu in snapshot.gpus]
+    return [(signal.resource.value, snapshot)]
+
+
+def label_of(name: str) -> str:
+    """How people call a level key: "PSI", "GPU temperature 0" (an unknown name, e.g. from a newer guard, as it is)."""
+    resource, _, gpu = name.partition(":")
+    signal = SIGNALS.get(Resource(resource)) if resource in Resource.__members__.values() else None
+    return (signal.label if signal else resource) + (f" {gpu}" if gpu else "")
 
 
 def signal_of(name: str) -> Signal:
@@ -141,16 +165,20 @@ class ResolvedRule:
 
 
 def resolve(rule, resource: Resource) -> ResolvedRule:
-    """Parse one [guard.<resource>] rule; ValueError names the key (enter.<level> or band)."""
+    """Parse one [guard.<setting>] rule; ValueError names the key (enter.<level> or band)."""
     signal = SIGNALS[resource]
     enter: dict[Level, Amount] = {}
     for key, value in [*((f"enter.{level}", v) for level, v in rule.enter.items()), ("band", rule.band)]:
         try:
             amount = to_amount(value, signal.amounts)
         except ValueError as err:
-            raise ValueError(f"guard.{resource}.{key}: {err}") from None
+            raise ValueError(f"guard.{signal.setting}.{key}: {err}") from None
         if key != "band":
-            enter[Level.named(key.removeprefix("enter."))] = amount
+            level = Level.named(key.removeprefix("enter."))
+            if level > signal.most:
+                raise ValueError(f"guard.{signal.setting}.{key} = {value!r}: {signal.label} may enter levels up to "
+                                 f"{signal.most.label} only")
+            enter[level] = amount
     return ResolvedRule(signal, enter, to_amount(rule.band, signal.amounts), rule.grace_seconds, rule.hold_seconds)
 
 

@@ -57,6 +57,7 @@ class GpuObs:
     total_bytes: float
     free_bytes: float
     processes: dict[int, float] = field(default_factory=dict)  # pid -> GPU bytes it holds
+    temperature_celsius: float | None = None  # core temperature; None when the source does not report it
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from importlib import resources
 
 from guard.leases import gpu_room, ram_room
-from guard.signals import Resource, ResolvedRule
+from guard.signals import SIGNALS, Resource, ResolvedRule, subjects
 from guard.swaproom import room_bytes
 from guard.types import ACTIVE, Lease, ResourceState
 from headroom.sizes import format_size
@@ -94,7 +94,8 @@ def headroom_view(manager) -> dict:
         "observed_at": snap.taken_at, "domain": snap.domain, "stale": decision.stale,
         "level": decision.level.label, "reasons": list(decision.reasons),
         "admissions_open": decision.admissions_open, "ram": ram, "swap": swap_view(snap, settings), "gpus": gpus,
-        "signals": {name.value: _resource(state.resources.get(name)) for name in (Resource.PSI, Resource.SWAP, Resource.PREDICT)},
+        "signals": {name: _resource(state.resources.get(name)) for signal in SIGNALS.values() if signal.listed
+                    for name, _ in subjects(signal, snap)},
         "worker": worker_view(manager, view),
         "maintenance": view.maintenance.as_dict(),
         "frozen": frozen_view(manager),

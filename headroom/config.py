@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from exporter.settings import ExporterSettings
 from guard.settings import GuardSettings
 from guard.settings_checks import host_problems
+from headroom.config_moved import moved_field, upgrade
 from headroom.errors import EXIT_CONFIG, HeadroomError
 from headroom.paths import default_state_dir
 from headroom.client.settings import RunSettings
@@ -93,7 +94,8 @@ def closest(name: str, choices: typing.Iterable[str]) -> str | None:
 
 def _unknown_variable(name: str, path: list[str], depth: int, model: type[BaseModel]) -> HeadroomError:
     """$name has no setting at path[depth]: an error naming the closest existing variable."""
-    choices = list(model.model_fields) if depth else [*model.model_fields, *(n.lower() for n in NOT_SETTINGS)]
+    moved = [f"{table}__{key}" for table, key in getattr(model, "MOVED", {}).values()]  # their new names
+    choices = [*model.model_fields, *moved] if depth else [*model.model_fields, *(n.lower() for n in NOT_SETTINGS)]
     guess = closest(path[depth], choices)
     hint = f"; did you mean ${ENV_PREFIX}{'__'.join([*path[:depth], guess, *path[depth + 1:]]).upper()}?" if guess else ""
     return HeadroomError(f"${name}: unknown variable (no setting {'.'.join(path[:depth + 1])}){hint} Settings are "
@@ -117,15 +119,16 @@ def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
         model: type[BaseModel] | None = Settings
         target = data
         for depth, part in enumerate(path):
-            if model is not None and part not in model.model_fields:
+            moved = moved_field(model, part) if model is not None and depth == len(path) - 1 else None
+            if model is not None and part not in model.model_fields and moved is None:
                 raise _unknown_variable(name, path, depth, model)
             if depth == len(path) - 1:
                 break
             model = _model_at(model, part) if model is not None else None
             target = target.setdefault(part, {})
-        model = model or BaseModel
+        model, key = moved or (model or BaseModel, path[-1])
         value: Any = raw
-        if _wants_json(model, path[-1]):
+        if _wants_json(model, key):
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError:
@@ -182,19 +185,34 @@ def nonfinite(value: Any, key: str = "") -> list[str]:
     return []
 
 
+def upgraded(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    """One layer (file, environment, flags) with each section's moved flat keys in their sub-tables, one deprecation
+    line per key naming where it was written; done per layer so that a later layer still overrides an earlier one."""
+    data = dict(data)
+    for section, field in Settings.model_fields.items():
+        moved = getattr(field.annotation, "MOVED", None)
+        if moved and isinstance(data.get(section), dict):
+            data[section] = upgrade(data[section], moved, section, origin=origin)
+    return data
+
+
 def load_settings(path: str | os.PathLike | None = None, environ: typing.Mapping[str, str] | None = None,
                   check_host: bool = False, **overrides: Any) -> Settings:
     """Settings from `path` (or $HEADROOM_CONFIG), then HEADROOM_* variables, then `overrides` (command-line flags).
     `check_host`: also what this host must have for them (the guard's memory domain cgroup, worker programs)."""
     environ = os.environ if environ is None else environ
     path = path or environ.get(CONFIG_ENV)
-    data = _read_toml(Path(path)) if path else {}
-    data = _merge(_merge(data, env_overrides(environ)), overrides)
     source = str(path) if path else "the built-in defaults"
     try:
+        layers = [upgraded(_read_toml(Path(path)) if path else {}, source),
+                  upgraded(env_overrides(environ), f"${ENV_PREFIX}* variables"),
+                  upgraded(overrides, "the command line")]
+        data = _merge(_merge(layers[0], layers[1]), layers[2])
         settings = Settings(**data)
     except ValidationError as err:
         raise invalid([_describe(item, source) for item in err.errors()]) from None
+    except ValueError as err:  # a key given both flat and in its sub-table
+        raise invalid([str(err)]) from None
     problems = nonfinite(settings) + (host_problems(settings) if check_host else [])
     if problems:
         raise invalid(problems)

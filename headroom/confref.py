@@ -62,9 +62,17 @@ def _table(model: type[BaseModel], title: str, defaults: BaseModel | None = None
 def reference(settings_class: type[BaseModel]) -> str:
     lines = [HEADER]
     queue: list[tuple[str, type[BaseModel], BaseModel | None]] = [("top level", settings_class, None)]
+    moved: list[str] = []
     while queue:
         title, model, defaults = queue.pop(0)
         rows, nested = _table(model, title if title == "top level" else f"[{title}]", defaults)
         lines.extend(rows)
-        queue.extend((name if title == "top level" else f"{title}.{name}", sub, value) for name, sub, value in nested)
+        moved += [f"| `{title}.{old}` | `[{title}.{table}] {key}` |"
+                  for old, (table, key) in getattr(model, "MOVED", {}).items()]
+        # a section's sub-tables right after it: [guard], [guard.ram], ..., then [worker]
+        queue[:0] = [(name if title == "top level" else f"{title}.{name}", sub, value) for name, sub, value in nested]
+    if moved:
+        lines += ["\n## Moved keys\n", "Still read (from the file, the environment and flags), with one deprecation "
+                  "line each at start; write them in their sub-table instead.\n", "| was | is now |", "|---|---|",
+                  *moved]
     return "\n".join(lines) + "\n"

@@ -22,12 +22,14 @@ cgroups = ["headroom.slice", "headroom-worker.service"]
 [guard]
 listen = "127.0.0.1:9841"
 memory_domain = "host"                    # or a cgroup with a limit, e.g. "/headroom.slice"
+
+[guard.worker]
 # The worker the guard throttles, pauses and frees. Keep it in step with [worker]: with enabled = true and this
 # empty, the worker runs unprotected (`headroom status` and the status page warn).
-worker_url = ""                           # "http://127.0.0.1:9842" once [worker] enabled = true
+url = ""                                  # "http://127.0.0.1:9842" once [worker] enabled = true
 
 [worker]
-# To run the batch worker under headroom-worker.service: enabled = true, a model, and [guard] worker_url above.
+# To run the batch worker under headroom-worker.service: enabled = true, a model, and [guard.worker] url above.
 enabled = false
 listen = "127.0.0.1:9842"
 engine = "vllm"                           # needs: pip install 'headroom[vllm]'

@@ -17,7 +17,7 @@ from headroom.logsetup import setup_logging
 from headroom.settings_base import base_url
 
 log = logging.getLogger("headroom.up")
-WORKER_URL_ENV = "HEADROOM_GUARD__WORKER_URL"
+WORKER_URL_ENV = "HEADROOM_GUARD__WORKER__URL"
 GUARD_RESTARTS, GUARD_RESTART_WINDOW = 5, 60.0  # a guard that dies is started again, at most this often
 
 
@@ -38,10 +38,10 @@ def planned_parts(settings) -> list[str]:
 
 
 def part_env(part: str, settings, parts: list[str]) -> dict[str, str]:
-    """The guard drives the worker `up` runs, with no extra key: [guard] worker_url defaults to the worker's listen."""
+    """The guard drives the worker `up` runs, with no extra key: [guard.worker] url defaults to the worker's listen."""
     env = dict(os.environ)
     guard = settings.guard
-    if part == "guard" and "worker" in parts and not guard.worker_url and guard.worker_kind != "cgroup" \
+    if part == "guard" and "worker" in parts and not guard.worker.url and guard.worker.kind != "cgroup" \
             and WORKER_URL_ENV not in env:
         env[WORKER_URL_ENV] = base_url(settings.worker.listen)
     return env

@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 T = TypeVar("T")
-FREEZE_ENV = "HEADROOM_GUARD__FREEZE_ENABLED"  # tests/conftest.py turns freezing off for every guard a test starts
+FREEZE_ENV = "HEADROOM_GUARD__FREEZE__ENABLED"  # tests/conftest.py turns freezing off for every guard a test starts
 
 
 def need(condition: bool, what: str) -> None:

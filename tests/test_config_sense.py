@@ -36,10 +36,10 @@ def test_thresholds_out_of_order_or_not_finite_are_refused_naming_the_key(tmp_pa
 
 
 def test_a_memory_domain_that_does_not_exist_and_a_missing_worker_stop_program(tmp_path):
-    message = refused('[guard]\nmemory_domain = "/no-such-headroom.slice"\nworker_stop = ["no-such-stop-program"]\n',
+    message = refused('[guard]\nmemory_domain = "/no-such-headroom.slice"\n[guard.worker]\nstop = ["no-such-stop-program"]\n',
                       tmp_path, check_host=True)
     assert "guard.memory_domain = '/no-such-headroom.slice': no such memory cgroup" in message
-    assert "guard.worker_stop = ['no-such-stop-program']: 'no-such-stop-program' is not an executable program" in message
+    assert "guard.worker.stop = ['no-such-stop-program']: 'no-such-stop-program' is not an executable program" in message
     path = tmp_path / "c.toml"
     assert load_settings(path, environ={}).guard.memory_domain == "/no-such-headroom.slice", "clients do not check the host"
 

@@ -124,10 +124,10 @@ def test_install_writes_a_complete_starter_config_that_loads(tmp_path):
     path.write_text(STARTER_CONFIG.format(state_dir=tmp_path / "state"))
     settings = load_settings(path, environ={})
     assert settings.guard.listen == "127.0.0.1:9841" and settings.worker.listen == "127.0.0.1:9842"
-    assert "worker_url" in path.read_text() and "default_ram" in path.read_text()
+    assert "[guard.worker]" in path.read_text() and "default_ram" in path.read_text()
     enabled = path.read_text().replace("enabled = false", "enabled = true").replace('model = ""', 'model = "m"')
-    path.write_text(enabled.replace('worker_url = ""', 'worker_url = "http://127.0.0.1:9842"'))
-    assert load_settings(path, environ={}).guard.worker_url == "http://127.0.0.1:9842"
+    path.write_text(enabled.replace('url = ""', 'url = "http://127.0.0.1:9842"'))
+    assert load_settings(path, environ={}).guard.worker.url == "http://127.0.0.1:9842"
 
 
 def test_every_unit_documentation_link_names_a_file_that_exists():

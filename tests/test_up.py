@@ -119,5 +119,5 @@ def test_the_guard_warns_about_an_enabled_worker_it_does_not_drive():
     from headroom.config import load_settings
 
     settings = load_settings(environ={"HEADROOM_WORKER__ENABLED": "true", "HEADROOM_WORKER__MODEL": "m"})
-    assert "worker_url = \"http://127.0.0.1:9842\"" in undriven_worker_warning(settings, driven=False)
+    assert "[guard.worker] url = \"http://127.0.0.1:9842\"" in undriven_worker_warning(settings, driven=False)
     assert undriven_worker_warning(settings, driven=True) is None

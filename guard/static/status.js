@@ -120,7 +120,7 @@
       title: "swap the domain may still use, less the reserve, counts as room before a kill" }, h("b", {}, "swap room"), " ",
       `${formatSize(Math.max(0, hr.swap.free_bytes - hr.swap.reserve_bytes))} usable of ${formatSize(hr.swap.free_bytes)} free`)] : [];
     $("signals").replaceChildren(...Object.entries(hr.signals).map(([name, s]) =>
-      h("span", { class: "signal", title: s.why || "" }, chip(s.level), h("b", {}, name), " ", s.why ? s.why.replace(/^\w+ \w+: /, "") : "no signal")),
+      h("span", { class: "signal", title: s.why || "" }, chip(s.level), h("b", {}, name), " ", s.why ? s.why.replace(/^[\w:]+ \w+: /, "") : "no signal")),
       ...swap);
   }
 
@@ -128,7 +128,7 @@
     const w = hr.worker;
     if (!w.driven) {
       const warning = w.warning && h("p", { class: "store-error", id: "worker-warning" }, "warning: " + w.warning);
-      return $("worker").replaceChildren(warning || h("p", { class: "empty" }, "no worker is driven (guard.worker_url is empty)"));
+      return $("worker").replaceChildren(warning || h("p", { class: "empty" }, "no worker is driven ([guard.worker] url is empty)"));
     }
     const q = w.queue || {};
     const rows = [["state", (w.observed || "unreachable") + (w.concurrency ? ` (${w.concurrency} at a time)` : "")],

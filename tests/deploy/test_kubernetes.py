@@ -81,7 +81,7 @@ def test_the_fleet_guard_never_freezes_a_pod(tmp_path):
     toml = tmp_path / "headroom.toml"
     toml.write_text(load("configmap.yaml")["data"]["headroom.toml"])
     guard = load_settings(toml, environ={}).guard
-    assert guard.freeze_enabled is False
+    assert guard.freeze.enabled is False
     pod = subprocess.Popen(["sleep", "30"], start_new_session=True)  # another tenant's container, as /proc shows it
     try:
         freezer = Freezer(guard, Store(tmp_path / "state"))

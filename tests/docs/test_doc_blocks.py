@@ -102,7 +102,7 @@ def stack(tmp_path_factory):
             f'[worker]\nenabled = true\nengine = "echo"\nlisten = "127.0.0.1:{ports["worker"]}"\n'
             f'[run]\nparent_cgroup = "{domain.name}"\n' + QUIET)
         env = {key: value for key, value in os.environ.items() if not key.startswith("HEADROOM_")
-               or key == "HEADROOM_GUARD__FREEZE_ENABLED"}
+               or key == "HEADROOM_GUARD__FREEZE__ENABLED"}
         env.update(PATH=f"{work / '.venv' / 'bin'}:{os.environ['PATH']}", PYTHONPATH=str(REPO), CI="",
                    XDG_STATE_HOME=str(work / "xdg"), HEADROOM_FAKE_NVML=str(REPO / "tests/fixtures/golden/nvml.json"))
         up = subprocess.Popen(headroom_cmd("up", "--config", "headroom.toml"), cwd=work, env=env,

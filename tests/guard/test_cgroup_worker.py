@@ -157,7 +157,7 @@ def test_headroom_command_lines_are_recognised():
 def test_empty_argv_and_missing_target_are_refused_by_the_settings():
     with pytest.raises(ValueError, match="worker_stop|non-empty argv"):
         GuardSettings(worker_kind="cgroup", worker_cgroup="/w", worker_stop=[])
-    with pytest.raises(ValueError, match="worker_cgroup"):
+    with pytest.raises(ValueError, match="guard.worker.cgroup"):
         GuardSettings(worker_kind="cgroup")
     assert GuardSettings(worker_kind="cgroup", worker_cgroup="aristotle-batch-worker.service").worker_stop is None
 
