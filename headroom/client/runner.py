@@ -76,8 +76,6 @@ def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
         _say("give --ram SIZE (the RAM the command may use; it runs in a memory cgroup limited to it), or set "
              "[run] default_ram; --ram 0 runs with no RAM lease and no memory limit. Nothing was run")
         return EXIT_CONFIG
-    if args.ram == 0:
-        _say("--ram 0: no RAM is leased and the command has no memory limit")
     client = GuardClient.from_settings(settings, args.url, getattr(args, "found", None) and args.found.how)
     progress = ProgressLine(prefix="headroom run")
     wait = DEFAULT_WAIT_SECONDS if args.wait is None else args.wait
@@ -103,7 +101,8 @@ def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
         progress.done(f"headroom run: cancelled while waiting ({err}); the request was withdrawn, nothing was run")
         return 128 + err.signum
     progress.done(f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
-                  + (f" on GPU {held.gpu}" if held.gpu is not None else ""))
+                  + (f" on GPU {held.gpu}" if held.gpu is not None else "")
+                  + (" (--ram 0: no RAM is leased and the command has no memory limit)" if args.ram == 0 else ""))
     try:
         return _run_leased(args, cmd, held, _isolation(args, holder, settings.run))
     finally:

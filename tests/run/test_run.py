@@ -90,3 +90,11 @@ def test_exit_status_is_the_commands(stack_factory, argv, code):
     stack = stack_factory()
     proc = headroom(stack, "run", "--ram", "32MiB", "--", *argv)
     assert proc.wait(30) == code, proc.stderr.read()
+
+
+def test_ram_zero_runs_unlimited_only_saying_so_and_only_once_it_runs(stack_factory):
+    stack = stack_factory()
+    proc = headroom(stack, "run", "--ram", "0", "--holder", "unlimited", "--", PY, "-c", "print('ran')")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "ran" in out, err
+    assert "granted" in err and "no memory limit" in err, "an unlimited run must say so"
