@@ -7,6 +7,7 @@ import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from guard.api import build_router
 from guard.facade import GuardFacade
 from guard.routes_freeze import build_freeze_router
 from guard.manager import Manager
+from guard.manager_protect import gpu_froze
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store, StoreUnavailable
@@ -118,7 +120,7 @@ def build_gpu_watch(guard, manager: Manager, freezer, nvml=None):
     from exporter.nvml import Nvml
     from guard.gpufreeze import GpuFreezeWatch
 
-    return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=manager.gpu_froze)
+    return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=partial(gpu_froze, manager, free_level=guard.free_level))
 
 
 def _safe_tick(manager: Manager) -> None:

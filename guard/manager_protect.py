@@ -76,15 +76,6 @@ class ProtectionMixin:
         if wish is not None and self.acting is not None:
             self.acting.submit(wish, self.maintenance)
 
-    def gpu_froze(self, event) -> None:
-        """The GPU watch froze a process (its fact): the worker is freed while that GPU episode lasts."""
-        if event.action != "froze":
-            return
-        pid, gpu = event.process.pid, event.gpu
-        self.protect(Desired("freed", level=self.settings.free_level, reason=f"GPU {gpu} freeze level"),
-                     f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu},
-                     "gpu")
-
     def start_background(self, fastpath=None, gpu_watch=None) -> None:
         """Control calls on their own thread, and the fast path and the GPU watch (if any) on theirs."""
         import sys
@@ -129,3 +120,12 @@ def lease_cgroups(pid: int) -> list[str]:
     except OSError:
         return []
     return sorted({path for path in paths if path.rsplit("/", 1)[-1].startswith(RUN_CGROUP_PREFIX)})
+
+
+def gpu_froze(manager, event, free_level: int) -> None:
+    """The GPU watch's fact (it froze a process) handed on as a wish: the worker is freed while that episode lasts."""
+    if event.action != "froze":
+        return
+    pid, gpu = event.process.pid, event.gpu
+    manager.protect(Desired("freed", level=free_level, reason=f"GPU {gpu} freeze level"),
+                    f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu}, "gpu")
