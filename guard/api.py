@@ -1,5 +1,5 @@
-"""The guard's HTTP routes by resource: leases, headroom and the page, health, maintenance, alerts, events; thin over the
-facade (guard/facade.py): they read the published view and send commands, never touching the Manager.
+"""The guard's HTTP routes by resource: leases, headroom and the page, health, maintenance, alerts, events; thin over
+the facade (guard/facade.py): they read the published view and send commands, never touching the Manager.
 
 No `from __future__ import annotations` here: the lease body's model is built per app (its limits are settings), and
 FastAPI resolves a route's annotations from the module's globals unless they are evaluated where the route is defined.
@@ -118,7 +118,7 @@ def health_routes() -> APIRouter:
     async def readyz(front: Front):
         read, settings = front.view(), front.settings
         store, view = read.store, read.guard
-        if (stuck := fast_path_stuck(read, settings)) is not None:  # the watchdog withholds its ping for the same reason
+        if (stuck := fast_path_stuck(read, settings)) is not None:  # the watchdog withholds its ping for this too
             return JSONResponse({"ready": False, "reason": stuck, "store": store}, status_code=503)
         if view.decision.stale:
             return JSONResponse({"ready": False, "reason": "; ".join(view.decision.reasons), "store": store}, status_code=503)

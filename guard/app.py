@@ -120,7 +120,8 @@ def build_gpu_watch(guard, manager: Manager, freezer, nvml=None):
     from exporter.nvml import Nvml
     from guard.gpufreeze import GpuFreezeWatch
 
-    return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=partial(gpu_froze, manager, free_level=guard.free_level))
+    on_event = partial(gpu_froze, manager, free_level=guard.free_level)  # it hands on facts; it decides nothing
+    return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=on_event)
 
 
 def _safe_tick(manager: Manager) -> None:

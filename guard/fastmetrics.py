@@ -25,7 +25,7 @@ def fast_path_families(read: Published, settings):
         age.add_metric(["fast"], now - fast.last_taken_at)
     yield age
     yield histogram_family("worker_downtime_seconds", "The worker's downtime per protection event (down on the guard's "
-                     "wish until running again).", read.downtime)
+                           "wish until running again).", read.downtime)
     yield GaugeMetricFamily(P + "protecting", "1 while a fast-path protection episode lasts (the worker held freed).",
                             value=1.0 if read.protection.override is not None else 0.0)
     if fast is None:
@@ -35,8 +35,8 @@ def fast_path_families(read: Published, settings):
     yield GaugeMetricFamily(P + "fast_gap_ratio_max", "The worst gap between two fast-path observations relative to "
                             "the interval planned for it (acting never blinds observing: stays below 2).",
                             value=fast.max_gap_ratio)
-    yield histogram_family("fast_step_seconds", "How long one fast-path look took, with what it did (a freeze, a thaw).",
-                     fast.steps)
-    yield histogram_family("reaction_seconds", "From the domain crossing the freeze threshold (interpolated) to the freeze "
-                     "and the free request.", fast.reactions)
+    yield histogram_family("fast_step_seconds", "How long one fast-path look took, with what it did (a freeze, a "
+                           "thaw).", fast.steps)
+    yield histogram_family("reaction_seconds", "From the domain crossing the freeze threshold (interpolated) to the "
+                           "freeze and the free request.", fast.reactions)
     yield CounterMetricFamily(P + "fast_wakeups", "Fast-path wake-ups by a kernel notification.", value=fast.wakeups)

@@ -127,7 +127,7 @@ class Manager(ProtectionMixin, QueueMixin):
 
     # --- the tick -------------------------------------------------------------------------------
     def tick(self) -> Decision:
-        """Observe (outside the state lock, so the API never waits on HTTP); assess, serve the queue, compose once; act."""
+        """Observe (outside the state lock: the API never waits on HTTP); assess, serve the queue, compose once; act."""
         with self.tick_lock:
             started = time.perf_counter()
             snapshot = self.observe()

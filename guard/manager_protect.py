@@ -64,8 +64,8 @@ class ProtectionMixin:
         return self._grew_at is not None and self.clock() - self._grew_at < self.settings.predict_window_seconds
 
     def protect(self, desired: Desired | None, message: str, data: dict | None = None, source: str = "ram") -> None:
-        """A fact from the fast path or the GPU watch: `source` wants the worker `desired` (freed; None once its cause is
-        gone). Handed to the protection owner and recorded; the wish goes to the worker at once, and the next tick
+        """A fact from the fast path or the GPU watch: `source` wants the worker `desired` (freed; None once its cause
+        is gone). Handed to the protection owner and recorded; the wish goes to the worker at once, and the next tick
         composes it into its one decision (nothing is decided here)."""
         now = self.clock()
         self.protection.wish(source, desired, now, (data or {}).get("pid"))
@@ -128,4 +128,5 @@ def gpu_froze(manager, event, free_level: int) -> None:
         return
     pid, gpu = event.process.pid, event.gpu
     manager.protect(Desired("freed", level=free_level, reason=f"GPU {gpu} freeze level"),
-                    f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu}, "gpu")
+                    f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu},
+                    "gpu")

@@ -37,7 +37,8 @@ def _worker(read, settings):
         actions.add_metric([action, result], count)
     yield actions
     yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if view.maintenance.on else 0.0)
-    yield GaugeMetricFamily(P + "dry_run", "1 when the guard only logs what it would do.", value=1.0 if settings.dry_run else 0.0)
+    yield GaugeMetricFamily(P + "dry_run", "1 when the guard only logs what it would do.",
+                            value=1.0 if settings.dry_run else 0.0)
 
 
 def _leases(read, settings):
