@@ -45,7 +45,7 @@ async def wait_while_queued(front: GuardFacade, lease_id: str, seconds: float, r
 
 def queue_position(front: GuardFacade, lease) -> int:
     """1 for the next request to be served; a poll shows the same position the first answer did."""
-    order = [queued.id for queued in queue_order(front.view().guard.leases)]
+    order = [queued.id for queued in queue_order(front.guard_view().leases)]
     return order.index(lease.id) + 1 if lease.id in order else 1
 
 
@@ -81,7 +81,7 @@ def page_routes() -> APIRouter:
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(front: Front) -> str:
-        return status_page(front.view().guard)
+        return status_page(front.guard_view())
 
     @router.get("/static/{name}", include_in_schema=False)
     async def static(name: Annotated[str, Path(max_length=64)]) -> Response:
@@ -149,7 +149,7 @@ def lease_routes(auth, settings) -> APIRouter:
                             409: {"description": "refused: reason, shortfall"},
                             503: {"description": "signals stale"}})
     async def create_lease(body: LeaseRequest, front: Front, request: Request):
-        snapshot = front.view().guard.snapshot
+        snapshot = front.guard_view().snapshot
         if body.gpu_bytes and snapshot.ok:
             try:
                 match_gpus(snapshot, body.gpu)
@@ -173,8 +173,8 @@ def lease_routes(auth, settings) -> APIRouter:
 
     @router.get("/v1/leases")
     async def list_leases(front: Front) -> dict:
-        read = front.view()
-        return {"leases": [lease_view(lease, read.now) for lease in read.guard.leases]}
+        now = front.clock()
+        return {"leases": [lease_view(lease, now) for lease in front.guard_view().leases]}
 
     @router.get("/v1/leases/{lease_id}", responses={202: {"description": "still queued"}, **NOT_FOUND})
     async def get_lease(lease_id: LeaseId, front: Front, request: Request,
@@ -211,7 +211,7 @@ def operator_routes(auth, settings) -> APIRouter:
 
     @router.get("/v1/maintenance", tags=["maintenance"])
     async def get_maintenance(front: Front) -> dict:
-        return front.view().guard.maintenance.as_dict()
+        return front.guard_view().maintenance.as_dict()
 
     @router.put("/v1/maintenance", tags=["maintenance"], dependencies=Auth)
     async def put_maintenance(body: MaintenanceRequest, front: Front) -> dict:

@@ -8,7 +8,7 @@ import time
 
 from guard.history import History
 from guard.leases import Admission
-from guard.published import Published
+from guard.published import GuardView, Published
 from guard.types import Lease, LeaseStatus
 from headroom.contract import Maintenance
 
@@ -24,7 +24,12 @@ class GuardFacade:
 
     # --- reads ------------------------------------------------------------------------------------
     def view(self) -> Published:
+        """Everything published, with the freezer's, fast path's and store's summaries (the store's lists its dir)."""
         return self._manager.read()
+
+    def guard_view(self) -> GuardView:
+        """Only what the last tick or change published (levels, leases, maintenance): the cheap read."""
+        return self._manager.view
 
     def clock(self) -> float:
         return self._manager.clock()

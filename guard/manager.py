@@ -34,7 +34,8 @@ Composed = tuple[GuardState, Decision, WakeState]  # a tick's composed decision,
 
 
 class Publication:
-    """A counter bumped at each publication, and the asyncio waiters it wakes (a queued request's long poll)."""
+    """A counter bumped at each publication that may move a waiting lease, and the asyncio waiters it wakes (a queued
+    request's long poll)."""
 
     def __init__(self) -> None:
         self.version = 0
@@ -95,8 +96,9 @@ class Manager(ProtectionMixin, QueueMixin):
             self.publish()
 
     # --- the view -------------------------------------------------------------------------------
-    def publish(self) -> GuardView:
-        """Freeze what readers see now (under the lock) and wake whoever waits for it."""
+    def publish(self, wake: bool = False) -> GuardView:
+        """Freeze what readers see now (under the lock); `wake`: a waiting lease may have moved (a tick, a release), so
+        the long polls waiting on the publication look again (not at every change: 50 pollers would wake in herds)."""
         reconciler = self.reconciler
         self.view = GuardView(self.snapshot, self.state, self.decision, tuple(replace(l) for l in self.book.leases()),
                               self.maintenance, reconciler.observed if reconciler else None,
@@ -104,7 +106,8 @@ class Manager(ProtectionMixin, QueueMixin):
                               dict(self.actions), dict(self.book.admissions),
                               copy_histogram(self.tick_histogram, TICK_BUCKETS), reconciler is not None,
                               self.worker_warning)
-        self.published.bump()
+        if wake:
+            self.published.bump()
         return self.view
 
     def read(self) -> Published:
@@ -150,7 +153,7 @@ class Manager(ProtectionMixin, QueueMixin):
                 self.store.prune_leases()
             self.tick_histogram.observe(time.perf_counter() - started)
             with self.lock:
-                view = self.publish()
+                view = self.publish(wake=True)
             self.history.add(view.snapshot, view.leases, view.decision.level.label)  # the charts sample what was published
             return decision
 

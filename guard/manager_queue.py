@@ -160,7 +160,7 @@ class QueueMixin:
             if lease is None or not lease.active:
                 return copy_of(lease)
             ended = self.book.end(lease, LeaseStatus.RELEASED, "released by the holder", self.clock())
-            self.publish()
+            self.publish(wake=True)
             return copy_of(ended)
 
 
