@@ -60,7 +60,7 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     if target is not None:
         reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
     manager = Manager(guard, observer, store, reconciler, clock=clock)
-    manager.worker_warning = undriven_worker_warning(settings, target is not None)
+    manager.set_worker_warning(undriven_worker_warning(settings, target is not None))
     if manager.worker_warning:
         log.warning("%s", manager.worker_warning)
     if guard.worker_kind == "cgroup":  # "freed" needs the GPU memory of the worker's processes gone too

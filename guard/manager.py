@@ -18,7 +18,8 @@ from guard.metrics import TICK_BUCKETS, TickHistogram
 from guard.policy import assess, compose
 from guard.observer import merge_fast_room
 from guard.protection import Protection, with_override
-from guard.published import (GuardView, Published, copy_histogram, summarize_fast, summarize_freezer)
+from guard.published import (GuardView, Publication, Published, copy_histogram, summarize_fast,
+                             summarize_freezer)
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
@@ -31,36 +32,6 @@ log = logging.getLogger("headroom.guard")
 
 
 Composed = tuple[GuardState, Decision, WakeState]  # a tick's composed decision, not yet kept
-
-
-class Publication:
-    """A counter bumped at each publication that may move a waiting lease, and the asyncio waiters it wakes (a queued
-    request's long poll)."""
-
-    def __init__(self) -> None:
-        self.version = 0
-        self.lock = threading.Lock()
-        self.waiters: set = set()  # (loop, asyncio.Event)
-
-    def bump(self) -> None:
-        with self.lock:
-            self.version += 1
-            waiters, self.waiters = self.waiters, set()
-        for loop, event in waiters:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # its loop has closed: nobody waits there any more
-                pass
-
-    def watch(self, loop, event) -> int:
-        """Wake `event` (on `loop`) at the next publication; the version now, to compare against."""
-        with self.lock:
-            self.waiters.add((loop, event))
-            return self.version
-
-    def forget(self, loop, event) -> None:
-        with self.lock:
-            self.waiters.discard((loop, event))
 
 
 class Manager(ProtectionMixin, QueueMixin):
@@ -109,6 +80,12 @@ class Manager(ProtectionMixin, QueueMixin):
         if wake:
             self.published.bump()
         return self.view
+
+    def set_worker_warning(self, warning: str | None) -> None:
+        """What the status says about a worker this guard does not drive (set once, by the wiring)."""
+        with self.lock:
+            self.worker_warning = warning
+            self.publish()
 
     def read(self) -> Published:
         """The published view with each part's own published summary: all a reader gets (no lock taken here)."""

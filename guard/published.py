@@ -1,7 +1,9 @@
-"""What a reader gets: the manager's published view with the freezer, fast-path and store summaries, all copies."""
+"""What a reader gets: the published view with the freezer, fast-path and store summaries (all copies), and the
+publication long polls wait on."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from guard.freezer import OUTCOMES, FrozenProcess
@@ -101,3 +103,33 @@ class Published:
     store_errors: dict  # operation -> failed writes
     store_reason: str | None  # why the store cannot be written, in words
     now: float  # the guard's clock at the read
+
+
+class Publication:
+    """A counter bumped at each publication that may move a waiting lease, and the asyncio waiters it wakes (a queued
+    request's long poll)."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.lock = threading.Lock()
+        self.waiters: set = set()  # (loop, asyncio.Event)
+
+    def bump(self) -> None:
+        with self.lock:
+            self.version += 1
+            waiters, self.waiters = self.waiters, set()
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # its loop has closed: nobody waits there any more
+                pass
+
+    def watch(self, loop, event) -> int:
+        """Wake `event` (on `loop`) at the next publication; the version now, to compare against."""
+        with self.lock:
+            self.waiters.add((loop, event))
+            return self.version
+
+    def forget(self, loop, event) -> None:
+        with self.lock:
+            self.waiters.discard((loop, event))
