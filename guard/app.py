@@ -7,6 +7,7 @@ import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from fastapi import FastAPI, Request
@@ -14,12 +15,13 @@ from fastapi.responses import JSONResponse
 
 from guard.actuator import Reconciler, build_target
 from guard.api import build_router
+from guard.facade import GuardFacade
 from guard.routes_freeze import build_freeze_router
 from guard.manager import Manager
+from guard.manager_protect import gpu_froze
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store, StoreUnavailable
-from guard.types import Desired
 from guard.views import fast_path_stuck
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
@@ -58,7 +60,7 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     if target is not None:
         reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
     manager = Manager(guard, observer, store, reconciler, clock=clock)
-    manager.worker_warning = undriven_worker_warning(settings, target is not None)
+    manager.set_worker_warning(undriven_worker_warning(settings, target is not None))
     if manager.worker_warning:
         log.warning("%s", manager.worker_warning)
     if guard.worker_kind == "cgroup":  # "freed" needs the GPU memory of the worker's processes gone too
@@ -118,12 +120,7 @@ def build_gpu_watch(guard, manager: Manager, freezer, nvml=None):
     from exporter.nvml import Nvml
     from guard.gpufreeze import GpuFreezeWatch
 
-    def on_event(event) -> None:
-        pid, gpu = event.process.pid, event.gpu
-        if event.action == "froze":
-            manager.protect(Desired("freed", level=guard.free_level, reason=f"GPU {gpu} freeze level"),
-                           f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu}, "gpu")
-
+    on_event = partial(gpu_froze, manager, free_level=guard.free_level)  # it hands on facts; it decides nothing
     return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=on_event)
 
 
@@ -178,8 +175,9 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
     deps = deps or build_deps(settings)
     app = FastAPI(title="headroom guard", version="0.1.0", lifespan=lifespan,
                   description="Leases RAM/GPU headroom to test launches and throttles, pauses or frees the worker.")
-    app.state.deps, app.state.manager = deps, deps.manager
-    app.state.registry = build_registry(deps.manager)
+    app.state.deps, app.state.manager = deps, deps.manager  # the manager for the lifespan and tests; routes get front
+    app.state.front = front = GuardFacade(deps.manager)
+    app.state.registry = build_registry(front.view, deps.manager.settings)
     auth = bearer_dependency(deps.token)  # one object: the gate finds the guarded routes by it
     app.include_router(build_router(auth, deps.manager.settings))
     app.include_router(build_freeze_router(auth))
@@ -191,7 +189,7 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
 
 async def _store_unavailable(request: Request, err: StoreUnavailable) -> JSONResponse:
     """A write that had to be durable failed: 507 when the disk is full, else 503; never a bare 500."""
-    retry = request.app.state.manager.settings.retry_after_seconds
+    retry = request.app.state.front.settings.retry_after_seconds
     return JSONResponse({"detail": str(err), "reason": "disk full" if err.full else "store unavailable"},
                         status_code=507 if err.full else 503, headers={"Retry-After": str(retry)})
 
@@ -213,4 +211,5 @@ def serve(settings) -> None:
     sock = bind(settings.guard.listen, "guard")
     app = create_app(settings)
     log.info("guard listening on http://%s", settings.guard.listen)
-    make_server(app, healthy=lambda: fast_path_stuck(app.state.manager) is None).run(sockets=[sock])
+    front = app.state.front
+    make_server(app, healthy=lambda: fast_path_stuck(front.view(), front.settings) is None).run(sockets=[sock])

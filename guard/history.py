@@ -73,15 +73,14 @@ def sample_view(sample: Sample) -> dict:
             "gpus": {gpu: {"total_bytes": t, "used_bytes": u, "reserved_bytes": r} for gpu, (t, u, r) in sample.gpus.items()}}
 
 
-def history_view(manager) -> dict:
-    """`GET /v1/history`: the samples of the window plus the moments the guard acted (and OOM kills) in it."""
-    history: History = manager.history
-    now = manager.clock()
+def history_view(history: History, events, now: float) -> dict:
+    """`GET /v1/history`: the samples of the window plus the moments the guard acted (and OOM kills) in it; `events`
+    is the journal's reader (limit, after, kind)."""
     start = now - history.window_seconds
     marks = []
     for kind in MARK_KINDS:
         marks += [{"t": e["at"], "kind": e["kind"], "message": e["message"]}
-                  for e in manager.store.events(200, 0, kind) if e["at"] >= start]
+                  for e in events(200, 0, kind) if e["at"] >= start]
     marks.sort(key=lambda m: m["t"])
     return {"now": now, "window_seconds": history.window_seconds, "step_seconds": history.step_seconds,
             "samples": [sample_view(s) for s in history.since(now)], "marks": marks}

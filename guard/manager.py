@@ -7,42 +7,31 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Callable
 
 from guard.manager_protect import ProtectionMixin
 from guard.manager_queue import QueueMixin
 from guard.history import History
 from guard.leasebook import LeaseBook
-from guard.metrics import TickHistogram
+from guard.metrics import TICK_BUCKETS, TickHistogram
 from guard.policy import assess, compose
 from guard.observer import merge_fast_room
 from guard.protection import Protection, with_override
+from guard.published import (GuardView, Publication, Published, copy_histogram, summarize_fast,
+                             summarize_freezer)
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.top import Top
 from guard.wakegate import WakeState, gate, held_event, worker_bytes
-from guard.types import (ActionEvent, AdmissionOutcome, Decision, Desired, GuardState, Lease, LeaseStatus, Level, ResourceState,
-                         Snapshot)
+from guard.workerpids import WorkerPids
+from guard.types import ActionEvent, Decision, Desired, GuardState, LeaseStatus, Level, ResourceState, Snapshot
 from headroom.contract import Maintenance, WorkerState, WorkerStatus
 
 log = logging.getLogger("headroom.guard")
 
 
-@dataclass(frozen=True)
-class GuardView:
-    """What the API, views, metrics and history read: published whole after each tick and each lease or maintenance
-    change, so a reader never sees half of one (and never takes the manager's lock)."""
-
-    snapshot: Snapshot
-    state: GuardState
-    decision: Decision
-    leases: tuple[Lease, ...]  # copies: a later heartbeat does not change a published view
-    maintenance: Maintenance
-    worker: WorkerStatus | None  # the worker's status as last read
-    worker_error: str | None
-    ticks: int
-    wake_held: str | None = None  # why a freed worker's wake is held back (guard/wakegate.py); None when it is not
+Composed = tuple[GuardState, Decision, WakeState]  # a tick's composed decision, not yet kept
 
 
 class Manager(ProtectionMixin, QueueMixin):
@@ -68,8 +57,9 @@ class Manager(ProtectionMixin, QueueMixin):
         self.wake = WakeState()  # the freed worker's return (guard/wakegate.py)
         self._seen_observed: WorkerStatus | None = None  # the worker's status at the previous tick (restart detection)
         self._grew_at: float | None = None  # when the worker was last seen starting, waking or freed (it loads after)
-        from guard.workerpids import WorkerPids
-
+        self.worker_warning: str | None = None  # set by the wiring (guard/app.py) before the first tick
+        self.freezer = None  # set when a freezer works without a fast path (tests); else the fast path's
+        self.published = Publication()  # readers waiting for the next publication (a queued request's long poll)
         self.worker_pids = WorkerPids(settings.worker_url)  # never frozen; refreshed by the tick
         self.book = LeaseBook(store, clock, settings.queue_poll_grace_seconds)
         with self.lock:
@@ -77,13 +67,39 @@ class Manager(ProtectionMixin, QueueMixin):
             self.publish()
 
     # --- the view -------------------------------------------------------------------------------
-    def publish(self) -> GuardView:
-        """Freeze what readers see now (under the lock)."""
+    def publish(self, wake: bool = False) -> GuardView:
+        """Freeze what readers see now (under the lock); `wake`: a waiting lease may have moved (a tick, a release), so
+        the long polls waiting on the publication look again (not at every change: 50 pollers would wake in herds)."""
         reconciler = self.reconciler
         self.view = GuardView(self.snapshot, self.state, self.decision, tuple(replace(l) for l in self.book.leases()),
                               self.maintenance, reconciler.observed if reconciler else None,
-                              reconciler.read_error if reconciler else None, self.ticks, self.wake.held)
+                              reconciler.read_error if reconciler else None, self.ticks, self.wake.held,
+                              dict(self.actions), dict(self.book.admissions),
+                              copy_histogram(self.tick_histogram, TICK_BUCKETS), reconciler is not None,
+                              self.worker_warning)
+        if wake:
+            self.published.bump()
         return self.view
+
+    def set_worker_warning(self, warning: str | None) -> None:
+        """What the status says about a worker this guard does not drive (set once, by the wiring)."""
+        with self.lock:
+            self.worker_warning = warning
+            self.publish()
+
+    def read(self) -> Published:
+        """The published view with each part's own published summary: all a reader gets (no lock taken here)."""
+        store, health = self.store, self.store.health
+        with health.lock:
+            errors = dict(health.errors)
+        view = self.store.health_view()
+        return Published(self.view, self.protection.view(), copy_histogram(self.protection.downtime.histogram),
+                         summarize_freezer(self.freezer_in_use()), summarize_fast(self.fastpath), view, errors,
+                         None if view["writable"] else health.reason(), self.clock())
+
+    def freezer_in_use(self):
+        """The guard's freezer: set on the manager, or the fast path's; None when the guard has none."""
+        return self.freezer if self.freezer is not None else getattr(self.fastpath, "freezer", None)
 
     @property
     def admissions(self) -> Counter:
@@ -91,15 +107,19 @@ class Manager(ProtectionMixin, QueueMixin):
 
     # --- the tick -------------------------------------------------------------------------------
     def tick(self) -> Decision:
-        """Observe (outside the state lock, so the API never waits on HTTP); assess, serve the queue, compose; act."""
+        """Observe (outside the state lock: the API never waits on HTTP); assess, serve the queue, compose once; act."""
         with self.tick_lock:
             started = time.perf_counter()
             snapshot = self.observe()
             with self.lock:
                 now = self.clock()
                 self.book.expire(now)
-                decision = self.decide(snapshot, now)
-            decision = self.remeasure_before_free(decision, now)
+                state, assessed = assess(snapshot, self.state, now, self.settings)
+                self.serve_queue(assessed, now)
+                composed = self.compose(snapshot, state, assessed, now)
+            composed = self.remeasure_before_free(composed, now)
+            with self.lock:
+                decision = self.commit(composed, now)
             self.worker_pids.refresh()
             self.worker_hold = measure_hold(self.worker_pids, snapshot)
             self.end_gpu_episode()
@@ -110,7 +130,7 @@ class Manager(ProtectionMixin, QueueMixin):
                 self.store.prune_leases()
             self.tick_histogram.observe(time.perf_counter() - started)
             with self.lock:
-                view = self.publish()
+                view = self.publish(wake=True)
             self.history.add(view.snapshot, view.leases, view.decision.level.label)  # the charts sample what was published
             return decision
 
@@ -126,15 +146,17 @@ class Manager(ProtectionMixin, QueueMixin):
             self.snapshot = snapshot
         return snapshot
 
-    def decide(self, snapshot: Snapshot, now: float) -> Decision:
-        """Once per tick: the levels, then the queue served against them, then the worker's desired state from the levels,
-        the leases as served and maintenance."""
-        state, assessed = assess(snapshot, self.state, now, self.settings)
-        self.serve_queue(assessed, now)
+    def compose(self, snapshot: Snapshot, state: GuardState, assessed: Decision, now: float) -> Composed:
+        """The worker's desired state from the levels, the leases as served, maintenance and protection's wish; the
+        freed worker's wake gate. Pure: nothing is recorded or kept here (commit() does that, once per tick)."""
         state, decision = compose(state, assessed, self.leases(), self.settings, self.maintenance)
         state, decision = with_override(state, decision, self.protection.view().override)  # one copy per tick
-        state, decision, wake = gate(self.wake, snapshot, self.decision.desired, state, decision, self.settings, now,
-                                     worker_bytes(getattr(self.reconciler, "observed", None), self.worker_pids.rss_bytes()))
+        held = worker_bytes(getattr(self.reconciler, "observed", None), self.worker_pids.rss_bytes())
+        return gate(self.wake, snapshot, self.decision.desired, state, decision, self.settings, now, held)
+
+    def commit(self, composed: Composed, now: float) -> Decision:
+        """Keep this tick's decision and record what changed (once per tick)."""
+        state, decision, wake = composed
         if (message := held_event(self.wake, wake)) is not None:
             self.store.add_event("worker", message, {"held": wake.held, "footprint_bytes": wake.footprint_bytes}, at=now)
         self.wake = wake
@@ -156,16 +178,18 @@ class Manager(ProtectionMixin, QueueMixin):
                                  {"level": new.level.label, "desired": asdict(new.desired)}, at=now)
             self.store.set("policy", dump_state(new))
 
-    def remeasure_before_free(self, decision: Decision, now: float) -> Decision:
-        """Before a destructive free, observe again; if memory recovered, the fresh decision wins (earlyoom's re-check)."""
+    def remeasure_before_free(self, composed: Composed, now: float) -> Composed:
+        """Before a destructive free, observe and assess again (earlyoom's re-check); if memory recovered, the fresh
+        assessment wins. The queue is not served again and nothing is recorded twice."""
         worker_state = self.snapshot.worker_state
-        if (decision.desired.state != WorkerState.FREED or worker_state in (WorkerState.FREED, WorkerState.FREEING)
+        if (composed[1].desired.state != WorkerState.FREED or worker_state in (WorkerState.FREED, WorkerState.FREEING)
                 or self.reconciler is None):
-            return decision
+            return composed
         snapshot = self.observe()
         with self.lock:
-            fresh = self.decide(snapshot, now)
-        if fresh.desired.state != WorkerState.FREED:
+            state, assessed = assess(snapshot, self.state, now, self.settings)
+            fresh = self.compose(snapshot, state, assessed, now)
+        if fresh[1].desired.state != WorkerState.FREED:
             self.store.add_event("action", "free aborted: the re-measure shows memory recovered", at=now)
         return fresh
 
@@ -182,8 +206,12 @@ class Manager(ProtectionMixin, QueueMixin):
 
     def record_actions(self, events: list[ActionEvent], now: float) -> None:
         for event in events:
-            self.actions[(event.action, event.result)] += 1
+            with self.lock:
+                self.actions[(event.action, event.result)] += 1
             self.store.add_event("action", f"{event.action} {event.result}: {event.message}", event.data(), at=now)
+        if events:
+            with self.lock:
+                self.publish()  # the counters readers see
 
     def record_oom_kills(self) -> None:
         """OOM kills the exporter reported since the last poll become `oom_kill` events (at the kill's time)."""

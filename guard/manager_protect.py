@@ -64,16 +64,16 @@ class ProtectionMixin:
         return self._grew_at is not None and self.clock() - self._grew_at < self.settings.predict_window_seconds
 
     def protect(self, desired: Desired | None, message: str, data: dict | None = None, source: str = "ram") -> None:
-        """A protection wish from `source` (freed, or None once its cause is gone): recorded, sent to the worker at once."""
+        """A fact from the fast path or the GPU watch: `source` wants the worker `desired` (freed; None once its cause
+        is gone). Handed to the protection owner and recorded; the wish goes to the worker at once, and the next tick
+        composes it into its one decision (nothing is decided here)."""
         now = self.clock()
         self.protection.wish(source, desired, now, (data or {}).get("pid"))
         with self.lock:
             self.store.add_event("protect", message, data or {}, at=now)
-            if desired is None:
-                return
-            self.state, self.decision = with_override(self.state, self.decision, desired)
-            wish = self.decision.desired
-        if self.acting is not None:
+            wish = with_override(self.state, self.decision, desired)[1].desired if desired is not None else None
+            self.publish()
+        if wish is not None and self.acting is not None:
             self.acting.submit(wish, self.maintenance)
 
     def start_background(self, fastpath=None, gpu_watch=None) -> None:
@@ -120,3 +120,13 @@ def lease_cgroups(pid: int) -> list[str]:
     except OSError:
         return []
     return sorted({path for path in paths if path.rsplit("/", 1)[-1].startswith(RUN_CGROUP_PREFIX)})
+
+
+def gpu_froze(manager, event, free_level: int) -> None:
+    """The GPU watch's fact (it froze a process) handed on as a wish: the worker is freed while that episode lasts."""
+    if event.action != "froze":
+        return
+    pid, gpu = event.process.pid, event.gpu
+    manager.protect(Desired("freed", level=free_level, reason=f"GPU {gpu} freeze level"),
+                    f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu},
+                    "gpu")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import replace
 
 from guard.backfill import (Blocked, Room, advice, charge, describe, freeing_helps, may_pass, never_fits, room_now,
                             shadow)
@@ -24,7 +25,9 @@ class QueueMixin:
         return self.book.leases()
 
     def get_lease(self, lease_id: str) -> Lease | None:
-        return self.book.get(lease_id)
+        """A copy of the lease as it stands (the tick rewrites the live one: a reader must never see half of that)."""
+        with self.lock:
+            return copy_of(self.book.get(lease_id))
 
     def admit(self, lease: Lease, decision: Decision | None = None) -> Admission:
         return admit(lease, self.snapshot, decision or self.decision, self.leases(), self.settings, self.reconciler is not None)
@@ -112,13 +115,14 @@ class QueueMixin:
                 self.book.passed_over([b.lease for b in ahead], now)
                 self.book.grant(lease, admission, now)
                 self.publish()
-                return lease, admission, 0
+                return copy_of(lease), admission, 0
             never = admission.reason.startswith("can never fit")
             leases = self.leases()
             room = room_now(self.snapshot, leases, self.settings)
             frees = admission.needs_free and freeing_helps(lease, self.snapshot, room, self.worker_hold)
             if admission.stale or never or (wait_seconds <= 0 and not frees):
                 self.book.refuse(lease, admission, now)
+                self.publish()  # the admission counters readers see
                 return None, admission, 0
             lease.frees_worker = frees
             lease.wait_until = now + max(wait_seconds, FREE_WAIT_SECONDS if frees else 0)
@@ -126,7 +130,7 @@ class QueueMixin:
                                                len(ahead), now)
             self.book.queue(lease, now)
             self.publish()
-            return lease, admission, len(ahead) + 1
+            return copy_of(lease), admission, len(ahead) + 1
 
     def check(self, lease_fields: dict) -> Admission:
         """Would `lease_fields` be granted now? Reserves nothing, records nothing (headroom check)."""
@@ -140,19 +144,25 @@ class QueueMixin:
             self.book.touch(lease_id, self.clock())
 
     def heartbeat(self, lease_id: str, pid: int | None = None) -> Lease | None:
+        """A copy of the lease after the heartbeat (None: no such lease)."""
         with self.lock:
-            lease = self.get_lease(lease_id)
+            lease = self.book.get(lease_id)
             if lease is None or not lease.active:
-                return lease
+                return copy_of(lease)
             self.book.heartbeat(lease, pid, self.clock())
             self.publish()
-            return lease
+            return copy_of(lease)
 
     def release(self, lease_id: str) -> Lease | None:
+        """A copy of the lease as released (None: no such lease)."""
         with self.lock:
-            lease = self.get_lease(lease_id)
+            lease = self.book.get(lease_id)
             if lease is None or not lease.active:
-                return lease
+                return copy_of(lease)
             ended = self.book.end(lease, LeaseStatus.RELEASED, "released by the holder", self.clock())
-            self.publish()
-            return ended
+            self.publish(wake=True)
+            return copy_of(ended)
+
+
+def copy_of(lease: Lease | None) -> Lease | None:
+    return replace(lease) if lease is not None else None

@@ -1,4 +1,4 @@
-"""JSON views of the manager's published state (headroom per resource, leases) and the status page's static files."""
+"""JSON views of the published view (headroom per resource, leases) and the status page's static files."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import asdict
 from importlib import resources
 
 from guard.leases import gpu_room, ram_room
+from guard.published import Published
 from guard.signals import SIGNALS, Resource, ResolvedRule, subjects
 from guard.swaproom import room_bytes
 from guard.types import ACTIVE, Lease, ResourceState
@@ -33,15 +34,15 @@ def thresholds(rule: ResolvedRule, total: float | None) -> dict[str, float]:
     return {level.label: value for level, value in rule.at(total).enter.items()}
 
 
-def worker_view(manager, view) -> dict:
+def worker_view(view, settings) -> dict:
     observed = view.worker
     seen = observed.model_dump(mode="json", include={"queue", "concurrency", "since", "engine", "note", "cgroup"}) if observed else {}
     return {"desired": asdict(view.decision.desired), "observed": view.snapshot.worker_state,
-            "error": view.worker_error, "driven": manager.reconciler is not None,
-            "dry_run": manager.settings.dry_run, "queue": seen.get("queue"),
+            "error": view.worker_error, "driven": view.driven,
+            "dry_run": settings.dry_run, "queue": seen.get("queue"),
             "concurrency": seen.get("concurrency"), "since": seen.get("since"), "engine": seen.get("engine"),
             "note": seen.get("note") or None, "cgroup": seen.get("cgroup"),
-            "held_back": view.wake_held, "warning": getattr(manager, "worker_warning", None)}
+            "held_back": view.wake_held, "warning": view.worker_warning}
 
 
 def swap_view(snap, settings) -> dict:
@@ -50,41 +51,33 @@ def swap_view(snap, settings) -> dict:
             "room_bytes": room_bytes(snap.ram_available_bytes, snap.swap_free_bytes, settings.swap_reserve)}
 
 
-def freezer_of(manager):
-    """The guard's freezer: set on the manager, or the fast path's; None when the guard has none (or freezing is off)."""
-    found = getattr(manager, "freezer", None)
-    return found if found is not None else getattr(getattr(manager, "fastpath", None), "freezer", None)
-
-
-def fast_path_stuck(manager) -> str | None:
+def fast_path_stuck(read: Published, settings) -> str | None:
     """Why the fast path counts as stuck (no look finished for longer than stale_after_seconds), or None."""
-    fast = getattr(manager, "fastpath", None)
-    stuck = fast.stuck_seconds() if fast is not None else 0.0
-    if stuck > manager.settings.stale_after_seconds:
+    stuck = read.fast.stuck_seconds if read.fast is not None else 0.0
+    if stuck > settings.stale_after_seconds:
         return f"the fast path has not finished a look for {stuck:.1f} s (stuck: a blocked read or lock)"
     return None
 
 
-def frozen_view(manager) -> dict:
+def frozen_view(read: Published, settings) -> dict:
     """What the freezer holds frozen now and how its freezes ended; the same view for the API, page, CLI and --watch."""
-    freezer = freezer_of(manager)
-    settings = manager.settings
+    freezer = read.freezer
     if freezer is None:
         return {"enabled": False, "processes": [], "outcomes": {}}
     processes = [{"pid": fp.pid, "comm": fp.comm, "method": fp.method, "cgroup": fp.cgroup, "reason": fp.reason,
                   "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(seconds, 3),
                   "no_room_in_seconds": round(max(0.0, settings.freeze_max_seconds - seconds), 3),
-                  "thaw_error": freezer.thaw_error(fp.pid), "members": [pid for pid, _ in fp.members],
+                  "thaw_error": freezer.thaw_errors.get(fp.pid), "members": [pid for pid, _ in fp.members],
                   "growth_bytes": fp.score, "passed": list(fp.passed), "tty": fp.tty, "why": why_frozen(fp)}
-                 for fp, seconds in ((fp, freezer.frozen_seconds(fp)) for fp in freezer.frozen())]
+                 for fp, seconds in freezer.frozen]
     return {"enabled": settings.freeze_enabled, "on_no_room": settings.on_no_room,
             "freeze_max_seconds": settings.freeze_max_seconds, "processes": processes, "outcomes": dict(freezer.outcomes)}
 
 
-def headroom_view(manager) -> dict:
-    """Per resource, what admission would use now and why, from the manager's published view; never measured here."""
-    view = manager.view
-    snap, decision, state, leases, settings = view.snapshot, view.decision, view.state, view.leases, manager.settings
+def headroom_view(read: Published, settings) -> dict:
+    """Per resource, what admission would use now and why, from the published view; never measured here."""
+    view = read.guard
+    snap, decision, state, leases = view.snapshot, view.decision, view.state, view.leases
     ram = {**ram_room(snap, leases, settings), "total_bytes": snap.ram_total_bytes,
            **_resource(state.resources.get(Resource.RAM)), "thresholds": thresholds(settings.rules[Resource.RAM], snap.ram_total_bytes)}
     gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, settings),
@@ -96,11 +89,11 @@ def headroom_view(manager) -> dict:
         "admissions_open": decision.admissions_open, "ram": ram, "swap": swap_view(snap, settings), "gpus": gpus,
         "signals": {name: _resource(state.resources.get(name)) for signal in SIGNALS.values() if signal.listed
                     for name, _ in subjects(signal, snap)},
-        "worker": worker_view(manager, view),
+        "worker": worker_view(view, settings),
         "maintenance": view.maintenance.as_dict(),
-        "frozen": frozen_view(manager),
+        "frozen": frozen_view(read, settings),
         "leases": {status.value: sum(l.status == status for l in leases) for status in ACTIVE},
-        "store": manager.store.health_view(),
+        "store": read.store,
     }
 
 
@@ -115,11 +108,11 @@ def static_file(name: str) -> tuple[bytes, str] | None:
     return path.read_bytes(), STATIC_TYPES[suffix]
 
 
-def status_page(manager) -> str:
+def status_page(view) -> str:
     """The status page's HTML with the current level filled in (its script then reads the same JSON API as the CLI)."""
     found = static_file("status.html")
     page = found[0].decode() if found else "<!doctype html><title>headroom</title><h1>headroom guard: __LEVEL__</h1>"
-    decision = manager.view.decision
+    decision = view.decision
     level = decision.level.label + (" (signals stale)" if decision.stale else "")
     return page.replace("__LEVEL__", html.escape(level))
 

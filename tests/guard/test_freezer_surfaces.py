@@ -131,12 +131,12 @@ def test_status_page_shows_the_frozen_process(served):
             browser.close()
 
 
-def test_the_views_find_the_fast_paths_freezer_when_the_engine_has_none():
+def test_the_views_find_the_fast_paths_freezer_when_the_engine_has_none(make_manager):
     from types import SimpleNamespace
 
-    from guard.views import freezer_of
-
-    freezer = object()
-    assert freezer_of(SimpleNamespace(freezer=freezer)) is freezer
-    assert freezer_of(SimpleNamespace(fastpath=SimpleNamespace(freezer=freezer))) is freezer
-    assert freezer_of(SimpleNamespace(fastpath=None)) is None and freezer_of(SimpleNamespace()) is None
+    manager, freezer = make_manager(), object()
+    assert manager.freezer_in_use() is None
+    manager.fastpath = SimpleNamespace(freezer=freezer)
+    assert manager.freezer_in_use() is freezer
+    manager.freezer = other = object()
+    assert manager.freezer_in_use() is other

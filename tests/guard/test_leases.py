@@ -175,6 +175,26 @@ def test_remeasure_aborts_a_free_when_memory_recovered(make_manager, source, clo
     decision = manager.tick()
     assert decision.desired.state == "running" and worker.desired == {"state": "running"}
     assert any("free aborted" in e["message"] for e in manager.store.events(50))
+    levels = [e["message"] for e in manager.store.events(50) if e["kind"] in ("level", "decision")]
+    assert not any("free" in message for message in levels), f"the aborted free was recorded all the same: {levels}"
+
+
+def test_the_remeasure_serves_the_queue_once(make_manager, source, clock):
+    """Re-measuring redoes the assessment only: a request queued on the first look is not served a second time."""
+    worker = ContractWorker("tok", clock=clock)
+    rec = Reconciler(ContractTarget("http://w", "tok", 1.0, mock_transport(worker)), False, 0.5, 4.0)
+    manager = make_manager(reconciler=rec, ram={"enter": {"free": "10%"}, "grace_seconds": 0, "hold_seconds": 0},
+                           predict={"enter": {}}, ram_margin=0)
+    manager.tick()
+    queued, _, _ = manager.request(fields(25 * GiB, holder="big"), 30)
+    assert queued.status == "waiting"
+    served = []
+    serve = manager.serve_queue
+    manager.serve_queue = lambda decision, now: (served.append(now), serve(decision, now))
+    readings = iter([1 * GiB, 20 * GiB])
+    manager.observer.observe = lambda pids: snap(clock(), available=next(readings), total=32 * GiB)
+    manager.tick()
+    assert len(served) == 1 and manager.get_lease(queued.id).status == "waiting", "served once, on the first look"
 
 
 def test_restart_keeps_leases_and_expires_what_timed_out(tmp_path, clock, source):

@@ -107,7 +107,8 @@ def test_a_fast_path_stuck_on_a_blocking_read_fails_readyz_and_stops_the_watchdo
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(0.05)
-    pings = sdnotify.start_watchdog(lambda: fast_path_stuck(manager) is None,
+    front = client.app.state.front
+    pings = sdnotify.start_watchdog(lambda: fast_path_stuck(front.view(), front.settings) is None,
                                     environ={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000"})
 
     def pinged(seconds: float) -> int:
