@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Callable
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from guard.actuator import Reconciler, build_target
 from guard.api import build_router
@@ -18,12 +16,12 @@ from guard.routes_freeze import build_freeze_router
 from guard.manager import Manager
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
-from guard.store import Store, StoreUnavailable
+from guard.store import Store
 from guard.types import Desired
 from guard.views import fast_path_stuck
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
-from headroom.dbfile import describe_error
+from headroom.dbfile import install_store_handlers
 from headroom.settings_base import base_url
 
 log = logging.getLogger("headroom.guard")
@@ -183,24 +181,10 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
     auth = bearer_dependency(deps.token)  # one object: the gate finds the guarded routes by it
     app.include_router(build_router(auth, deps.manager.settings))
     app.include_router(build_freeze_router(auth))
-    app.add_exception_handler(StoreUnavailable, _store_unavailable)
-    app.add_exception_handler(sqlite3.Error, _store_error)
+    install_store_handlers(app, "the guard's state database",
+                           lambda request: request.app.state.manager.settings.retry_after_seconds)
     gate.install(app, deps.token, auth)
     return app
-
-
-async def _store_unavailable(request: Request, err: StoreUnavailable) -> JSONResponse:
-    """A write that had to be durable failed: 507 when the disk is full, else 503; never a bare 500."""
-    retry = request.app.state.manager.settings.retry_after_seconds
-    return JSONResponse({"detail": str(err), "reason": "disk full" if err.full else "store unavailable"},
-                        status_code=507 if err.full else 503, headers={"Retry-After": str(retry)})
-
-
-async def _store_error(request: Request, err: sqlite3.Error) -> JSONResponse:
-    """A read of the state database failed (damaged after start): 503 with SQLite's words."""
-    log.error("state database error on %s %s: %s", request.method, request.url.path, describe_error(err))
-    return JSONResponse({"detail": f"the guard's state database failed: {describe_error(err)}", "reason": "store error"},
-                        status_code=503)
 
 
 def serve(settings) -> None:

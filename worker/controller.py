@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable
 
 from headroom.contract import Maintenance, WorkerState, WorkerStatus
+from worker.batches import RequestStatus
 from worker.control import check_possible, reached
 from worker.engine_loop import EngineLoop
 from worker.engines import ModelEngine
@@ -118,7 +119,7 @@ class Controller(EngineLoop):
     def cancel(self, batch_id: str) -> dict[str, Any]:
         batch, cancelled = self.store.cancel(batch_id)
         with self.lock:
-            self.counters.requests["cancelled"] += cancelled
+            self.counters.requests[RequestStatus.CANCELLED] += cancelled
         return batch
 
     def wait_begun(self, generation: int, timeout: float) -> bool:

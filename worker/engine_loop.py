@@ -8,6 +8,7 @@ import signal
 import time
 
 from headroom.contract import WorkerState
+from worker.batches import RequestStatus
 from worker.openai_format import output_line
 from worker.types import EngineResult
 
@@ -215,7 +216,7 @@ class EngineLoop:
 
     def _commit(self, results: list[EngineResult]) -> None:
         """Write finished requests in one transaction; if that fails the store requeues them (run again, written once)."""
-        lines = [(res.key, "completed" if res.ok else "failed", output_line(self._flight.pop(res.key).custom_id, res))
+        lines = [(res.key, _outcome(res), output_line(self._flight.pop(res.key).custom_id, res))
                  for res in results if res.key in self._flight]
         if not self.store.finish(lines):
             log.error("writing %d results failed; they run again once the store can be written", len(lines))
@@ -224,6 +225,10 @@ class EngineLoop:
         done = {key for key, _, _ in lines}
         with self.lock:
             for res in (r for r in results if r.key in done):
-                self.counters.requests["completed" if res.ok else "failed"] += 1
+                self.counters.requests[_outcome(res)] += 1
                 self.counters.prompt_tokens += res.prompt_tokens
                 self.counters.generated_tokens += res.completion_tokens
+
+
+def _outcome(res: EngineResult) -> RequestStatus:
+    return RequestStatus.COMPLETED if res.ok else RequestStatus.FAILED

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from headroom.contract import DESIRABLE, WorkerState
+from worker.batches import BatchStatus
 
 P = "headroom_worker_"
 
@@ -78,8 +79,8 @@ def _queue_families(snap, batch_counts):
         depth.add_metric([priority], value)
     yield depth
     batches = GaugeMetricFamily(P + "batches", "Batches in the store, by status.", labels=["status"])
-    for status in ("queued", "in_progress", "completed", "cancelling", "cancelled"):
-        batches.add_metric([status], batch_counts.get(status, 0))
+    for status in BatchStatus:
+        batches.add_metric([status.value], batch_counts.get(status, 0))
     yield batches
 
 
