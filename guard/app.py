@@ -17,7 +17,7 @@ from guard.manager import Manager
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
 from guard.store import Store
-from guard.types import Desired
+from headroom.contract import Desired, WorkerState
 from guard.views import fast_path_stuck
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
@@ -119,7 +119,7 @@ def build_gpu_watch(guard, manager: Manager, freezer, nvml=None):
     def on_event(event) -> None:
         pid, gpu = event.process.pid, event.gpu
         if event.action == "froze":
-            manager.protect(Desired("freed", level=guard.free_level, reason=f"GPU {gpu} freeze level"),
+            manager.protect(Desired(WorkerState.FREED, level=guard.free_level, reason=f"GPU {gpu} freeze level"),
                            f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu}, "gpu")
 
     return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=on_event)

@@ -14,7 +14,8 @@ from guard.domain import DomainObs, DomainReader, Waker
 from guard.growth import GrowthTracker, domain_shmem
 from guard.settings import GuardSettings
 from guard.signals import Resource
-from guard.types import Desired, Level
+from guard.types import Level
+from headroom.contract import Desired, WorkerState
 from headroom.sizes import format_size
 
 log = logging.getLogger("headroom.guard.fastpath")
@@ -205,7 +206,7 @@ class FastPath:
             return  # this crossing is handled; freeze another only if the domain keeps falling
         crossed = crossing_time(prev, obs, th.freeze)
         reason = f"{format_size(obs.available_bytes)} available <= freeze threshold {format_size(th.freeze)}"
-        self.free_now(Desired("freed", level=2, reason=f"freeze level: {reason}"))
+        self.free_now(Desired(WorkerState.FREED, level=2, reason=f"freeze level: {reason}"))
         frozen = None
         if self.freezer is not None and not self.settings.dry_run and (ep is None or len(ep.pids) < EPISODE_FREEZES):
             pids = self.reader.pids()
@@ -222,7 +223,7 @@ class FastPath:
         done = self.clock()
         self.reactions.observe(max(0.0, done - crossed))
         what = f"froze {frozen.comm} (pid {frozen.pid})" if frozen is not None else self.nothing_frozen()
-        self.manager.protect(Desired("freed", level=2, reason=f"freeze level: {reason}"),
+        self.manager.protect(Desired(WorkerState.FREED, level=2, reason=f"freeze level: {reason}"),
                             f"fast path: {what}; freeing the worker ({reason}); reaction {1000 * (done - crossed):.0f} ms",
                             {"crossed_at": crossed, "acted_at": done, "pid": frozen.pid if frozen else None})
 

@@ -7,14 +7,14 @@ import threading
 import time
 from typing import Any, Callable
 
-from headroom.contract import Maintenance, WorkerState, WorkerStatus
+from headroom.contract import Desired, Maintenance, WorkerState, WorkerStatus
 from worker.batches import RequestStatus
 from worker.control import check_possible, reached
 from worker.engine_loop import EngineLoop
 from worker.engines import ModelEngine
 from worker.selfreport import own_cgroup, own_pids
 from worker.store import Store
-from worker.types import Counters, Desired, EngineRequest
+from worker.types import Counters, EngineRequest
 
 log = logging.getLogger("headroom.worker.controller")
 
@@ -37,7 +37,7 @@ class Controller(EngineLoop):
         self.default_retry_after = 300  # Retry-After in maintenance when none was given
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)  # notified on every state change
-        self.desired = Desired(at=clock())
+        self.desired = Desired(reason=None, at=clock())
         self.maintenance: Maintenance = store.load_maintenance()
         self.state, self.since = WorkerState.STARTING, clock()
         self.concurrency: int | None = None
@@ -91,7 +91,7 @@ class Controller(EngineLoop):
         """Accept a desired state (Conflict when impossible); returns its generation for wait_begun()."""
         check_possible(desired, self.engine.free_levels(), self.engine.kind)
         with self.lock:
-            if not desired.same_target(self.desired) or self.desired.state == WorkerState.FREED:
+            if desired.key() != self.desired.key() or self.desired.state == WorkerState.FREED:
                 self._retry_at = 0.0
             self.desired = desired
             self._generation += 1
