@@ -17,7 +17,8 @@ from typing import Callable
 from guard import cgroupctl
 from guard.actuator import Outcome, accepted_status
 from guard.types import ActionEvent, Desired
-from guard.worker_cgroup import ANON_SLACK_BYTES, WorkerCgroup, has_exited, holds_headroom, resolve
+from guard.procinfo import pid_alive
+from guard.worker_cgroup import ANON_SLACK_BYTES, WorkerCgroup, holds_headroom, resolve
 from headroom.contract import EngineStatus, Maintenance, WorkerState, WorkerStatus
 from headroom.errors import EXIT_CONFIG, HeadroomError
 
@@ -143,7 +144,7 @@ class CgroupWorkerTarget:
         """GPU memory still held by the worker: its processes, or ones it had that the last GPU listing still shows."""
         members = set(pids)
         listing = self.gpu_processes()
-        exited = {pid for pid in self.known_pids & set(listing) if has_exited(pid)}  # not a reused pid
+        exited = {pid for pid in self.known_pids & set(listing) if not pid_alive(pid)}  # not a reused pid
         return sum(used for pid, used in listing.items() if pid in members or pid in exited)
 
     def apply(self, desired: Desired) -> Outcome:

@@ -12,6 +12,8 @@ from typing import Callable
 
 from guard.domain import DomainObs, DomainReader, Waker
 from guard.growth import GrowthTracker, domain_shmem
+from guard.histogram import Histogram
+from guard.procinfo import pid_alive
 from guard.settings import GuardSettings
 from guard.signals import Resource
 from guard.types import Level
@@ -79,29 +81,6 @@ def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Call
     if episode.pids and not any(alive(pid) for pid in episode.pids):
         return True
     return obs.available_bytes - episode.footprint >= th.pause + th.band
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-class Histogram:
-    """Cumulative bucket counts for /metrics, plus the recent values for benchmarks."""
-
-    def __init__(self, buckets: tuple[float, ...]):
-        self.buckets, self.counts, self.count, self.total = buckets, [0] * len(buckets), 0, 0.0
-        self.recent: list[float] = []
-
-    def observe(self, value: float) -> None:
-        self.count, self.total = self.count + 1, self.total + value
-        self.recent = (self.recent + [value])[-1000:]
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
 
 
 class FastPath:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from exporter.units import find_unit_path, is_unit_name, parse_proc_cgroup
 from guard import cgroupctl
+from guard.procinfo import read_cmdline
 
 # One cgroup path, several hierarchies. On a hybrid host (this one) "/a/b" may exist as unified/a/b (cgroup2, which
 # freezes), freezer/a/b (v1 freezer) and memory/a/b (v1 memory); systemd creates a unit's cgroup in all of them. The
@@ -96,12 +97,6 @@ def _within(inner: str, outer: str) -> bool:
     return outer.rstrip("/") == "" or inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
-def is_headroom(cmdline: list[str]) -> bool:
-    """Whether a command line runs headroom (`headroom ...`, `python -m headroom ...`)."""
-    names = [os.path.basename(arg) for arg in cmdline[:3]]
-    return "headroom" in names or any(a == "-m" and b == "headroom" for a, b in zip(cmdline, cmdline[1:3]))
-
-
 def holds_headroom(cg: WorkerCgroup, procfs: Path = Path("/proc"), own_pid: int | None = None) -> str | None:
     """Why acting on `cg` would act on headroom itself (this process, or a headroom process inside it); None if not."""
     own_pid = own_pid or os.getpid()
@@ -112,7 +107,7 @@ def holds_headroom(cg: WorkerCgroup, procfs: Path = Path("/proc"), own_pid: int 
                 return f"headroom itself (pid {own_pid}, in {name} cgroup {own[key]})"
     for pid in cg.pids():
         with contextlib.suppress(OSError):
-            cmdline = (procfs / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cmdline = read_cmdline(pid, procfs)
             if is_headroom(cmdline):
                 return f"a headroom process (pid {pid}: {' '.join(cmdline).strip()[:120]})"
     return None
@@ -125,11 +120,3 @@ def gpu_process_bytes(gpus) -> dict[int, float]:
         for pid, used in gpu.processes.items():
             found[pid] = found.get(pid, 0.0) + used
     return found
-
-
-def has_exited(pid: int, procfs: Path = Path("/proc")) -> bool:
-    """Gone, or a zombie: such a pid in a GPU listing is the old process's stale entry, not a new process's."""
-    try:
-        return (procfs / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
