@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.cgroupfs import detect_memory_root, hierarchy_roots, parse_flat_keyed
 from exporter.units import find_unit_path, is_unit_name, parse_proc_cgroup
 from guard import cgroupctl
 from guard.procinfo import read_cmdline
@@ -28,18 +29,8 @@ class Memory:
     shmem_bytes: int  # tmpfs/shm pages, which outlive the processes that made them
 
 
-def parse_memory_stat(text: str) -> dict[str, int]:
-    """memory.stat (v1 or v2) -> {key: value}."""
-    stats: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            stats[key] = int(value)
-    return stats
-
-
 def memory_from(usage_text: str, stat_text: str, version: int) -> Memory:
-    stats = parse_memory_stat(stat_text)
+    stats = parse_flat_keyed(stat_text)
     if version == 2:
         return Memory(int(usage_text), stats.get("anon", 0), stats.get("shmem", 0))
     return Memory(int(usage_text), stats.get("total_rss", stats.get("rss", 0)), stats.get("total_shmem", stats.get("shmem", 0)))
@@ -57,8 +48,7 @@ class WorkerCgroup:
 
     def directories(self) -> list[Path]:
         """This path in every hierarchy that has it."""
-        roots = (cgroupctl.v2_root(self.cgroupfs), cgroupctl.v1_freezer_root(self.cgroupfs), self.cgroupfs / "memory")
-        return [d for d in (self._in(r) for r in roots) if d is not None and d.is_dir()]
+        return [d for d in (self._in(r) for r in hierarchy_roots(self.cgroupfs)) if d.is_dir()]
 
     def exists(self) -> bool:
         return bool(self.directories())
@@ -70,20 +60,18 @@ class WorkerCgroup:
         return sorted({pid for directory in self.directories() for pid in cgroupctl.pids_under(directory)})
 
     def memory(self) -> Memory:
-        v2 = self._in(cgroupctl.v2_root(self.cgroupfs))
-        found = [(v2, "memory.current", 2), (self._in(self.cgroupfs / "memory"), "memory.usage_in_bytes", 1)]
-        for directory, usage, version in found:
-            try:
+        found = detect_memory_root(self.cgroupfs)
+        if found is not None:
+            directory, version = found[0] / self.path.lstrip("/"), found[1]
+            usage = "memory.current" if version == 2 else "memory.usage_in_bytes"
+            with contextlib.suppress(OSError, ValueError):
                 return memory_from((directory / usage).read_text(), (directory / "memory.stat").read_text(), version)
-            except (OSError, TypeError, ValueError):
-                continue
         return Memory(0, 0, 0)
 
 
 def resolve(value: str, cgroupfs: Path = Path("/sys/fs/cgroup")) -> str | None:
     """A cgroup path or a systemd unit name -> the cgroup path that exists in some hierarchy; None when none has it."""
-    roots = [r for r in (cgroupctl.v2_root(cgroupfs), cgroupctl.v1_freezer_root(cgroupfs), cgroupfs / "memory")
-             if r is not None and r.is_dir()]
+    roots = hierarchy_roots(cgroupfs)
     if is_unit_name(value):
         for root in roots:
             found = find_unit_path(root, value)  # the exporter's lookup: its default place, then a bounded search
