@@ -47,8 +47,8 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt, clock=clock)
     reconciler = target = None
     if guard.worker_kind == "cgroup":
-        from guard.cgroup_worker import build_cgroup_target
-        from guard.worker_cgroup import gpu_process_bytes
+        from guard.cgroup_target import build_cgroup_target
+        from guard.cgroup_hierarchies import gpu_process_bytes
 
         target = build_cgroup_target(guard, store)  # refuses a cgroup it cannot safely act on, before anything starts
     elif guard.worker_url:

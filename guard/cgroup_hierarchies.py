@@ -1,4 +1,5 @@
-"""A worker's cgroup on this host: where its path lives in each hierarchy, what it holds, whether headroom may act on it."""
+"""One cgroup path in every hierarchy (cgroup2, v1 freezer, memory): its directories, processes and memory, and whether
+headroom is inside it; the model the cgroup worker target (guard/cgroup_target.py) acts on."""
 
 from __future__ import annotations
 

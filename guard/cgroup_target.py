@@ -18,7 +18,7 @@ from guard import cgroupctl
 from guard.actuator import Outcome, accepted_status
 from guard.types import ActionEvent, Desired
 from guard.procinfo import pid_alive
-from guard.worker_cgroup import ANON_SLACK_BYTES, WorkerCgroup, holds_headroom, resolve
+from guard.cgroup_hierarchies import ANON_SLACK_BYTES, WorkerCgroup, holds_headroom, resolve
 from headroom.contract import EngineStatus, Maintenance, WorkerState, WorkerStatus
 from headroom.errors import EXIT_CONFIG, HeadroomError
 
