@@ -11,7 +11,7 @@ from pathlib import Path
 from exporter.cgroupfs import detect_memory_root, hierarchy_roots, parse_flat_keyed
 from exporter.units import find_unit_path, is_unit_name, parse_proc_cgroup
 from guard import cgroupctl
-from guard.procinfo import read_cmdline
+from guard.procinfo import is_headroom, read_cmdline
 
 # One cgroup path, several hierarchies. On a hybrid host (this one) "/a/b" may exist as unified/a/b (cgroup2, which
 # freezes), freezer/a/b (v1 freezer) and memory/a/b (v1 memory); systemd creates a unit's cgroup in all of them. The
