@@ -85,13 +85,13 @@ class StateRequest(Body):
 
     @model_validator(mode="after")
     def _fields_fit_state(self) -> "StateRequest":
-        if self.state == "throttled" and self.concurrency is None:
+        if self.state == WorkerState.THROTTLED and self.concurrency is None:
             raise ValueError("throttled needs concurrency (an integer >= 1)")
-        if self.state != "throttled" and self.concurrency is not None:
+        if self.state != WorkerState.THROTTLED and self.concurrency is not None:
             raise ValueError(f"concurrency only goes with throttled, not {self.state}")
-        if self.state == "freed" and self.level is None:
+        if self.state == WorkerState.FREED and self.level is None:
             raise ValueError("freed needs level (1 or 2)")
-        if self.state != "freed" and self.level is not None:
+        if self.state != WorkerState.FREED and self.level is not None:
             raise ValueError(f"level only goes with freed, not {self.state}")
         return self
 
