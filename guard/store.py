@@ -87,9 +87,10 @@ class Store:
             return True
         try:
             with transaction(self.db):
-                self.db.executemany("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)",
-                                    [(lease_id, status, data) for lease_id, (status, data) in self.unrecorded_leases.items()])
-                self.db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(self.unrecorded_kv.items()))
+                leases = [(lease_id, status, data) for lease_id, (status, data) in self.unrecorded_leases.items()]
+                self.db.executemany("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)", leases)
+                self.db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                                    list(self.unrecorded_kv.items()))
                 self.db.executemany("INSERT INTO events (at, kind, message, data) VALUES (?, ?, ?, ?)",
                                     list(self.unrecorded_events))
         except sqlite3.Error as err:

@@ -1,4 +1,6 @@
-"""The guard's vocabulary: levels, the observed Snapshot, per-resource state, leases, decisions (Desired: the contract's)."""
+"""The guard's vocabulary: levels, the observed Snapshot, per-resource state, leases, decisions.
+
+Desired, the worker state wanted, is the control contract's (headroom/contract.py), shared with the worker."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ FREE_LEVELS = (1, 2)  # 1: the engine sleeps (weights offloaded); 2: the engine 
 
 def target(state: WorkerState | None, concurrency: int | None, level: int | None) -> tuple:
     """(state, concurrency when throttled, level when freed): what makes two desired states the same target."""
-    return (state, concurrency if state == WorkerState.THROTTLED else None, level if state == WorkerState.FREED else None)
+    return (state, concurrency if state == WorkerState.THROTTLED else None,
+            level if state == WorkerState.FREED else None)
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,8 @@ class StoreHealth:
                     "corrupt_files": [str(p) for p in corrupt_files(path)]}
 
 
-def install_store_handlers(app: FastAPI, database: str, retry_after: Callable[[Request], int], advice: str = "") -> None:
+def install_store_handlers(app: FastAPI, database: str, retry_after: Callable[[Request], int],
+                           advice: str = "") -> None:
     """Answer a failed durable write with 507 (disk full) or 503 and Retry-After, and a failed read (a database damaged
     after start) with 503 and SQLite's words; `database` names it for people ("the worker's job database")."""
 

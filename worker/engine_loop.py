@@ -54,8 +54,8 @@ class EngineLoop:
                  kill_at: str | None = None, on_fatal: Callable[[str], None] | None = None,
                  timer: Callable[[], float] = time.monotonic):
         self.board, self.store, self.engine, self.default_concurrency = board, store, engine, concurrency
-        # How a pause treats requests in flight: abort (requeue), wait (let them finish), keep (hold them in the engine).
-        # keep falls back to wait where the engine cannot hold requests (engine core in its own process, remote).
+        # How a pause treats requests in flight: abort (requeue), wait (let them finish), keep (hold them in the
+        # engine). keep falls back to wait where the engine cannot hold requests (its core in another process, remote).
         self.pause_mode = pause_mode
         self.kill_at = kill_at  # tests only: SIGKILL this process at that point of a take-back (see _kill_point)
         self.on_fatal = on_fatal  # called when the engine cannot be built at start

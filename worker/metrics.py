@@ -62,7 +62,8 @@ def _state_families(snap):
     yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if snap["maintenance"]["on"] else 0.0)
     engine = snap["engine"]
     yield GaugeMetricFamily(P + "engine_loaded", "1 while the engine can serve (0 while starting, freed or asleep).", value=1.0 if engine["loaded"] else 0.0)
-    yield GaugeMetricFamily(P + "engine_freed", "1 while the engine is freed.", value=1.0 if snap["state"] == WorkerState.FREED else 0.0)
+    yield GaugeMetricFamily(P + "engine_freed", "1 while the engine is freed.",
+                            value=1.0 if snap["state"] == WorkerState.FREED else 0.0)
     info = GaugeMetricFamily(P + "engine_info", "The engine's kind and model.", labels=["kind", "model"])
     info.add_metric([engine["kind"], engine["model"] or ""], 1.0)
     yield info

@@ -64,7 +64,7 @@ def control_router(auth) -> APIRouter:
     def readyz(controller: ControllerDep) -> JSONResponse:
         snap = controller.snapshot()
         store = controller.store.health_view()
-        ready = snap["state"] != WorkerState.STARTING  # up and reconciling; a freed worker is ready (it wakes on request)
+        ready = snap["state"] != WorkerState.STARTING  # up and reconciling; a freed worker is ready (it wakes)
         body = {"ready": ready, "state": snap["state"], "error": snap["engine"]["error"], "store": store}
         room = disk_room(controller.store.path)
         if not store["writable"]:  # nothing can be accepted or finished until the job store can be written

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+REQUEUE_ALL = "UPDATE requests SET status=?, step=NULL, started_at=NULL WHERE status=?"  # (queued, running)
+REQUEUE_ONE = "UPDATE requests SET status=?, step=NULL, started_at=NULL WHERE id=? AND status=?"  # queued, id, running
 OPERATIONS = ("batch", "claim", "result", "cancel", "maintenance", "requeue", "probe")  # the errors metric's labels
 
 
@@ -94,8 +96,7 @@ class Store:
     def _write_pending(self) -> None:
         """Inside a write transaction: requeue orphaned requests and save maintenance that waited in memory."""
         if self._orphans:
-            self._db.executemany("UPDATE requests SET status=?, step=NULL, started_at=NULL WHERE id=? AND status=?",
-                                 [(R.QUEUED, key, R.RUNNING) for key in self._orphans])
+            self._db.executemany(REQUEUE_ONE, [(R.QUEUED, key, R.RUNNING) for key in self._orphans])
         if self._unsaved_maintenance is not None:
             self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('maintenance', ?)",
                              (json.dumps(self._unsaved_maintenance.as_dict()),))
@@ -129,12 +130,11 @@ class Store:
         """At start: requests a killed worker left running had no result written; queue them again (now or once the
         store can be written)."""
         try:
-            return self._tx(lambda: self._db.execute(
-                "UPDATE requests SET status=?, step=NULL, started_at=NULL WHERE status=?", (R.QUEUED, R.RUNNING)).rowcount,
-                "requeue")
+            return self._tx(lambda: self._db.execute(REQUEUE_ALL, (R.QUEUED, R.RUNNING)).rowcount, "requeue")
         except StoreUnavailable:
             with self._lock:
-                self._orphans.update(r[0] for r in self._db.execute("SELECT id FROM requests WHERE status=?", (R.RUNNING,)))
+                running = self._db.execute("SELECT id FROM requests WHERE status=?", (R.RUNNING,))
+                self._orphans.update(r[0] for r in running)
             return 0
 
     def requeue(self, keys: Iterable[int]) -> int:
@@ -142,8 +142,7 @@ class Store:
         While the store cannot be written they are requeued by the next claim (or probe) that can."""
         rows = [(R.QUEUED, key, R.RUNNING) for key in keys]
         try:
-            return self._tx(lambda: self._db.executemany(
-                "UPDATE requests SET status=?, step=NULL, started_at=NULL WHERE id=? AND status=?", rows).rowcount, "requeue")
+            return self._tx(lambda: self._db.executemany(REQUEUE_ONE, rows).rowcount, "requeue")
         except StoreUnavailable:
             with self._lock:
                 self._orphans.update(row[1] for row in rows)
