@@ -1,4 +1,6 @@
-"""Memory cgroup files, v1 and v2: version detection, pure parsers and one reader per cgroup."""
+"""Cgroup hierarchies and memory cgroup files, v1 and v2: where each root is, pure parsers, one reader per cgroup.
+
+The one place that finds a cgroup root (cgroup2, the v1 memory and freezer hierarchies) and parses memory.stat."""
 
 from __future__ import annotations
 
@@ -18,6 +20,27 @@ def detect_memory_root(cgroupfs: Path, version: str = "auto") -> tuple[Path, int
     if version in ("auto", "1") and (cgroupfs / "memory" / "memory.usage_in_bytes").exists():
         return cgroupfs / "memory", 1
     return None
+
+
+def v2_root(cgroupfs: Path) -> Path | None:
+    """The cgroup2 mount: cgroupfs itself on a pure v2 host, cgroupfs/unified on a hybrid one; None without one."""
+    for candidate in (cgroupfs, cgroupfs / "unified"):
+        if (candidate / "cgroup.procs").exists() and (candidate / "cgroup.controllers").exists():
+            return candidate
+    return None
+
+
+def v1_freezer_root(cgroupfs: Path) -> Path | None:
+    """The v1 freezer hierarchy; None where it is not mounted."""
+    root = cgroupfs / "freezer"
+    return root if (root / "freezer.state").exists() or (root / "cgroup.procs").exists() else None
+
+
+def hierarchy_roots(cgroupfs: Path) -> list[Path]:
+    """Every hierarchy one cgroup path may stand in: cgroup2, the v1 freezer, the memory hierarchy (each once)."""
+    memory = detect_memory_root(cgroupfs)
+    found = (v2_root(cgroupfs), v1_freezer_root(cgroupfs), memory[0] if memory else None)
+    return list(dict.fromkeys(root for root in found if root is not None and root.is_dir()))
 
 
 def parse_flat_keyed(text: str) -> dict[str, int]:

@@ -89,11 +89,11 @@ class VllmServeTarget:
         return self.client.post(path, params=params or None)
 
     def apply(self, desired: Desired) -> Outcome:
-        if desired.state == "throttled":
+        if desired.state == WorkerState.THROTTLED:
             return Outcome("refused", "vllm serve has no concurrency control; throttling is not possible")
-        if desired.state == "paused":
+        if desired.state == WorkerState.PAUSED:
             steps = [("/pause", {})]
-        elif desired.state == "freed":
+        elif desired.state == WorkerState.FREED:
             steps = [("/sleep", {"level": desired.level})]
         else:
             steps = [("/wake_up", {}), ("/resume", {})]

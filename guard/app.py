@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from guard.actuator import Reconciler, build_target
 from guard.api import build_router
@@ -21,11 +19,11 @@ from guard.manager import Manager
 from guard.manager_protect import gpu_froze
 from guard.metrics import build_registry
 from guard.observer import Observer, build_source
-from guard.store import Store, StoreUnavailable
+from guard.store import Store
 from guard.views import fast_path_stuck
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
-from headroom.dbfile import describe_error
+from headroom.dbfile import install_store_handlers
 from headroom.settings_base import base_url
 
 log = logging.getLogger("headroom.guard")
@@ -51,8 +49,8 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt, clock=clock)
     reconciler = target = None
     if guard.worker_kind == "cgroup":
-        from guard.cgroup_worker import build_cgroup_target
-        from guard.worker_cgroup import gpu_process_bytes
+        from guard.cgroup_target import build_cgroup_target
+        from guard.cgroup_hierarchies import gpu_process_bytes
 
         target = build_cgroup_target(guard, store)  # refuses a cgroup it cannot safely act on, before anything starts
     elif guard.worker_url:
@@ -181,24 +179,10 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
     auth = bearer_dependency(deps.token)  # one object: the gate finds the guarded routes by it
     app.include_router(build_router(auth, deps.manager.settings))
     app.include_router(build_freeze_router(auth))
-    app.add_exception_handler(StoreUnavailable, _store_unavailable)
-    app.add_exception_handler(sqlite3.Error, _store_error)
+    install_store_handlers(app, "the guard's state database",
+                           lambda request: request.app.state.front.settings.retry_after_seconds)
     gate.install(app, deps.token, auth)
     return app
-
-
-async def _store_unavailable(request: Request, err: StoreUnavailable) -> JSONResponse:
-    """A write that had to be durable failed: 507 when the disk is full, else 503; never a bare 500."""
-    retry = request.app.state.front.settings.retry_after_seconds
-    return JSONResponse({"detail": str(err), "reason": "disk full" if err.full else "store unavailable"},
-                        status_code=507 if err.full else 503, headers={"Retry-After": str(retry)})
-
-
-async def _store_error(request: Request, err: sqlite3.Error) -> JSONResponse:
-    """A read of the state database failed (damaged after start): 503 with SQLite's words."""
-    log.error("state database error on %s %s: %s", request.method, request.url.path, describe_error(err))
-    return JSONResponse({"detail": f"the guard's state database failed: {describe_error(err)}", "reason": "store error"},
-                        status_code=503)
 
 
 def serve(settings) -> None:

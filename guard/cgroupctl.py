@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.cgroupfs import v1_freezer_root, v2_root
 from exporter.units import parse_proc_cgroup
 
 # Shared by the guard's freezer (a growing process) and the cgroup worker actuator (a worker without a control
@@ -21,19 +22,6 @@ class FreezerCgroup:
     path: str  # "/a/b", as /proc/PID/cgroup names it in that hierarchy
     directory: Path  # where its control files are
     version: int  # 2: cgroup.freeze / cgroup.events; 1: the freezer controller's freezer.state
-
-
-def v2_root(cgroupfs: Path) -> Path | None:
-    """The cgroup2 mount: cgroupfs itself on a pure v2 host, cgroupfs/unified on a hybrid one; None without one."""
-    for candidate in (cgroupfs, cgroupfs / "unified"):
-        if (candidate / "cgroup.procs").exists() and (candidate / "cgroup.controllers").exists():
-            return candidate
-    return None
-
-
-def v1_freezer_root(cgroupfs: Path) -> Path | None:
-    root = cgroupfs / "freezer"
-    return root if (root / "freezer.state").exists() or (root / "cgroup.procs").exists() else None
 
 
 def freezer_of(cgroupfs: Path, path: str, version: int | None = None) -> FreezerCgroup | None:

@@ -12,9 +12,12 @@ from typing import Callable
 
 from guard.domain import DomainObs, DomainReader, Waker
 from guard.growth import GrowthTracker, domain_shmem
+from guard.histogram import Histogram
+from guard.procinfo import pid_alive
 from guard.settings import GuardSettings
 from guard.signals import Resource
-from guard.types import Desired, Level
+from guard.types import Level
+from headroom.contract import Desired, WorkerState
 from headroom.sizes import format_size
 
 log = logging.getLogger("headroom.guard.fastpath")
@@ -78,29 +81,6 @@ def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Call
     if episode.pids and not any(alive(pid) for pid in episode.pids):
         return True
     return obs.available_bytes - episode.footprint >= th.pause + th.band
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-class Histogram:
-    """Cumulative bucket counts for /metrics, plus the recent values for benchmarks."""
-
-    def __init__(self, buckets: tuple[float, ...]):
-        self.buckets, self.counts, self.count, self.total = buckets, [0] * len(buckets), 0, 0.0
-        self.recent: list[float] = []
-
-    def observe(self, value: float) -> None:
-        self.count, self.total = self.count + 1, self.total + value
-        self.recent = (self.recent + [value])[-1000:]
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
 
 
 class FastPath:
@@ -205,7 +185,7 @@ class FastPath:
             return  # this crossing is handled; freeze another only if the domain keeps falling
         crossed = crossing_time(prev, obs, th.freeze)
         reason = f"{format_size(obs.available_bytes)} available <= freeze threshold {format_size(th.freeze)}"
-        self.free_now(Desired("freed", level=2, reason=f"freeze level: {reason}"))
+        self.free_now(Desired(WorkerState.FREED, level=2, reason=f"freeze level: {reason}"))
         frozen = None
         if self.freezer is not None and not self.settings.dry_run and (ep is None or len(ep.pids) < EPISODE_FREEZES):
             pids = self.reader.pids()
@@ -222,7 +202,7 @@ class FastPath:
         done = self.clock()
         self.reactions.observe(max(0.0, done - crossed))
         what = f"froze {frozen.comm} (pid {frozen.pid})" if frozen is not None else self.nothing_frozen()
-        self.manager.protect(Desired("freed", level=2, reason=f"freeze level: {reason}"),
+        self.manager.protect(Desired(WorkerState.FREED, level=2, reason=f"freeze level: {reason}"),
                             f"fast path: {what}; freeing the worker ({reason}); reaction {1000 * (done - crossed):.0f} ms",
                             {"crossed_at": crossed, "acted_at": done, "pid": frozen.pid if frozen else None})
 

@@ -16,7 +16,7 @@ from guard import cgroupctl, frozenfile
 from guard.freezeops import describe_freeze, members, move_and_freeze, tell_terminal
 from guard.freezer_thaw import STORE_KEY, ThawMixin  # noqa: F401 STORE_KEY: where older guards kept the records
 from guard.growth import WINDOW_SECONDS
-from guard.procinfo import all_pids, read_stat, tty_path
+from guard.procinfo import all_pids, read_stat, same_process, tty_path
 from guard.victim import Candidate, Chooser, Passed, Protected, headroom_family
 
 log = logging.getLogger("headroom.guard.freezer")
@@ -222,8 +222,4 @@ class Freezer(ThawMixin):
         log.warning("terminating %s (%d): %s", fp.comm, fp.pid, why)
 
     def _alive(self, fp: FrozenProcess) -> bool:
-        for pid, start in fp.members:
-            stat = read_stat(pid, self.procfs)
-            if stat is not None and stat.start_ticks == start and stat.state not in ("Z", "X"):
-                return True
-        return False
+        return any(same_process(pid, start, self.procfs) for pid, start in fp.members)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from guard import frozenfile, thawing
 from guard.freezeops import tell_terminal
+from guard.procinfo import same_process
 
 if TYPE_CHECKING:
     from guard.freezer import FrozenProcess
@@ -97,7 +98,7 @@ class ThawMixin:
         return thawing.release(fp, self.procfs, self.cgroupfs, verify)
 
     def _signal_if_same(self, pid: int, start_ticks: int, sig: int) -> bool:
-        if not thawing.same_process(pid, start_ticks, self.procfs):
+        if not same_process(pid, start_ticks, self.procfs):
             return False  # gone (or dead, not yet reaped), or the pid now belongs to another process
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)

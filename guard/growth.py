@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from exporter.cgroupfs import parse_flat_keyed
 from guard.procinfo import read_stat, read_status, read_written
 
 MiB = 2**20
@@ -138,23 +139,30 @@ def domain_shmem(reader) -> Callable[[], int | None]:
     Shmem in /proc/meminfo."""
     domain, root, directory = (getattr(reader, name, None) for name in ("domain", "root", "directory"))
     if domain == "host":
-        path, keys, scale = getattr(reader, "procfs", Path("/proc")) / "meminfo", ("Shmem:",), 1024
-    elif directory is not None and root is not None:
-        path, keys, scale = directory / "memory.stat", ("total_shmem",) if root[1] == 1 else ("shmem",), 1
-    else:
-        return lambda: None
+        meminfo = getattr(reader, "procfs", Path("/proc")) / "meminfo"
 
-    def read() -> int | None:
-        try:
-            for line in path.read_text().splitlines():
-                parts = line.split()
-                if parts and parts[0] in keys:
-                    return int(parts[1]) * scale
-        except (OSError, ValueError, IndexError):
+        def read() -> int | None:
+            try:
+                for line in meminfo.read_text().splitlines():
+                    parts = line.split()
+                    if parts and parts[0] == "Shmem:":
+                        return int(parts[1]) * 1024
+            except (OSError, ValueError, IndexError):
+                return None
             return None
-        return None
 
-    return read
+        return read
+    if directory is None or root is None:
+        return lambda: None
+    stat, key = directory / "memory.stat", "total_shmem" if root[1] == 1 else "shmem"
+
+    def read_cgroup() -> int | None:
+        try:
+            return parse_flat_keyed(stat.read_text()).get(key)
+        except OSError:
+            return None
+
+    return read_cgroup
 
 
 class GpuGrowth:

@@ -7,6 +7,7 @@ from typing import Iterable
 
 from guard.settings import GuardSettings
 from guard.types import AdmissionOutcome, Decision, GpuObs, Lease, LeaseStatus, Snapshot
+from headroom.contract import WorkerState
 from headroom.sizes import format_size
 
 
@@ -93,7 +94,7 @@ def admit(lease: Lease, snapshot: Snapshot, decision: Decision, leases: Iterable
     ram_short = int(max(0.0, lease.ram_bytes - ram_room(snapshot, others, config)["admissible_bytes"]))
     gpu, gpu_short = pick_gpu(lease, snapshot, others, config)
     shortfall = {k: v for k, v in (("ram_bytes", ram_short), ("gpu_bytes", gpu_short)) if v > 0}
-    worker_freed = snapshot.worker_state == "freed"
+    worker_freed = snapshot.worker_state == WorkerState.FREED
     if lease.frees_worker and not worker_freed:
         return Admission(AdmissionOutcome.WAIT, "waiting for the worker to be freed", gpu, shortfall, needs_free=True)
     if not shortfall:

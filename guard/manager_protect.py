@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from guard.protection import forget_free, with_override, worker_restarted
-from guard.types import Desired
+from headroom.contract import Desired, WorkerState
 from guard.victim import Protected
 from headroom.contract import WorkerState
 
@@ -127,6 +127,6 @@ def gpu_froze(manager, event, free_level: int) -> None:
     if event.action != "froze":
         return
     pid, gpu = event.process.pid, event.gpu
-    manager.protect(Desired("freed", level=free_level, reason=f"GPU {gpu} freeze level"),
+    manager.protect(Desired(WorkerState.FREED, level=free_level, reason=f"GPU {gpu} freeze level"),
                     f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu},
                     "gpu")

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from guard.freezer import OUTCOMES
 from guard.fastmetrics import fast_path_families, histogram_family
+from guard.histogram import Histogram
 from guard.leases import gpu_room, ram_room
 from guard.published import Published
 
@@ -107,20 +108,11 @@ def _store(read, settings):
                             value=len(health["corrupt_files"]))
 
 
-class TickHistogram:
+class TickHistogram(Histogram):
     """Cumulative tick durations (a Prometheus histogram must only grow, so rate() and quantiles work)."""
 
     def __init__(self) -> None:
-        self.counts = [0] * len(TICK_BUCKETS)  # cumulative: ticks <= each bucket bound
-        self.count = 0
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-        for i, bound in enumerate(TICK_BUCKETS):
-            if seconds <= bound:
-                self.counts[i] += 1
+        super().__init__(TICK_BUCKETS)
 
 
 class GuardCollector:

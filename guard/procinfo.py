@@ -1,4 +1,5 @@
-"""What the freezer knows about a process, from /proc files that never wait on the process (no cmdline or environ)."""
+"""A process as /proc shows it: what the freezer reads (files that never wait on the process), whether it is alive or
+the same process, and whether it is headroom (cmdline: never on the fast path)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from exporter.units import parse_proc_cgroup
 
+DEAD = ("Z", "X")  # /proc/PID/stat states of a process that has exited (zombie, dead)
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # Reading /proc/PID/cmdline or environ takes the target's mmap lock, which a process stuck in reclaim or on a dead NFS
@@ -128,6 +130,30 @@ def read_written(pid: int, procfs: Path = Path("/proc")) -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def pid_alive(pid: int, procfs: Path = Path("/proc")) -> bool:
+    """The pid is a live process: not gone, not a zombie."""
+    stat = read_stat(pid, procfs)
+    return stat is not None and stat.state not in DEAD
+
+
+def same_process(pid: int, start_ticks: int, procfs: Path = Path("/proc")) -> bool:
+    """The pid still belongs to the process that was recorded (same start time), and it is not dead."""
+    stat = read_stat(pid, procfs)
+    return stat is not None and stat.start_ticks == start_ticks and stat.state not in DEAD
+
+
+def read_cmdline(pid: int, procfs: Path = Path("/proc")) -> list[str]:
+    """The process's arguments (empty for a kernel thread); raises OSError once it is gone. Never on the fast path:
+    reading another process's cmdline can block on its memory map lock."""
+    return (procfs / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+
+
+def is_headroom(cmdline: list[str]) -> bool:
+    """Whether a command line runs headroom (`headroom ...`, `python -m headroom ...`)."""
+    names = [os.path.basename(arg) for arg in cmdline[:3]]
+    return "headroom" in names or any(a == "-m" and b == "headroom" for a, b in zip(cmdline, cmdline[1:3]))
 
 
 def all_pids(procfs: Path = Path("/proc")) -> list[int]:

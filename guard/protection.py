@@ -68,7 +68,7 @@ class DowntimeMeter:
         if observed_state is None:
             return None
         if observed_state not in UP_STATES:
-            if self.down_since is None and desired.state in ("paused", "freed"):
+            if self.down_since is None and desired.state in (WorkerState.PAUSED, WorkerState.FREED):
                 self.down_since = now
             self.seen_down = self.down_since is not None
             return None

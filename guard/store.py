@@ -16,8 +16,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from guard.types import Lease
-from headroom.dbfile import StoreHealth, open_checked
+from guard.types import ACTIVE, Lease
+from headroom.dbfile import StoreHealth, StoreUnavailable, open_checked, transaction
 from headroom.paths import ensure_private_dir, private_database
 
 SCHEMA = """
@@ -30,15 +30,8 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL
 LEASE_FIELDS = {f.name for f in dataclasses.fields(Lease)}
 OPERATIONS = ("event", "lease", "state", "retry", "prune")  # what a failed write was doing (the metric's label)
 RETRY_SECONDS = 1.0  # while writes fail, try again at most this often (the rest waits in memory)
+ACTIVE_MARKS = ", ".join("?" * len(ACTIVE))  # the active lease statuses as SQL parameters
 UNRECORDED_MAX = 1000  # events kept in memory while they cannot be written; the oldest are dropped beyond
-
-
-class StoreUnavailable(Exception):
-    """A write that had to be durable failed; `full` when the disk is full (507) rather than failing otherwise (503)."""
-
-    def __init__(self, message: str, full: bool):
-        super().__init__(message)
-        self.full = full
 
 
 class Store:
@@ -93,18 +86,14 @@ class Store:
         if not (self.unrecorded_events or self.unrecorded_kv or self.unrecorded_leases):
             return True
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)",
-                                [(lease_id, status, data) for lease_id, (status, data) in self.unrecorded_leases.items()])
-            self.db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(self.unrecorded_kv.items()))
-            self.db.executemany("INSERT INTO events (at, kind, message, data) VALUES (?, ?, ?, ?)", list(self.unrecorded_events))
-            self.db.execute("COMMIT")
+            with transaction(self.db):
+                leases = [(lease_id, status, data) for lease_id, (status, data) in self.unrecorded_leases.items()]
+                self.db.executemany("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)", leases)
+                self.db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                                    list(self.unrecorded_kv.items()))
+                self.db.executemany("INSERT INTO events (at, kind, message, data) VALUES (?, ?, ?, ?)",
+                                    list(self.unrecorded_events))
         except sqlite3.Error as err:
-            if self.db.in_transaction:
-                try:
-                    self.db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             self._failed("retry", err)
             return False
         self.unrecorded_events.clear()
@@ -155,21 +144,15 @@ class Store:
                     self._keep_event(row)
 
         def write() -> None:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self.db):
                 self.db.execute("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)", (lease.id, lease.status, data))
                 if row is not None:
                     self._insert_event(row)
-                self.db.execute("COMMIT")
-            except sqlite3.Error:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
             self.unrecorded_leases.pop(lease.id, None)
 
         if not self._write("lease", write, keep) and new:
             raise StoreUnavailable(self.health.reason() + "; the lease was not created", self.health.full)
-        if lease.status in ("waiting", "granted"):
+        if lease.active:
             self.written_leases.add(lease.id)
         else:
             self.written_leases.discard(lease.id)
@@ -183,19 +166,19 @@ class Store:
 
     def active_leases(self) -> list[Lease]:
         with self.lock:
-            rows = self.db.execute("SELECT id, data FROM leases WHERE status IN ('waiting', 'granted')").fetchall()
+            rows = self.db.execute(f"SELECT id, data FROM leases WHERE status IN ({ACTIVE_MARKS})", ACTIVE).fetchall()
             found = {lease_id: data for lease_id, data in rows}
             found.update({lease_id: data for lease_id, (status, data) in self.unrecorded_leases.items()
-                          if status in ("waiting", "granted")})
+                          if status in ACTIVE})
         self.written_leases.update(found)
         return [_lease(data) for data in found.values()]
 
     def prune_leases(self, keep_ended: int = 1000) -> None:
         """Drop the oldest ended leases beyond `keep_ended`."""
         self._write("prune", lambda: self.db.execute(
-            "DELETE FROM leases WHERE status NOT IN ('waiting', 'granted') AND rowid NOT IN "
-            "(SELECT rowid FROM leases WHERE status NOT IN ('waiting', 'granted') ORDER BY rowid DESC LIMIT ?)",
-            (keep_ended,)))
+            f"DELETE FROM leases WHERE status NOT IN ({ACTIVE_MARKS}) AND rowid NOT IN "
+            f"(SELECT rowid FROM leases WHERE status NOT IN ({ACTIVE_MARKS}) ORDER BY rowid DESC LIMIT ?)",
+            (*ACTIVE, *ACTIVE, keep_ended)))
 
     # --- state and events -------------------------------------------------------------------------
     def set(self, key: str, value) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from exporter.units import parse_proc_cgroup
 from guard import cgroupctl
-from guard.procinfo import read_stat
+from guard.procinfo import same_process
 
 Member = tuple[int, int]  # (pid, start_ticks)
 
@@ -24,12 +24,6 @@ class Release:
     error: str | None = None
     left: tuple[Member, ...] = ()  # still to resume: after a refused SIGCONT those, after a refused cgroup write all
     note: str = ""  # "thawed", or why nothing was done (gone, another boot, not the recorded processes)
-
-
-def same_process(pid: int, start_ticks: int, procfs: Path) -> bool:
-    """The pid still belongs to the process that was recorded, and it is not dead (a zombie resumes nothing)."""
-    stat = read_stat(pid, procfs)
-    return stat is not None and stat.start_ticks == start_ticks and stat.state not in ("Z", "X")
 
 
 def _in_cgroup(pid: int, path: str, version: int, procfs: Path) -> bool:

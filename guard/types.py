@@ -1,11 +1,13 @@
-"""The guard's vocabulary: levels, the observed Snapshot, per-resource state, worker states, leases, decisions."""
+"""The guard's vocabulary: levels, the observed Snapshot, per-resource state, leases, decisions.
+
+Desired, the worker state wanted, is the control contract's (headroom/contract.py), shared with the worker."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
 
-from headroom.contract import SEVERITY, WorkerState
+from headroom.contract import Desired, WorkerState
 
 
 class Level(enum.IntEnum):
@@ -91,36 +93,6 @@ class ResourceState:
     rising_since: float | None = None  # when the value first asked for a higher level (grace timer)
     falling_since: float | None = None  # when the value first allowed a lower level (hold timer)
     why: str = ""
-
-
-@dataclass(frozen=True)
-class Desired:
-    """The worker state the guard wants: running, throttled(concurrency), paused or freed(level)."""
-
-    state: WorkerState = WorkerState.RUNNING  # one of the contract's DESIRABLE states
-    concurrency: int | None = None
-    level: int | None = None
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "state", WorkerState(self.state))  # a stored decision comes back with the plain name
-        if self.state not in SEVERITY:
-            raise ValueError(f"a worker cannot be asked to be {self.state}")
-
-    @property
-    def severity(self) -> int:
-        return SEVERITY[self.state]
-
-    def key(self) -> tuple:
-        return (self.state, self.concurrency if self.state == WorkerState.THROTTLED else None,
-                self.level if self.state == WorkerState.FREED else None)
-
-    def describe(self) -> str:
-        if self.state == WorkerState.THROTTLED:
-            return f"throttled({self.concurrency})"
-        if self.state == WorkerState.FREED:
-            return f"freed(level {self.level})"
-        return self.state.value
 
 
 @dataclass(frozen=True)

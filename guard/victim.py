@@ -9,8 +9,7 @@ from pathlib import Path
 
 from guard import cgroupctl
 from guard.growth import MIN_GROWTH_BYTES
-from guard.procinfo import ProcInfo, Stat, descendants, read_proc, stats_of
-from guard.worker_cgroup import is_headroom
+from guard.procinfo import ProcInfo, Stat, descendants, is_headroom, read_cmdline, read_proc, stats_of
 
 NOT_FROZEN_HERE = ("already stopped", "a zombie")  # a tree member in these states is frozen with it harmlessly
 
@@ -109,7 +108,7 @@ def headroom_family(procfs: Path = Path("/proc")) -> dict[int, str]:
     on the fast path); the guard itself is protected by its pid."""
     parent = os.getppid()
     with contextlib.suppress(OSError):
-        cmdline = (procfs / str(parent) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        cmdline = read_cmdline(parent, procfs)
         if parent > 1 and is_headroom(cmdline):
             return {parent: "headroom's own process (headroom up and its parts)"}
     return {}

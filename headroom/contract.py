@@ -1,4 +1,4 @@
-"""The worker control contract both sides speak: worker states, the desired-state request, maintenance, the worker's status.
+"""The worker control contract both sides speak: worker states, the desired state, maintenance, the worker's status.
 
 The worker serves these (PUT /control/state takes a StateRequest, GET /control/state answers a WorkerStatus); the guard
 sends and parses the same types, so a field renamed on one side is renamed on the other (DESIGN.md, "The worker
@@ -34,6 +34,47 @@ SEVERITY = {state: rank for rank, state in enumerate(DESIRABLE)}
 FREE_LEVELS = (1, 2)  # 1: the engine sleeps (weights offloaded); 2: the engine is shut down
 
 
+def target(state: WorkerState | None, concurrency: int | None, level: int | None) -> tuple:
+    """(state, concurrency when throttled, level when freed): what makes two desired states the same target."""
+    return (state, concurrency if state == WorkerState.THROTTLED else None,
+            level if state == WorkerState.FREED else None)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The worker state wanted (the guard's decision) or accepted (the worker's last PUT /control/state): running,
+    throttled(concurrency), paused or freed(level)."""
+
+    state: WorkerState = WorkerState.RUNNING  # one of DESIRABLE
+    concurrency: int | None = None  # throttled(n)
+    level: int | None = None  # freed(level)
+    reason: str | None = ""
+    requested_by: str | None = None  # who asked (the worker's copy)
+    at: float = 0.0  # unix seconds when it was accepted (the worker's copy)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", WorkerState(self.state))  # a stored decision comes back with the plain name
+        if self.state not in SEVERITY:
+            raise ValueError(f"a worker cannot be asked to be {self.state}")
+
+    @property
+    def severity(self) -> int:
+        return SEVERITY[self.state]
+
+    def key(self) -> tuple:
+        return target(self.state, self.concurrency, self.level)
+
+    def describe(self) -> str:
+        if self.state == WorkerState.THROTTLED:
+            return f"throttled({self.concurrency})"
+        if self.state == WorkerState.FREED:
+            return f"freed(level {self.level})"
+        return self.state.value
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class StateRequest(Body):
     """Body of PUT /control/state: the state the worker should reach."""
 
@@ -45,13 +86,13 @@ class StateRequest(Body):
 
     @model_validator(mode="after")
     def _fields_fit_state(self) -> "StateRequest":
-        if self.state == "throttled" and self.concurrency is None:
+        if self.state == WorkerState.THROTTLED and self.concurrency is None:
             raise ValueError("throttled needs concurrency (an integer >= 1)")
-        if self.state != "throttled" and self.concurrency is not None:
+        if self.state != WorkerState.THROTTLED and self.concurrency is not None:
             raise ValueError(f"concurrency only goes with throttled, not {self.state}")
-        if self.state == "freed" and self.level is None:
+        if self.state == WorkerState.FREED and self.level is None:
             raise ValueError("freed needs level (1 or 2)")
-        if self.state != "freed" and self.level is not None:
+        if self.state != WorkerState.FREED and self.level is not None:
             raise ValueError(f"level only goes with freed, not {self.state}")
         return self
 
@@ -104,9 +145,7 @@ class DesiredStatus(_Open):
     at: float | None = None  # unix seconds when it was accepted
 
     def key(self) -> tuple:
-        """(state, concurrency when throttled, level when freed): what makes two desired states the same target."""
-        return (self.state, self.concurrency if self.state == WorkerState.THROTTLED else None,
-                self.level if self.state == WorkerState.FREED else None)
+        return target(self.state, self.concurrency, self.level)
 
 
 class EngineStatus(_Open):

@@ -1,7 +1,9 @@
-"""A state database at start: PRAGMA quick_check, and a broken file moved aside (kept) or a refusal; store error kinds."""
+"""A state database: checked at start (a broken file moved aside or refused), its write transaction, its failures
+(counted, raised as StoreUnavailable) and the HTTP answers to them (507/503, never a bare 500)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -10,6 +12,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from headroom.errors import EXIT_STATE, HeadroomError
 
@@ -32,6 +38,28 @@ class Recovery:
     def describe(self) -> str:
         return (f"the state database {self.path} was corrupt ({self.reason}); it was moved aside to {self.moved_to} "
                 "and a fresh one started: earlier leases, jobs and events are in the moved file (see TROUBLESHOOTING.md)")
+
+
+class StoreUnavailable(Exception):
+    """A write that had to be durable failed; `full` when the disk is full (the API answers 507), else 503."""
+
+    def __init__(self, message: str, full: bool):
+        super().__init__(message)
+        self.full = full
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT; whatever fails inside rolls back (a failed rollback is ignored) and is raised."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
 
 
 def is_full(err: BaseException) -> bool:
@@ -164,3 +192,21 @@ class StoreHealth:
                     "last_error": self.last_error, "last_error_at": self.last_error_at,
                     "recovered": dataclasses.asdict(self.recovery) if self.recovery else None,
                     "corrupt_files": [str(p) for p in corrupt_files(path)]}
+
+
+def install_store_handlers(app: FastAPI, database: str, retry_after: Callable[[Request], int],
+                           advice: str = "") -> None:
+    """Answer a failed durable write with 507 (disk full) or 503 and Retry-After, and a failed read (a database damaged
+    after start) with 503 and SQLite's words; `database` names it for people ("the worker's job database")."""
+
+    async def unavailable(request: Request, err: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"{err}{advice}", "reason": "disk full" if err.full else "store unavailable"},
+                            status_code=507 if err.full else 503, headers={"Retry-After": str(retry_after(request))})
+
+    async def failed(request: Request, err: sqlite3.Error) -> JSONResponse:
+        log.error("%s error on %s %s: %s", database, request.method, request.url.path, describe_error(err))
+        return JSONResponse({"detail": f"{database} failed: {describe_error(err)}", "reason": "store error"},
+                            status_code=503)
+
+    app.add_exception_handler(StoreUnavailable, unavailable)
+    app.add_exception_handler(sqlite3.Error, failed)

@@ -5,23 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 from contextlib import asynccontextmanager
 from typing import Callable
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
-from headroom.dbfile import describe_error
+from headroom.dbfile import install_store_handlers
 from headroom.paths import ensure_private_dir
 from worker.engines import ModelEngine, make_engine
 from worker.controller import Controller
 from worker.metrics import build_registry
 from worker.routes_control import control_router
 from worker.routes_jobs import jobs_router
-from worker.store import DB_FILE, Store, StoreUnavailable
+from worker.store import DB_FILE, Store
 
 log = logging.getLogger("headroom.worker")
 PROBE_SECONDS = 2.0
@@ -54,8 +52,8 @@ def create_app(settings, engine: ModelEngine | None = None, on_fatal: Callable[[
     auth = bearer_dependency(token)
     app.include_router(control_router(auth))
     app.include_router(jobs_router(auth, settings.worker.results_need_token))
-    app.add_exception_handler(StoreUnavailable, _store_unavailable)
-    app.add_exception_handler(sqlite3.Error, _store_error)
+    install_store_handlers(app, "the worker's job database", lambda request: settings.worker.retry_after_seconds,
+                           "; nothing was changed, retry once there is room")
     gate.install(app, token, auth, {"/v1/batches": settings.worker.max_upload_bytes})
     return app
 
@@ -66,18 +64,3 @@ async def _probe_while_failing(store: Store) -> None:
         await asyncio.sleep(PROBE_SECONDS)
         if not store.health.writable:
             await asyncio.to_thread(store.probe)
-
-
-async def _store_unavailable(request: Request, err: StoreUnavailable) -> JSONResponse:
-    """A write failed: 507 when the disk is full, else 503, with the reason; never a bare 500."""
-    retry = request.app.state.settings.worker.retry_after_seconds
-    return JSONResponse({"detail": f"{err}; nothing was changed, retry once there is room",
-                         "reason": "disk full" if err.full else "store unavailable"},
-                        status_code=507 if err.full else 503, headers={"Retry-After": str(retry)})
-
-
-async def _store_error(request: Request, err: sqlite3.Error) -> JSONResponse:
-    """A read of the job database failed (damaged after start): 503 with SQLite's words."""
-    log.error("job database error on %s %s: %s", request.method, request.url.path, describe_error(err))
-    return JSONResponse({"detail": f"the worker's job database failed: {describe_error(err)}", "reason": "store error"},
-                        status_code=503)

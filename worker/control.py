@@ -5,8 +5,7 @@ The request bodies themselves are the contract's (headroom/contract.py).
 
 from __future__ import annotations
 
-from headroom.contract import StateRequest, WorkerState
-from worker.types import Desired
+from headroom.contract import Desired, StateRequest, WorkerState
 
 
 def to_desired(request: StateRequest, now: float) -> Desired:

@@ -1,44 +1,106 @@
-"""The controller thread's half of the Controller: the engine loop (add, step, abort) and control applied between iterations."""
+"""The engine loop: one thread adds, steps and aborts requests and applies control between iterations.
+
+It owns the engine and the requests in flight; what it publishes and what it is asked goes through a narrow
+interface, the Board (worker/controller.py's Controller is one), never through the board's attributes.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import threading
 import time
+from typing import Callable, Protocol
 
-from headroom.contract import WorkerState
+from headroom.contract import Desired, WorkerState
+from worker.batches import RequestStatus
+from worker.engines import ModelEngine
 from worker.openai_format import output_line
-from worker.types import EngineResult
+from worker.store import Store
+from worker.types import EngineRequest, EngineResult
 
 log = logging.getLogger("headroom.worker.controller")
 RETRY_SECONDS = 5.0  # wait before retrying a failed free or wake
 
 
+class Board(Protocol):
+    """What the loop reads and publishes; the board owns the lock and the published state."""
+
+    def wish(self) -> tuple[Desired, bool]:
+        """The desired state and whether maintenance is on; the generation they came with is now being applied."""
+
+    def held(self) -> tuple[WorkerState, int | None, int | None]:
+        """The published (state, concurrency, free level)."""
+
+    def publish(self, state: WorkerState, concurrency: int | None = None) -> None: ...
+
+    def observed(self, in_flight: int) -> None: ...
+
+    def freed(self, level: int, method: str | None, seconds: float | None) -> None:
+        """The engine is freed at `level` by `method` (None: it was never loaded) in `seconds`."""
+
+    def woke(self, first: bool, seconds: float) -> None: ...
+
+    def failed(self, error: str | None) -> None: ...
+
+    def count(self, requeued: int = 0, steps: int = 0, seconds: float = 0.0, results: tuple = ()) -> None: ...
+
+
 class EngineLoop:
-    """Mixed into Controller (worker/controller.py), which owns the attributes; only the controller thread calls these."""
+    """The controller thread: only it calls the engine's add/step/abort/free/wake and touches the requests in flight."""
 
-    # ---- the controller thread: state ----------------------------------------------------------------
-    def _set_state(self, state: WorkerState, concurrency: int | None = None) -> None:
-        """Publish the state; the generation being applied counts as begun."""
-        with self.changed:
-            if (state, concurrency) != (self.state, self.concurrency):
-                if state != self.state:
-                    self.since = self.clock()
-                    log.info("state %s -> %s", self.state, state)
-                self.state, self.concurrency = state, concurrency
-            if self._begun < self._applying:
-                self._begun = self._applying
-                self.in_flight_peak = self.in_flight
-                if state in (WorkerState.PAUSED, WorkerState.FREEING, WorkerState.FREED) and self.in_flight == 0:
-                    self.last_control_to_idle_seconds = self.timer() - self._accepted_at
-            self.changed.notify_all()
+    def __init__(self, board: Board, store: Store, engine: ModelEngine, concurrency: int, pause_mode: str = "abort",
+                 kill_at: str | None = None, on_fatal: Callable[[str], None] | None = None,
+                 timer: Callable[[], float] = time.monotonic):
+        self.board, self.store, self.engine, self.default_concurrency = board, store, engine, concurrency
+        # How a pause treats requests in flight: abort (requeue), wait (let them finish), keep (hold them in the
+        # engine). keep falls back to wait where the engine cannot hold requests (its core in another process, remote).
+        self.pause_mode = pause_mode
+        self.kill_at = kill_at  # tests only: SIGKILL this process at that point of a take-back (see _kill_point)
+        self.on_fatal = on_fatal  # called when the engine cannot be built at start
+        self.timer = timer
+        self._flight: dict[int, EngineRequest] = {}  # store key -> request, in the order they started
+        self._admit = False  # whether queued requests may start now
+        self._stepping = False  # whether in-flight requests progress now
+        self._queue_hint = True  # the queue may hold work (cleared when a claim comes back short)
+        self._ever_loaded = False
+        self._retry_at = 0.0
+        self._stop = False
+        self._poke = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker-controller", daemon=True)
 
+    # ---- called from other threads -------------------------------------------------------------------
+    def start(self) -> None:
+        requeued = self.store.requeue_running()
+        if requeued:
+            log.info("requeued %d requests a previous worker left unfinished", requeued)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop = True
+        self.poke()
+        self._thread.join(timeout)
+        if not self._thread.is_alive() and self._flight:  # requeue now rather than at the next start
+            try:
+                self.store.requeue(list(self._flight))
+            except Exception:
+                log.warning("requeueing in-flight requests at stop failed (the next start does it)", exc_info=True)
+        try:
+            self.engine.close()
+        except Exception:
+            log.warning("engine close failed", exc_info=True)
+
+    def poke(self, retry: bool = False) -> None:
+        """Look again now (with `retry`, also at once after a failed free or wake)."""
+        if retry:
+            self._retry_at = 0.0
+        self._queue_hint = True
+        self._poke.set()
+
+    # ---- the controller thread -----------------------------------------------------------------------
     def _observe(self) -> None:
-        count = self.engine.in_flight() if self.engine.loaded else 0
-        with self.lock:
-            self.in_flight = count
-            self.in_flight_peak = max(self.in_flight_peak, count)
+        self.board.observed(self.engine.in_flight() if self.engine.loaded else 0)
 
     def _loop(self) -> None:
         while not self._stop:
@@ -54,15 +116,15 @@ class EngineLoop:
 
     # ---- the controller thread: control between iterations -------------------------------------------
     def _reconcile(self) -> None:
-        with self.lock:
-            desired, maintenance_on, self._applying = self.desired, self.maintenance.on, self._generation
+        desired, maintenance_on = self.board.wish()
         if self.timer() < self._retry_at:
             return
         if desired.state == WorkerState.FREED:
             self._admit = self._stepping = False
-            if self.state == WorkerState.FREED and self.free_level == desired.level:
-                return self._set_state(WorkerState.FREED)
-            if self.state == WorkerState.FREED and self._ever_loaded:
+            state, _, free_level = self.board.held()
+            if state == WorkerState.FREED and free_level == desired.level:
+                return self.board.publish(WorkerState.FREED)
+            if state == WorkerState.FREED and self._ever_loaded:
                 self._wake()  # a different level: wake, then free again at the new one
             self._free(desired.level or 2)
             return
@@ -76,10 +138,10 @@ class EngineLoop:
         elif desired.state == WorkerState.THROTTLED:
             self._take_back(list(self._flight)[desired.concurrency:], f"throttled to {desired.concurrency}")
             self._admit = self._stepping = True
-            self._set_state(WorkerState.THROTTLED, desired.concurrency)
+            self.board.publish(WorkerState.THROTTLED, desired.concurrency)
         else:
             self._admit = self._stepping = True
-            self._set_state(WorkerState.RUNNING, self.default_concurrency)
+            self.board.publish(WorkerState.RUNNING, self.default_concurrency)
 
     def _pause(self) -> None:
         """No request starts; those in flight are aborted and requeued, finish, or stay in the engine (pause_mode)."""
@@ -89,9 +151,9 @@ class EngineLoop:
             self._take_back(list(self._flight), "paused")
         self._stepping = mode == "wait" and bool(self._flight)
         if self._stepping:  # draining: the state says paused once the last one finished
-            self._set_state(self.state, self.concurrency)
+            self.board.publish(*self.board.held()[:2])
         else:
-            self._set_state(WorkerState.PAUSED)
+            self.board.publish(WorkerState.PAUSED)
 
     def _take_back(self, keys: list[int], why: str) -> None:
         """Abort `keys` in the engine, then requeue them: they restart from scratch and are written once."""
@@ -104,8 +166,7 @@ class EngineLoop:
         for key in keys:
             self._flight.pop(key, None)
         self._queue_hint = True
-        with self.lock:
-            self.counters.requeued += len(keys)
+        self.board.count(requeued=len(keys))
         self._observe()
         log.info("%s: aborted and requeued %d requests", why, len(keys))
 
@@ -117,52 +178,45 @@ class EngineLoop:
 
     def _free(self, level: int) -> None:
         if not self.engine.loaded:
-            with self.lock:
-                self.free_level, self.free_method = level, self.free_method or "not_loaded"
-            self._set_state(WorkerState.FREED)
+            self.board.freed(level, None, None)
+            self.board.publish(WorkerState.FREED)
             return
-        previous = self.state
+        previous = self.board.held()[0]
         self._take_back(list(self._flight), f"freeing at level {level}")
-        self._set_state(WorkerState.FREEING)
+        self.board.publish(WorkerState.FREEING)
         started = self.timer()
         try:
             method = self.engine.free(level)
         except Exception as err:
             log.exception("freeing the engine failed")
-            self.engine_error, self._retry_at = f"free failed: {err}", self.timer() + RETRY_SECONDS
-            self._set_state(previous)
+            self.board.failed(f"free failed: {err}")
+            self._retry_at = self.timer() + RETRY_SECONDS
+            self.board.publish(previous)
             return
         seconds = self.timer() - started
-        with self.lock:
-            self.free_level, self.free_method, self.engine_error = level, method, None
-            self.counters.frees[method] = self.counters.frees.get(method, 0) + 1
-            self.counters.free_seconds += seconds
-            self.counters.last_free_seconds = seconds
+        self.board.freed(level, method, seconds)
         self._observe()
         log.info("freed the engine at level %d by %s in %.2fs", level, method, seconds)
-        self._set_state(WorkerState.FREED)
+        self.board.publish(WorkerState.FREED)
 
     def _wake(self) -> None:
         first = not self._ever_loaded
-        previous = self.state
-        self._set_state(WorkerState.STARTING if first else WorkerState.WAKING)
+        previous = self.board.held()[0]
+        self.board.publish(WorkerState.STARTING if first else WorkerState.WAKING)
         started = self.timer()
         try:
             self.engine.load() if first else self.engine.wake()
         except Exception as err:
             log.exception("building the engine failed")
-            self.engine_error, self._retry_at = f"{'load' if first else 'wake'} failed: {err}", self.timer() + RETRY_SECONDS
-            self._set_state(previous)
+            self.board.failed(f"{'load' if first else 'wake'} failed: {err}")
+            self._retry_at = self.timer() + RETRY_SECONDS
+            self.board.publish(previous)
             if first and self.on_fatal:
                 self.on_fatal(f"the {self.engine.kind} engine could not be built: {err}")
             return
         seconds = self.timer() - started
-        with self.lock:
-            self._ever_loaded, self.free_level, self.engine_error = True, None, None
-            if not first:
-                self.counters.wakes += 1
-                self.counters.wake_seconds += seconds
-                self.counters.last_wake_seconds = seconds
+        self._ever_loaded = True
+        self.board.woke(first, seconds)
         log.info("engine %s in %.2fs", "built" if first else "woken", seconds)
 
     # ---- the controller thread: the engine loop ------------------------------------------------------
@@ -180,8 +234,7 @@ class EngineLoop:
 
     def _top_up(self) -> None:
         """Start queued requests (production, test, bulk; oldest first) while fewer than the limit are in flight."""
-        with self.lock:
-            limit = self.concurrency or self.default_concurrency
+        limit = self.board.held()[1] or self.default_concurrency
         room = limit - len(self._flight)
         if room <= 0 or not self._queue_hint:
             return
@@ -208,22 +261,21 @@ class EngineLoop:
         seconds = self.timer() - started
         if results:
             self._commit(results)
-        with self.lock:
-            self.counters.steps += 1
-            self.counters.iteration_seconds += seconds
+        self.board.count(steps=1, seconds=seconds)
         self._observe()
 
     def _commit(self, results: list[EngineResult]) -> None:
         """Write finished requests in one transaction; if that fails the store requeues them (run again, written once)."""
-        lines = [(res.key, "completed" if res.ok else "failed", output_line(self._flight.pop(res.key).custom_id, res))
+        lines = [(res.key, _outcome(res), output_line(self._flight.pop(res.key).custom_id, res))
                  for res in results if res.key in self._flight]
         if not self.store.finish(lines):
             log.error("writing %d results failed; they run again once the store can be written", len(lines))
             self._queue_hint = True
             return
         done = {key for key, _, _ in lines}
-        with self.lock:
-            for res in (r for r in results if r.key in done):
-                self.counters.requests["completed" if res.ok else "failed"] += 1
-                self.counters.prompt_tokens += res.prompt_tokens
-                self.counters.generated_tokens += res.completion_tokens
+        self.board.count(results=tuple((_outcome(res), res.prompt_tokens, res.completion_tokens)
+                                       for res in results if res.key in done))
+
+
+def _outcome(res: EngineResult) -> RequestStatus:
+    return RequestStatus.COMPLETED if res.ok else RequestStatus.FAILED

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from headroom.contract import DESIRABLE, WorkerState
+from worker.batches import BatchStatus
 
 P = "headroom_worker_"
 
@@ -61,7 +62,8 @@ def _state_families(snap):
     yield GaugeMetricFamily(P + "maintenance", "1 while maintenance mode is on.", value=1.0 if snap["maintenance"]["on"] else 0.0)
     engine = snap["engine"]
     yield GaugeMetricFamily(P + "engine_loaded", "1 while the engine can serve (0 while starting, freed or asleep).", value=1.0 if engine["loaded"] else 0.0)
-    yield GaugeMetricFamily(P + "engine_freed", "1 while the engine is freed.", value=1.0 if snap["state"] == "freed" else 0.0)
+    yield GaugeMetricFamily(P + "engine_freed", "1 while the engine is freed.",
+                            value=1.0 if snap["state"] == WorkerState.FREED else 0.0)
     info = GaugeMetricFamily(P + "engine_info", "The engine's kind and model.", labels=["kind", "model"])
     info.add_metric([engine["kind"], engine["model"] or ""], 1.0)
     yield info
@@ -78,8 +80,8 @@ def _queue_families(snap, batch_counts):
         depth.add_metric([priority], value)
     yield depth
     batches = GaugeMetricFamily(P + "batches", "Batches in the store, by status.", labels=["status"])
-    for status in ("queued", "in_progress", "completed", "cancelling", "cancelled"):
-        batches.add_metric([status], batch_counts.get(status, 0))
+    for status in BatchStatus:
+        batches.add_metric([status.value], batch_counts.get(status, 0))
     yield batches
 
 

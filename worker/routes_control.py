@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from headroom.contract import Maintenance, MaintenanceRequest, StateRequest, WorkerStatus
+from headroom.contract import Maintenance, MaintenanceRequest, StateRequest, WorkerState, WorkerStatus
 from headroom.dbfile import READY_MIN_FREE_BYTES, disk_room
 from worker.control import Conflict, to_desired
 from worker.controller import Controller
@@ -64,7 +64,7 @@ def control_router(auth) -> APIRouter:
     def readyz(controller: ControllerDep) -> JSONResponse:
         snap = controller.snapshot()
         store = controller.store.health_view()
-        ready = snap["state"] != "starting"  # up and reconciling; a freed worker is ready (it wakes on request)
+        ready = snap["state"] != WorkerState.STARTING  # up and reconciling; a freed worker is ready (it wakes)
         body = {"ready": ready, "state": snap["state"], "error": snap["engine"]["error"], "store": store}
         room = disk_room(controller.store.path)
         if not store["writable"]:  # nothing can be accepted or finished until the job store can be written

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from headroom.dbfile import StoreHealth, open_checked
+from headroom.dbfile import StoreHealth, StoreUnavailable, open_checked, transaction
+from worker.batches import FINISHED, UNFINISHED, RequestStatus as R, batch_status, describe
 from worker.batchfile import BatchLine
 from headroom.contract import Maintenance
 from worker.types import PRIORITIES, PRIORITY_RANK, EngineRequest
@@ -31,22 +32,15 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_queue ON requests (status, prank, batch_seq, line);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-FINISHED = ("completed", "failed", "cancelled")
 
 
+REQUEUE_ALL = "UPDATE requests SET status=?, step=NULL, started_at=NULL WHERE status=?"  # (queued, running)
+REQUEUE_ONE = "UPDATE requests SET status=?, step=NULL, started_at=NULL WHERE id=? AND status=?"  # queued, id, running
 OPERATIONS = ("batch", "claim", "result", "cancel", "maintenance", "requeue", "probe")  # the errors metric's labels
 
 
 class BatchNotFound(KeyError):
     pass
-
-
-class StoreUnavailable(Exception):
-    """A write failed; `full` when the disk is full (the API answers 507), else 503."""
-
-    def __init__(self, message: str, full: bool):
-        super().__init__(message)
-        self.full = full
 
 
 def _private_file(path: Path) -> None:
@@ -81,20 +75,9 @@ class Store:
         """Run `fn` in one write transaction; a SQLite failure is counted and raised as StoreUnavailable."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(self._db):
                     value = fn()
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
             except sqlite3.Error as err:
-                if self._db.in_transaction:
-                    try:
-                        self._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
                 self.health.failed(operation, err)
                 raise StoreUnavailable(self.health.reason(), self.health.full) from err
             self.health.succeeded()
@@ -113,8 +96,7 @@ class Store:
     def _write_pending(self) -> None:
         """Inside a write transaction: requeue orphaned requests and save maintenance that waited in memory."""
         if self._orphans:
-            self._db.executemany("UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE id=? AND status='running'",
-                                 [(key,) for key in self._orphans])
+            self._db.executemany(REQUEUE_ONE, [(R.QUEUED, key, R.RUNNING) for key in self._orphans])
         if self._unsaved_maintenance is not None:
             self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('maintenance', ?)",
                              (json.dumps(self._unsaved_maintenance.as_dict()),))
@@ -148,24 +130,22 @@ class Store:
         """At start: requests a killed worker left running had no result written; queue them again (now or once the
         store can be written)."""
         try:
-            return self._tx(lambda: self._db.execute(
-                "UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE status='running'").rowcount, "requeue")
+            return self._tx(lambda: self._db.execute(REQUEUE_ALL, (R.QUEUED, R.RUNNING)).rowcount, "requeue")
         except StoreUnavailable:
             with self._lock:
-                self._orphans.update(r[0] for r in self._db.execute("SELECT id FROM requests WHERE status='running'"))
+                running = self._db.execute("SELECT id FROM requests WHERE status=?", (R.RUNNING,))
+                self._orphans.update(r[0] for r in running)
             return 0
 
     def requeue(self, keys: Iterable[int]) -> int:
         """Requests the engine aborted (pause, throttle, free) go back to the queue; no result was written.
         While the store cannot be written they are requeued by the next claim (or probe) that can."""
-        rows = [(key,) for key in keys]
+        rows = [(R.QUEUED, key, R.RUNNING) for key in keys]
         try:
-            return self._tx(lambda: self._db.executemany(
-                "UPDATE requests SET status='queued', step=NULL, started_at=NULL WHERE id=? AND status='running'",
-                rows).rowcount, "requeue")
+            return self._tx(lambda: self._db.executemany(REQUEUE_ONE, rows).rowcount, "requeue")
         except StoreUnavailable:
             with self._lock:
-                self._orphans.update(row[0] for row in rows)
+                self._orphans.update(row[1] for row in rows)
             return 0
 
     def next_step(self) -> int:
@@ -179,16 +159,16 @@ class Store:
         def take() -> tuple[int, list[EngineRequest]]:
             self._write_pending()
             rows = self._db.execute(
-                "SELECT id, url, body, custom_id FROM requests WHERE status='queued' ORDER BY prank, batch_seq, line LIMIT ?",
-                (limit,)).fetchall()
+                "SELECT id, url, body, custom_id FROM requests WHERE status=? ORDER BY prank, batch_seq, line LIMIT ?",
+                (R.QUEUED, limit)).fetchall()
             if not rows:
                 return 0, []
             step = self.next_step()
             self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('step', ?)", (str(step),))
             now = time.time()
             self._db.executemany(
-                "UPDATE requests SET status='running', step=?, started_at=?, attempts=attempts+1 WHERE id=?",
-                [(step, now, row["id"]) for row in rows])
+                "UPDATE requests SET status=?, step=?, started_at=?, attempts=attempts+1 WHERE id=?",
+                [(R.RUNNING, step, now, row["id"]) for row in rows])
             return step, [EngineRequest(row["id"], row["url"], json.loads(row["body"]), row["custom_id"]) for row in rows]
 
         try:
@@ -204,10 +184,10 @@ class Store:
         False when the commit failed: the requests are queued again by the next claim that can write, so each
         result is still recorded exactly once."""
         now = time.time()
-        rows = [(status, now, json.dumps(line), key) for key, status, line in outcomes]
+        rows = [(R(status), now, json.dumps(line), key, R.RUNNING) for key, status, line in outcomes]
         try:
             self._tx(lambda: self._db.executemany(
-                "UPDATE requests SET status=?, finished_at=?, result=? WHERE id=? AND status='running'", rows), "result")
+                "UPDATE requests SET status=?, finished_at=?, result=? WHERE id=? AND status=?", rows), "result")
         except StoreUnavailable:
             with self._lock:
                 self._orphans.update(row[3] for row in rows)
@@ -228,7 +208,7 @@ class Store:
                 "SELECT status, COUNT(*) FROM requests WHERE batch_seq=? GROUP BY status", (row["seq"],)).fetchall())
             finished_at = self._db.execute(
                 "SELECT MAX(finished_at) FROM requests WHERE batch_seq=?", (row["seq"],)).fetchone()[0]
-        return _describe(row, counts, finished_at)
+        return describe(row, counts, finished_at)
 
     def list_batches(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
@@ -243,8 +223,8 @@ class Store:
             if row["cancelled_at"] is None:
                 self._db.execute("UPDATE batches SET cancelled_at=? WHERE seq=?", (time.time(), row["seq"]))
             return self._db.execute(
-                "UPDATE requests SET status='cancelled', finished_at=? WHERE batch_seq=? AND status='queued'",
-                (time.time(), row["seq"])).rowcount
+                "UPDATE requests SET status=?, finished_at=? WHERE batch_seq=? AND status=?",
+                (R.CANCELLED, time.time(), row["seq"], R.QUEUED)).rowcount
 
         cancelled = self._tx(mark, "cancel")
         return self.batch(batch_id), cancelled
@@ -270,7 +250,7 @@ class Store:
         """Requests not yet finished (queued or running) per priority."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT prank, COUNT(*) FROM requests WHERE status IN ('queued','running') GROUP BY prank").fetchall()
+                "SELECT prank, COUNT(*) FROM requests WHERE status IN (?,?) GROUP BY prank", UNFINISHED).fetchall()
         depth = dict.fromkeys(PRIORITIES, 0)
         for rank, count in rows:
             depth[PRIORITIES[rank]] = count
@@ -287,7 +267,7 @@ class Store:
             per_batch.setdefault(seq, (cancelled_at, {}))[1][status] = count
         counts: dict[str, int] = {}
         for cancelled_at, by_status in per_batch.values():
-            status = _status(cancelled_at, by_status)
+            status = batch_status(cancelled_at, by_status).value
             counts[status] = counts.get(status, 0) + 1
         return counts
 
@@ -315,25 +295,3 @@ class Store:
             view["requeue_pending"] = len(self._orphans)
         return view
 
-
-def _status(cancelled_at: float | None, counts: dict[str, int]) -> str:
-    queued, running = counts.get("queued", 0), counts.get("running", 0)
-    if cancelled_at is not None:
-        return "cancelling" if running else "cancelled"
-    if queued + running == 0:
-        return "completed"
-    if running or any(counts.get(name, 0) for name in FINISHED):
-        return "in_progress"
-    return "queued"
-
-
-def _describe(row: sqlite3.Row, counts: dict[str, int], finished_at: float | None) -> dict[str, Any]:
-    status = _status(row["cancelled_at"], counts)
-    done = {name: counts.get(name, 0) for name in FINISHED}
-    return {
-        "id": row["id"], "object": "batch", "priority": row["priority"], "name": row["name"], "status": status,
-        "created_at": row["created_at"], "cancelled_at": row["cancelled_at"],
-        "completed_at": finished_at if status in ("completed", "cancelled") else None,
-        "request_counts": {"total": row["total"], "queued": counts.get("queued", 0),
-                           "running": counts.get("running", 0), **done},
-    }

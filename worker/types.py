@@ -1,6 +1,6 @@
-"""The worker's vocabulary: priorities, the accepted desired state, requests handed to engines and what they hand back.
+"""The worker's vocabulary: priorities, requests handed to engines and what they hand back, counters.
 
-The states and maintenance are the control contract's (headroom/contract.py), shared with the guard.
+The states, the desired state and maintenance are the control contract's (headroom/contract.py), shared with the guard.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from headroom.contract import WorkerState
 
 # Priorities in the order they run: production before test before bulk.
 PRIORITIES = ("production", "test", "bulk")
@@ -43,27 +42,6 @@ class EngineResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@dataclass
-class Desired:
-    """The last accepted desired state (PUT /control/state)."""
-
-    state: WorkerState = WorkerState.RUNNING  # one of headroom.contract.DESIRABLE
-    concurrency: int | None = None  # throttled(n)
-    level: int | None = None  # freed(level)
-    reason: str | None = None
-    requested_by: str | None = None
-    at: float = 0.0  # unix seconds when it was accepted
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state, "concurrency": self.concurrency, "level": self.level,
-            "reason": self.reason, "requested_by": self.requested_by, "at": self.at,
-        }
-
-    def same_target(self, other: "Desired") -> bool:
-        return (self.state, self.concurrency, self.level) == (other.state, other.concurrency, other.level)
 
 
 @dataclass

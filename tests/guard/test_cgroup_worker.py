@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from guard import cgroupctl
-from guard.cgroup_worker import STORE_KEY, CgroupWorkerTarget, build_cgroup_target, observed_state
+from guard.cgroup_target import STORE_KEY, CgroupWorkerTarget, build_cgroup_target, observed_state
 from guard.settings import GuardSettings
 from guard.store import Store
 from guard.types import Desired
-from guard.worker_cgroup import WorkerCgroup, holds_headroom, is_headroom, memory_from
+from guard.procinfo import is_headroom
+from guard.cgroup_hierarchies import WorkerCgroup, holds_headroom, memory_from
 from headroom.errors import HeadroomError
 from tests.helpers import need, wait_for
 

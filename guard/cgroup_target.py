@@ -16,9 +16,10 @@ from typing import Callable
 
 from guard import cgroupctl
 from guard.actuator import Outcome, accepted_status
-from guard.types import ActionEvent, Desired
-from guard.worker_cgroup import ANON_SLACK_BYTES, WorkerCgroup, has_exited, holds_headroom, resolve
-from headroom.contract import EngineStatus, Maintenance, WorkerState, WorkerStatus
+from guard.types import ActionEvent
+from guard.procinfo import pid_alive
+from guard.cgroup_hierarchies import ANON_SLACK_BYTES, WorkerCgroup, holds_headroom, resolve
+from headroom.contract import Desired, EngineStatus, Maintenance, WorkerState, WorkerStatus
 from headroom.errors import EXIT_CONFIG, HeadroomError
 
 log = logging.getLogger("headroom.guard.cgroup_worker")
@@ -26,13 +27,13 @@ STORE_KEY = "cgroup_worker"  # {"name", "path", "frozen": [{"path", "directory",
 KILL_WAIT_SECONDS = 5.0  # after SIGKILL, how long the processes get to leave the cgroup
 
 
-def observed_state(has_processes: bool, frozen: bool, busy: str | None, holds_memory: bool) -> WorkerState:
+def observed_state(has_processes: bool, frozen: bool, busy: WorkerState | None, holds_memory: bool) -> WorkerState:
     """The contract's state from what the kernel shows: freed only once no process and none of its memory is left."""
-    if busy == "waking" and not has_processes:
+    if busy == WorkerState.WAKING and not has_processes:
         return WorkerState.WAKING
     if not has_processes and not holds_memory:
         return WorkerState.FREED
-    if busy == "freeing" or not has_processes:
+    if busy == WorkerState.FREEING or not has_processes:
         return WorkerState.FREEING
     return WorkerState.PAUSED if frozen else WorkerState.RUNNING
 
@@ -133,7 +134,7 @@ class CgroupWorkerTarget:
                     "anon_bytes": memory.anon_bytes, "shmem_bytes": memory.shmem_bytes, "gpu_bytes": gpu_bytes})
 
     def _idle_note(self, pids: list[int], state: str) -> str:
-        if pids or state != "freed":
+        if pids or state != WorkerState.FREED:
             return ""
         if self.stopped and not self.start_argv:
             return f"the guard stopped the worker and has no worker_start: a person must restart it ({self.name})"
@@ -143,11 +144,11 @@ class CgroupWorkerTarget:
         """GPU memory still held by the worker: its processes, or ones it had that the last GPU listing still shows."""
         members = set(pids)
         listing = self.gpu_processes()
-        exited = {pid for pid in self.known_pids & set(listing) if has_exited(pid)}  # not a reused pid
+        exited = {pid for pid in self.known_pids & set(listing) if not pid_alive(pid)}  # not a reused pid
         return sum(used for pid, used in listing.items() if pid in members or pid in exited)
 
     def apply(self, desired: Desired) -> Outcome:
-        if desired.state == "throttled" and self.throttle == "refuse":
+        if desired.state == WorkerState.THROTTLED and self.throttle == "refuse":
             return Outcome("refused", "a cgroup worker cannot be throttled from outside; "
                                       "set guard.worker_cgroup_throttle = \"pause\" to pause it instead")
         with self.lock:
@@ -177,9 +178,9 @@ class CgroupWorkerTarget:
     # --- transitions (on the target's own thread) ------------------------------------------------------
     def _transition(self, desired: Desired) -> Outcome:
         try:
-            if desired.state in ("paused", "throttled"):
+            if desired.state in (WorkerState.PAUSED, WorkerState.THROTTLED):
                 return self._pause(desired)
-            return self._free(desired) if desired.state == "freed" else self._run(desired)
+            return self._free(desired) if desired.state == WorkerState.FREED else self._run(desired)
         except (OSError, ValueError) as err:  # a cgroup file that vanished or reads oddly: retried with backoff
             return self._fail(desired, f"{type(err).__name__}: {err}")
         finally:

@@ -1,4 +1,5 @@
-"""A worker's cgroup on this host: where its path lives in each hierarchy, what it holds, whether headroom may act on it."""
+"""One cgroup path in every hierarchy (cgroup2, v1 freezer, memory): its directories, processes and memory, and whether
+headroom is inside it; the model the cgroup worker target (guard/cgroup_target.py) acts on."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.cgroupfs import detect_memory_root, hierarchy_roots, parse_flat_keyed
 from exporter.units import find_unit_path, is_unit_name, parse_proc_cgroup
 from guard import cgroupctl
+from guard.procinfo import is_headroom, read_cmdline
 
 # One cgroup path, several hierarchies. On a hybrid host (this one) "/a/b" may exist as unified/a/b (cgroup2, which
 # freezes), freezer/a/b (v1 freezer) and memory/a/b (v1 memory); systemd creates a unit's cgroup in all of them. The
@@ -27,18 +30,8 @@ class Memory:
     shmem_bytes: int  # tmpfs/shm pages, which outlive the processes that made them
 
 
-def parse_memory_stat(text: str) -> dict[str, int]:
-    """memory.stat (v1 or v2) -> {key: value}."""
-    stats: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            stats[key] = int(value)
-    return stats
-
-
 def memory_from(usage_text: str, stat_text: str, version: int) -> Memory:
-    stats = parse_memory_stat(stat_text)
+    stats = parse_flat_keyed(stat_text)
     if version == 2:
         return Memory(int(usage_text), stats.get("anon", 0), stats.get("shmem", 0))
     return Memory(int(usage_text), stats.get("total_rss", stats.get("rss", 0)), stats.get("total_shmem", stats.get("shmem", 0)))
@@ -56,8 +49,7 @@ class WorkerCgroup:
 
     def directories(self) -> list[Path]:
         """This path in every hierarchy that has it."""
-        roots = (cgroupctl.v2_root(self.cgroupfs), cgroupctl.v1_freezer_root(self.cgroupfs), self.cgroupfs / "memory")
-        return [d for d in (self._in(r) for r in roots) if d is not None and d.is_dir()]
+        return [d for d in (self._in(r) for r in hierarchy_roots(self.cgroupfs)) if d.is_dir()]
 
     def exists(self) -> bool:
         return bool(self.directories())
@@ -69,20 +61,18 @@ class WorkerCgroup:
         return sorted({pid for directory in self.directories() for pid in cgroupctl.pids_under(directory)})
 
     def memory(self) -> Memory:
-        v2 = self._in(cgroupctl.v2_root(self.cgroupfs))
-        found = [(v2, "memory.current", 2), (self._in(self.cgroupfs / "memory"), "memory.usage_in_bytes", 1)]
-        for directory, usage, version in found:
-            try:
+        found = detect_memory_root(self.cgroupfs)
+        if found is not None:
+            directory, version = found[0] / self.path.lstrip("/"), found[1]
+            usage = "memory.current" if version == 2 else "memory.usage_in_bytes"
+            with contextlib.suppress(OSError, ValueError):
                 return memory_from((directory / usage).read_text(), (directory / "memory.stat").read_text(), version)
-            except (OSError, TypeError, ValueError):
-                continue
         return Memory(0, 0, 0)
 
 
 def resolve(value: str, cgroupfs: Path = Path("/sys/fs/cgroup")) -> str | None:
     """A cgroup path or a systemd unit name -> the cgroup path that exists in some hierarchy; None when none has it."""
-    roots = [r for r in (cgroupctl.v2_root(cgroupfs), cgroupctl.v1_freezer_root(cgroupfs), cgroupfs / "memory")
-             if r is not None and r.is_dir()]
+    roots = hierarchy_roots(cgroupfs)
     if is_unit_name(value):
         for root in roots:
             found = find_unit_path(root, value)  # the exporter's lookup: its default place, then a bounded search
@@ -96,12 +86,6 @@ def _within(inner: str, outer: str) -> bool:
     return outer.rstrip("/") == "" or inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
-def is_headroom(cmdline: list[str]) -> bool:
-    """Whether a command line runs headroom (`headroom ...`, `python -m headroom ...`)."""
-    names = [os.path.basename(arg) for arg in cmdline[:3]]
-    return "headroom" in names or any(a == "-m" and b == "headroom" for a, b in zip(cmdline, cmdline[1:3]))
-
-
 def holds_headroom(cg: WorkerCgroup, procfs: Path = Path("/proc"), own_pid: int | None = None) -> str | None:
     """Why acting on `cg` would act on headroom itself (this process, or a headroom process inside it); None if not."""
     own_pid = own_pid or os.getpid()
@@ -112,7 +96,7 @@ def holds_headroom(cg: WorkerCgroup, procfs: Path = Path("/proc"), own_pid: int 
                 return f"headroom itself (pid {own_pid}, in {name} cgroup {own[key]})"
     for pid in cg.pids():
         with contextlib.suppress(OSError):
-            cmdline = (procfs / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cmdline = read_cmdline(pid, procfs)
             if is_headroom(cmdline):
                 return f"a headroom process (pid {pid}: {' '.join(cmdline).strip()[:120]})"
     return None
@@ -125,11 +109,3 @@ def gpu_process_bytes(gpus) -> dict[int, float]:
         for pid, used in gpu.processes.items():
             found[pid] = found.get(pid, 0.0) + used
     return found
-
-
-def has_exited(pid: int, procfs: Path = Path("/proc")) -> bool:
-    """Gone, or a zombie: such a pid in a GPU listing is the old process's stale entry, not a new process's."""
-    try:
-        return (procfs / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True

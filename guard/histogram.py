@@ -1,0 +1,18 @@
+"""The one histogram: cumulative bucket counts for /metrics (tick, gap, reaction and downtime seconds)."""
+
+from __future__ import annotations
+
+
+class Histogram:
+    """Cumulative bucket counts for /metrics, plus the recent values for benchmarks."""
+
+    def __init__(self, buckets: tuple[float, ...]):
+        self.buckets, self.counts, self.count, self.total = buckets, [0] * len(buckets), 0, 0.0
+        self.recent: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.count, self.total = self.count + 1, self.total + value
+        self.recent = (self.recent + [value])[-1000:]
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
