@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from guard.procinfo import all_pids  # noqa: E402
+from guard.protect.procinfo import all_pids  # noqa: E402
 from tests.guard.freezing import make_freezer, owned_cgroup, roots, start_counter, stop  # noqa: E402
 
 

@@ -3,7 +3,7 @@
 
 Per rate, a worker holds most of GPU 0 (a torch process, or a real `vllm serve` with sleep mode when --vllm-model is
 given) and an unleased grower allocates and touches GPU memory at RATE MB/s up to --target-gib, which fits only once the
-worker frees its memory. The guard side (guard/gpufreeze.py over exporter/nvml.py, the real Freezer) must freeze the
+worker frees its memory. The guard side (guard/protect/gpufreeze.py over exporter/nvml.py, the real Freezer) must freeze the
 grower when free memory falls below --freeze-gib, the script then frees the worker (as the guard's fast path would), and
 the freezer thaws the grower once free memory is back. Checks per rate: the grower reaches its target and exits 0 (no
 CUDA OOM), the worker was never frozen. With --baseline the same run without the guard shows what happens otherwise.
@@ -84,10 +84,10 @@ def start_worker(args, hold_gib: float, port: int):
 
 def guard_side(args, nvml, worker_pids, free_worker, events: dict, target_gib: float):
     """The real Freezer and GPU watch; at the freeze it frees the worker, as the guard's engine hook does."""
-    from guard.freezer import Freezer
-    from guard.gpufreeze import GpuFreezeWatch
-    from guard.settings import GuardSettings
-    from guard.store import Store
+    from guard.protect.freezer import Freezer
+    from guard.protect.gpufreeze import GpuFreezeWatch
+    from guard.common.settings import GuardSettings
+    from guard.common.store import Store
 
     settings = GuardSettings(freeze_gpu_poll_min_seconds=0.01, freeze_gpu_poll_max_seconds=0.25,
                              freeze_max_seconds=args.max_frozen)

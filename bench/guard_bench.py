@@ -24,11 +24,11 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from guard.manager import Manager  # noqa: E402
-from guard.metrics_source import ExporterSource  # noqa: E402
-from guard.observer import Observer  # noqa: E402
-from guard.settings import GuardSettings  # noqa: E402
-from guard.store import Store  # noqa: E402
+from guard.core.manager import Manager  # noqa: E402
+from guard.sources.metrics_source import ExporterSource  # noqa: E402
+from guard.sources.observer import Observer  # noqa: E402
+from guard.common.settings import GuardSettings  # noqa: E402
+from guard.common.store import Store  # noqa: E402
 from tests.helpers import free_port, headroom_cmd, stop_process, wait_for  # noqa: E402
 
 TOKEN = "bench-token-0123456789"

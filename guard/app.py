@@ -11,16 +11,16 @@ from typing import Callable
 
 from fastapi import FastAPI
 
-from guard.actuator import Reconciler, build_target
-from guard.api import build_router
-from guard.facade import GuardFacade
-from guard.routes_freeze import build_freeze_router
-from guard.manager import Manager
-from guard.manager_protect import gpu_froze
-from guard.metrics import build_registry
-from guard.observer import Observer, build_source
-from guard.store import Store
-from guard.views import fast_path_stuck
+from guard.targets.actuator import Reconciler, build_target
+from guard.http.api import build_router
+from guard.core.facade import GuardFacade
+from guard.http.routes_freeze import build_freeze_router
+from guard.core.manager import Manager
+from guard.core.manager_protect import gpu_froze
+from guard.http.metrics import build_registry
+from guard.sources.observer import Observer, build_source
+from guard.common.store import Store
+from guard.http.views import fast_path_stuck
 from headroom import gate
 from headroom.auth import bearer_dependency, load_or_create_token
 from headroom.dbfile import install_store_handlers
@@ -49,8 +49,8 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
     store = Store(settings.state_dir, guard.events_max, on_corrupt=guard.store_on_corrupt, clock=clock)
     reconciler = target = None
     if guard.worker_kind == "cgroup":
-        from guard.cgroup_target import build_cgroup_target
-        from guard.cgroup_hierarchies import gpu_process_bytes
+        from guard.targets.cgroup_target import build_cgroup_target
+        from guard.targets.cgroup_hierarchies import gpu_process_bytes
 
         target = build_cgroup_target(guard, store)  # refuses a cgroup it cannot safely act on, before anything starts
     elif guard.worker_url:
@@ -87,8 +87,8 @@ def _retry_store(store: Store) -> None:
 
 def _retry_thaws(state_dir) -> None:
     """Without a fast path: thaw records a refused thaw left in frozen.json (a no-op when there are none)."""
-    from guard.frozenfile import records_path
-    from guard.recovery import thaw_and_log
+    from guard.protect.frozenfile import records_path
+    from guard.protect.recovery import thaw_and_log
 
     if records_path(state_dir).exists() and records_path(state_dir).stat().st_size > 2:  # more than "[]"
         thaw_and_log(state_dir)
@@ -98,9 +98,9 @@ def build_protection(guard, manager: Manager):
     """(fast path, GPU freeze watch) over the configured domain and GPUs; None for what is disabled."""
     if not guard.fast_path.enabled:
         return None, None
-    from guard.domain import DomainReader
-    from guard.fastpath import FastPath
-    from guard.freezer import Freezer
+    from guard.protect.domain import DomainReader
+    from guard.protect.fastpath import FastPath
+    from guard.protect.freezer import Freezer
 
     freezer = Freezer(guard, manager.store, worker_pids=manager.worker_pids, facts=manager.freeze_facts)
     for item in freezer.recover():  # always, even with freezing off now: a previous guard may have left some
@@ -116,7 +116,7 @@ def build_gpu_watch(guard, manager: Manager, freezer, nvml=None):
     if freezer is None or "freeze" not in guard.gpu.enter:
         return None
     from exporter.nvml import Nvml
-    from guard.gpufreeze import GpuFreezeWatch
+    from guard.protect.gpufreeze import GpuFreezeWatch
 
     on_event = partial(gpu_froze, manager, free_level=guard.free_level)  # it hands on facts; it decides nothing
     return GpuFreezeWatch.from_settings(guard, nvml or Nvml(), freezer, on_event=on_event)
@@ -135,7 +135,7 @@ async def lifespan(app: FastAPI):
     scheduler = None
     if deps.run_scheduler:
         if deps.manager.settings.mlock:
-            from guard.lockmem import lock_memory
+            from guard.protect.lockmem import lock_memory
 
             locked, _, note = lock_memory()
             (log.info if locked else log.warning)(note)
@@ -159,7 +159,7 @@ async def lifespan(app: FastAPI):
         manager = deps.manager
         manager.stop_background()  # thaws whatever the fast path froze
         if deps.run_scheduler and manager.settings.mlock:
-            from guard.lockmem import unlock_memory
+            from guard.protect.lockmem import unlock_memory
 
             unlock_memory()
         manager.observer.close()
@@ -188,7 +188,7 @@ def create_app(settings, deps: Deps | None = None) -> FastAPI:
 def serve(settings) -> None:
     """Run the guard until SIGINT/SIGTERM. First of all, whatever the settings, thaw what a previous guard left frozen:
     before the port, the store, the token or the worker's cgroup can fail (each of those ends the start)."""
-    from guard.recovery import recover_at_start
+    from guard.protect.recovery import recover_at_start
     from headroom.serving import bind, make_server
 
     recover_at_start(settings.state_dir, hold=True)

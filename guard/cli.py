@@ -6,7 +6,7 @@ import argparse
 import json
 import re
 
-from guard.signals import label_of
+from guard.common.signals import label_of
 from headroom.auth import bearer_headers, read_token
 from headroom.cliargs import client_command, url_arg
 from headroom.detail import describe_detail
@@ -177,7 +177,7 @@ def _status(args: argparse.Namespace, settings) -> int:
     found = getattr(args, "found", None)
     tried = "--url" if args.url else f"[guard] listen from {found.how if found else 'the configuration'}"
     if args.watch:
-        from guard.watch import watch
+        from guard.http.watch import watch
 
         return watch(lambda: fetch_status(base, max(args.events, 10), True, token, tried, token_from),
                      max(0.2, args.interval))
@@ -192,8 +192,8 @@ def _status(args: argparse.Namespace, settings) -> int:
 def thaw_all(state_dir, force: bool = False) -> int:
     """`headroom thaw --all`: the records in the state dir, thawed here (no guard needed); exit 1 while one is refused,
     or while a running guard holds them (it thaws its own; `--force` for one that hangs)."""
-    from guard.frozenfile import take_lock
-    from guard.recovery import thaw_recorded
+    from guard.protect.frozenfile import take_lock
+    from guard.protect.recovery import thaw_recorded
 
     if not force and take_lock(state_dir, hold=False) is False:
         raise HeadroomError(f"a running guard holds the freeze records in {state_dir}: `headroom thaw PID` asks it, "

@@ -98,7 +98,7 @@ def _settings_or_thaw(args: argparse.Namespace):
         return _settings(args)
     except HeadroomError:
         if _thaws_first(args):
-            from guard.recovery import recover_at_start, state_dir_unvalidated
+            from guard.protect.recovery import recover_at_start, state_dir_unvalidated
 
             setup_logging("warning")
             recover_at_start(state_dir_unvalidated(args.config))

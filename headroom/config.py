@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exporter.settings import ExporterSettings
-from guard.settings import GuardSettings
-from guard.settings_checks import host_problems
+from guard.common.settings import GuardSettings
+from guard.common.settings_checks import host_problems
 from headroom.config_moved import moved_field, upgrade
 from headroom.errors import EXIT_CONFIG, HeadroomError
 from headroom.paths import default_state_dir

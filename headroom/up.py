@@ -97,7 +97,7 @@ def _worker_failed(child: subprocess.Popen, logger: WorkerLog | None) -> str:
 
 def thaw_left_frozen(settings, why: str) -> None:
     """Thaw whatever a guard that is gone left recorded as frozen (`headroom thaw --all`, in-process)."""
-    from guard.recovery import recover_at_start
+    from guard.protect.recovery import recover_at_start
 
     report = recover_at_start(settings.state_dir)  # logs one line per record
     if report is not None and report.lines():

@@ -11,10 +11,11 @@ from tests.helpers import REPO
 PACKAGES = ("headroom", "exporter", "guard", "worker")
 
 
-def read_layers(text: str) -> list[list[list[str]]]:
-    """The ```layers block, top first: each layer a list of peer groups, each group a list of module patterns."""
-    block = re.search(r"```layers\n(.*?)```", text, re.S)
-    assert block, "docs/architecture.md has no ```layers block"
+def read_layers(text: str, package: str = "") -> list[list[list[str]]]:
+    """The ```layers block (```layers PACKAGE for the layers inside one package), top first: each layer a list of peer
+    groups, each group a list of module patterns."""
+    block = re.search(r"```layers" + (" " + re.escape(package) if package else "") + r"\n(.*?)```", text, re.S)
+    assert block, f"docs/architecture.md has no ```layers{' ' + package if package else ''} block"
     layers = []
     for line in block.group(1).strip().splitlines():
         _name, _, patterns = line.partition(":")
@@ -58,14 +59,23 @@ def imported(path: Path, module: str, root: Path) -> set[str]:
     return {name for name in found if name.split(".")[0] in PACKAGES}
 
 
-def violations(layers, root: Path = REPO) -> list[str]:
+def inside(module: str, package: str | None) -> bool:
+    return package is None or module == package or module.startswith(package + ".")
+
+
+def violations(layers, root: Path = REPO, within: str | None = None) -> list[str]:
+    """Imports that point upward or sideways; `within` checks one package's own layers, among its own modules."""
     wrong = []
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
             source = module_name(path, root)
+            if not inside(source, within):
+                continue
             here = place(source, layers)
             assert here is not None, f"{source} is in no layer of docs/architecture.md"
             for target in sorted(imported(path, source, root)):
+                if within is not None and (target == within or not inside(target, within)):
+                    continue
                 there = place(target, layers)
                 if there is None or there[0] > here[0]:
                     continue  # a lower layer
@@ -79,6 +89,35 @@ def violations(layers, root: Path = REPO) -> list[str]:
 def test_no_module_imports_a_layer_above_it_or_a_peer():
     layers = read_layers((REPO / "docs" / "architecture.md").read_text())
     assert violations(layers) == []
+
+
+def test_inside_the_guard_no_folder_imports_one_above_it_or_a_peer():
+    layers = read_layers((REPO / "docs" / "architecture.md").read_text(), "guard")
+    assert violations(layers, within="guard") == []
+
+
+def test_the_guard_check_finds_a_folder_importing_upward(tmp_path):
+    layers = read_layers((REPO / "docs" / "architecture.md").read_text(), "guard")
+    files = {
+        "guard/__init__.py": "",
+        "guard/common/__init__.py": "",
+        "guard/common/types.py": "",
+        "guard/protect/__init__.py": "",
+        "guard/protect/freezer.py": "from guard.core import manager\nfrom guard.common import types\n",  # up; fine
+        "guard/core/__init__.py": "",
+        "guard/core/manager.py": "from guard.protect.freezer import Freezer\n",  # down: fine
+        "guard/sources/__init__.py": "",
+        "guard/sources/observer.py": "from guard.targets import actuator\n",  # a peer
+        "guard/targets/__init__.py": "",
+        "guard/targets/actuator.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert sorted(violations(layers, tmp_path, within="guard")) == [
+        "guard.protect.freezer imports guard.core.manager, a layer above it",
+        "guard.sources.observer imports guard.targets.actuator, a peer it must not know",
+    ]
 
 
 def test_the_check_finds_upward_and_sideways_imports(tmp_path):

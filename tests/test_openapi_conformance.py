@@ -76,9 +76,9 @@ def schemathesis_module():
 @pytest.mark.timeout(120)
 def test_guard_conforms_to_its_published_schema(schemathesis_module, tmp_path):
     from guard.app import Deps, create_app
-    from guard.manager import Manager
-    from guard.observer import Observer
-    from guard.store import Store
+    from guard.core.manager import Manager
+    from guard.sources.observer import Observer
+    from guard.common.store import Store
     from tests.guard.support import GiB, FakeClock, FakeSource, gpu, settings
 
     token = "conformance-token-0123456789"

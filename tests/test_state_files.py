@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.store import Store as GuardStore
+from guard.common.store import Store as GuardStore
 from worker.batchfile import parse_batch
 from worker.store import DB_FILE, Store as WorkerStore
 

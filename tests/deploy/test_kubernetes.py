@@ -75,8 +75,8 @@ def test_prometheusrule_is_generated_from_alerts_and_valid(tmp_path):
 def test_the_fleet_guard_never_freezes_a_pod(tmp_path):
     """hostPID shows the guard every tenant's processes: freezing is off in the shipped config, so a guard built from it
     leaves a real process on this node running (with the freezer on, it would SIGSTOP it)."""
-    from guard.freezer import Freezer
-    from guard.store import Store
+    from guard.protect.freezer import Freezer
+    from guard.common.store import Store
 
     toml = tmp_path / "headroom.toml"
     toml.write_text(load("configmap.yaml")["data"]["headroom.toml"])

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from guard import cgroupctl
-from guard.growth import GrowthTracker
-from guard.procinfo import descendants, parents, read_proc, read_stat
+from guard.protect import cgroupctl
+from guard.protect.growth import GrowthTracker
+from guard.protect.procinfo import descendants, parents, read_proc, read_stat
 from tests.guard.freezing import count
 from tests.helpers import wait_for
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from guard.manager import Manager
-from guard.observer import Observer
-from guard.store import Store
+from guard.core.manager import Manager
+from guard.sources.observer import Observer
+from guard.common.store import Store
 from tests.guard.support import FakeClock, FakeSource, gpu, settings
 
 

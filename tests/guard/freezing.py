@@ -13,12 +13,12 @@ import uuid
 from pathlib import Path
 
 from exporter.units import parse_proc_cgroup
-from guard import cgroupctl
-from guard.freezer import Freezer
-from guard.frozenfile import boot_id
-from guard.procinfo import read_stat
-from guard.settings import GuardSettings
-from guard.store import Store
+from guard.protect import cgroupctl
+from guard.protect.freezer import Freezer
+from guard.protect.frozenfile import boot_id
+from guard.protect.procinfo import read_stat
+from guard.common.settings import GuardSettings
+from guard.common.store import Store
 from tests.helpers import REPO, need, wait_for
 
 CGROUPFS = Path("/sys/fs/cgroup")
@@ -158,9 +158,9 @@ def make_freezer(tmp_path: Path, clock=time.time, protected: set[int] | None = N
 # previous one recorded and printing "pid:method" for each.
 GUARD = """import sys, time
 from pathlib import Path
-from guard.freezer import Freezer
-from guard.settings import GuardSettings
-from guard.store import Store
+from guard.protect.freezer import Freezer
+from guard.common.settings import GuardSettings
+from guard.common.store import Store
 freezer = Freezer(GuardSettings(), Store(Path(sys.argv[1])))
 if sys.argv[2] == 'recover':
     print(' '.join(f'{fp.pid}:{fp.method}' for fp in freezer.recover()), flush=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guard.settings import GuardSettings
-from guard.types import GpuObs, Snapshot
+from guard.common.settings import GuardSettings
+from guard.common.types import GpuObs, Snapshot
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GiB = 2**30

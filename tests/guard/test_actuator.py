@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from guard.actuator import ContractTarget, Reconciler, VllmServeTarget, in_sync
-from guard.types import Desired
+from guard.targets.actuator import ContractTarget, Reconciler, VllmServeTarget, in_sync
+from guard.common.types import Desired
 from headroom.contract import Maintenance, WorkerStatus
 from tests.guard.contract_worker import ContractWorker, mock_transport
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from guard.actuator import ContractTarget, Reconciler
+from guard.targets.actuator import ContractTarget, Reconciler
 from tests.guard.contract_worker import ContractWorker, mock_transport
 from tests.guard.support import GiB, gpu
 from tests.guard.test_leases import CALM, fields

@@ -53,7 +53,7 @@ def test_the_guard_unit_keeps_the_guard_fed_under_pressure():
 
 
 def test_the_guard_locks_its_memory_on_fault_at_almost_no_rss_cost():
-    code = ("from guard.lockmem import lock_memory; locked, grown, note = lock_memory(); "
+    code = ("from guard.protect.lockmem import lock_memory; locked, grown, note = lock_memory(); "
             "lck = [l for l in open('/proc/self/status') if l.startswith('VmLck')][0].split()[1]; print(locked, grown, lck, note)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from guard import cgroupctl
-from guard.cgroup_target import STORE_KEY, CgroupWorkerTarget, build_cgroup_target, observed_state
-from guard.settings import GuardSettings
-from guard.store import Store
-from guard.types import Desired
-from guard.procinfo import is_headroom
-from guard.cgroup_hierarchies import WorkerCgroup, holds_headroom, memory_from
+from guard.protect import cgroupctl
+from guard.targets.cgroup_target import STORE_KEY, CgroupWorkerTarget, build_cgroup_target, observed_state
+from guard.common.settings import GuardSettings
+from guard.common.store import Store
+from guard.common.types import Desired
+from guard.protect.procinfo import is_headroom
+from guard.targets.cgroup_hierarchies import WorkerCgroup, holds_headroom, memory_from
 from headroom.errors import HeadroomError
 from tests.helpers import need, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from guard import cgroupctl
+from guard.protect import cgroupctl
 from tests.guard.freezing import roots
 from tests.helpers import need, wait_for
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from guard.domain import DomainObs, DomainReader, cgroup_available
-from guard.fastpath import Episode, FastPath, FastThresholds, cause_gone, crossing_time, next_interval, thresholds_for
-from guard.settings import GuardSettings
+from guard.protect.domain import DomainObs, DomainReader, cgroup_available
+from guard.protect.fastpath import Episode, FastPath, FastThresholds, cause_gone, crossing_time, next_interval, thresholds_for
+from guard.common.settings import GuardSettings
 from tests.guard.freezing import counting, make_freezer, need_freezer_root, start_counter, stop
 from tests.guard.support import GiB, MiB
 from tests.helpers import need
@@ -205,7 +205,7 @@ def test_a_gpu_freeze_frees_the_worker_until_the_frozen_process_exits(tmp_path, 
 
 
 def test_the_kernel_wakes_the_fast_path_when_usage_crosses_a_threshold(tmp_path):
-    from guard.domain import Waker
+    from guard.protect.domain import Waker
     from tests.guard.realstack import Allocator, domain_cgroup
 
     with domain_cgroup(512 * MiB) as group:

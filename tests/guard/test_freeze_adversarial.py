@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from guard import cgroupctl
-from guard.domain import DomainReader
-from guard.frozenfile import read_records
-from guard.growth import domain_shmem
-from guard.procinfo import descendants, parents, read_proc
+from guard.protect import cgroupctl
+from guard.protect.domain import DomainReader
+from guard.protect.frozenfile import read_records
+from guard.protect.growth import domain_shmem
+from guard.protect.procinfo import descendants, parents, read_proc
 from tests.guard.adversary import ACTOR, end, frozen_now, measure, start_actor, stopped
 from tests.guard.freezing import CGROUPFS, count, counting, make_freezer, need_freezer_root, owned_cgroup, roots
 from tests.guard.realstack import domain_cgroup

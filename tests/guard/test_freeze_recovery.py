@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guard import cgroupctl
-from guard.frozenfile import read_records, records_path
+from guard.protect import cgroupctl
+from guard.protect.frozenfile import read_records, records_path
 from tests.guard.freezing import (CGROUPFS, counting, freezer_path, group_pids, legacy_record, need_freezer_root,
                                   nobodys_counter, owned_cgroup, roots, run_guard, start_counter, stop)
 from tests.helpers import REPO, free_port, headroom_cmd, need, wait_for, write_toml

@@ -8,14 +8,14 @@ from dataclasses import replace
 
 import pytest
 
-from guard import cgroupctl
-from guard.freezer import Freezer
-from guard.frozenfile import read_records
-from guard.settings import GuardSettings
-from guard.store import Store
-from guard.growth import Sample, Usage, grown
-from guard.procinfo import ProcInfo, Stat, parse_stat, parse_status, read_stat, tty_path
-from guard.victim import Protected, protect_reason
+from guard.protect import cgroupctl
+from guard.protect.freezer import Freezer
+from guard.protect.frozenfile import read_records
+from guard.common.settings import GuardSettings
+from guard.common.store import Store
+from guard.protect.growth import Sample, Usage, grown
+from guard.protect.procinfo import ProcInfo, Stat, parse_stat, parse_status, read_stat, tty_path
+from guard.protect.victim import Protected, protect_reason
 from tests.helpers import need, wait_for
 from tests.guard.adversary import end, measure, start_actor
 from tests.guard.freezing import (CGROUPFS, GREW, counting, grew, make_freezer, need_freezer_root, owned_cgroup, roots,

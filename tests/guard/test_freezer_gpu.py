@@ -9,10 +9,10 @@ import pytest
 
 from exporter.nvml import Nvml
 from guard.app import build_gpu_watch
-from guard.gpufreeze import GpuFreezeWatch, poll_interval, threshold_bytes
-from guard.settings import GuardSettings
+from guard.protect.gpufreeze import GpuFreezeWatch, poll_interval, threshold_bytes
+from guard.common.settings import GuardSettings
 from tests.fakes import fake_pynvml
-from guard.protection import Protection
+from guard.core.protection import Protection
 from tests.guard.freezing import counting, make_freezer, need_freezer_root, start_counter, stop
 
 GIB = 1 << 30

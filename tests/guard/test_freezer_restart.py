@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard import cgroupctl
+from guard.protect import cgroupctl
 from tests.guard.freezing import (CGROUPFS, counting, need_freezer_root, owned_cgroup, roots, run_guard, start_counter,
                                   stop)
 from tests.helpers import wait_for

@@ -13,8 +13,8 @@ from rich.console import Console
 
 from guard.app import Deps, create_app
 from guard.cli import fetch_status, render
-from guard.freezer import Freezer
-from guard.watch import screen
+from guard.protect.freezer import Freezer
+from guard.http.watch import screen
 from headroom.serving import bind, make_server
 from tests.guard.freezing import counting, grew, need_freezer_root, start_counter, stop
 from tests.guard.support import GiB

@@ -9,9 +9,9 @@ import subprocess
 import httpx
 import pytest
 
-from guard.policy import evaluate
-from guard.settings import GuardSettings
-from guard.types import GpuObs, GuardState, Level, Snapshot
+from guard.core.policy import evaluate
+from guard.common.settings import GuardSettings
+from guard.common.types import GpuObs, GuardState, Level, Snapshot
 from headroom.config import load_settings
 from headroom.errors import HeadroomError
 from tests.exporter.conftest import GOLDEN, exporter_process, golden_exporter_config

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from guard.actuator import ContractTarget, Reconciler
-from guard.manager import Manager
-from guard.leases import UnknownGpu, admit, match_gpus, ram_room, reserved_gpu, reserved_ram
-from guard.observer import Observer
-from guard.settings import GuardSettings
-from guard.store import Store
-from guard.types import Decision, Desired, Lease, Level
+from guard.targets.actuator import ContractTarget, Reconciler
+from guard.core.manager import Manager
+from guard.core.leases import UnknownGpu, admit, match_gpus, ram_room, reserved_gpu, reserved_ram
+from guard.sources.observer import Observer
+from guard.common.settings import GuardSettings
+from guard.common.store import Store
+from guard.common.types import Decision, Desired, Lease, Level
 from tests.guard.contract_worker import ContractWorker, mock_transport
 from tests.guard.support import GiB, MiB, gpu, snap
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from guard.policy import evaluate
-from guard.signals import SIGNALS, Resource
-from guard.types import GuardState, LeaseStatus, Level
+from guard.core.policy import evaluate
+from guard.common.signals import SIGNALS, Resource
+from guard.common.types import GuardState, LeaseStatus, Level
 from tests.guard.support import GiB, MiB, settings, snap
 
 CALM = {"psi": {"enter": {}}, "swap": {"enter": {}}, "predict": {"enter": {}}, "gpu": {"enter": {}}}
@@ -101,8 +101,8 @@ def test_protection_has_one_owner_and_readers_see_whole_copies():
     import threading
     import time
 
-    from guard.protection import Protection
-    from guard.types import Desired
+    from guard.core.protection import Protection
+    from guard.common.types import Desired
 
     protection, stop, seen = Protection(), threading.Event(), []
 

@@ -17,14 +17,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from guard.actuator import ActingThread, ContractTarget, Reconciler
+from guard.targets.actuator import ActingThread, ContractTarget, Reconciler
 from guard.app import Deps, build_deps, create_app
-from guard.domain import DomainReader
-from guard.fastpath import FastPath
-from guard.freezer import Freezer
-from guard.frozenfile import read_records
-from guard.types import Desired
-from guard.views import fast_path_stuck
+from guard.protect.domain import DomainReader
+from guard.protect.fastpath import FastPath
+from guard.protect.freezer import Freezer
+from guard.protect.frozenfile import read_records
+from guard.common.types import Desired
+from guard.http.views import fast_path_stuck
 from headroom import sdnotify
 from headroom.config import load_settings
 from headroom.contract import Maintenance

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from guard.policy import (apply_hysteresis, desired_worker, entered_level, free_level_for, held_level,
+from guard.core.policy import (apply_hysteresis, desired_worker, entered_level, free_level_for, held_level,
                           seconds_to_exhaustion, swap_in_rate, target_level, update_samples)
-from guard.signals import resolve_rule
-from guard.settings import GuardSettings, Rule
-from guard.types import Lease, Level, ResourceState
+from guard.common.signals import resolve_rule
+from guard.common.settings import GuardSettings, Rule
+from guard.common.types import Lease, Level, ResourceState
 from headroom.contract import Maintenance
 from tests.guard.support import GiB, MiB
 

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 from fastapi.testclient import TestClient
 
-from guard.actuator import ContractTarget, Reconciler
+from guard.targets.actuator import ContractTarget, Reconciler
 from guard.app import Deps, create_app
-from guard.manager_protect import gpu_froze
-from guard.types import Desired
+from guard.core.manager_protect import gpu_froze
+from guard.common.types import Desired
 from tests.guard.contract_worker import ContractWorker, mock_transport
 from tests.guard.support import GiB
 

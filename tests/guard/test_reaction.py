@@ -7,12 +7,13 @@ import time
 import httpx
 import pytest
 
-from guard.actuator import ActingThread, ContractTarget, Reconciler
-from guard.policy import evaluate
-from guard.protection import DowntimeMeter, forget_free, merge_fast, with_override, worker_restarted
-from guard.domain import DomainObs
-from guard.settings import GuardSettings
-from guard.types import Decision, Desired, GuardState, Level, ResourceState
+from guard.targets.actuator import ActingThread, ContractTarget, Reconciler
+from guard.core.policy import evaluate
+from guard.core.protection import DowntimeMeter, forget_free, with_override, worker_restarted
+from guard.sources.observer import merge_fast
+from guard.protect.domain import DomainObs
+from guard.common.settings import GuardSettings
+from guard.common.types import Decision, Desired, GuardState, Level, ResourceState
 from headroom.contract import Maintenance, WorkerStatus
 from tests.guard.contract_worker import ContractWorker
 from tests.guard.support import GiB, snap

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from guard.policy import evaluate
-from guard.settings import GuardSettings
-from guard.types import GuardState, Level
+from guard.core.policy import evaluate
+from guard.common.settings import GuardSettings
+from guard.common.types import GuardState, Level
 from tests.guard.support import GiB, gpu, snap
 
 TOTAL = 100 * GiB

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from guard.metrics_source import ExporterSource, parse_exporter_text
-from guard.observer import Observer, with_pid_usage
-from guard.promsource import PRESETS, PrometheusSource, build_queries
+from guard.sources.metrics_source import ExporterSource, parse_exporter_text
+from guard.sources.observer import Observer, with_pid_usage
+from guard.sources.promsource import PRESETS, PrometheusSource, build_queries
 from tests.guard.support import FIXTURES, gpu, snap
 
 GPU_TEXT = (FIXTURES / "exporter_gpu.txt").read_text()
@@ -139,7 +139,7 @@ def test_pid_usage_counts_the_process_tree(tmp_path):
 def test_observer_skips_pid_accounting_when_the_source_failed():
     class Down:
         def fetch(self):
-            from guard.types import Snapshot
+            from guard.common.types import Snapshot
             return Snapshot(taken_at=1, ok=False, error="down")
 
         def close(self):

@@ -6,10 +6,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from guard.app import Deps, create_app
-from guard.manager import Manager
-from guard.observer import Observer
-from guard.store import Store, StoreUnavailable
-from guard.types import Lease
+from guard.core.manager import Manager
+from guard.sources.observer import Observer
+from guard.common.store import Store, StoreUnavailable
+from guard.common.types import Lease
 from tests.diskfull import small_disk
 from tests.guard.support import GiB, FakeClock, FakeSource, settings
 

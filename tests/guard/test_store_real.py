@@ -10,8 +10,8 @@ import subprocess
 import httpx
 import pytest
 
-from guard.store import Store
-from guard.types import Lease
+from guard.common.store import Store
+from guard.common.types import Lease
 from tests.diskfull import CORRUPTIONS, checkpoint, small_disk
 from tests.guard.realstack import MiB, TOKEN, Allocator, Stack, domain_cgroup, start
 from tests.guard.test_real import LEVELS, QUIET, mib_for

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from exporter.cgroupfs import read_cgroup
 from exporter.meminfo import parse_swaps, ram_backed_free
-from guard.domain import DomainObs, DomainReader
-from guard.metrics_source import parse_exporter_text
-from guard.observer import merge_fast_room
-from guard.settings import GuardSettings
-from guard.swaproom import cgroup_swap_free, host_swap_free, room_bytes
-from guard.types import Decision, Desired, GuardState, Level, ResourceState, Snapshot
-from guard.wakegate import WakeState, backoff_seconds, gate, held_event
+from guard.protect.domain import DomainObs, DomainReader
+from guard.sources.metrics_source import parse_exporter_text
+from guard.sources.observer import merge_fast_room
+from guard.common.settings import GuardSettings
+from guard.common.swaproom import cgroup_swap_free, host_swap_free, room_bytes
+from guard.common.types import Decision, Desired, GuardState, Level, ResourceState, Snapshot
+from guard.core.wakegate import WakeState, backoff_seconds, gate, held_event
 from headroom.contract import WorkerState
 
 MiB, GiB = 2**20, 2**30
@@ -153,7 +153,7 @@ def test_headroom_status_shows_the_swap_room_and_why_the_worker_is_held_back():
 
 
 def test_the_cgroup_workers_footprint_leaves_its_page_cache_out():
-    from guard.wakegate import worker_bytes
+    from guard.core.wakegate import worker_bytes
     from headroom.contract import WorkerStatus
 
     status = WorkerStatus(state=WorkerState.RUNNING, cgroup={"memory_bytes": 9 * GiB, "anon_bytes": 2 * GiB,
@@ -163,7 +163,7 @@ def test_the_cgroup_workers_footprint_leaves_its_page_cache_out():
 
 
 def test_a_burst_that_ended_stops_steering_the_exhaustion_slope():
-    from guard.policy import evaluate
+    from guard.core.policy import evaluate
 
     config = GuardSettings(recovery_hold_seconds=2.0, gpu={"enter": {}})
     state, now, levels = GuardState(), 1000.0, []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from guard.top import Top, parse_statm_rss
-from guard.types import GpuObs, Snapshot
+from guard.protect.top import Top, parse_statm_rss
+from guard.common.types import GpuObs, Snapshot
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import httpx
 
-from guard.history import History
-from guard.observer import OomFeed, OomKill, oom_feed_of
-from guard.metrics_source import ExporterSource
-from guard.top import rank_processes
-from guard.types import GpuObs, Snapshot
-from guard.watch import bar, sparkline
+from guard.core.history import History
+from guard.sources.observer import OomFeed, OomKill, oom_feed_of
+from guard.sources.metrics_source import ExporterSource
+from guard.protect.top import rank_processes
+from guard.common.types import GpuObs, Snapshot
+from guard.http.watch import bar, sparkline
 
 GiB = 2**30
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from guard.actuator import ContractTarget, Reconciler
-from guard.types import Desired
+from guard.targets.actuator import ContractTarget, Reconciler
+from guard.common.types import Desired
 from headroom.config import load_settings
 from headroom.contract import DESIRABLE, Maintenance, StateRequest, WorkerState, WorkerStatus
 from tests.helpers import wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard.actuator import in_sync
+from guard.targets.actuator import in_sync
 from headroom.contract import Desired, StateRequest, WorkerState, WorkerStatus
 from worker.control import to_desired
 

@@ -1,0 +1,1 @@
+"""guard.http: what readers see: routes, views, the status page, /metrics."""

@@ -1,0 +1,1 @@
+"""guard.protect: protection at kernel speed: the fast path, the freezer, the grower choice."""

@@ -1,0 +1,1 @@
+"""guard.targets: what the guard drives: HTTP workers and the cgroup worker."""
