@@ -76,7 +76,11 @@ class KmsgFollower:
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as err:
-            hint = " (needs root or CAP_SYSLOG when kernel.dmesg_restrict=1)" if err.errno in (errno.EACCES, errno.EPERM) else ""
+            hint = (
+                " (needs root or CAP_SYSLOG when kernel.dmesg_restrict=1)"
+                if err.errno in (errno.EACCES, errno.EPERM)
+                else ""
+            )
             message = f"cannot read {self.path}: {err.strerror}{hint}; OOM victims are not reported"
             with self.lock:
                 if self.state.error != message:

@@ -16,8 +16,12 @@ from exporter.types import KmsgRecord, OomVictim, XidError
 from exporter.units import unit_of_cgroup
 
 _SCOPE = r"(?P<scope>Out of memory(?: \([^)]*\))?|Memory cgroup out of memory)"
-_KILLED = re.compile(r"^(?:" + _SCOPE + r": )?Killed process (?P<pid>\d+) \((?P<comm>.*)\),? (?:UID \d+, )?(?P<rest>total-vm:.*)$")
-_CHOSEN = re.compile(r"^" + _SCOPE + r": Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+) or sacrifice child$")
+_KILLED = re.compile(
+    r"^(?:" + _SCOPE + r": )?Killed process (?P<pid>\d+) \((?P<comm>.*)\),? (?:UID \d+, )?(?P<rest>total-vm:.*)$"
+)
+_CHOSEN = re.compile(
+    r"^" + _SCOPE + r": Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+) or sacrifice child$"
+)
 _TASK_IN = re.compile(r"^Task in (?P<task>.+?) killed(?: as a result of limit of (?P<limit>.+))?$")
 _KB_FIELD = re.compile(r"([a-z-]+):(\d+)kB")
 _SCORE_ADJ = re.compile(r"oom_score_adj:(-?\d+)")
@@ -79,7 +83,7 @@ class OomAssembler:
     def __init__(self) -> None:
         self._pending: dict[int, dict] = {}  # pid -> fields of its `oom-kill:` line (4.19+)
         self._chosen: dict | None = None  # the last `Kill process ... or sacrifice child` line (before 5.1)
-        self._task_in: tuple[str, str] | None = None  # the last `Task in /X killed as a result of limit of /Y` (before 4.19)
+        self._task_in: tuple[str, str] | None = None
 
     def feed(self, record: KmsgRecord, boot_time: float) -> OomVictim | None:
         message = record.message

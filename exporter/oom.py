@@ -28,7 +28,10 @@ class OomCollector:
             return
         self.problem = state.error
         if state.overruns > self._overruns_seen:  # records were lost since the last scrape: say so once
-            self.problem = self.problem or f"kernel log overran {state.overruns - self._overruns_seen} time(s): some OOM records were lost"
+            self.problem = (
+                self.problem
+                or f"kernel log overran {state.overruns - self._overruns_seen} time(s): some OOM records were lost"
+            )
             self._overruns_seen = state.overruns
         victims = CounterMetricFamily(
             "headroom_oom_kill_victims",
@@ -49,12 +52,18 @@ class OomCollector:
         yield latest
         if state.last_kill_time is not None:
             yield GaugeMetricFamily(
-                "headroom_oom_kill_last_timestamp_seconds", "Unix time of the last OOM kill in the kernel log.", value=state.last_kill_time
+                "headroom_oom_kill_last_timestamp_seconds",
+                "Unix time of the last OOM kill in the kernel log.",
+                value=state.last_kill_time,
             )
         yield CounterMetricFamily(
-            "headroom_kmsg_overruns", "Times the kernel log overwrote records before the exporter read them.", value=state.overruns
+            "headroom_kmsg_overruns",
+            "Times the kernel log overwrote records before the exporter read them.",
+            value=state.overruns,
         )
-        yield GaugeMetricFamily("headroom_kmsg_up", "1 when the kernel log is being followed.", value=0 if state.error else 1)
+        yield GaugeMetricFamily(
+            "headroom_kmsg_up", "1 when the kernel log is being followed.", value=0 if state.error else 1
+        )
 
 
 def _kill_counter(vmstat_kills: int | None, state: KmsgState | None):

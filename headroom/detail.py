@@ -10,5 +10,7 @@ def describe_detail(response) -> str:
     except (ValueError, AttributeError):
         return response.text[:200]
     if isinstance(detail, list):  # [{"loc": ["body", "gpu_bytes"], "msg": ...}]
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'request'}: {d.get('msg')}" for d in detail)
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'request'}: {d.get('msg')}" for d in detail
+        )
     return str(detail)

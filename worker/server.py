@@ -67,6 +67,10 @@ def set_oom_score_adj(value: int | None, proc_self: str = "/proc/self") -> bool:
             handle.write(str(value))
         return True
     except OSError as err:
-        log.warning("cannot set oom_score_adj to %d: %s (lowering it needs CAP_SYS_RESOURCE; under systemd the unit's "
-                    "OOMScoreAdjust= sets it)", value, err.strerror)
+        log.warning(
+            "cannot set oom_score_adj to %d: %s (lowering it needs CAP_SYS_RESOURCE; under systemd the unit's "
+            "OOMScoreAdjust= sets it)",
+            value,
+            err.strerror,
+        )
         return False

@@ -53,7 +53,9 @@ class ProtectionMixin:
         if worker_restarted(self._seen_observed, observed, self.decision.desired.state) and self.override is None:
             with self.lock:
                 self.state = forget_free(self.state)
-            self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
+            self.store.add_event(
+                "worker", "the worker restarted: its old free decision is dropped until a fresh reason"
+            )
         self._seen_observed = observed
         if state in (WorkerState.STARTING, WorkerState.WAKING, WorkerState.FREEING, WorkerState.FREED):
             self._grew_at = self.clock()  # it loads (or will load) its engine: growth the guard caused
@@ -86,7 +88,9 @@ class ProtectionMixin:
 
         if self.reconciler is not None and self.acting is None:
             self.reconciler.read()  # the first tick already knows the worker's state
-            self.acting = ActingThread(self.reconciler, self.record_actions, self.clock, self.settings.tick_seconds).start()
+            self.acting = ActingThread(
+                self.reconciler, self.record_actions, self.clock, self.settings.tick_seconds
+            ).start()
         if fastpath is not None:
             self.fastpath = fastpath
             fastpath.start()
@@ -108,7 +112,9 @@ class ProtectionMixin:
         from guard.protect.procinfo import pid_alive
 
         if self.protection.gpu_cause_gone(pid_alive):
-            self.protect(None, "GPU: the frozen processes exited; the worker may run again after the recovery hold", source="gpu")
+            self.protect(
+                None, "GPU: the frozen processes exited; the worker may run again after the recovery hold", source="gpu"
+            )
 
 
 def lease_cgroups(pid: int) -> list[str]:
@@ -127,6 +133,9 @@ def gpu_froze(manager, event, free_level: int) -> None:
     if event.action != "froze":
         return
     pid, gpu = event.process.pid, event.gpu
-    manager.protect(Desired(WorkerState.FREED, level=free_level, reason=f"GPU {gpu} freeze level"),
-                    f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu},
-                    "gpu")
+    manager.protect(
+        Desired(WorkerState.FREED, level=free_level, reason=f"GPU {gpu} freeze level"),
+        f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker",
+        {"pid": pid, "gpu": gpu},
+        "gpu",
+    )

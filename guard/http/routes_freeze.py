@@ -28,10 +28,17 @@ def build_freeze_router(auth) -> APIRouter:
         thawed, error = front.thaw(pid)
         if not thawed:
             if error is not None:
-                raise HTTPException(503, detail=f"pid {pid} is still frozen: the kernel refused the thaw ({error}); "
-                                                "the guard retries it every second")
-            raise HTTPException(404, detail=[{"loc": ["path", "pid"], "msg": f"pid {pid} is not frozen by the guard",
-                                              "type": "value_error"}])
+                raise HTTPException(
+                    503,
+                    detail=f"pid {pid} is still frozen: the kernel refused the thaw ({error}); "
+                    "the guard retries it every second",
+                )
+            raise HTTPException(
+                404,
+                detail=[
+                    {"loc": ["path", "pid"], "msg": f"pid {pid} is not frozen by the guard", "type": "value_error"}
+                ],
+            )
         return {"thawed": pid, "frozen": frozen_view(front.view(), front.settings)}
 
     return router

@@ -49,8 +49,13 @@ PRESETS: dict[str, dict[str, str]] = {
     },
 }
 
-HOST_ONLY = {"cgroup_memory_usage_bytes", "cgroup_memory_limit_bytes", "cgroup_memory_reclaimable_bytes",
-             "cgroup_memory_swap_bytes", "cgroup_memory_swap_limit_bytes"}
+HOST_ONLY = {
+    "cgroup_memory_usage_bytes",
+    "cgroup_memory_limit_bytes",
+    "cgroup_memory_reclaimable_bytes",
+    "cgroup_memory_swap_bytes",
+    "cgroup_memory_swap_limit_bytes",
+}
 
 
 def build_queries(preset: str, overrides: dict[str, str], instance: str, domain: str) -> dict[str, str]:
@@ -89,8 +94,15 @@ def samples_from_results(results: dict[str, list[dict]], domain: str) -> Samples
 class PrometheusSource:
     """Runs each configured instant query; a failure of any memory query makes the Snapshot not ok."""
 
-    def __init__(self, base_url: str, queries: dict[str, str], domain: str, timeout: float,
-                 transport: httpx.BaseTransport | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        base_url: str,
+        queries: dict[str, str],
+        domain: str,
+        timeout: float,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.queries, self.domain, self.clock = queries, domain, clock
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
 
@@ -107,15 +119,23 @@ class PrometheusSource:
         try:
             results = {key: self._query(q) for key, q in self.queries.items()}
         except (httpx.HTTPError, ValueError, KeyError) as err:
-            return Snapshot(taken_at=now, ok=False, error=f"prometheus: {type(err).__name__}: {err}", domain=self.domain)
+            return Snapshot(
+                taken_at=now, ok=False, error=f"prometheus: {type(err).__name__}: {err}", domain=self.domain
+            )
         samples = samples_from_results(results, self.domain)
         total, available, error = domain_memory(samples, self.domain)
         return Snapshot(
-            taken_at=now, ok=error is None, error=error, domain=self.domain,
-            ram_total_bytes=total, ram_available_bytes=available,
-            swap_in_bytes_total=one(samples, "swap_in_bytes_total"), swap_free_bytes=domain_swap(samples, self.domain),
+            taken_at=now,
+            ok=error is None,
+            error=error,
+            domain=self.domain,
+            ram_total_bytes=total,
+            ram_available_bytes=available,
+            swap_in_bytes_total=one(samples, "swap_in_bytes_total"),
+            swap_free_bytes=domain_swap(samples, self.domain),
             psi_full_ratio=one(samples, "pressure_memory_ratio", kind="full"),
-            oom_kills_total=one(samples, "oom_kills_total"), gpus=gpus_from(samples),
+            oom_kills_total=one(samples, "oom_kills_total"),
+            gpus=gpus_from(samples),
         )
 
     def close(self) -> None:
