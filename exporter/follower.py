@@ -185,7 +185,8 @@ class KmsgFollower:
 
 
 def precise_boot_time(clock=time.clock_gettime, tries: int = 5) -> float:
-    """Unix time at boot to the microsecond: CLOCK_REALTIME minus CLOCK_BOOTTIME, read together (the tightest of `tries`)."""
+    """Unix time at boot to the microsecond: CLOCK_REALTIME minus CLOCK_BOOTTIME, read together (the tightest of
+    `tries`)."""
     best_gap, best = float("inf"), 0.0
     for _ in range(tries):
         before = clock(time.CLOCK_REALTIME)

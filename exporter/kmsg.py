@@ -5,7 +5,8 @@ OOM reports come in three shapes, all handled here:
 - 4.19-5.0: the same `oom-kill:` line, `<scope>: Kill process N (C) score S or sacrifice child`, then a bare
   `Killed process M (C) total-vm:...` (M may be a child of N).
 - before 4.19 (RHEL/CentOS 7's 3.10, Ubuntu 18.04's 4.15): `Task in /X killed as a result of limit of /Y` (memcg
-  OOMs only), the `Kill process ... or sacrifice child` line, then the bare `Killed process M (C)[, UID U,] total-vm:...`.
+  OOMs only), the `Kill process ... or sacrifice child` line, then the bare
+  `Killed process M (C)[, UID U,] total-vm:...`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def parse_kmsg_records(text: str) -> list[KmsgRecord]:
 
 
 def unescape(message: str) -> str:
-    """kmsg writes bytes below 32, of 127 and above, and the backslash as \\xNN: runs decode as UTF-8 (bad bytes: U+FFFD)."""
+    """kmsg writes bytes below 32, of 127 and above, and the backslash as \\xNN: runs decode as UTF-8 (bad bytes:
+    U+FFFD)."""
     if "\\x" not in message:
         return message
     return _ESCAPES.sub(lambda m: bytes.fromhex(m.group(0).replace("\\x", "")).decode("utf-8", "replace"), message)

@@ -1,4 +1,5 @@
-"""The `oom` collector: the kernel's OOM-kill counter (vmstat, or counted from kmsg before 4.13) plus the kmsg victims."""
+"""The `oom` collector: the kernel's OOM-kill counter (vmstat, or counted from kmsg before 4.13) plus the kmsg
+victims."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ class OomCollector:
 
 
 def _kill_counter(vmstat_kills: int | None, state: KmsgState | None):
-    """headroom_oom_kills_total from /proc/vmstat's oom_kill (4.13+), else counted from the kernel log; and its source."""
+    """headroom_oom_kills_total from /proc/vmstat's oom_kill (4.13+), else counted from the kernel log; and its
+    source."""
     if vmstat_kills is not None:
         source, value = "vmstat", vmstat_kills
     elif state is not None and state.error is None:
@@ -76,7 +78,8 @@ def _kill_counter(vmstat_kills: int | None, state: KmsgState | None):
         return  # no source: no series, never a fake 0
     yield CounterMetricFamily(
         "headroom_oom_kills",
-        "Processes the kernel OOM killer killed since boot (/proc/vmstat oom_kill; before kernel 4.13 counted in the kernel log).",
+        "Processes the kernel OOM killer killed since boot "
+        "(/proc/vmstat oom_kill; before kernel 4.13 counted in the kernel log).",
         value=value,
     )
     info = GaugeMetricFamily(

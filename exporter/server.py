@@ -162,7 +162,10 @@ def events_payload(follower: KmsgFollower | None) -> dict:
         return {"events": [], "kmsg": {"followed": False, "error": "the oom collector is disabled", "overruns": 0}}
     state = follower.snapshot()
     events = [victim.as_event() for victim in reversed(state.victims)]  # newest first
-    return {"events": events, "kmsg": {"followed": state.error is None, "error": state.error, "overruns": state.overruns}}
+    return {
+        "events": events,
+        "kmsg": {"followed": state.error is None, "error": state.error, "overruns": state.overruns},
+    }
 
 
 def make_handler(registry: CollectorRegistry, follower: KmsgFollower | None) -> type[BaseHTTPRequestHandler]:

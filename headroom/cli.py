@@ -29,7 +29,8 @@ LISTEN = Flag("--listen", "listen", str, "HOST:PORT", "address to serve on (defa
 
 @dataclass(frozen=True)
 class Server:
-    """A part that serves: `module` exports `serve(settings) -> int | None`; `name` is its command and settings section."""
+    """A part that serves: `module` exports `serve(settings) -> int | None`; `name` is its command and settings
+    section."""
 
     name: str
     module: str

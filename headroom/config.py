@@ -194,7 +194,8 @@ def _fields_at(loc: tuple) -> list[str]:
 
 
 def nonfinite(value: Any, key: str = "") -> list[str]:
-    """Keys whose value is NaN or infinite, anywhere in a loaded configuration ('inf' keeps a level entered for good)."""
+    """Keys whose value is NaN or infinite, anywhere in a loaded configuration ('inf' keeps a level entered for
+    good)."""
     if isinstance(value, BaseModel):
         return [
             bad

@@ -137,7 +137,8 @@ def corrupt_files(path: Path) -> list[Path]:
 
 
 def open_checked(path: Path, on_corrupt: str, setting: str, now: float | None = None) -> Recovery | None:
-    """Check the database before it is opened; move a corrupt one aside, or refuse (exit 5) when `on_corrupt` says so."""
+    """Check the database before it is opened; move a corrupt one aside, or refuse (exit 5) when `on_corrupt` says
+    so."""
     reason = check_database(path)
     if reason is None:
         return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def describe_detail(response) -> str:
-    """FastAPI's `detail` (a string, or a validation list naming each field), else the first 200 characters of the body."""
+    """FastAPI's `detail` (a string, or a validation list naming each field), else the first 200 characters of the
+    body."""
     try:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):

@@ -1,7 +1,9 @@
 """Every exit code a headroom command can end with, each a distinct number (the README's table lists them)."""
 
 EXIT_OK = 0
-EXIT_NO = 1  # the other side answered no: `check` would not grant it now, `thaw` found no such frozen process, the worker refused a batch call
+# the other side answered no: `check` would not grant it now, `thaw` found no such frozen process, the worker refused
+# a batch call
+EXIT_NO = 1
 EXIT_CONFIG = 2  # bad configuration or command line (or a request the guard rejects as malformed): nothing was started
 EXIT_BIND = 3  # the listen address is in use or not allowed
 EXIT_SOURCE = 4  # a required source (e.g. /dev/kmsg with require_kmsg) cannot be read

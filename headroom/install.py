@@ -1,4 +1,5 @@
-"""`headroom install`: write the systemd units (exporter, guard, worker, headroom.slice) with this installation's paths."""
+"""`headroom install`: write the systemd units (exporter, guard, worker, headroom.slice) with this installation's
+paths."""
 
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def _install(args: argparse.Namespace) -> int:
     if not args.no_reload and Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=False)
     print(
-        "next: systemctl enable --now headroom-exporter headroom-guard  (and headroom-worker once [worker] is configured)"
+        "next: systemctl enable --now headroom-exporter headroom-guard  "
+        "(and headroom-worker once [worker] is configured)"
     )
     return 0

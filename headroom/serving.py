@@ -1,4 +1,5 @@
-"""Serving a part: bind the address up front (a busy port is exit 3; exporter, guard, worker), uvicorn with sd_notify."""
+"""Serving a part: bind the address up front (a busy port is exit 3; exporter, guard, worker), uvicorn with
+sd_notify."""
 
 from __future__ import annotations
 

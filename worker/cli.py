@@ -1,4 +1,5 @@
-"""`headroom batch submit|status|results|cancel`: the worker's job API from the command line (headroom.cli serves the worker)."""
+"""`headroom batch submit|status|results|cancel`: the worker's job API from the command line (headroom.cli serves the
+worker)."""
 
 from __future__ import annotations
 

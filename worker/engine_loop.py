@@ -265,7 +265,8 @@ class EngineLoop:
         self._observe()
 
     def _commit(self, results: list[EngineResult]) -> None:
-        """Write finished requests in one transaction; if that fails the store requeues them (run again, written once)."""
+        """Write finished requests in one transaction; if that fails the store requeues them (run again, written
+        once)."""
         lines = [
             (res.key, _outcome(res), output_line(self._flight.pop(res.key).custom_id, res))
             for res in results

@@ -1,4 +1,5 @@
-"""The remote engine: an OpenAI-compatible server (e.g. vLLM's) over httpx; in-flight calls cancellable; frees via /sleep."""
+"""The remote engine: an OpenAI-compatible server (e.g. vLLM's) over httpx; in-flight calls cancellable; frees via
+/sleep."""
 
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ def check_engine(ws) -> None:
 
 
 def set_oom_score_adj(value: int | None, proc_self: str = "/proc/self") -> bool:
-    """Write the worker's oom_score_adj (inherited by the engine processes it starts); refused: a warning, never fatal."""
+    """Write the worker's oom_score_adj (inherited by the engine processes it starts); refused: a warning, never
+    fatal."""
     if value is None:
         return False
     try:

@@ -67,7 +67,9 @@ class WorkerSettings(Section):
         default=16,
         ge=1,
         le=4096,
-        description="Most requests in flight at once in the running state (continuous batching); throttled(n) lowers it.",
+        description=(
+            "Most requests in flight at once in the running state (continuous batching); throttled(n) lowers it."
+        ),
     )
     max_upload_bytes: int = Field(100 * 2**20, description="Largest batch upload accepted; bigger ones get 413.")
     results_need_token: bool = Field(

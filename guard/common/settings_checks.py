@@ -1,5 +1,6 @@
 """Checks that a [guard] configuration means something: thresholds in order, and (on this host, before serving) a
-memory_domain cgroup and worker programs that exist. Each problem is one line naming the key, the value, the expectation."""
+memory_domain cgroup and worker programs that exist. Each problem is one line naming the key, the value, the
+expectation."""
 
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def threshold_problems(rules: dict[Resource, ResolvedRule], settings) -> list[st
 
 
 def host_problems(settings, cgroupfs: Path | None = None) -> list[str]:
-    """What this host lacks for `settings` (a root settings object): the memory domain's cgroup when this host's exporter
-    reads it, and the worker's stop / start programs."""
+    """What this host lacks for `settings` (a root settings object): the memory domain's cgroup when this host's
+    exporter reads it, and the worker's stop / start programs."""
     guard = settings.guard
     problems = []
     domain = guard.memory_domain

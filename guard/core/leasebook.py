@@ -47,7 +47,8 @@ class LeaseBook:
     def save(
         self, lease: Lease, message: str | None = None, data: dict | None = None, now: float | None = None
     ) -> None:
-        """Write `lease` (with a "lease" event when `message` is given, in the same transaction) and update the cache."""
+        """Write `lease` (with a "lease" event when `message` is given, in the same transaction) and update the
+        cache."""
         event = (
             ("lease", f"lease {lease.id} ({lease.holder}) {message}", data or {"lease": lease.id}) if message else None
         )
@@ -108,8 +109,8 @@ class LeaseBook:
         )
 
     def heartbeat(self, lease: Lease, pid: int | None, now: float) -> Lease:
-        """Extend a granted lease's TTL (a waiting one only counts as polled: its wait is not extended, so a heartbeating
-        client cannot hold its place past its wait); a new pid is recorded with its event."""
+        """Extend a granted lease's TTL (a waiting one only counts as polled: its wait is not extended, so a
+        heartbeating client cannot hold its place past its wait); a new pid is recorded with its event."""
         message = None
         if pid is not None and pid != lease.pid:
             lease.pid, message = pid, f"used by pid {pid}"

@@ -1,4 +1,5 @@
-"""The manager's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of Manager)."""
+"""The manager's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of
+Manager)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ class ProtectionMixin:
 
     def freeze_facts(self) -> Protected:
         """Who the freezer must never freeze, from the published view (never the live state): the worker's own report
-        (its pids; its cgroup when a unit of its own) and configured cgroup, and every granted lease's pid and cgroup."""
+        (its pids; its cgroup when a unit of its own) and configured cgroup, and every granted lease's pid and
+        cgroup."""
         view = self.view
         trees: dict[int, str] = {}
         cgroups: dict[str, str] = {}
@@ -62,7 +64,8 @@ class ProtectionMixin:
         return state
 
     def worker_settling(self) -> bool:
-        """Within the prediction window after the worker last started, woke or was freed (it loads after it says running)."""
+        """Within the prediction window after the worker last started, woke or was freed (it loads after it says
+        running)."""
         return self._grew_at is not None and self.clock() - self._grew_at < self.settings.predict_window_seconds
 
     def protect(self, desired: Desired | None, message: str, data: dict | None = None, source: str = "ram") -> None:
@@ -118,7 +121,8 @@ class ProtectionMixin:
 
 
 def lease_cgroups(pid: int) -> list[str]:
-    """The cgroups `headroom run` made for a leased command (any hierarchy), read from /proc/PID/cgroup (no blocking)."""
+    """The cgroups `headroom run` made for a leased command (any hierarchy), read from /proc/PID/cgroup (no
+    blocking)."""
     from exporter.units import parse_proc_cgroup
 
     try:

@@ -48,8 +48,8 @@ class QueueMixin:
         return found
 
     def serve_queue(self, decision: Decision, now: float) -> None:
-        """Grant waiting leases in order (priority, then FIFO) against this tick's levels; a later one that fits is granted
-        past a blocked one when that does not delay the blocked one's expected start (backfill)."""
+        """Grant waiting leases in order (priority, then FIFO) against this tick's levels; a later one that fits is
+        granted past a blocked one when that does not delay the blocked one's expected start (backfill)."""
         blocked: list[Blocked] = []
         for lease in queue_order(self.leases()):
             admission = self.admit(lease, decision)

@@ -1,4 +1,5 @@
-"""The guard's decision as a pure function: evaluate(snapshot, previous_state, leases, now, config) -> (state, decision)."""
+"""The guard's decision as a pure function: evaluate(snapshot, previous_state, leases, now, config) -> (state,
+decision)."""
 
 from __future__ import annotations
 
@@ -79,9 +80,9 @@ STOPPED_SECONDS, STOPPED_NOISE_BYTES = (
 
 
 def since_growth_stopped(samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The samples of the last second alone once the value has not fallen from one look to the next over it: a burst that
-    ended is not a trend, so its drop no longer steers the slope (and a pause it caused ends a second after it, not a
-    window later)."""
+    """The samples of the last second alone once the value has not fallen from one look to the next over it: a burst
+    that ended is not a trend, so its drop no longer steers the slope (and a pause it caused ends a second after it, not
+    a window later)."""
     if not samples:
         return samples
     recent = [(t, v) for t, v in samples if t >= samples[-1][0] - STOPPED_SECONDS]

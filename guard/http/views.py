@@ -63,7 +63,8 @@ def worker_view(view, settings) -> dict:
 
 
 def swap_view(snap, settings) -> dict:
-    """Swap as room: what the domain may still swap, the reserve kept out of it, and RAM + the rest (the ram rule's value)."""
+    """Swap as room: what the domain may still swap, the reserve kept out of it, and RAM + the rest (the ram rule's
+    value)."""
     return {
         "free_bytes": snap.swap_free_bytes,
         "reserve_bytes": settings.swap_reserve,

@@ -222,7 +222,8 @@ def screen(status: dict, width: int = 100) -> Group:
 
 
 def watch(fetch, interval: float = 2.0, console: Console | None = None) -> int:
-    """Redraw `screen(fetch())` every `interval` seconds until Ctrl-C (exit 0); an unreachable guard is shown, not fatal."""
+    """Redraw `screen(fetch())` every `interval` seconds until Ctrl-C (exit 0); an unreachable guard is shown, not
+    fatal."""
     console = console or Console()
     try:
         with Live(Text("connecting…"), console=console, auto_refresh=False, transient=False) as live:

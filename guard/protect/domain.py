@@ -34,7 +34,8 @@ class DomainObs:
 
 
 def cgroup_available(limit: float, usage: float, reclaimable: float | None, host_available: float | None) -> float:
-    """Available bytes in a limited cgroup; the fast path and the exporter-driven tick (guard/sources/metrics_source.py) share it."""
+    """Available bytes in a limited cgroup; the fast path and the exporter-driven tick (guard/sources/metrics_source.py)
+    share it."""
     available = max(0.0, limit - usage + (reclaimable or 0.0))
     return available if host_available is None else min(available, host_available)
 

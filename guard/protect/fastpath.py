@@ -75,7 +75,8 @@ class Episode:
 
 
 def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Callable[[int], bool], frozen: int) -> bool:
-    """Nothing is frozen, and either every process frozen in the episode exited, or the worker fits back with the band."""
+    """Nothing is frozen, and either every process frozen in the episode exited, or the worker fits back with the
+    band."""
     if frozen:
         return False
     if episode.pids and not any(alive(pid) for pid in episode.pids):

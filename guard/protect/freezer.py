@@ -64,7 +64,8 @@ class Freezer(ThawMixin):
                  worker_pids: Callable[[], set[int]] = set, facts: Callable[[], Protected] = Protected,
                  records: Path | None = None, monotonic: Callable[[], float] | None = None):
         self.settings, self.store, self.procfs, self.cgroupfs, self.clock = settings, store, procfs, cgroupfs, clock
-        # Durations run on CLOCK_BOOTTIME (a wall-clock step never ends a freeze early); a test's fake clock drives both.
+        # Durations run on CLOCK_BOOTTIME (a wall-clock step never ends a freeze early); a test's fake clock drives
+        # both.
         self.monotonic = monotonic or (frozenfile.boottime if clock is time.time else clock)
         self.records = records or frozenfile.records_path(Path(store.path).parent)
         self.boot_id = frozenfile.boot_id()

@@ -110,7 +110,8 @@ class ThawMixin:
         self._persist()
 
     def _persist(self) -> None:
-        """Publish the records to readers and write them to frozen.json (before a freeze, after a thaw); never raises."""
+        """Publish the records to readers and write them to frozen.json (before a freeze, after a thaw); never
+        raises."""
         for pid, fp in list(self._frozen.items()):
             if fp.frozen_boot is None:  # stamped once, when first recorded (just before the freeze)
                 self._frozen[pid] = replace(fp, frozen_boot=self.monotonic(), boot_id=self.boot_id)

@@ -38,7 +38,8 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
 
 
 def domain_memory(samples: Samples, domain: str) -> tuple[float | None, float | None, str | None]:
-    """(total, available, error) for the host or a cgroup: available = limit - usage + reclaimable, capped by the host."""
+    """(total, available, error) for the host or a cgroup: available = limit - usage + reclaimable, capped by the
+    host."""
     host_total, host_avail = one(samples, "memory_total_bytes"), one(samples, "memory_available_bytes")
     if domain == "host":
         if host_total is None or host_avail is None:
@@ -70,7 +71,8 @@ def domain_swap(samples: Samples, domain: str) -> float | None:
 
 
 def domain_psi(samples: Samples, domain: str, kind: str) -> float | None:
-    """PSI memory avg10 of the domain: its own memory.pressure where the exporter has it (cgroup v2), else the host's."""
+    """PSI memory avg10 of the domain: its own memory.pressure where the exporter has it (cgroup v2), else the
+    host's."""
     if domain != "host":
         own = one(samples, "cgroup_pressure_memory_ratio", cgroup=domain, kind=kind, window="10s")
         if own is not None:

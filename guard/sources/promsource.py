@@ -24,9 +24,15 @@ PRESETS: dict[str, dict[str, str]] = {
         "oom_kills_total": 'headroom_oom_kills_total{instance=~"$instance"}',
         "cgroup_memory_usage_bytes": 'headroom_cgroup_memory_usage_bytes{instance=~"$instance",cgroup="$cgroup"}',
         "cgroup_memory_limit_bytes": 'headroom_cgroup_memory_limit_bytes{instance=~"$instance",cgroup="$cgroup"}',
-        "cgroup_memory_reclaimable_bytes": 'headroom_cgroup_memory_reclaimable_bytes{instance=~"$instance",cgroup="$cgroup"}',
+        "cgroup_memory_reclaimable_bytes": (
+            'headroom_cgroup_memory_reclaimable_bytes{'
+            'instance=~"$instance",cgroup="$cgroup"}'
+        ),
         "cgroup_memory_swap_bytes": 'headroom_cgroup_memory_swap_bytes{instance=~"$instance",cgroup="$cgroup"}',
-        "cgroup_memory_swap_limit_bytes": 'headroom_cgroup_memory_swap_limit_bytes{instance=~"$instance",cgroup="$cgroup"}',
+        "cgroup_memory_swap_limit_bytes": (
+            'headroom_cgroup_memory_swap_limit_bytes{'
+            'instance=~"$instance",cgroup="$cgroup"}'
+        ),
         "gpu_info": 'headroom_gpu_info{instance=~"$instance"}',
         "gpu_memory_total_bytes": 'headroom_gpu_memory_total_bytes{instance=~"$instance"}',
         "gpu_memory_free_bytes": 'headroom_gpu_memory_free_bytes{instance=~"$instance"}',
@@ -37,13 +43,21 @@ PRESETS: dict[str, dict[str, str]] = {
         "memory_available_bytes": 'node_memory_MemAvailable_bytes{instance=~"$instance"}',
         "swap_in_bytes_total": 'node_vmstat_pswpin{instance=~"$instance"} * 4096',
         "swap_free_bytes": 'node_memory_SwapFree_bytes{instance=~"$instance"}',
-        "pressure_memory_ratio": 'label_replace(rate(node_pressure_memory_stalled_seconds_total{instance=~"$instance"}[1m]), "kind", "full", "", "")',
+        "pressure_memory_ratio": (
+            'label_replace(rate(node_pressure_memory_stalled_seconds_total{instance=~"$instance"}[1m]), '
+            '"kind", "full", "", "")'
+        ),
         "oom_kills_total": 'node_vmstat_oom_kill{instance=~"$instance"}',
         "cgroup_memory_usage_bytes": 'container_memory_usage_bytes{instance=~"$instance",id="$cgroup"}',
         "cgroup_memory_limit_bytes": 'container_spec_memory_limit_bytes{instance=~"$instance",id="$cgroup"} > 0',
-        "cgroup_memory_reclaimable_bytes": 'container_memory_usage_bytes{instance=~"$instance",id="$cgroup"} - container_memory_working_set_bytes{instance=~"$instance",id="$cgroup"}',
+        "cgroup_memory_reclaimable_bytes": (
+            'container_memory_usage_bytes{instance=~"$instance",id="$cgroup"} - '
+            'container_memory_working_set_bytes{instance=~"$instance",id="$cgroup"}'
+        ),
         "gpu_info": 'DCGM_FI_DEV_FB_FREE{instance=~"$instance"}',
-        "gpu_memory_total_bytes": '(DCGM_FI_DEV_FB_FREE{instance=~"$instance"} + DCGM_FI_DEV_FB_USED{instance=~"$instance"}) * 1048576',
+        "gpu_memory_total_bytes": (
+            '(DCGM_FI_DEV_FB_FREE{instance=~"$instance"} + DCGM_FI_DEV_FB_USED{instance=~"$instance"}) * 1048576'
+        ),
         "gpu_memory_free_bytes": 'DCGM_FI_DEV_FB_FREE{instance=~"$instance"} * 1048576',
         "gpu_temperature_celsius": 'DCGM_FI_DEV_GPU_TEMP{instance=~"$instance"}',
     },

@@ -217,8 +217,9 @@ class ActingThread:
         return self
 
     def submit(self, desired: Desired, maintenance: Maintenance, urgent: bool = False) -> None:
-        """The newest wish; `urgent` skips the reconciler's backoff. An urgent wish still waiting is neither made routine
-        by a later wish for the same state nor undone by a milder routine one (a tick that has not seen the freeze)."""
+        """The newest wish; `urgent` skips the reconciler's backoff. An urgent wish still waiting is neither made
+        routine by a later wish for the same state nor undone by a milder routine one (a tick that has not seen the
+        freeze)."""
         with self.cond:
             pending = self.wish
             if pending is not None and pending[2] and not urgent:

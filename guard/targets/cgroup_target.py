@@ -1,4 +1,5 @@
-"""The cgroup worker target: pause, free and run a worker with no control endpoint through its cgroup (freezer, argv, signals)."""
+"""The cgroup worker target: pause, free and run a worker with no control endpoint through its cgroup (freezer, argv,
+signals)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def wait_until(probe: Callable[[], bool], timeout: float, interval: float = 0.05
 
 
 class CgroupWorkerTarget:
-    """The same interface as guard.targets.actuator's targets; slow transitions (stop, start) run on one thread of its own, in order."""
+    """The same interface as guard.targets.actuator's targets; slow transitions (stop, start) run on one thread of its
+    own, in order."""
 
     kind = "cgroup"
 
@@ -105,7 +107,8 @@ class CgroupWorkerTarget:
                                        "known_pids": sorted(self.known_pids), "frozen": self.frozen_items})
 
     def recover(self, frozen: list[dict]) -> None:
-        """At start: thaw the cgroup a previous guard froze and could not thaw (it was killed); then the policy decides afresh."""
+        """At start: thaw the cgroup a previous guard froze and could not thaw (it was killed); then the policy decides
+        afresh."""
         for item in thaw_recorded(frozen):
             message = f"thawed worker cgroup {item['path']}, left frozen by a previous guard that did not exit cleanly"
             log.warning(message)
@@ -274,7 +277,8 @@ class CgroupWorkerTarget:
 
 
 def build_cgroup_target(guard, store, cgroupfs: Path = Path("/sys/fs/cgroup"), procfs: Path = Path("/proc")) -> CgroupWorkerTarget:
-    """The target for `worker_kind = "cgroup"`; refuses a configuration it cannot safely act on (HeadroomError, exit 2)."""
+    """The target for `worker_kind = "cgroup"`; refuses a configuration it cannot safely act on (HeadroomError, exit
+    2)."""
     value = guard.worker_cgroup
     path = resolve(value, cgroupfs)
     saved = store.get(STORE_KEY, {}) or {}

@@ -77,7 +77,8 @@ def create(
     prefer_systemd: bool = True,
     cgroupfs: Path = CGROUP_ROOT,
 ) -> Isolation:
-    """A fresh memory cgroup for `holder` under `parent` with memory.high/max; kind "none" (with the reason) if impossible."""
+    """A fresh memory cgroup for `holder` under `parent` with memory.high/max; kind "none" (with the reason) if
+    impossible."""
     name = _unit_name(holder)
     if prefer_systemd and parent.endswith(".slice") and "/" not in parent and _systemd_running():
         return _systemd_scope(parent, name, high_bytes, max_bytes, cgroupfs)
@@ -98,7 +99,8 @@ def create(
 
 
 def _systemd_scope(parent: str, name: str, high_bytes: int | None, max_bytes: int | None, cgroupfs: Path) -> Isolation:
-    """A transient scope; on a cgroup v1 host systemd has no MemoryHigh, so only MemoryMax (memory.limit_in_bytes) is set."""
+    """A transient scope; on a cgroup v1 host systemd has no MemoryHigh, so only MemoryMax (memory.limit_in_bytes) is
+    set."""
     found = detect_memory_root(cgroupfs)
     v1 = found is not None and found[1] == 1
     prefix = ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={parent}", f"--unit={name}.scope"]

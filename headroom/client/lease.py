@@ -1,4 +1,5 @@
-"""Acquire a lease (queueing up to a deadline), keep it alive with heartbeats, release it: for run, lease() and pytest."""
+"""Acquire a lease (queueing up to a deadline), keep it alive with heartbeats, release it: for run, lease() and
+pytest."""
 
 from __future__ import annotations
 

@@ -44,7 +44,8 @@ def _isolation(args: argparse.Namespace, holder: str, run) -> Isolation:
         _say(f"running without a memory cgroup: {isolation.reason}")
     else:
         _say(
-            f"running in cgroup {isolation.cgroup} ({isolation.kind}; {isolation.describe_limits() or 'no memory limit'})"
+            f"running in cgroup {isolation.cgroup} "
+            f"({isolation.kind}; {isolation.describe_limits() or 'no memory limit'})"
         )
     return isolation
 
