@@ -131,10 +131,10 @@ class CgroupWorkerTarget:
             desired = self.accepted
             note = self.note or self._idle_note(pids, state)
         return WorkerStatus(
-            state=state, desired=accepted_status(desired), maintenance=Maintenance(on=self.maintenance), since=self.since,
-            engine=EngineStatus(kind="cgroup", loaded=bool(pids)), note=note,
-            cgroup={"path": self.cgroup.path, "processes": len(pids), "frozen": frozen, "memory_bytes": memory.usage_bytes,
-                    "anon_bytes": memory.anon_bytes, "shmem_bytes": memory.shmem_bytes, "gpu_bytes": gpu_bytes})
+            state=state, desired=accepted_status(desired), maintenance=Maintenance(on=self.maintenance),
+            since=self.since, engine=EngineStatus(kind="cgroup", loaded=bool(pids)), note=note, cgroup={
+                "path": self.cgroup.path, "processes": len(pids), "frozen": frozen, "memory_bytes": memory.usage_bytes,
+                "anon_bytes": memory.anon_bytes, "shmem_bytes": memory.shmem_bytes, "gpu_bytes": gpu_bytes})
 
     def _idle_note(self, pids: list[int], state: str) -> str:
         if pids or state != WorkerState.FREED:
@@ -285,15 +285,16 @@ def build_cgroup_target(guard, store, cgroupfs: Path = Path("/sys/fs/cgroup"), p
     if path is None and saved.get("stopped") and saved.get("name") == value:
         path = saved["path"]  # the guard stopped it (systemd removes a stopped unit's cgroup); it is started again later
     if path is None:
-        raise HeadroomError(f"guard.worker_cgroup = {value!r}: no such cgroup or systemd unit under {cgroupfs} "
-                            "(looked in cgroup2, the v1 freezer and v1 memory hierarchies); is the worker running?", EXIT_CONFIG)
+        raise HeadroomError(
+            f"guard.worker_cgroup = {value!r}: no such cgroup or systemd unit under {cgroupfs} "
+            "(looked in cgroup2, the v1 freezer and v1 memory hierarchies); is the worker running?", EXIT_CONFIG)
     cgroup = WorkerCgroup(path, cgroupfs)
     why = holds_headroom(cgroup, procfs)
     if why:
-        raise HeadroomError(f"guard.worker_cgroup = {value!r} (cgroup {path}) holds {why}; freezing or stopping it would "
-                            "stop headroom too: put the worker in a cgroup of its own", EXIT_CONFIG)
+        raise HeadroomError(f"guard.worker_cgroup = {value!r} (cgroup {path}) holds {why}; freezing or stopping "
+                            "it would stop headroom too: put the worker in a cgroup of its own", EXIT_CONFIG)
     if cgroup.exists() and cgroup.freezer() is None:
         raise HeadroomError(f"guard.worker_cgroup = {value!r}: cgroup {path} has no freezer (neither cgroup2 with "
                             "cgroup.freeze nor the v1 freezer has it), so it cannot be paused", EXIT_CONFIG)
-    return CgroupWorkerTarget(cgroup, store, value, guard.worker_stop, guard.worker_start, guard.worker_stop_timeout_seconds,
-                              guard.worker_cgroup_throttle)
+    return CgroupWorkerTarget(cgroup, store, value, guard.worker_stop, guard.worker_start,
+                              guard.worker_stop_timeout_seconds, guard.worker_cgroup_throttle)
