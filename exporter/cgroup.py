@@ -14,13 +14,32 @@ from exporter.units import find_unit_path, is_unit_name
 log = logging.getLogger("headroom.exporter.cgroup")
 
 _GAUGES = (
-    ("usage_bytes", "headroom_cgroup_memory_usage_bytes", "Memory charged to the cgroup (memory.current / usage_in_bytes)."),
-    ("limit_bytes", "headroom_cgroup_memory_limit_bytes", "Hard memory limit (memory.max / limit_in_bytes); absent when unlimited."),
-    ("high_bytes", "headroom_cgroup_memory_high_bytes", "Throttling threshold (memory.high); absent when unlimited or on v1."),
+    (
+        "usage_bytes",
+        "headroom_cgroup_memory_usage_bytes",
+        "Memory charged to the cgroup (memory.current / usage_in_bytes).",
+    ),
+    (
+        "limit_bytes",
+        "headroom_cgroup_memory_limit_bytes",
+        "Hard memory limit (memory.max / limit_in_bytes); absent when unlimited.",
+    ),
+    (
+        "high_bytes",
+        "headroom_cgroup_memory_high_bytes",
+        "Throttling threshold (memory.high); absent when unlimited or on v1.",
+    ),
     ("reclaimable_bytes", "headroom_cgroup_memory_reclaimable_bytes", "Inactive file cache the kernel reclaims first."),
-    ("swap_bytes", "headroom_cgroup_memory_swap_bytes", "Swap used by the cgroup (memory.swap.current; v1: memsw - usage)."),
-    ("swap_limit_bytes", "headroom_cgroup_memory_swap_limit_bytes",
-     "Swap the cgroup may use (memory.swap.max; v1: memsw limit - limit); absent when unbounded."),
+    (
+        "swap_bytes",
+        "headroom_cgroup_memory_swap_bytes",
+        "Swap used by the cgroup (memory.swap.current; v1: memsw - usage).",
+    ),
+    (
+        "swap_limit_bytes",
+        "headroom_cgroup_memory_swap_limit_bytes",
+        "Swap the cgroup may use (memory.swap.max; v1: memsw limit - limit); absent when unbounded.",
+    ),
 )
 
 
@@ -67,7 +86,9 @@ class CgroupCollector:
                 if value is not None:
                     family.add_metric([row.cgroup], value)
             yield family
-        kills = CounterMetricFamily("headroom_cgroup_oom_kills", "OOM kills inside the cgroup (memory.events / oom_control).", labels=["cgroup"])
+        kills = CounterMetricFamily(
+            "headroom_cgroup_oom_kills", "OOM kills inside the cgroup (memory.events / oom_control).", labels=["cgroup"]
+        )
         for row in rows:
             if row.oom_kills is not None:
                 kills.add_metric([row.cgroup], row.oom_kills)

@@ -69,7 +69,9 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def v1_swap(usage: int, limit: int | None, memsw_usage: str | None, memsw_limit: str | None) -> tuple[int | None, int | None]:
+def v1_swap(
+    usage: int, limit: int | None, memsw_usage: str | None, memsw_limit: str | None
+) -> tuple[int | None, int | None]:
     """(swap used, swap allowance) from v1's memsw files (RAM + swap); (None, None) without swap accounting."""
     if memsw_usage is None or memsw_limit is None:
         return None, None
@@ -83,8 +85,9 @@ def read_cgroup_v1(directory: Path, name: str) -> CgroupMemory:
     stat = parse_flat_keyed(_read(directory / "memory.stat") or "")
     oom = parse_flat_keyed(_read(directory / "memory.oom_control") or "")
     limit = parse_limit((directory / "memory.limit_in_bytes").read_text())
-    swap, swap_limit = v1_swap(usage, limit, _read(directory / "memory.memsw.usage_in_bytes"),
-                               _read(directory / "memory.memsw.limit_in_bytes"))
+    swap, swap_limit = v1_swap(
+        usage, limit, _read(directory / "memory.memsw.usage_in_bytes"), _read(directory / "memory.memsw.limit_in_bytes")
+    )
     return CgroupMemory(
         cgroup=name,
         usage_bytes=usage,

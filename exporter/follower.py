@@ -76,7 +76,11 @@ class KmsgFollower:
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as err:
-            hint = " (needs root or CAP_SYSLOG when kernel.dmesg_restrict=1)" if err.errno in (errno.EACCES, errno.EPERM) else ""
+            hint = (
+                " (needs root or CAP_SYSLOG when kernel.dmesg_restrict=1)"
+                if err.errno in (errno.EACCES, errno.EPERM)
+                else ""
+            )
             message = f"cannot read {self.path}: {err.strerror}{hint}; OOM victims are not reported"
             with self.lock:
                 if self.state.error != message:
@@ -181,7 +185,8 @@ class KmsgFollower:
 
 
 def precise_boot_time(clock=time.clock_gettime, tries: int = 5) -> float:
-    """Unix time at boot to the microsecond: CLOCK_REALTIME minus CLOCK_BOOTTIME, read together (the tightest of `tries`)."""
+    """Unix time at boot to the microsecond: CLOCK_REALTIME minus CLOCK_BOOTTIME, read together (the tightest of
+    `tries`)."""
     best_gap, best = float("inf"), 0.0
     for _ in range(tries):
         before = clock(time.CLOCK_REALTIME)

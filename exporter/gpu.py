@@ -32,7 +32,9 @@ class GpuCollector:
     def collect(self):
         readings = self.nvml.read()
         yield GaugeMetricFamily("headroom_gpus", "GPUs NVML reports (0 without a driver).", value=len(readings))
-        info = GaugeMetricFamily("headroom_gpu_info", "GPU identity; value 1.", labels=["gpu", "uuid", "name", "driver"])
+        info = GaugeMetricFamily(
+            "headroom_gpu_info", "GPU identity; value 1.", labels=["gpu", "uuid", "name", "driver"]
+        )
         for r in readings:
             info.add_metric([str(r.index), r.uuid, r.name, self.nvml.driver], 1)
         yield info
@@ -47,7 +49,8 @@ class GpuCollector:
 
     def _processes(self, readings) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
-            "headroom_gpu_process_memory_bytes", "GPU memory used by a process, with its command and systemd unit.",
+            "headroom_gpu_process_memory_bytes",
+            "GPU memory used by a process, with its command and systemd unit.",
             labels=["gpu", "pid", "comm", "unit"],
         )
         for r in readings:
@@ -61,11 +64,17 @@ class GpuCollector:
             return
         state = self.follower.snapshot()
         by_bus = {r.pci_bus: str(r.index) for r in readings}
-        errors = CounterMetricFamily("headroom_gpu_xid_errors", "NVIDIA Xid errors from the kernel log, by GPU and Xid code.", labels=["gpu", "xid"])
+        errors = CounterMetricFamily(
+            "headroom_gpu_xid_errors",
+            "NVIDIA Xid errors from the kernel log, by GPU and Xid code.",
+            labels=["gpu", "xid"],
+        )
         for (bus, xid), count in sorted(state.xid_counts.items()):
             errors.add_metric([by_bus.get(bus, bus), str(xid)], count)
         yield errors
-        last = GaugeMetricFamily("headroom_gpu_xid_last_timestamp_seconds", "Unix time of the last Xid error on the GPU.", labels=["gpu"])
+        last = GaugeMetricFamily(
+            "headroom_gpu_xid_last_timestamp_seconds", "Unix time of the last Xid error on the GPU.", labels=["gpu"]
+        )
         for bus, when in sorted(state.xid_last.items()):
             last.add_metric([by_bus.get(bus, bus)], when)
         yield last

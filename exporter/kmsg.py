@@ -5,7 +5,8 @@ OOM reports come in three shapes, all handled here:
 - 4.19-5.0: the same `oom-kill:` line, `<scope>: Kill process N (C) score S or sacrifice child`, then a bare
   `Killed process M (C) total-vm:...` (M may be a child of N).
 - before 4.19 (RHEL/CentOS 7's 3.10, Ubuntu 18.04's 4.15): `Task in /X killed as a result of limit of /Y` (memcg
-  OOMs only), the `Kill process ... or sacrifice child` line, then the bare `Killed process M (C)[, UID U,] total-vm:...`.
+  OOMs only), the `Kill process ... or sacrifice child` line, then the bare
+  `Killed process M (C)[, UID U,] total-vm:...`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from exporter.types import KmsgRecord, OomVictim, XidError
 from exporter.units import unit_of_cgroup
 
 _SCOPE = r"(?P<scope>Out of memory(?: \([^)]*\))?|Memory cgroup out of memory)"
-_KILLED = re.compile(r"^(?:" + _SCOPE + r": )?Killed process (?P<pid>\d+) \((?P<comm>.*)\),? (?:UID \d+, )?(?P<rest>total-vm:.*)$")
-_CHOSEN = re.compile(r"^" + _SCOPE + r": Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+) or sacrifice child$")
+_KILLED = re.compile(
+    r"^(?:" + _SCOPE + r": )?Killed process (?P<pid>\d+) \((?P<comm>.*)\),? (?:UID \d+, )?(?P<rest>total-vm:.*)$"
+)
+_CHOSEN = re.compile(
+    r"^" + _SCOPE + r": Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+) or sacrifice child$"
+)
 _TASK_IN = re.compile(r"^Task in (?P<task>.+?) killed(?: as a result of limit of (?P<limit>.+))?$")
 _KB_FIELD = re.compile(r"([a-z-]+):(\d+)kB")
 _SCORE_ADJ = re.compile(r"oom_score_adj:(-?\d+)")
@@ -49,7 +54,8 @@ def parse_kmsg_records(text: str) -> list[KmsgRecord]:
 
 
 def unescape(message: str) -> str:
-    """kmsg writes bytes below 32, of 127 and above, and the backslash as \\xNN: runs decode as UTF-8 (bad bytes: U+FFFD)."""
+    """kmsg writes bytes below 32, of 127 and above, and the backslash as \\xNN: runs decode as UTF-8 (bad bytes:
+    U+FFFD)."""
     if "\\x" not in message:
         return message
     return _ESCAPES.sub(lambda m: bytes.fromhex(m.group(0).replace("\\x", "")).decode("utf-8", "replace"), message)
@@ -79,7 +85,7 @@ class OomAssembler:
     def __init__(self) -> None:
         self._pending: dict[int, dict] = {}  # pid -> fields of its `oom-kill:` line (4.19+)
         self._chosen: dict | None = None  # the last `Kill process ... or sacrifice child` line (before 5.1)
-        self._task_in: tuple[str, str] | None = None  # the last `Task in /X killed as a result of limit of /Y` (before 4.19)
+        self._task_in: tuple[str, str] | None = None
 
     def feed(self, record: KmsgRecord, boot_time: float) -> OomVictim | None:
         message = record.message

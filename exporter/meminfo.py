@@ -112,9 +112,11 @@ class MemoryCollector:
         yield GaugeMetricFamily("headroom_swap_free_bytes", "Unused swap (SwapFree).", value=info.swap_free_bytes)
         zram = read_ram_backed_free(self.procfs) if info.swap_total_bytes else None
         if zram is not None:
-            yield GaugeMetricFamily("headroom_swap_ram_backed_free_bytes",
-                                    "Free swap on zram devices (counted in swap_free_bytes; its pages are stored in RAM).",
-                                    value=zram)
+            yield GaugeMetricFamily(
+                "headroom_swap_ram_backed_free_bytes",
+                "Free swap on zram devices (counted in swap_free_bytes; its pages are stored in RAM).",
+                value=zram,
+            )
         yield from _vmstat_counters(vm)
 
 

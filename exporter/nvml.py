@@ -79,7 +79,10 @@ class Nvml:
             self._unsupported.add((function, None))
             return default
         except self.nv.NVMLError as err:
-            if err.value in (getattr(self.nv, "NVML_ERROR_NOT_SUPPORTED", _NOT_SUPPORTED), getattr(self.nv, "NVML_ERROR_FUNCTION_NOT_FOUND", _FUNCTION_NOT_FOUND)):
+            if err.value in (
+                getattr(self.nv, "NVML_ERROR_NOT_SUPPORTED", _NOT_SUPPORTED),
+                getattr(self.nv, "NVML_ERROR_FUNCTION_NOT_FOUND", _FUNCTION_NOT_FOUND),
+            ):
                 self._unsupported.add(key)
                 return default
             if err.value == getattr(self.nv, "NVML_ERROR_NOT_FOUND", _NOT_FOUND):
@@ -119,7 +122,9 @@ class Nvml:
         self._read_memory(handle, reading)
         util = self.query("nvmlDeviceGetUtilizationRates", handle, gpu=index)
         reading.utilization_ratio = util.gpu / 100 if util is not None else None
-        reading.temperature_celsius = self.query("nvmlDeviceGetTemperature", handle, getattr(self.nv, "NVML_TEMPERATURE_GPU", 0), gpu=index)
+        reading.temperature_celsius = self.query(
+            "nvmlDeviceGetTemperature", handle, getattr(self.nv, "NVML_TEMPERATURE_GPU", 0), gpu=index
+        )
         power_mw = self.query("nvmlDeviceGetPowerUsage", handle, gpu=index)
         reading.power_watts = power_mw / 1000 if power_mw is not None else None
         reading.processes = self._processes(handle, index)
@@ -133,7 +138,11 @@ class Nvml:
             memory = self.query("nvmlDeviceGetMemoryInfo", handle, gpu=gpu)
         if memory is None:
             return
-        reading.total_bytes, reading.used_bytes, reading.free_bytes = int(memory.total), int(memory.used), int(memory.free)
+        reading.total_bytes, reading.used_bytes, reading.free_bytes = (
+            int(memory.total),
+            int(memory.used),
+            int(memory.free),
+        )
         reading.reserved_bytes = int(memory.reserved) if hasattr(memory, "reserved") else None
 
     def _processes(self, handle, gpu: int) -> list[tuple[int, int]]:

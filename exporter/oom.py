@@ -1,4 +1,5 @@
-"""The `oom` collector: the kernel's OOM-kill counter (vmstat, or counted from kmsg before 4.13) plus the kmsg victims."""
+"""The `oom` collector: the kernel's OOM-kill counter (vmstat, or counted from kmsg before 4.13) plus the kmsg
+victims."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ class OomCollector:
             return
         self.problem = state.error
         if state.overruns > self._overruns_seen:  # records were lost since the last scrape: say so once
-            self.problem = self.problem or f"kernel log overran {state.overruns - self._overruns_seen} time(s): some OOM records were lost"
+            self.problem = (
+                self.problem
+                or f"kernel log overran {state.overruns - self._overruns_seen} time(s): some OOM records were lost"
+            )
             self._overruns_seen = state.overruns
         victims = CounterMetricFamily(
             "headroom_oom_kill_victims",
@@ -49,16 +53,23 @@ class OomCollector:
         yield latest
         if state.last_kill_time is not None:
             yield GaugeMetricFamily(
-                "headroom_oom_kill_last_timestamp_seconds", "Unix time of the last OOM kill in the kernel log.", value=state.last_kill_time
+                "headroom_oom_kill_last_timestamp_seconds",
+                "Unix time of the last OOM kill in the kernel log.",
+                value=state.last_kill_time,
             )
         yield CounterMetricFamily(
-            "headroom_kmsg_overruns", "Times the kernel log overwrote records before the exporter read them.", value=state.overruns
+            "headroom_kmsg_overruns",
+            "Times the kernel log overwrote records before the exporter read them.",
+            value=state.overruns,
         )
-        yield GaugeMetricFamily("headroom_kmsg_up", "1 when the kernel log is being followed.", value=0 if state.error else 1)
+        yield GaugeMetricFamily(
+            "headroom_kmsg_up", "1 when the kernel log is being followed.", value=0 if state.error else 1
+        )
 
 
 def _kill_counter(vmstat_kills: int | None, state: KmsgState | None):
-    """headroom_oom_kills_total from /proc/vmstat's oom_kill (4.13+), else counted from the kernel log; and its source."""
+    """headroom_oom_kills_total from /proc/vmstat's oom_kill (4.13+), else counted from the kernel log; and its
+    source."""
     if vmstat_kills is not None:
         source, value = "vmstat", vmstat_kills
     elif state is not None and state.error is None:
@@ -67,7 +78,8 @@ def _kill_counter(vmstat_kills: int | None, state: KmsgState | None):
         return  # no source: no series, never a fake 0
     yield CounterMetricFamily(
         "headroom_oom_kills",
-        "Processes the kernel OOM killer killed since boot (/proc/vmstat oom_kill; before kernel 4.13 counted in the kernel log).",
+        "Processes the kernel OOM killer killed since boot "
+        "(/proc/vmstat oom_kill; before kernel 4.13 counted in the kernel log).",
         value=value,
     )
     info = GaugeMetricFamily(

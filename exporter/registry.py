@@ -31,8 +31,12 @@ class CollectorSet:
         return []  # do not collect at registration time
 
     def collect(self):
-        success = GaugeMetricFamily("headroom_collector_success", "1 when the collector's last scrape succeeded.", labels=["collector"])
-        duration = GaugeMetricFamily("headroom_collector_duration_seconds", "Time the collector's scrape took.", labels=["collector"])
+        success = GaugeMetricFamily(
+            "headroom_collector_success", "1 when the collector's last scrape succeeded.", labels=["collector"]
+        )
+        duration = GaugeMetricFamily(
+            "headroom_collector_duration_seconds", "Time the collector's scrape took.", labels=["collector"]
+        )
         for collector in self.collectors:
             start = time.perf_counter()
             ok, families = self._run(collector)

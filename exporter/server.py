@@ -162,7 +162,10 @@ def events_payload(follower: KmsgFollower | None) -> dict:
         return {"events": [], "kmsg": {"followed": False, "error": "the oom collector is disabled", "overruns": 0}}
     state = follower.snapshot()
     events = [victim.as_event() for victim in reversed(state.victims)]  # newest first
-    return {"events": events, "kmsg": {"followed": state.error is None, "error": state.error, "overruns": state.overruns}}
+    return {
+        "events": events,
+        "kmsg": {"followed": state.error is None, "error": state.error, "overruns": state.overruns},
+    }
 
 
 def make_handler(registry: CollectorRegistry, follower: KmsgFollower | None) -> type[BaseHTTPRequestHandler]:
@@ -238,17 +241,29 @@ class HttpStatsCollector:
         return []
 
     def collect(self):
-        yield GaugeMetricFamily("headroom_exporter_http_connections", "Connections the exporter is serving now.", value=self.stats.open)
-        yield CounterMetricFamily("headroom_exporter_http_connections_rejected",
-                                  "Connections refused with 503: max_connections were open, all busy answering.", value=self.stats.rejected)
-        yield CounterMetricFamily("headroom_exporter_http_connections_evicted",
-                                  "Connections closed at max_connections to make room: they had waited longest for a request.",
-                                  value=self.stats.evicted)
-        yield CounterMetricFamily("headroom_exporter_http_timeouts",
-                                  "Connections closed for sending no request (idle) or too slow headers.", value=self.stats.timed_out)
+        yield GaugeMetricFamily(
+            "headroom_exporter_http_connections", "Connections the exporter is serving now.", value=self.stats.open
+        )
+        yield CounterMetricFamily(
+            "headroom_exporter_http_connections_rejected",
+            "Connections refused with 503: max_connections were open, all busy answering.",
+            value=self.stats.rejected,
+        )
+        yield CounterMetricFamily(
+            "headroom_exporter_http_connections_evicted",
+            "Connections closed at max_connections to make room: they had waited longest for a request.",
+            value=self.stats.evicted,
+        )
+        yield CounterMetricFamily(
+            "headroom_exporter_http_timeouts",
+            "Connections closed for sending no request (idle) or too slow headers.",
+            value=self.stats.timed_out,
+        )
 
 
-def serve(listen: str, handler: type[BaseHTTPRequestHandler], limits: Limits | None = None) -> tuple[ThreadingHTTPServer, threading.Thread]:
+def serve(
+    listen: str, handler: type[BaseHTTPRequestHandler], limits: Limits | None = None
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """Bind `listen` and serve in a thread; HeadroomError(EXIT_BIND) when the address is taken or not allowed."""
     server = _Server(bind(listen, "exporter"), handler, limits or Limits())
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)

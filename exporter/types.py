@@ -41,7 +41,7 @@ class CgroupMemory:
     reclaimable_bytes: int | None  # inactive file cache, which the kernel reclaims first
     oom_kills: int | None  # memory.events oom_kill (v2) / memory.oom_control oom_kill (v1)
     swap_bytes: int | None = None  # swap in use: memory.swap.current (v2), memsw.usage - usage (v1)
-    swap_limit_bytes: int | None = None  # swap it may use: memory.swap.max (v2), memsw.limit - limit (v1); None: unbounded
+    swap_limit_bytes: int | None = None
     pressure: tuple[PressureLine, ...] = ()
 
 

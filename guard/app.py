@@ -40,7 +40,9 @@ class Deps:
     run_scheduler: bool = True
 
 
-def build_deps(settings, source_transport=None, worker_transport=None, clock: Callable[[], float] | None = None) -> Deps:
+def build_deps(
+    settings, source_transport=None, worker_transport=None, clock: Callable[[], float] | None = None
+) -> Deps:
     """Real dependencies from the configuration: source, store in the state dir, worker target, token."""
     guard = settings.guard
     token = load_or_create_token(settings.state_dir, guard.token or None)
@@ -54,9 +56,13 @@ def build_deps(settings, source_transport=None, worker_transport=None, clock: Ca
 
         target = build_cgroup_target(guard, store)  # refuses a cgroup it cannot safely act on, before anything starts
     elif guard.worker_url:
-        target = build_target(guard.worker_kind, guard.worker_url, token, guard.worker_timeout_seconds, worker_transport)
+        target = build_target(
+            guard.worker_kind, guard.worker_url, token, guard.worker_timeout_seconds, worker_transport
+        )
     if target is not None:
-        reconciler = Reconciler(target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds)
+        reconciler = Reconciler(
+            target, guard.dry_run, guard.worker_backoff_base_seconds, guard.worker_backoff_max_seconds
+        )
     manager = Manager(guard, observer, store, reconciler, clock=clock)
     manager.set_worker_warning(undriven_worker_warning(settings, target is not None))
     if manager.worker_warning:
@@ -71,9 +77,11 @@ def undriven_worker_warning(settings, driven: bool) -> str | None:
     worker = getattr(settings, "worker", None)
     if driven or worker is None or not worker.enabled:
         return None
-    return ("[worker] enabled = true but this guard does not drive it ([guard.worker] url is empty), so it is never "
-            f"throttled, paused or freed: set [guard.worker] url = \"{base_url(worker.listen)}\" "
-            "(`headroom up` does this for the worker it starts)")
+    return (
+        "[worker] enabled = true but this guard does not drive it ([guard.worker] url is empty), so it is never "
+        f'throttled, paused or freed: set [guard.worker] url = "{base_url(worker.listen)}" '
+        "(`headroom up` does this for the worker it starts)"
+    )
 
 
 def _retry_store(store: Store) -> None:
@@ -107,7 +115,13 @@ def build_protection(guard, manager: Manager):
         log.warning("recovered pid %s (%s), left frozen by a previous guard", item.pid, item.comm)
     # Kept with freezing off too: it freezes nothing then (freeze() checks freeze_enabled), but it retries a thaw the
     # kernel refused at recovery, and /v1/frozen and /metrics show that record.
-    fast = FastPath(guard, DomainReader(guard.memory_domain, swap_reserve=guard.swap_reserve), manager, freezer, worker_bytes=manager.worker_pids.rss_bytes)
+    fast = FastPath(
+        guard,
+        DomainReader(guard.memory_domain, swap_reserve=guard.swap_reserve),
+        manager,
+        freezer,
+        worker_bytes=manager.worker_pids.rss_bytes,
+    )
     return fast, build_gpu_watch(guard, manager, freezer)
 
 
@@ -143,12 +157,14 @@ async def lifespan(app: FastAPI):
         from apscheduler.schedulers.background import BackgroundScheduler
 
         scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1})
-        scheduler.add_job(_safe_tick, "interval", args=[deps.manager], seconds=deps.manager.settings.tick_seconds,
-                          id="tick")
+        scheduler.add_job(
+            _safe_tick, "interval", args=[deps.manager], seconds=deps.manager.settings.tick_seconds, id="tick"
+        )
         scheduler.add_job(_retry_store, "interval", args=[deps.manager.store], seconds=STORE_RETRY_SECONDS, id="store")
         if deps.manager.fastpath is None:  # no freezer to retry a refused thaw: the records are retried from the file
-            scheduler.add_job(_retry_thaws, "interval", args=[deps.manager.store.path.parent],
-                              seconds=THAW_RETRY_SECONDS, id="thaw")
+            scheduler.add_job(
+                _retry_thaws, "interval", args=[deps.manager.store.path.parent], seconds=THAW_RETRY_SECONDS, id="thaw"
+            )
         _safe_tick(deps.manager)  # first observation before serving, so /readyz is meaningful at once
         scheduler.start()
     try:
@@ -171,16 +187,21 @@ async def lifespan(app: FastAPI):
 def create_app(settings, deps: Deps | None = None) -> FastAPI:
     """The guard's app; nothing is built at import time."""
     deps = deps or build_deps(settings)
-    app = FastAPI(title="headroom guard", version="0.1.0", lifespan=lifespan,
-                  description="Leases RAM/GPU headroom to test launches and throttles, pauses or frees the worker.")
+    app = FastAPI(
+        title="headroom guard",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Leases RAM/GPU headroom to test launches and throttles, pauses or frees the worker.",
+    )
     app.state.deps, app.state.manager = deps, deps.manager  # the manager for the lifespan and tests; routes get front
     app.state.front = front = GuardFacade(deps.manager)
     app.state.registry = build_registry(front.view, deps.manager.settings)
     auth = bearer_dependency(deps.token)  # one object: the gate finds the guarded routes by it
     app.include_router(build_router(auth, deps.manager.settings))
     app.include_router(build_freeze_router(auth))
-    install_store_handlers(app, "the guard's state database",
-                           lambda request: request.app.state.front.settings.retry_after_seconds)
+    install_store_handlers(
+        app, "the guard's state database", lambda request: request.app.state.front.settings.retry_after_seconds
+    )
     gate.install(app, deps.token, auth)
     return app
 

@@ -20,11 +20,15 @@ def check_token(token: str, source: str) -> str:
     if not token:
         raise HeadroomError(f"the API token from {source} is empty: that would let anyone in; {fix}", EXIT_TOKEN)
     if len(token) < MIN_TOKEN_CHARS:
-        raise HeadroomError(f"the API token from {source} has {len(token)} characters, fewer than {MIN_TOKEN_CHARS}; {fix}",
-                            EXIT_TOKEN)
+        raise HeadroomError(
+            f"the API token from {source} has {len(token)} characters, fewer than {MIN_TOKEN_CHARS}; {fix}", EXIT_TOKEN
+        )
     if not all("!" <= ch <= "~" for ch in token):
-        raise HeadroomError(f"the API token from {source} holds spaces or non-ASCII characters, which an "
-                            f"Authorization header cannot carry exactly; {fix}", EXIT_TOKEN)
+        raise HeadroomError(
+            f"the API token from {source} holds spaces or non-ASCII characters, which an "
+            f"Authorization header cannot carry exactly; {fix}",
+            EXIT_TOKEN,
+        )
     return token
 
 
@@ -66,7 +70,9 @@ def load_or_create_token(state_dir: Path, configured: str | None = None) -> str:
             _create_token_file(path)
         text = path.read_text(encoding="ascii", errors="replace")
     except OSError as err:
-        raise HeadroomError(f"cannot create or read the API token file {path}: {err.strerror or err}", EXIT_TOKEN) from None
+        raise HeadroomError(
+            f"cannot create or read the API token file {path}: {err.strerror or err}", EXIT_TOKEN
+        ) from None
     return check_token(text.strip(), f"the token file {path}")
 
 
@@ -92,7 +98,7 @@ def token_matches(expected: str, authorization: bytes | str | None) -> bool:
     raw = authorization.encode("latin-1", "replace") if isinstance(authorization, str) else authorization
     if not raw.startswith(BEARER):
         return False
-    return hmac.compare_digest(raw[len(BEARER):], expected.encode())
+    return hmac.compare_digest(raw[len(BEARER) :], expected.encode())
 
 
 def bearer_dependency(expected: str):
@@ -105,7 +111,9 @@ def bearer_dependency(expected: str):
     from fastapi.security import HTTPBearer
 
     check_token(expected, "the app's wiring")
-    scheme = HTTPBearer(auto_error=False, description="the token in the state dir's 'token' file (or [guard]/[worker] token)")
+    scheme = HTTPBearer(
+        auto_error=False, description="the token in the state dir's 'token' file (or [guard]/[worker] token)"
+    )
 
     def check(request: Request, _credentials=Depends(scheme)) -> None:
         if not token_matches(expected, request.headers.get("authorization")):
@@ -120,5 +128,6 @@ def unauthorized():
     return HTTPException(status_code=401, detail=UNAUTHORIZED_DETAIL, headers={"WWW-Authenticate": "Bearer"})
 
 
-UNAUTHORIZED_DETAIL = ("missing or wrong bearer token (Authorization: Bearer <token>; the token is in the state dir's "
-                       "'token' file)")
+UNAUTHORIZED_DETAIL = (
+    "missing or wrong bearer token (Authorization: Bearer <token>; the token is in the state dir's 'token' file)"
+)

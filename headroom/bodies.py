@@ -75,7 +75,9 @@ class Body(BaseModel):
     def _valid_unicode(cls, data: Any) -> Any:
         where = find_surrogate(data)
         if where is not None:
-            raise ValueError(f"{where}: holds a lone UTF-16 surrogate (such as \\ud800), which is no text; send valid Unicode")
+            raise ValueError(
+                f"{where}: holds a lone UTF-16 surrogate (such as \\ud800), which is no text; send valid Unicode"
+            )
         return _whole_numbers(cls, data)
 
 
@@ -95,8 +97,11 @@ def _whole_numbers(model: type[BaseModel], data: Any) -> Any:
 
 def _takes_int(annotation: Any) -> bool:
     """int, or int | None: a field whose published type is integer."""
-    return annotation is int or (typing.get_origin(annotation) in (typing.Union, types.UnionType)
-                                 and int in typing.get_args(annotation) and float not in typing.get_args(annotation))
+    return annotation is int or (
+        typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        and int in typing.get_args(annotation)
+        and float not in typing.get_args(annotation)
+    )
 
 
 def _size_value(value: Any) -> Any:
@@ -112,8 +117,9 @@ def _size_value(value: Any) -> Any:
     return value
 
 
-SIZE_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_BYTES},
-                         {"type": "string", "pattern": SIZE_PATTERN}],
-               "description": f"bytes (at most 1 PiB), or {SIZE_HELP}"}
+SIZE_SCHEMA = {
+    "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_BYTES}, {"type": "string", "pattern": SIZE_PATTERN}],
+    "description": f"bytes (at most 1 PiB), or {SIZE_HELP}",
+}
 
 Bytes = Annotated[int, BeforeValidator(_size_value), Field(ge=0, le=MAX_BYTES), WithJsonSchema(SIZE_SCHEMA)]

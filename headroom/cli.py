@@ -29,7 +29,8 @@ LISTEN = Flag("--listen", "listen", str, "HOST:PORT", "address to serve on (defa
 
 @dataclass(frozen=True)
 class Server:
-    """A part that serves: `module` exports `serve(settings) -> int | None`; `name` is its command and settings section."""
+    """A part that serves: `module` exports `serve(settings) -> int | None`; `name` is its command and settings
+    section."""
 
     name: str
     module: str
@@ -41,11 +42,31 @@ class Server:
 SERVERS = (
     Server("exporter", "exporter.app", "serve GPU/RAM/swap/pressure/OOM metrics on /metrics"),
     Server("guard", "guard.app", "run the guard (lease API, worker control, /metrics)"),
-    Server("worker", "worker.server", "run the vLLM batch worker (job API, control endpoint, /metrics)",
-           (LISTEN, Flag("--oom-score-adj", "oom_score_adj", int, "N", "the worker's oom_score_adj (default: [{part}] oom_score_adj)"))),
+    Server(
+        "worker",
+        "worker.server",
+        "run the vLLM batch worker (job API, control endpoint, /metrics)",
+        (
+            LISTEN,
+            Flag(
+                "--oom-score-adj",
+                "oom_score_adj",
+                int,
+                "N",
+                "the worker's oom_score_adj (default: [{part}] oom_score_adj)",
+            ),
+        ),
+    ),
 )
 # Modules with a `register(subparsers)` for the other commands, in help order (kept import-light).
-COMMANDS = ("headroom.config_cli", "headroom.up", "guard.cli", "worker.cli", "headroom.client.commands", "headroom.install")
+COMMANDS = (
+    "headroom.config_cli",
+    "headroom.up",
+    "guard.cli",
+    "worker.cli",
+    "headroom.client.commands",
+    "headroom.install",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub = subparsers.add_parser(server.name, help=server.help)
         settings_command(sub, _serve)
         for flag in server.flags:
-            sub.add_argument(flag.option, dest=flag.key, type=flag.type, metavar=flag.metavar, help=flag.help.format(part=server.name))
+            sub.add_argument(
+                flag.option,
+                dest=flag.key,
+                type=flag.type,
+                metavar=flag.metavar,
+                help=flag.help.format(part=server.name),
+            )
         sub.set_defaults(server=server)
     for name in COMMANDS:
         importlib.import_module(name).register(subparsers)
@@ -80,7 +107,11 @@ def _settings(args: argparse.Namespace):
 
         args.found = find_config(args.config)
         return load_settings(args.found.path)
-    given = {flag.key: getattr(args, flag.key) for flag in (server.flags if server else ()) if getattr(args, flag.key) is not None}
+    given = {
+        flag.key: getattr(args, flag.key)
+        for flag in (server.flags if server else ())
+        if getattr(args, flag.key) is not None
+    }
     serves_guard = (server.name if server else args.command) in ("guard", "up")  # its host must have what it names
     return load_settings(args.config, check_host=serves_guard, **({server.name: given} if given else {}))
 

@@ -16,7 +16,9 @@ Handler = Callable[[argparse.Namespace, Any], "int | None"]
 
 def settings_command(parser: argparse.ArgumentParser, handler: Handler) -> None:
     """`parser` takes --config; the wiring loads the settings from it and calls `handler(args, settings)`."""
-    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $HEADROOM_CONFIG, else built-in defaults)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML config file (default: $HEADROOM_CONFIG, else built-in defaults)"
+    )
     parser.set_defaults(func=handler, with_settings=True)
 
 
@@ -43,8 +45,9 @@ def ttl_seconds(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected whole seconds, got {text!r}") from None
     if not math.isfinite(value) or value != int(value) or not TTL_FLOOR_SECONDS <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"expected whole seconds from {TTL_FLOOR_SECONDS} to 86400 (heartbeats go every "
-                                         f"third of it), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected whole seconds from {TTL_FLOOR_SECONDS} to 86400 (heartbeats go every third of it), got {text!r}"
+        )
     return int(value)
 
 
@@ -66,8 +69,13 @@ def url_arg(text: str) -> str:
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError:
         parts, port_ok = None, False
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok \
-            or any(c.isspace() or ord(c) < 32 for c in text):
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or any(c.isspace() or ord(c) < 32 for c in text)
+    ):
         raise argparse.ArgumentTypeError(f"expected a URL such as http://127.0.0.1:9841, got {text!r}")
     return text.rstrip("/")
 

@@ -31,8 +31,19 @@ from worker.settings import WorkerSettings
 CONFIG_ENV = "HEADROOM_CONFIG"
 ENV_PREFIX = "HEADROOM_"
 # HEADROOM_* variables that are not settings (read elsewhere, or set by headroom for the commands it runs).
-NOT_SETTINGS = frozenset({"TOKEN", "TOKEN_FILE", "CONFIG", "LEASE_ID", "FAKE_NVML", "UPDATE_GOLDEN", "WORKER_TEST_KILL_AT",
-                          "CHROMIUM", "BENCH_DIR"})
+NOT_SETTINGS = frozenset(
+    {
+        "TOKEN",
+        "TOKEN_FILE",
+        "CONFIG",
+        "LEASE_ID",
+        "FAKE_NVML",
+        "UPDATE_GOLDEN",
+        "WORKER_TEST_KILL_AT",
+        "CHROMIUM",
+        "BENCH_DIR",
+    }
+)
 
 
 class Settings(BaseModel):
@@ -45,8 +56,7 @@ class Settings(BaseModel):
         description="Where leases, the job queue, the API token and other state live (mode 0700).",
     )
     log_level: str = Field(
-        default="info",
-        description="Python logging level for every part: debug, info, warning, error.",
+        default="info", description="Python logging level for every part: debug, info, warning, error."
     )
     exporter: ExporterSettings = Field(default_factory=ExporterSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
@@ -78,8 +88,11 @@ def _wants_json(model: type[BaseModel], key: str) -> bool:
     field = model.model_fields.get(key)
     if field is None:
         return False
-    kinds = typing.get_args(field.annotation) if typing.get_origin(field.annotation) in (typing.Union, types.UnionType) \
+    kinds = (
+        typing.get_args(field.annotation)
+        if typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
         else (field.annotation,)
+    )
     for kind in kinds:
         origin = typing.get_origin(kind) or kind
         if origin in (list, dict, tuple, set) or (isinstance(origin, type) and issubclass(origin, BaseModel)):
@@ -97,9 +110,14 @@ def _unknown_variable(name: str, path: list[str], depth: int, model: type[BaseMo
     moved = [f"{table}__{key}" for table, key in getattr(model, "MOVED", {}).values()]  # their new names
     choices = [*model.model_fields, *moved] if depth else [*model.model_fields, *(n.lower() for n in NOT_SETTINGS)]
     guess = closest(path[depth], choices)
-    hint = f"; did you mean ${ENV_PREFIX}{'__'.join([*path[:depth], guess, *path[depth + 1:]]).upper()}?" if guess else ""
-    return HeadroomError(f"${name}: unknown variable (no setting {'.'.join(path[:depth + 1])}){hint} Settings are "
-                         f"{ENV_PREFIX}SECTION__KEY, see docs/configuration.md", EXIT_CONFIG)
+    hint = (
+        f"; did you mean ${ENV_PREFIX}{'__'.join([*path[:depth], guess, *path[depth + 1 :]]).upper()}?" if guess else ""
+    )
+    return HeadroomError(
+        f"${name}: unknown variable (no setting {'.'.join(path[: depth + 1])}){hint} Settings are "
+        f"{ENV_PREFIX}SECTION__KEY, see docs/configuration.md",
+        EXIT_CONFIG,
+    )
 
 
 def _model_at(model: type[BaseModel], part: str) -> type[BaseModel] | None:
@@ -113,9 +131,9 @@ def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
     one (a misspelled variable must not be silently ignored); NOT_SETTINGS are left alone."""
     data: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name[len(ENV_PREFIX):] in NOT_SETTINGS:
+        if not name.startswith(ENV_PREFIX) or name[len(ENV_PREFIX) :] in NOT_SETTINGS:
             continue
-        path = name[len(ENV_PREFIX):].lower().split("__")
+        path = name[len(ENV_PREFIX) :].lower().split("__")
         model: type[BaseModel] | None = Settings
         target = data
         for depth, part in enumerate(path):
@@ -132,8 +150,11 @@ def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError:
-                raise HeadroomError(f"${name} must be JSON (a list such as [\"a\", \"b\"] or a table such as "
-                                    f"{{\"enter\": {{\"warn\": \"25%\"}}}}), got {raw[:200]!r}", EXIT_CONFIG) from None
+                raise HeadroomError(
+                    f'${name} must be JSON (a list such as ["a", "b"] or a table such as '
+                    f'{{"enter": {{"warn": "25%"}}}}), got {raw[:200]!r}',
+                    EXIT_CONFIG,
+                ) from None
         target[path[-1]] = value
     return data
 
@@ -173,9 +194,14 @@ def _fields_at(loc: tuple) -> list[str]:
 
 
 def nonfinite(value: Any, key: str = "") -> list[str]:
-    """Keys whose value is NaN or infinite, anywhere in a loaded configuration ('inf' keeps a level entered for good)."""
+    """Keys whose value is NaN or infinite, anywhere in a loaded configuration ('inf' keeps a level entered for
+    good)."""
     if isinstance(value, BaseModel):
-        return [bad for name in type(value).model_fields for bad in nonfinite(getattr(value, name), f"{key}.{name}".lstrip("."))]
+        return [
+            bad
+            for name in type(value).model_fields
+            for bad in nonfinite(getattr(value, name), f"{key}.{name}".lstrip("."))
+        ]
     if isinstance(value, dict):
         return [bad for name, item in value.items() for bad in nonfinite(item, f"{key}.{name}")]
     if isinstance(value, (list, tuple)):
@@ -196,17 +222,23 @@ def upgraded(data: dict[str, Any], origin: str) -> dict[str, Any]:
     return data
 
 
-def load_settings(path: str | os.PathLike | None = None, environ: typing.Mapping[str, str] | None = None,
-                  check_host: bool = False, **overrides: Any) -> Settings:
+def load_settings(
+    path: str | os.PathLike | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+    check_host: bool = False,
+    **overrides: Any,
+) -> Settings:
     """Settings from `path` (or $HEADROOM_CONFIG), then HEADROOM_* variables, then `overrides` (command-line flags).
     `check_host`: also what this host must have for them (the guard's memory domain cgroup, worker programs)."""
     environ = os.environ if environ is None else environ
     path = path or environ.get(CONFIG_ENV)
     source = str(path) if path else "the built-in defaults"
     try:
-        layers = [upgraded(_read_toml(Path(path)) if path else {}, source),
-                  upgraded(env_overrides(environ), f"${ENV_PREFIX}* variables"),
-                  upgraded(overrides, "the command line")]
+        layers = [
+            upgraded(_read_toml(Path(path)) if path else {}, source),
+            upgraded(env_overrides(environ), f"${ENV_PREFIX}* variables"),
+            upgraded(overrides, "the command line"),
+        ]
         data = _merge(_merge(layers[0], layers[1]), layers[2])
         settings = Settings(**data)
     except ValidationError as err:

@@ -13,8 +13,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     config = subparsers.add_parser("config", help="validate or show the configuration")
     actions = config.add_subparsers(dest="config_command", metavar="ACTION")
     actions.required = True
-    check = actions.add_parser("check", help=f"validate FILE (plus HEADROOM_* variables) as `headroom guard` would at start, "
-                                  f"starting nothing; exit {EXIT_CONFIG} naming each bad key")
+    check = actions.add_parser(
+        "check",
+        help=f"validate FILE (plus HEADROOM_* variables) as `headroom guard` would at start, "
+        f"starting nothing; exit {EXIT_CONFIG} naming each bad key",
+    )
     check.add_argument("file")
     check.set_defaults(func=_check)
     show = actions.add_parser("show", help="print the effective configuration as JSON")

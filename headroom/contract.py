@@ -80,7 +80,9 @@ class StateRequest(Body):
 
     state: Literal["running", "throttled", "paused", "freed"] = Field(description="the state to reach")
     concurrency: int | None = Field(default=None, ge=1, le=4096, description="requests at once; required for throttled")
-    level: Literal[1, 2] | None = Field(default=None, description="1: sleep, 2: shut the engine down; required for freed")
+    level: Literal[1, 2] | None = Field(
+        default=None, description="1: sleep, 2: shut the engine down; required for freed"
+    )
     reason: str | None = Field(default=None, max_length=1000, description="why (shown in the worker's state and log)")
     requested_by: str | None = Field(default=None, max_length=200, description="who asks (e.g. headroom-guard)")
 
@@ -125,7 +127,9 @@ class Maintenance:
     def from_dict(cls, data: dict | None) -> "Maintenance":
         """From a stored or received mapping; missing keys take their defaults, unknown keys are dropped."""
         data = data or {}
-        return cls(bool(data.get("on")), data.get("reason"), data.get("retry_after_seconds"), float(data.get("since") or 0.0))
+        return cls(
+            bool(data.get("on")), data.get("reason"), data.get("retry_after_seconds"), float(data.get("since") or 0.0)
+        )
 
 
 class _Open(BaseModel):

@@ -36,8 +36,10 @@ class Recovery:
     at: float  # unix seconds
 
     def describe(self) -> str:
-        return (f"the state database {self.path} was corrupt ({self.reason}); it was moved aside to {self.moved_to} "
-                "and a fresh one started: earlier leases, jobs and events are in the moved file (see TROUBLESHOOTING.md)")
+        return (
+            f"the state database {self.path} was corrupt ({self.reason}); it was moved aside to {self.moved_to} "
+            "and a fresh one started: earlier leases, jobs and events are in the moved file (see TROUBLESHOOTING.md)"
+        )
 
 
 class StoreUnavailable(Exception):
@@ -67,7 +69,9 @@ def is_full(err: BaseException) -> bool:
     return getattr(err, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in str(err)
 
 
-READY_MIN_FREE_BYTES = 64 * 1024  # below this on the database's filesystem a store is not ready, whatever the last write did
+READY_MIN_FREE_BYTES = (
+    64 * 1024
+)  # below this on the database's filesystem a store is not ready, whatever the last write did
 
 
 def disk_room(path: Path) -> int | None:
@@ -133,15 +137,18 @@ def corrupt_files(path: Path) -> list[Path]:
 
 
 def open_checked(path: Path, on_corrupt: str, setting: str, now: float | None = None) -> Recovery | None:
-    """Check the database before it is opened; move a corrupt one aside, or refuse (exit 5) when `on_corrupt` says so."""
+    """Check the database before it is opened; move a corrupt one aside, or refuse (exit 5) when `on_corrupt` says
+    so."""
     reason = check_database(path)
     if reason is None:
         return None
     if on_corrupt == "refuse":
         raise HeadroomError(
-            f"the state database {path} is corrupt ({reason}); not starting because {setting} = \"refuse\". "
-            f"Move the file aside (or restore a backup) and start again, or set {setting} = \"move_aside\" "
-            "(see TROUBLESHOOTING.md, 'A corrupt state database')", EXIT_STATE)
+            f'the state database {path} is corrupt ({reason}); not starting because {setting} = "refuse". '
+            f'Move the file aside (or restore a backup) and start again, or set {setting} = "move_aside" '
+            "(see TROUBLESHOOTING.md, 'A corrupt state database')",
+            EXIT_STATE,
+        )
     now = time.time() if now is None else now
     target = move_aside(path, now)
     recovery = Recovery(str(path), str(target), reason, now)
@@ -152,8 +159,7 @@ def open_checked(path: Path, on_corrupt: str, setting: str, now: float | None = 
 class StoreHealth:
     """Write failures of one store: counts by operation, the last error, and whether writes work now (thread-safe)."""
 
-    def __init__(self, name: str, operations: tuple[str, ...], recovery: Recovery | None = None,
-                 clock=time.time):
+    def __init__(self, name: str, operations: tuple[str, ...], recovery: Recovery | None = None, clock=time.time):
         self.name, self.recovery, self.clock = name, recovery, clock
         self.errors = dict.fromkeys(operations, 0)  # failed writes by operation since start (all listed from 0)
         self.writable = True  # False from a failed write until the next write that succeeds
@@ -172,8 +178,13 @@ class StoreHealth:
             self.last_error, self.last_error_at = describe_error(err), now
             if first or now - self._logged_at >= LOG_EVERY_SECONDS:
                 self._logged_at = now
-                log.error("%s store: %s failed: %s (%d write errors so far)", self.name, operation, self.last_error,
-                          sum(self.errors.values()))
+                log.error(
+                    "%s store: %s failed: %s (%d write errors so far)",
+                    self.name,
+                    operation,
+                    self.last_error,
+                    sum(self.errors.values()),
+                )
 
     def succeeded(self) -> None:
         with self.lock:
@@ -188,25 +199,35 @@ class StoreHealth:
 
     def view(self, path: Path) -> dict:
         with self.lock:
-            return {"writable": self.writable, "disk_full": self.full, "errors": sum(self.errors.values()),
-                    "last_error": self.last_error, "last_error_at": self.last_error_at,
-                    "recovered": dataclasses.asdict(self.recovery) if self.recovery else None,
-                    "corrupt_files": [str(p) for p in corrupt_files(path)]}
+            return {
+                "writable": self.writable,
+                "disk_full": self.full,
+                "errors": sum(self.errors.values()),
+                "last_error": self.last_error,
+                "last_error_at": self.last_error_at,
+                "recovered": dataclasses.asdict(self.recovery) if self.recovery else None,
+                "corrupt_files": [str(p) for p in corrupt_files(path)],
+            }
 
 
-def install_store_handlers(app: FastAPI, database: str, retry_after: Callable[[Request], int],
-                           advice: str = "") -> None:
+def install_store_handlers(
+    app: FastAPI, database: str, retry_after: Callable[[Request], int], advice: str = ""
+) -> None:
     """Answer a failed durable write with 507 (disk full) or 503 and Retry-After, and a failed read (a database damaged
     after start) with 503 and SQLite's words; `database` names it for people ("the worker's job database")."""
 
     async def unavailable(request: Request, err: StoreUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": f"{err}{advice}", "reason": "disk full" if err.full else "store unavailable"},
-                            status_code=507 if err.full else 503, headers={"Retry-After": str(retry_after(request))})
+        return JSONResponse(
+            {"detail": f"{err}{advice}", "reason": "disk full" if err.full else "store unavailable"},
+            status_code=507 if err.full else 503,
+            headers={"Retry-After": str(retry_after(request))},
+        )
 
     async def failed(request: Request, err: sqlite3.Error) -> JSONResponse:
         log.error("%s error on %s %s: %s", database, request.method, request.url.path, describe_error(err))
-        return JSONResponse({"detail": f"{database} failed: {describe_error(err)}", "reason": "store error"},
-                            status_code=503)
+        return JSONResponse(
+            {"detail": f"{database} failed: {describe_error(err)}", "reason": "store error"}, status_code=503
+        )
 
     app.add_exception_handler(StoreUnavailable, unavailable)
     app.add_exception_handler(sqlite3.Error, failed)

@@ -59,8 +59,10 @@ def safe_error(error: dict[str, Any]) -> dict[str, Any]:
         out["input"] = safe_value(error["input"])
     ctx = error.get("ctx")
     if ctx:
-        out["ctx"] = {clip_text(str(k), 60): safe_value(v) if isinstance(v, (int, float, str, type(None))) else clip_text(str(v))
-                      for k, v in list(ctx.items())[:MAX_ECHO_ITEMS]}
+        out["ctx"] = {
+            clip_text(str(k), 60): safe_value(v) if isinstance(v, (int, float, str, type(None))) else clip_text(str(v))
+            for k, v in list(ctx.items())[:MAX_ECHO_ITEMS]
+        }
     return out
 
 

@@ -55,7 +55,11 @@ class Gate:
             await _answer(send, 405, "Method Not Allowed", [(b"allow", ", ".join(sorted(allowed)).encode())])
             return
         headers = dict(scope["headers"])
-        if route is not None and self.needs_token(route) and not token_matches(self.token, headers.get(b"authorization")):
+        if (
+            route is not None
+            and self.needs_token(route)
+            and not token_matches(self.token, headers.get(b"authorization"))
+        ):
             await _answer(send, 401, UNAUTHORIZED_DETAIL, [(b"www-authenticate", b"Bearer")])
             return
         limit = self.body_limit(route) if route is not None else DEFAULT_BODY_LIMIT
@@ -84,8 +88,12 @@ def _counting(receive, limit: int):
 async def _answer(send, status: int, detail: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
     """A JSON error sent without reading the body; the server closes the connection (the body stays unread)."""
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *extra]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *extra,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -117,5 +125,7 @@ def install(app, token: str, auth, body_limits: dict[str, int] | None = None) ->
             responses.setdefault(413, {"description": "the request body is larger than the limit"})
         if getattr(route, "body_field", None) is not None:
             responses.setdefault(400, {"description": "the body cannot be read as JSON (e.g. it is not UTF-8)"})
-    app.add_middleware(Gate, token=token, routes=lambda: app.router.routes, needs_token=needs_token, body_limit=body_limit)
+    app.add_middleware(
+        Gate, token=token, routes=lambda: app.router.routes, needs_token=needs_token, body_limit=body_limit
+    )
     app.add_exception_handler(RequestValidationError, validation_response)

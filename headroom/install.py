@@ -1,4 +1,5 @@
-"""`headroom install`: write the systemd units (exporter, guard, worker, headroom.slice) with this installation's paths."""
+"""`headroom install`: write the systemd units (exporter, guard, worker, headroom.slice) with this installation's
+paths."""
 
 from __future__ import annotations
 
@@ -44,10 +45,16 @@ UNITS = ("headroom-exporter.service", "headroom-guard.service", "headroom-worker
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("install", help="write systemd units for exporter, guard, worker and headroom.slice")
-    parser.add_argument("--dest", default="/etc/systemd/system", help="where the units go (default /etc/systemd/system)")
-    parser.add_argument("--config", default="/etc/headroom/headroom.toml", help="config file the units pass to each part")
+    parser.add_argument(
+        "--dest", default="/etc/systemd/system", help="where the units go (default /etc/systemd/system)"
+    )
+    parser.add_argument(
+        "--config", default="/etc/headroom/headroom.toml", help="config file the units pass to each part"
+    )
     parser.add_argument("--state-dir", default="/var/lib/headroom", help="the StateDirectory (leases, jobs, token)")
-    parser.add_argument("--python", default=sys.executable, help="interpreter with headroom installed (default: this one)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter with headroom installed (default: this one)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the units instead of writing them")
     parser.add_argument("--no-reload", action="store_true", help="do not run `systemctl daemon-reload` afterwards")
     parser.set_defaults(func=_install)
@@ -80,5 +87,8 @@ def _install(args: argparse.Namespace) -> int:
         print(f"wrote {config} (a starter; every key is in docs/configuration.md)")
     if not args.no_reload and Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=False)
-    print("next: systemctl enable --now headroom-exporter headroom-guard  (and headroom-worker once [worker] is configured)")
+    print(
+        "next: systemctl enable --now headroom-exporter headroom-guard  "
+        "(and headroom-worker once [worker] is configured)"
+    )
     return 0

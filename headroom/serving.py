@@ -1,4 +1,5 @@
-"""Serving a part: bind the address up front (a busy port is exit 3; exporter, guard, worker), uvicorn with sd_notify."""
+"""Serving a part: bind the address up front (a busy port is exit 3; exporter, guard, worker), uvicorn with
+sd_notify."""
 
 from __future__ import annotations
 
@@ -22,15 +23,23 @@ def bind(listen: str, part: str) -> socket.socket:
     except OSError as err:
         sock.close()
         reason = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
-        raise HeadroomError(f"{part} cannot listen on {listen}: {reason}; is another {part} running? Choose a free "
-                            f"address with --listen HOST:PORT, [{part}] listen or HEADROOM_{part.upper()}__LISTEN", EXIT_BIND) from None
+        raise HeadroomError(
+            f"{part} cannot listen on {listen}: {reason}; is another {part} running? Choose a free "
+            f"address with --listen HOST:PORT, [{part}] listen or HEADROOM_{part.upper()}__LISTEN",
+            EXIT_BIND,
+        ) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
 
 
-def make_server(app, log_level: str = "warning", access_log: bool = False, graceful_seconds: float = 10,
-                healthy: Callable[[], bool] = lambda: True):
+def make_server(
+    app,
+    log_level: str = "warning",
+    access_log: bool = False,
+    graceful_seconds: float = 10,
+    healthy: Callable[[], bool] = lambda: True,
+):
     """A uvicorn.Server that tells systemd READY=1 once it accepts connections, and pings the watchdog while
     `healthy()` (a part whose own loop hangs stops the pings, and systemd restarts it)."""
     import uvicorn
@@ -45,6 +54,7 @@ def make_server(app, log_level: str = "warning", access_log: bool = False, grace
             sdnotify.notify("STOPPING=1")
             await super().shutdown(sockets=sockets)
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
-                            timeout_graceful_shutdown=graceful_seconds)
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=access_log, lifespan="on", timeout_graceful_shutdown=graceful_seconds
+    )
     return NotifyingServer(config)

@@ -7,9 +7,12 @@ import re
 _BINARY = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
 _DECIMAL = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 # The whole grammar, also published in the OpenAPI schemas (ASCII digits and blanks only; a fraction needs a unit
-# prefix; at most 20 digits, so no arithmetic can overflow). Case: 14G = 14g = 14GiB = 14gib; 14GB (upper B) = 14 * 10^9.
-SIZE_PATTERN = (r"^[ \t]*(?:[0-9]{1,20}(?:\.[0-9]{1,9})?[ \t]*[KMGTPkmgtp](?:[Ii][Bb]|[Bb])?"
-                r"|[0-9]{1,20}[ \t]*[Bb]?)[ \t]*$")
+# prefix; at most 20 digits, so no arithmetic can overflow). Case: 14G = 14g = 14GiB = 14gib; 14GB (upper B) = 14 *
+# 10^9.
+SIZE_PATTERN = (
+    r"^[ \t]*(?:[0-9]{1,20}(?:\.[0-9]{1,9})?[ \t]*[KMGTPkmgtp](?:[Ii][Bb]|[Bb])?"
+    r"|[0-9]{1,20}[ \t]*[Bb]?)[ \t]*$"
+)
 _SIZE_RE = re.compile(r"^[ \t]*([0-9]{1,20})(?:\.([0-9]{1,9}))?[ \t]*([KMGTPkmgtp]?)([Ii][Bb]|[Bb])?[ \t]*$")
 
 SIZE_HELP = "a size such as 14GiB, 512MiB, 14G (1024-based), 14GB (10^9) or a number of bytes"

@@ -25,7 +25,11 @@ _SAMPLING: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "top_k": ((int,), lambda v: v == -1 or v >= 1, "-1 or an integer >= 1"),
     "n": ((int,), lambda v: 1 <= v <= 16, "an integer from 1 to 16"),
     "seed": ((int,), None, "an integer"),
-    "stop": ((str, list), lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v), "a string or a list of strings"),
+    "stop": (
+        (str, list),
+        lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
+        "a string or a list of strings",
+    ),
     "presence_penalty": (_NUMBER, lambda v: -2 <= v <= 2, "a number from -2 to 2"),
     "frequency_penalty": (_NUMBER, lambda v: -2 <= v <= 2, "a number from -2 to 2"),
     "repetition_penalty": (_NUMBER, lambda v: v > 0, "a number > 0"),
@@ -56,7 +60,9 @@ class BatchInvalid(ValueError):
         first = errors[0]
         where = f"line {first['line']}" if first.get("line") else "the upload"
         field = f", field {first['field']}" if first.get("field") else ""
-        super().__init__(f"{where}{field}: {first['message']}" + (f" (and {self.total - 1} more)" if self.total > 1 else ""))
+        super().__init__(
+            f"{where}{field}: {first['message']}" + (f" (and {self.total - 1} more)" if self.total > 1 else "")
+        )
 
 
 def _is_type(value: Any, types: tuple[type, ...]) -> bool:
@@ -131,7 +137,9 @@ def _check_line(number: int, text: str, seen: dict[str, int]) -> tuple[BatchLine
     if not isinstance(custom_id, str) or not custom_id:
         return err("custom_id", "required: a non-empty string")
     if custom_id in seen:
-        return err("custom_id", f"duplicate custom_id {clip_text(repr(custom_id), 80)} (first on line {seen[custom_id]})")
+        return err(
+            "custom_id", f"duplicate custom_id {clip_text(repr(custom_id), 80)} (first on line {seen[custom_id]})"
+        )
     seen[custom_id] = number
     extra = set(item) - {"custom_id", "method", "url", "body"}
     if extra:
@@ -153,7 +161,9 @@ def parse_batch(data: bytes, max_requests: int) -> list[BatchLine]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BatchInvalid([{"line": data[: exc.start].count(b"\n") + 1, "field": None, "message": "not UTF-8"}]) from None
+        raise BatchInvalid(
+            [{"line": data[: exc.start].count(b"\n") + 1, "field": None, "message": "not UTF-8"}]
+        ) from None
     lines: list[BatchLine] = []
     errors: list[dict[str, Any]] = []
     seen: dict[str, int] = {}

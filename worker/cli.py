@@ -1,4 +1,5 @@
-"""`headroom batch submit|status|results|cancel`: the worker's job API from the command line (headroom.cli serves the worker)."""
+"""`headroom batch submit|status|results|cancel`: the worker's job API from the command line (headroom.cli serves the
+worker)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("file")
     submit.add_argument("--priority", choices=["production", "test", "bulk"], default="bulk")
     submit.add_argument("--name", help="a label for the batch")
-    for name, helptext in (("status", "show a batch's status and counts"), ("results", "print the output JSONL"),
-                           ("cancel", "cancel the batch's queued requests")):
+    for name, helptext in (
+        ("status", "show a batch's status and counts"),
+        ("results", "print the output JSONL"),
+        ("cancel", "cancel the batch's queued requests"),
+    ):
         action = actions.add_parser(name, help=helptext)
         action.add_argument("batch_id", metavar="ID")
     for action in actions.choices.values():

@@ -35,7 +35,9 @@ def check_possible(desired: Desired, free_levels: dict[int, str] | None, engine_
                        f"(vLLM has no sleep mode on CPU), so it can only be freed at {how}")
 
 
-def reached(desired: Desired, state: WorkerState, concurrency: int | None, free_level: int | None, maintenance_on: bool) -> bool:
+def reached(
+    desired: Desired, state: WorkerState, concurrency: int | None, free_level: int | None, maintenance_on: bool
+) -> bool:
     """Whether the worker's current state satisfies `desired` (used to answer 200 rather than 202)."""
     if desired.state == WorkerState.FREED:
         return state == WorkerState.FREED and free_level == desired.level

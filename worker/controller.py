@@ -23,9 +23,17 @@ class Controller:
     """The worker's published state and the HTTP side's calls; one thread (its EngineLoop) drives the engine and
     publishes through the Board methods below."""
 
-    def __init__(self, store: Store, engine: ModelEngine, concurrency: int, on_fatal: Callable[[str], None] | None = None,
-                 pause_mode: str = "abort", kill_at: str | None = None,
-                 clock: Callable[[], float] = time.time, timer: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        store: Store,
+        engine: ModelEngine,
+        concurrency: int,
+        on_fatal: Callable[[str], None] | None = None,
+        pause_mode: str = "abort",
+        kill_at: str | None = None,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
+    ):
         # clock: unix seconds for what is published (since, accepted at); timer: seconds for measured durations.
         # Waits on the condition (wait_begun, wait_reached) keep real time: a fake timer could never wake them.
         self.clock, self.timer = clock, timer
@@ -122,17 +130,29 @@ class Controller:
         """The contract's state object (GET /control/state)."""
         with self.lock:
             return WorkerStatus(
-                state=self.state, desired=self.desired.as_dict(), concurrency=self.concurrency,
-                free_level=self.free_level, maintenance=self.maintenance,
-                engine={"kind": self.engine.kind, "model": self.engine.model, "loaded": self.engine.loaded,
-                        "free_method": self.free_method, "free_levels": self.engine.free_levels(),
-                        "error": self.engine_error},
-                queue=self.store.queue_depth(), in_flight=self.in_flight, in_flight_peak=self.in_flight_peak,
-                pause_mode=self.loop.pause_mode, since=self.since,
+                state=self.state,
+                desired=self.desired.as_dict(),
+                concurrency=self.concurrency,
+                free_level=self.free_level,
+                maintenance=self.maintenance,
+                engine={
+                    "kind": self.engine.kind,
+                    "model": self.engine.model,
+                    "loaded": self.engine.loaded,
+                    "free_method": self.free_method,
+                    "free_levels": self.engine.free_levels(),
+                    "error": self.engine_error,
+                },
+                queue=self.store.queue_depth(),
+                in_flight=self.in_flight,
+                in_flight_peak=self.in_flight_peak,
+                pause_mode=self.loop.pause_mode,
+                since=self.since,
                 last_control_to_idle_seconds=self.last_control_to_idle_seconds,
                 last_free_seconds=self.counters.last_free_seconds,
                 last_wake_seconds=self.counters.last_wake_seconds,
-                pids=own_pids(), own_cgroup=own_cgroup(),
+                pids=own_pids(),
+                own_cgroup=own_cgroup(),
             )
 
     def snapshot(self) -> dict[str, Any]:

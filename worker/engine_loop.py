@@ -265,16 +265,23 @@ class EngineLoop:
         self._observe()
 
     def _commit(self, results: list[EngineResult]) -> None:
-        """Write finished requests in one transaction; if that fails the store requeues them (run again, written once)."""
-        lines = [(res.key, _outcome(res), output_line(self._flight.pop(res.key).custom_id, res))
-                 for res in results if res.key in self._flight]
+        """Write finished requests in one transaction; if that fails the store requeues them (run again, written
+        once)."""
+        lines = [
+            (res.key, _outcome(res), output_line(self._flight.pop(res.key).custom_id, res))
+            for res in results
+            if res.key in self._flight
+        ]
         if not self.store.finish(lines):
             log.error("writing %d results failed; they run again once the store can be written", len(lines))
             self._queue_hint = True
             return
         done = {key for key, _, _ in lines}
-        self.board.count(results=tuple((_outcome(res), res.prompt_tokens, res.completion_tokens)
-                                       for res in results if res.key in done))
+        self.board.count(
+            results=tuple(
+                (_outcome(res), res.prompt_tokens, res.completion_tokens) for res in results if res.key in done
+            )
+        )
 
 
 def _outcome(res: EngineResult) -> RequestStatus:

@@ -107,7 +107,9 @@ class EchoEngine:
         body = request.body
         text = body["messages"][-1]["content"] if request.url == CHAT_URL else body["prompt"]
         if "FAIL" in text:
-            return EngineResult(request.key, 400, None, {"code": "invalid_request", "message": "echo engine: FAIL in prompt"})
+            return EngineResult(
+                request.key, 400, None, {"code": "invalid_request", "message": "echo engine: FAIL in prompt"}
+            )
         words = text.split()
         out = words[: sampling_max_tokens(body, self.default_max_tokens)]
         choices = [(" " + " ".join(out), "length" if len(out) < len(words) else "stop")] * body.get("n", 1)

@@ -34,17 +34,29 @@ def output_line(custom_id: str, result: EngineResult) -> dict[str, Any]:
     """One line of the batch output file: {id, custom_id, response{status_code, request_id, body}, error}."""
     line_id = f"batch_req_{result.key:010d}"
     if result.ok:
-        response = {"status_code": result.status_code, "request_id": "req_" + secrets.token_hex(12), "body": result.body}
+        response = {
+            "status_code": result.status_code,
+            "request_id": "req_" + secrets.token_hex(12),
+            "body": result.body,
+        }
         return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
     response = None
     if result.status_code and result.body is not None:
-        response = {"status_code": result.status_code, "request_id": "req_" + secrets.token_hex(12), "body": result.body}
+        response = {
+            "status_code": result.status_code,
+            "request_id": "req_" + secrets.token_hex(12),
+            "body": result.body,
+        }
     return {"id": line_id, "custom_id": custom_id, "response": response, "error": result.error}
 
 
 def cancelled_line(key: int, custom_id: str) -> dict[str, Any]:
-    return {"id": f"batch_req_{key:010d}", "custom_id": custom_id, "response": None,
-            "error": {"code": "batch_cancelled", "message": "the batch was cancelled before this request ran"}}
+    return {
+        "id": f"batch_req_{key:010d}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": "batch_cancelled", "message": "the batch was cancelled before this request ran"},
+    }
 
 
 def sampling_max_tokens(body: dict, default: int) -> int:

@@ -1,4 +1,5 @@
-"""The remote engine: an OpenAI-compatible server (e.g. vLLM's) over httpx; in-flight calls cancellable; frees via /sleep."""
+"""The remote engine: an OpenAI-compatible server (e.g. vLLM's) over httpx; in-flight calls cancellable; frees via
+/sleep."""
 
 from __future__ import annotations
 
@@ -25,9 +26,16 @@ class RemoteEngine:
     kind = "remote"
     can_keep = False  # the server keeps generating what it was sent
 
-    def __init__(self, base_url: str, model: str | None, timeout_seconds: float, default_max_tokens: int,
-                 transport: httpx.BaseTransport | None = None, async_transport: httpx.AsyncBaseTransport | None = None,
-                 tick_seconds: float = 0.02):
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None,
+        timeout_seconds: float,
+        default_max_tokens: int,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+        tick_seconds: float = 0.02,
+    ):
         self.base_url = base_url.rstrip("/")
         self.model = model or ""
         self.default_max_tokens = default_max_tokens
@@ -69,9 +77,12 @@ class RemoteEngine:
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="worker-remote-http", daemon=True).start()
         self._loop = loop
-        self._aclient = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_seconds,
-                                          transport=self._async_transport,
-                                          limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self._aclient = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=self.timeout_seconds,
+            transport=self._async_transport,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
 
     async def _one(self, request: EngineRequest) -> EngineResult:
         body = dict(request.body)
@@ -80,7 +91,9 @@ class RemoteEngine:
         try:
             response = await self._aclient.post(request.url, json=body)
         except httpx.HTTPError as err:
-            return EngineResult(request.key, 0, None, {"code": "remote_unreachable", "message": f"{type(err).__name__}: {err}"})
+            return EngineResult(
+                request.key, 0, None, {"code": "remote_unreachable", "message": f"{type(err).__name__}: {err}"}
+            )
         return _result(request.key, response)
 
     def add(self, requests: list[EngineRequest]) -> list[EngineResult]:
@@ -133,6 +146,8 @@ def _result(key: int, response: httpx.Response) -> EngineResult:
         payload = {"error": {"message": response.text[:500]}}
     if response.status_code != 200:
         message = str(payload.get("error", payload))[:500] if isinstance(payload, dict) else str(payload)[:500]
-        return EngineResult(key, response.status_code, payload, {"code": f"http_{response.status_code}", "message": message})
+        return EngineResult(
+            key, response.status_code, payload, {"code": f"http_{response.status_code}", "message": message}
+        )
     usage = payload.get("usage") or {}
     return EngineResult(key, 200, payload, None, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))

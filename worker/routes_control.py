@@ -48,8 +48,13 @@ def control_router(auth) -> APIRouter:
     def read_maintenance(controller: ControllerDep) -> dict:
         return controller.snapshot()["maintenance"]
 
-    @router.put("/control/maintenance", dependencies=guarded, response_model=WorkerStatus, response_model_exclude=EXCLUDE,
-                responses=UNDER_WAY)
+    @router.put(
+        "/control/maintenance",
+        dependencies=guarded,
+        response_model=WorkerStatus,
+        response_model_exclude=EXCLUDE,
+        responses=UNDER_WAY,
+    )
     def put_maintenance(body: MaintenanceRequest, controller: ControllerDep, request: Request) -> JSONResponse:
         wait = request.app.state.settings.worker.control_wait_seconds
         generation = controller.set_maintenance(body.on, body.reason, body.retry_after_seconds)

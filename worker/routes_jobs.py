@@ -61,11 +61,18 @@ def jobs_router(auth, results_need_token: bool = True) -> APIRouter:
     guarded = [Depends(auth)]
     results = guarded if results_need_token else []
 
-    @router.post("", dependencies=guarded, status_code=201,
-                 responses={503: {"description": "maintenance: retry after Retry-After"}, 422: {"description": "invalid lines"}})
-    async def submit(request: Request, controller: ControllerDep,
-                     priority: Literal["production", "test", "bulk"] = "bulk",
-                     name: Annotated[str | None, Query(max_length=200)] = None):
+    @router.post(
+        "",
+        dependencies=guarded,
+        status_code=201,
+        responses={503: {"description": "maintenance: retry after Retry-After"}, 422: {"description": "invalid lines"}},
+    )
+    async def submit(
+        request: Request,
+        controller: ControllerDep,
+        priority: Literal["production", "test", "bulk"] = "bulk",
+        name: Annotated[str | None, Query(max_length=200)] = None,
+    ):
         busy = _maintenance_answer(controller)
         if busy is not None:
             return busy
@@ -73,8 +80,9 @@ def jobs_router(auth, results_need_token: bool = True) -> APIRouter:
         try:
             data = await _read_limited(request, ws.max_upload_bytes)
         except TooLarge:
-            return JSONResponse({"detail": f"the upload is larger than max_upload_bytes ({ws.max_upload_bytes} bytes)"},
-                                status_code=413)
+            return JSONResponse(
+                {"detail": f"the upload is larger than max_upload_bytes ({ws.max_upload_bytes} bytes)"}, status_code=413
+            )
         try:
             lines = parse_batch(data, ws.max_requests_per_batch)
         except BatchInvalid as err:
@@ -95,11 +103,17 @@ def jobs_router(auth, results_need_token: bool = True) -> APIRouter:
     def requests(batch_id: str, controller: ControllerDep) -> dict:
         return {"object": "list", "data": _batch_or_404(controller.store.requests, batch_id)}
 
-    @router.get("/{batch_id}/output", dependencies=results, response_class=Response,
-                responses={200: {"content": {"application/jsonl": {}}, "description": "one JSON line per request"}, **NO_BATCH})
+    @router.get(
+        "/{batch_id}/output",
+        dependencies=results,
+        response_class=Response,
+        responses={200: {"content": {"application/jsonl": {}}, "description": "one JSON line per request"}, **NO_BATCH},
+    )
     def output(batch_id: str, controller: ControllerDep) -> Response:
         rows = _batch_or_404(controller.store.finished_requests, batch_id)
-        lines = [row["result"] if row["result"] else json.dumps(cancelled_line(row["id"], row["custom_id"])) for row in rows]
+        lines = [
+            row["result"] if row["result"] else json.dumps(cancelled_line(row["id"], row["custom_id"])) for row in rows
+        ]
         return Response("".join(line + "\n" for line in lines), media_type="application/jsonl")
 
     @router.post("/{batch_id}/cancel", dependencies=guarded, responses=NO_BATCH)

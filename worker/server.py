@@ -59,7 +59,8 @@ def check_engine(ws) -> None:
 
 
 def set_oom_score_adj(value: int | None, proc_self: str = "/proc/self") -> bool:
-    """Write the worker's oom_score_adj (inherited by the engine processes it starts); refused: a warning, never fatal."""
+    """Write the worker's oom_score_adj (inherited by the engine processes it starts); refused: a warning, never
+    fatal."""
     if value is None:
         return False
     try:
@@ -67,6 +68,10 @@ def set_oom_score_adj(value: int | None, proc_self: str = "/proc/self") -> bool:
             handle.write(str(value))
         return True
     except OSError as err:
-        log.warning("cannot set oom_score_adj to %d: %s (lowering it needs CAP_SYS_RESOURCE; under systemd the unit's "
-                    "OOMScoreAdjust= sets it)", value, err.strerror)
+        log.warning(
+            "cannot set oom_score_adj to %d: %s (lowering it needs CAP_SYS_RESOURCE; under systemd the unit's "
+            "OOMScoreAdjust= sets it)",
+            value,
+            err.strerror,
+        )
         return False

@@ -169,7 +169,8 @@ class Store:
             self._db.executemany(
                 "UPDATE requests SET status=?, step=?, started_at=?, attempts=attempts+1 WHERE id=?",
                 [(R.RUNNING, step, now, row["id"]) for row in rows])
-            return step, [EngineRequest(row["id"], row["url"], json.loads(row["body"]), row["custom_id"]) for row in rows]
+            return step, [
+                EngineRequest(row["id"], row["url"], json.loads(row["body"]), row["custom_id"]) for row in rows]
 
         try:
             claimed = self._tx(take, "claim")
@@ -234,7 +235,8 @@ class Store:
         with self._lock:
             row = self._batch_row(batch_id)
             return self._db.execute(
-                "SELECT id, line, custom_id, status, result FROM requests WHERE batch_seq=? AND status IN (?,?,?) ORDER BY line",
+                "SELECT id, line, custom_id, status, result FROM requests "
+                "WHERE batch_seq=? AND status IN (?,?,?) ORDER BY line",
                 (row["seq"], *FINISHED)).fetchall()
 
     def requests(self, batch_id: str) -> list[dict[str, Any]]:

@@ -267,8 +267,9 @@ class PrometheusSettings(Section):
         description="Query preset: headroom's own metric names, or node_exporter + dcgm-exporter names.")
     queries: dict[str, str] = Field(
         default_factory=dict,
-        description=("Per-signal PromQL overrides (keys as in guard/sources/promsource.py); {instance} and {cgroup} are "
-                     "substituted."))
-    instance: str = Field(
-        "",
-        description="The instance label value this guard's host has in Prometheus (fleet mode).")
+        description=(
+            "Per-signal PromQL overrides (keys as in guard/sources/promsource.py); {instance} and {cgroup} are "
+            "substituted."
+        ),
+    )
+    instance: str = Field("", description="The instance label value this guard's host has in Prometheus (fleet mode).")

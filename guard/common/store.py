@@ -37,8 +37,15 @@ UNRECORDED_MAX = 1000  # events kept in memory while they cannot be written; the
 class Store:
     """A small thread-safe wrapper around one SQLite connection; every write commits, or waits in memory."""
 
-    def __init__(self, state_dir: Path, events_max: int = 1000, filename: str = "guard.sqlite3",
-                 on_corrupt: str = "move_aside", unrecorded_max: int = UNRECORDED_MAX, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        state_dir: Path,
+        events_max: int = 1000,
+        filename: str = "guard.sqlite3",
+        on_corrupt: str = "move_aside",
+        unrecorded_max: int = UNRECORDED_MAX,
+        clock: Callable[[], float] = time.time,
+    ):
         ensure_private_dir(Path(state_dir))
         self.path = Path(state_dir) / filename
         self.events_max, self.clock = events_max, clock
@@ -89,10 +96,12 @@ class Store:
             with transaction(self.db):
                 leases = [(lease_id, status, data) for lease_id, (status, data) in self.unrecorded_leases.items()]
                 self.db.executemany("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)", leases)
-                self.db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                                    list(self.unrecorded_kv.items()))
-                self.db.executemany("INSERT INTO events (at, kind, message, data) VALUES (?, ?, ?, ?)",
-                                    list(self.unrecorded_events))
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(self.unrecorded_kv.items())
+                )
+                self.db.executemany(
+                    "INSERT INTO events (at, kind, message, data) VALUES (?, ?, ?, ?)", list(self.unrecorded_events)
+                )
         except sqlite3.Error as err:
             self._failed("retry", err)
             return False
@@ -110,7 +119,9 @@ class Store:
             if self.health.writable:
                 return True
             try:
-                self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('store_probe', ?)", (json.dumps(self.clock()),))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO kv (key, value) VALUES ('store_probe', ?)", (json.dumps(self.clock()),)
+                )
             except sqlite3.Error as err:
                 self._failed("retry", err)
                 return False
@@ -125,8 +136,10 @@ class Store:
     def health_view(self) -> dict:
         view = self.health.view(self.path)
         with self.lock:
-            view.update(unrecorded=len(self.unrecorded_events) + len(self.unrecorded_kv) + len(self.unrecorded_leases),
-                        dropped_events=self.dropped_events)
+            view.update(
+                unrecorded=len(self.unrecorded_events) + len(self.unrecorded_kv) + len(self.unrecorded_leases),
+                dropped_events=self.dropped_events,
+            )
         return view
 
     # --- leases -----------------------------------------------------------------------------------
@@ -145,7 +158,9 @@ class Store:
 
         def write() -> None:
             with transaction(self.db):
-                self.db.execute("INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)", (lease.id, lease.status, data))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO leases (id, status, data) VALUES (?, ?, ?)", (lease.id, lease.status, data)
+                )
                 if row is not None:
                     self._insert_event(row)
             self.unrecorded_leases.pop(lease.id, None)
@@ -168,17 +183,22 @@ class Store:
         with self.lock:
             rows = self.db.execute(f"SELECT id, data FROM leases WHERE status IN ({ACTIVE_MARKS})", ACTIVE).fetchall()
             found = {lease_id: data for lease_id, data in rows}
-            found.update({lease_id: data for lease_id, (status, data) in self.unrecorded_leases.items()
-                          if status in ACTIVE})
+            found.update(
+                {lease_id: data for lease_id, (status, data) in self.unrecorded_leases.items() if status in ACTIVE}
+            )
         self.written_leases.update(found)
         return [_lease(data) for data in found.values()]
 
     def prune_leases(self, keep_ended: int = 1000) -> None:
         """Drop the oldest ended leases beyond `keep_ended`."""
-        self._write("prune", lambda: self.db.execute(
-            f"DELETE FROM leases WHERE status NOT IN ({ACTIVE_MARKS}) AND rowid NOT IN "
-            f"(SELECT rowid FROM leases WHERE status NOT IN ({ACTIVE_MARKS}) ORDER BY rowid DESC LIMIT ?)",
-            (*ACTIVE, *ACTIVE, keep_ended)))
+        self._write(
+            "prune",
+            lambda: self.db.execute(
+                f"DELETE FROM leases WHERE status NOT IN ({ACTIVE_MARKS}) AND rowid NOT IN "
+                f"(SELECT rowid FROM leases WHERE status NOT IN ({ACTIVE_MARKS}) ORDER BY rowid DESC LIMIT ?)",
+                (*ACTIVE, *ACTIVE, keep_ended),
+            ),
+        )
 
     # --- state and events -------------------------------------------------------------------------
     def set(self, key: str, value) -> None:
@@ -187,7 +207,9 @@ class Store:
         def keep() -> None:
             self.unrecorded_kv[key] = text
 
-        self._write("state", lambda: self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, text)), keep)
+        self._write(
+            "state", lambda: self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, text)), keep
+        )
 
     def get(self, key: str, default=None):
         with self.lock:
@@ -230,9 +252,13 @@ class Store:
         with self.lock:
             rows = self.db.execute(query, params).fetchall()
             waiting = [r for r in self.unrecorded_events if not kind or r[1] == kind] if after == 0 else []
-        found = [{"id": r[0], "at": r[1], "kind": r[2], "message": r[3], "data": json.loads(r[4])} for r in reversed(rows)]
-        found += [{"id": None, "at": r[0], "kind": r[1], "message": r[2], "data": json.loads(r[3]), "unrecorded": True}
-                  for r in waiting]
+        found = [
+            {"id": r[0], "at": r[1], "kind": r[2], "message": r[3], "data": json.loads(r[4])} for r in reversed(rows)
+        ]
+        found += [
+            {"id": None, "at": r[0], "kind": r[1], "message": r[2], "data": json.loads(r[3]), "unrecorded": True}
+            for r in waiting
+        ]
         return found[-limit:]
 
     def close(self) -> None:

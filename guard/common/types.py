@@ -81,7 +81,7 @@ class Snapshot:
     pid_ram_bytes: dict[int, float] = field(default_factory=dict)  # lease pid -> RSS of its process tree
     pid_gpu_bytes: dict[int, dict[str, float]] = field(default_factory=dict)  # lease pid -> gpu -> bytes of its tree
     worker_state: WorkerState | None = None  # the worker's reported state (None: no worker or unreachable)
-    worker_settling: bool = False  # the worker woke or started within the prediction window: its own growth, not a trend
+    worker_settling: bool = False
 
 
 @dataclass(frozen=True)

@@ -103,10 +103,13 @@ def charge(blocked: Iterable[Blocked], lease: Lease, gpu: str | None) -> None:
 
 def too_big(name: str, asked: float, most: float, margin: float) -> Admission:
     """"More than the domain (or the GPU) holds", with the shortfall against the most it could ever get."""
-    return Admission(AdmissionOutcome.REFUSED,
-                     f"can never fit: {name} {format_size(asked)} is more than the {'GPU' if name == 'gpu' else 'domain'} "
-                     f"holds, {name} short by {format_size(asked - most)} (at most {format_size(max(0.0, most))} after "
-                     f"the {format_size(margin)} margin)", shortfall={f"{name}_bytes": int(asked - most)})
+    return Admission(
+        AdmissionOutcome.REFUSED,
+        f"can never fit: {name} {format_size(asked)} is more than the {'GPU' if name == 'gpu' else 'domain'} "
+        f"holds, {name} short by {format_size(asked - most)} (at most {format_size(max(0.0, most))} after "
+        f"the {format_size(margin)} margin)",
+        shortfall={f"{name}_bytes": int(asked - most)},
+    )
 
 
 def never_fits(lease: Lease, snapshot: Snapshot, config: GuardSettings, worker_hold: Room | None) -> Admission | None:
@@ -128,8 +131,12 @@ def never_fits(lease: Lease, snapshot: Snapshot, config: GuardSettings, worker_h
         return None
     most = max((v for k, v in best.items() if k.startswith("gpu:")), default=0.0)
     shortfall = {"ram_bytes": int(lease.ram_bytes - best["ram"]), "gpu_bytes": int(lease.gpu_bytes - most)}
-    return Admission(AdmissionOutcome.REFUSED, "can never fit: more than freeing the worker could make, even with "
-                     f"every lease ended (at most {describe(best)})", shortfall={k: v for k, v in shortfall.items() if v > 0})
+    return Admission(
+        AdmissionOutcome.REFUSED,
+        "can never fit: more than freeing the worker could make, even with "
+        f"every lease ended (at most {describe(best)})",
+        shortfall={k: v for k, v in shortfall.items() if v > 0},
+    )
 
 
 def freeing_helps(lease: Lease, snapshot: Snapshot, room: Room, worker_hold: Room | None) -> bool:

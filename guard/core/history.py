@@ -67,10 +67,18 @@ class History:
 
 
 def sample_view(sample: Sample) -> dict:
-    return {"t": sample.t, "level": sample.level,
-            "ram": {"total_bytes": sample.ram_total_bytes, "used_bytes": sample.ram_used_bytes,
-                    "reserved_bytes": sample.ram_reserved_bytes},
-            "gpus": {gpu: {"total_bytes": t, "used_bytes": u, "reserved_bytes": r} for gpu, (t, u, r) in sample.gpus.items()}}
+    return {
+        "t": sample.t,
+        "level": sample.level,
+        "ram": {
+            "total_bytes": sample.ram_total_bytes,
+            "used_bytes": sample.ram_used_bytes,
+            "reserved_bytes": sample.ram_reserved_bytes,
+        },
+        "gpus": {
+            gpu: {"total_bytes": t, "used_bytes": u, "reserved_bytes": r} for gpu, (t, u, r) in sample.gpus.items()
+        },
+    }
 
 
 def history_view(history: History, events, now: float) -> dict:
@@ -79,8 +87,14 @@ def history_view(history: History, events, now: float) -> dict:
     start = now - history.window_seconds
     marks = []
     for kind in MARK_KINDS:
-        marks += [{"t": e["at"], "kind": e["kind"], "message": e["message"]}
-                  for e in events(200, 0, kind) if e["at"] >= start]
+        marks += [
+            {"t": e["at"], "kind": e["kind"], "message": e["message"]} for e in events(200, 0, kind) if e["at"] >= start
+        ]
     marks.sort(key=lambda m: m["t"])
-    return {"now": now, "window_seconds": history.window_seconds, "step_seconds": history.step_seconds,
-            "samples": [sample_view(s) for s in history.since(now)], "marks": marks}
+    return {
+        "now": now,
+        "window_seconds": history.window_seconds,
+        "step_seconds": history.step_seconds,
+        "samples": [sample_view(s) for s in history.since(now)],
+        "marks": marks,
+    }

@@ -19,7 +19,9 @@ class LeaseBook:
         self.active: dict[str, Lease] = {lease.id: lease for lease in store.active_leases()}
         self.admissions: Counter = Counter()  # granted / queued / refused, since start (for /metrics)
         now = clock()
-        self.seen: dict[str, float] = {lease_id: now for lease_id in self.active}  # waiting lease -> its client's last poll
+        self.seen: dict[str, float] = {
+            lease_id: now for lease_id in self.active
+        }  # waiting lease -> its client's last poll
         self.passed: dict[str, float] = {}  # waiting lease -> when a later request was first granted past it
 
     def touch(self, lease_id: str, now: float) -> None:
@@ -42,9 +44,14 @@ class LeaseBook:
         lease = self.active.get(lease_id)
         return lease if lease is not None else self.store.get_lease(lease_id)
 
-    def save(self, lease: Lease, message: str | None = None, data: dict | None = None, now: float | None = None) -> None:
-        """Write `lease` (with a "lease" event when `message` is given, in the same transaction) and update the cache."""
-        event = ("lease", f"lease {lease.id} ({lease.holder}) {message}", data or {"lease": lease.id}) if message else None
+    def save(
+        self, lease: Lease, message: str | None = None, data: dict | None = None, now: float | None = None
+    ) -> None:
+        """Write `lease` (with a "lease" event when `message` is given, in the same transaction) and update the
+        cache."""
+        event = (
+            ("lease", f"lease {lease.id} ({lease.holder}) {message}", data or {"lease": lease.id}) if message else None
+        )
         self.store.put_lease(lease, event, at=now)
         if lease.active:
             self.active[lease.id] = lease
@@ -66,8 +73,12 @@ class LeaseBook:
                 waited = now - lease.created_at
                 self.end(lease, LeaseStatus.REFUSED, f"gave up waiting after {waited:.0f} s: {lease.reason}", now)
             elif now - self.seen.setdefault(lease.id, now) > self.poll_grace_seconds:
-                self.end(lease, LeaseStatus.REFUSED, f"withdrawn: its client stopped polling for over "
-                         f"{self.poll_grace_seconds:g} s", now)
+                self.end(
+                    lease,
+                    LeaseStatus.REFUSED,
+                    f"withdrawn: its client stopped polling for over {self.poll_grace_seconds:g} s",
+                    now,
+                )
 
     def end(self, lease: Lease, status: LeaseStatus, reason: str, now: float) -> Lease:
         lease.status, lease.reason, lease.ended_at = status, reason, now
@@ -77,8 +88,12 @@ class LeaseBook:
     def grant(self, lease: Lease, admission: Admission, now: float) -> None:
         lease.status, lease.gpu_chosen, lease.granted_at = LeaseStatus.GRANTED, admission.gpu, now
         lease.expires_at, lease.reason = now + lease.ttl_seconds, "granted"
-        self.save(lease, f"granted: ram {format_size(lease.ram_bytes)}, gpu {format_size(lease.gpu_bytes)}"
-                  + (f" on GPU {admission.gpu}" if admission.gpu else ""), now=now)
+        self.save(
+            lease,
+            f"granted: ram {format_size(lease.ram_bytes)}, gpu {format_size(lease.gpu_bytes)}"
+            + (f" on GPU {admission.gpu}" if admission.gpu else ""),
+            now=now,
+        )
         self.admissions["granted"] += 1
 
     def queue(self, lease: Lease, now: float) -> None:
@@ -89,11 +104,13 @@ class LeaseBook:
     def refuse(self, lease: Lease, admission: Admission, now: float) -> None:
         """A request refused outright: counted and recorded, nothing stored for the lease."""
         self.admissions["refused"] += 1
-        self.store.add_event("admission", f"refused {lease.holder}: {admission.reason}", {"shortfall": admission.shortfall}, at=now)
+        self.store.add_event(
+            "admission", f"refused {lease.holder}: {admission.reason}", {"shortfall": admission.shortfall}, at=now
+        )
 
     def heartbeat(self, lease: Lease, pid: int | None, now: float) -> Lease:
-        """Extend a granted lease's TTL (a waiting one only counts as polled: its wait is not extended, so a heartbeating
-        client cannot hold its place past its wait); a new pid is recorded with its event."""
+        """Extend a granted lease's TTL (a waiting one only counts as polled: its wait is not extended, so a
+        heartbeating client cannot hold its place past its wait); a new pid is recorded with its event."""
         message = None
         if pid is not None and pid != lease.pid:
             lease.pid, message = pid, f"used by pid {pid}"

@@ -90,7 +90,9 @@ def admit(lease: Lease, snapshot: Snapshot, decision: Decision, leases: Iterable
     if decision.stale:
         return Admission(AdmissionOutcome.REFUSED, "; ".join(decision.reasons) or "signals stale", stale=True)
     if not decision.admissions_open:
-        return Admission(AdmissionOutcome.REFUSED, f"memory pressure ({decision.level.label}): " + "; ".join(decision.reasons))
+        return Admission(
+            AdmissionOutcome.REFUSED, f"memory pressure ({decision.level.label}): " + "; ".join(decision.reasons)
+        )
     ram_short = int(max(0.0, lease.ram_bytes - ram_room(snapshot, others, config)["admissible_bytes"]))
     gpu, gpu_short = pick_gpu(lease, snapshot, others, config)
     shortfall = {k: v for k, v in (("ram_bytes", ram_short), ("gpu_bytes", gpu_short)) if v > 0}
@@ -107,4 +109,6 @@ def admit(lease: Lease, snapshot: Snapshot, decision: Decision, leases: Iterable
 
 def queue_order(leases: Iterable[Lease]) -> list[Lease]:
     """Waiting leases in service order: higher priority first, FIFO within a priority."""
-    return sorted((lease for lease in leases if lease.status == LeaseStatus.WAITING), key=lambda l: (-l.priority, l.created_at))
+    return sorted(
+        (lease for lease in leases if lease.status == LeaseStatus.WAITING), key=lambda l: (-l.priority, l.created_at)
+    )

@@ -39,19 +39,22 @@ class Manager(ProtectionMixin, QueueMixin):
 
     def __init__(self, settings: GuardSettings, observer, store: Store, reconciler=None,
                  clock: Callable[[], float] = time.time):
-        self.settings, self.observer, self.store, self.reconciler, self.clock = settings, observer, store, reconciler, clock
+        self.settings, self.observer, self.store, self.reconciler, self.clock = (
+            settings, observer, store, reconciler, clock)
         self.lock = threading.RLock()  # guards state, decision, leases; held only for in-memory work and SQLite
         self.tick_lock = threading.Lock()  # one tick at a time (scheduler and alert-triggered ticks)
         self.state = restore_state(store)
         self.snapshot = Snapshot(taken_at=0.0, ok=False, error="not observed yet")
-        self.decision = Decision(self.state.level, self.state.desired, ("not observed yet",), stale=True, admissions_open=False)
+        self.decision = Decision(
+            self.state.level, self.state.desired, ("not observed yet",), stale=True, admissions_open=False)
         self.maintenance = Maintenance.from_dict(store.get("maintenance", None))
         self.actions: Counter = Counter()
         self.tick_histogram = TickHistogram()  # every tick since start (for /metrics)
         self.ticks = 0
         self.history = History()  # the status page's charts: last 15 minutes, in memory only
         self.top = Top()  # top memory users, scanned on request
-        self.protection = Protection()  # the one owner of wishes, the GPU episode and downtime (guard/core/protection.py)
+        # the one owner of wishes, the GPU episode and downtime (guard/core/protection.py)
+        self.protection = Protection()
         self.fastpath = None  # guard.protect.fastpath.FastPath, started by start_background()
         self.acting = None  # guard.targets.actuator.ActingThread: control calls off the observing threads
         self.wake = WakeState()  # the freed worker's return (guard/core/wakegate.py)
@@ -131,7 +134,8 @@ class Manager(ProtectionMixin, QueueMixin):
             self.tick_histogram.observe(time.perf_counter() - started)
             with self.lock:
                 view = self.publish(wake=True)
-            self.history.add(view.snapshot, view.leases, view.decision.level.label)  # the charts sample what was published
+            # the charts sample what was published
+            self.history.add(view.snapshot, view.leases, view.decision.level.label)
             return decision
 
     def observe(self) -> Snapshot:
@@ -158,24 +162,29 @@ class Manager(ProtectionMixin, QueueMixin):
         """Keep this tick's decision and record what changed (once per tick)."""
         state, decision, wake = composed
         if (message := held_event(self.wake, wake)) is not None:
-            self.store.add_event("worker", message, {"held": wake.held, "footprint_bytes": wake.footprint_bytes}, at=now)
+            self.store.add_event(
+                "worker", message, {"held": wake.held, "footprint_bytes": wake.footprint_bytes}, at=now)
         self.wake = wake
         self.record_changes(self.state, self.decision, state, decision, now)
         self.state, self.decision = state, decision
         return decision
 
-    def record_changes(self, old: GuardState, old_decision: Decision, new: GuardState, decision: Decision, now: float) -> None:
+    def record_changes(
+            self, old: GuardState, old_decision: Decision, new: GuardState, decision: Decision, now: float) -> None:
         """An event whenever the level, a resource's level, staleness or the desired worker state changes."""
         if decision.stale != old_decision.stale:
-            self.store.add_event("signals", "signals stale: " + "; ".join(decision.reasons) if decision.stale else "signals fresh again", at=now)
+            self.store.add_event(
+                "signals", "signals stale: " + "; ".join(decision.reasons) if decision.stale else "signals fresh again",
+                at=now)
         for name, rs in new.resources.items():
             before = old.resources.get(name, ResourceState()).level
             if rs.level != before:
                 self.store.add_event("level", f"{name}: {before.label} -> {rs.level.label} ({rs.why})",
                                      {"resource": name, "from": before.label, "to": rs.level.label}, at=now)
         if new.desired.key() != old.desired.key() or new.level != old.level:
-            self.store.add_event("decision", f"level {new.level.label}, worker {new.desired.describe()}: {new.desired.reason}",
-                                 {"level": new.level.label, "desired": asdict(new.desired)}, at=now)
+            self.store.add_event(
+                "decision", f"level {new.level.label}, worker {new.desired.describe()}: {new.desired.reason}",
+                {"level": new.level.label, "desired": asdict(new.desired)}, at=now)
             self.store.set("policy", dump_state(new))
 
     def remeasure_before_free(self, composed: Composed, now: float) -> Composed:
@@ -198,7 +207,8 @@ class Manager(ProtectionMixin, QueueMixin):
             return
         back = self.protection.worker_seen(self.snapshot.worker_state, decision.desired, now)
         if back is not None:
-            self.store.add_event("worker", f"the worker is running again after {back:.1f} s down", {"downtime_seconds": back}, at=now)
+            self.store.add_event(
+                "worker", f"the worker is running again after {back:.1f} s down", {"downtime_seconds": back}, at=now)
         if self.acting is not None:
             self.acting.submit(decision.desired, self.maintenance)
             return
@@ -231,7 +241,8 @@ class Manager(ProtectionMixin, QueueMixin):
             now = self.clock()
             self.maintenance = Maintenance(on, reason if on else None, retry_after_seconds, now)
             self.store.set("maintenance", self.maintenance.as_dict())
-            self.store.add_event("maintenance", f"maintenance {'on: ' + reason if on else 'off'}", self.maintenance.as_dict(), at=now)
+            self.store.add_event(
+                "maintenance", f"maintenance {'on: ' + reason if on else 'off'}", self.maintenance.as_dict(), at=now)
             self.publish()
         return self.maintenance
 
@@ -240,7 +251,8 @@ class Manager(ProtectionMixin, QueueMixin):
         for item in alerts:
             labels = item.get("labels") or {}
             summary = (item.get("annotations") or {}).get("summary", "")
-            self.store.add_event("alert", f"{item.get('status', 'firing')}: {labels.get('alertname', '?')} {summary}".strip(), item)
+            self.store.add_event(
+                "alert", f"{item.get('status', 'firing')}: {labels.get('alertname', '?')} {summary}".strip(), item)
         self.tick()
         return len(alerts)
 
@@ -268,4 +280,5 @@ def restore_state(store: Store) -> GuardState:
     if not saved:
         return GuardState()
     resources = {name: ResourceState(level=Level(level)) for name, level in saved.get("resources", {}).items()}
-    return GuardState(resources=resources, level=Level(saved.get("level", 0)), desired=Desired(**saved.get("desired", {})))
+    return GuardState(
+        resources=resources, level=Level(saved.get("level", 0)), desired=Desired(**saved.get("desired", {})))

@@ -1,4 +1,5 @@
-"""The manager's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of Manager)."""
+"""The manager's protection side: the fast path's wishes, the acting thread, the worker's restarts (a mixin of
+Manager)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ class ProtectionMixin:
 
     def freeze_facts(self) -> Protected:
         """Who the freezer must never freeze, from the published view (never the live state): the worker's own report
-        (its pids; its cgroup when a unit of its own) and configured cgroup, and every granted lease's pid and cgroup."""
+        (its pids; its cgroup when a unit of its own) and configured cgroup, and every granted lease's pid and
+        cgroup."""
         view = self.view
         trees: dict[int, str] = {}
         cgroups: dict[str, str] = {}
@@ -53,14 +55,17 @@ class ProtectionMixin:
         if worker_restarted(self._seen_observed, observed, self.decision.desired.state) and self.override is None:
             with self.lock:
                 self.state = forget_free(self.state)
-            self.store.add_event("worker", "the worker restarted: its old free decision is dropped until a fresh reason")
+            self.store.add_event(
+                "worker", "the worker restarted: its old free decision is dropped until a fresh reason"
+            )
         self._seen_observed = observed
         if state in (WorkerState.STARTING, WorkerState.WAKING, WorkerState.FREEING, WorkerState.FREED):
             self._grew_at = self.clock()  # it loads (or will load) its engine: growth the guard caused
         return state
 
     def worker_settling(self) -> bool:
-        """Within the prediction window after the worker last started, woke or was freed (it loads after it says running)."""
+        """Within the prediction window after the worker last started, woke or was freed (it loads after it says
+        running)."""
         return self._grew_at is not None and self.clock() - self._grew_at < self.settings.predict_window_seconds
 
     def protect(self, desired: Desired | None, message: str, data: dict | None = None, source: str = "ram") -> None:
@@ -86,7 +91,9 @@ class ProtectionMixin:
 
         if self.reconciler is not None and self.acting is None:
             self.reconciler.read()  # the first tick already knows the worker's state
-            self.acting = ActingThread(self.reconciler, self.record_actions, self.clock, self.settings.tick_seconds).start()
+            self.acting = ActingThread(
+                self.reconciler, self.record_actions, self.clock, self.settings.tick_seconds
+            ).start()
         if fastpath is not None:
             self.fastpath = fastpath
             fastpath.start()
@@ -108,11 +115,14 @@ class ProtectionMixin:
         from guard.protect.procinfo import pid_alive
 
         if self.protection.gpu_cause_gone(pid_alive):
-            self.protect(None, "GPU: the frozen processes exited; the worker may run again after the recovery hold", source="gpu")
+            self.protect(
+                None, "GPU: the frozen processes exited; the worker may run again after the recovery hold", source="gpu"
+            )
 
 
 def lease_cgroups(pid: int) -> list[str]:
-    """The cgroups `headroom run` made for a leased command (any hierarchy), read from /proc/PID/cgroup (no blocking)."""
+    """The cgroups `headroom run` made for a leased command (any hierarchy), read from /proc/PID/cgroup (no
+    blocking)."""
     from exporter.units import parse_proc_cgroup
 
     try:
@@ -127,6 +137,9 @@ def gpu_froze(manager, event, free_level: int) -> None:
     if event.action != "froze":
         return
     pid, gpu = event.process.pid, event.gpu
-    manager.protect(Desired(WorkerState.FREED, level=free_level, reason=f"GPU {gpu} freeze level"),
-                    f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker", {"pid": pid, "gpu": gpu},
-                    "gpu")
+    manager.protect(
+        Desired(WorkerState.FREED, level=free_level, reason=f"GPU {gpu} freeze level"),
+        f"GPU {gpu}: froze {event.process.comm} (pid {pid}); freeing the worker",
+        {"pid": pid, "gpu": gpu},
+        "gpu",
+    )

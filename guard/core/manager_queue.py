@@ -30,7 +30,9 @@ class QueueMixin:
             return copy_of(self.book.get(lease_id))
 
     def admit(self, lease: Lease, decision: Decision | None = None) -> Admission:
-        return admit(lease, self.snapshot, decision or self.decision, self.leases(), self.settings, self.reconciler is not None)
+        return admit(
+            lease, self.snapshot, decision or self.decision, self.leases(), self.settings, self.reconciler is not None
+        )
 
     def blocked_ahead(self, priority: int, now: float) -> list[Blocked]:
         """The waiting requests a new one at `priority` queues behind, each with its shadow time."""
@@ -40,13 +42,14 @@ class QueueMixin:
 
     def blocked(self, lease: Lease, room: Room, leases: list[Lease], now: float) -> Blocked:
         found = shadow(lease, self.snapshot, room, leases)  # a finite shadow is protected by its spare: no bound needed
-        found.hard = math.isinf(found.shadow_at) and self.book.passed_too_long(lease.id, now,
-                                                                               self.settings.backfill_max_pass_seconds)
+        found.hard = math.isinf(found.shadow_at) and self.book.passed_too_long(
+            lease.id, now, self.settings.backfill_max_pass_seconds
+        )
         return found
 
     def serve_queue(self, decision: Decision, now: float) -> None:
-        """Grant waiting leases in order (priority, then FIFO) against this tick's levels; a later one that fits is granted
-        past a blocked one when that does not delay the blocked one's expected start (backfill)."""
+        """Grant waiting leases in order (priority, then FIFO) against this tick's levels; a later one that fits is
+        granted past a blocked one when that does not delay the blocked one's expected start (backfill)."""
         blocked: list[Blocked] = []
         for lease in queue_order(self.leases()):
             admission = self.admit(lease, decision)
@@ -67,29 +70,45 @@ class QueueMixin:
         """The worker was freed for `lease` and even every lease ending would not make room: refuse it now."""
         if not (lease.frees_worker and self.snapshot.worker_state == "freed" and math.isinf(entry.shadow_at)):
             return False
-        self.book.end(lease, LeaseStatus.REFUSED, "more than freeing the worker made room for: at most "
-                      f"{describe(room)} fits now; ask for that much or less", now)
+        self.book.end(
+            lease,
+            LeaseStatus.REFUSED,
+            f"more than freeing the worker made room for: at most {describe(room)} fits now; ask for that much or less",
+            now,
+        )
         return True
 
-    def note_waiting(self, lease: Lease, admission: Admission, entry: Blocked, room: Room, ahead: int, now: float) -> None:
+    def note_waiting(
+        self, lease: Lease, admission: Admission, entry: Blocked, room: Room, ahead: int, now: float
+    ) -> None:
         """Record why `lease` waits (with what would work instead) and whether it holds the worker freed."""
-        frees = lease.frees_worker or (admission.needs_free and freeing_helps(lease, self.snapshot, room, self.worker_hold))
+        frees = lease.frees_worker or (
+            admission.needs_free and freeing_helps(lease, self.snapshot, room, self.worker_hold)
+        )
         reason = self.waiting_reason(lease, admission, frees, entry, room, ahead, now)
         if (reason, frees) != (lease.reason, lease.frees_worker):
             lease.reason, lease.frees_worker = reason, frees
             self.book.save(lease)
 
-    def waiting_reason(self, lease: Lease, admission: Admission, frees: bool, entry: Blocked, room: Room, ahead: int,
-                       now: float) -> str:
-        why = admission.reason if admission.outcome != AdmissionOutcome.GRANTED else \
-            f"queued behind {ahead} earlier request(s) it would delay"
+    def waiting_reason(
+        self, lease: Lease, admission: Admission, frees: bool, entry: Blocked, room: Room, ahead: int, now: float
+    ) -> str:
+        why = (
+            admission.reason
+            if admission.outcome != AdmissionOutcome.GRANTED
+            else f"queued behind {ahead} earlier request(s) it would delay"
+        )
         if admission.needs_free and not frees:
             why = "freeing the worker would not make room; waiting for leases to end"
         return f"{why}; {advice(lease, entry, room, now, self.worker_hold, self.snapshot)}"
 
     def new_lease(self, lease_fields: dict, now: float, lease_id: str | None = None) -> Lease:
-        return Lease(id=lease_id or uuid.uuid4().hex[:16], created_at=now, expires_at=now + lease_fields["ttl_seconds"],
-                     **lease_fields)
+        return Lease(
+            id=lease_id or uuid.uuid4().hex[:16],
+            created_at=now,
+            expires_at=now + lease_fields["ttl_seconds"],
+            **lease_fields,
+        )
 
     def answer(self, lease: Lease, now: float) -> tuple[Admission, list[Blocked]]:
         """What admission says about `lease` now: refused at once when it can never fit, granted only when it delays
@@ -101,8 +120,11 @@ class QueueMixin:
                 return never, ahead
         admission = self.admit(lease)
         if admission.outcome == AdmissionOutcome.GRANTED and not may_pass(lease, admission.gpu, ahead):
-            return Admission(AdmissionOutcome.REFUSED, f"{len(ahead)} earlier request(s) are queued ahead and granting "
-                             "this now would delay them", admission.gpu), ahead
+            return Admission(
+                AdmissionOutcome.REFUSED,
+                f"{len(ahead)} earlier request(s) are queued ahead and granting this now would delay them",
+                admission.gpu,
+            ), ahead
         return admission, ahead
 
     def request(self, lease_fields: dict, wait_seconds: int) -> tuple[Lease | None, Admission, int]:
@@ -126,8 +148,9 @@ class QueueMixin:
                 return None, admission, 0
             lease.frees_worker = frees
             lease.wait_until = now + max(wait_seconds, FREE_WAIT_SECONDS if frees else 0)
-            lease.reason = self.waiting_reason(lease, admission, frees, self.blocked(lease, room, leases, now), room,
-                                               len(ahead), now)
+            lease.reason = self.waiting_reason(
+                lease, admission, frees, self.blocked(lease, room, leases, now), room, len(ahead), now
+            )
             self.book.queue(lease, now)
             self.publish()
             return copy_of(lease), admission, len(ahead) + 1

@@ -1,4 +1,5 @@
-"""The guard's decision as a pure function: evaluate(snapshot, previous_state, leases, now, config) -> (state, decision)."""
+"""The guard's decision as a pure function: evaluate(snapshot, previous_state, leases, now, config) -> (state,
+decision)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ def held_level(value: float | None, th: Threshold, current: Level) -> Level:
     """The highest level up to `current` that the value has not yet left by the band (the value band)."""
     if value is None:
         return Level.OK
-    held = [lvl for lvl, limit in th.enter.items() if lvl <= current and (
-        value > limit - th.band if th.higher_is_worse else value < limit + th.band)]
+    held = [
+        lvl
+        for lvl, limit in th.enter.items()
+        if lvl <= current and (value > limit - th.band if th.higher_is_worse else value < limit + th.band)
+    ]
     return max(held, default=Level.OK)
 
 
@@ -37,8 +41,14 @@ def target_level(value: float | None, th: Threshold, current: Level) -> Level:
     return max(entered_level(value, th), held_level(value, th, current))
 
 
-def apply_hysteresis(rs: ResourceState, target: Level, now: float, th: Threshold, urgent: bool = False,
-                     recovery_hold: float | None = None) -> ResourceState:
+def apply_hysteresis(
+    rs: ResourceState,
+    target: Level,
+    now: float,
+    th: Threshold,
+    urgent: bool = False,
+    recovery_hold: float | None = None,
+) -> ResourceState:
     """Grace before entering a higher level (none when `urgent`), hold before leaving for a lower one (the shorter
     `recovery_hold` once the value is clear of every threshold by the band, i.e. the target is OK)."""
     if target > rs.level:
@@ -63,13 +73,16 @@ def update_samples(samples: list, now: float, available: float | None, window: f
     return kept
 
 
-STOPPED_SECONDS, STOPPED_NOISE_BYTES = 1.0, 16 * 2**20  # no fall over the last second (within noise): the growth stopped
+STOPPED_SECONDS, STOPPED_NOISE_BYTES = (
+    1.0,
+    16 * 2**20,
+)  # no fall over the last second (within noise): the growth stopped
 
 
 def since_growth_stopped(samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The samples of the last second alone once the value has not fallen from one look to the next over it: a burst that
-    ended is not a trend, so its drop no longer steers the slope (and a pause it caused ends a second after it, not a
-    window later)."""
+    """The samples of the last second alone once the value has not fallen from one look to the next over it: a burst
+    that ended is not a trend, so its drop no longer steers the slope (and a pause it caused ends a second after it, not
+    a window later)."""
     if not samples:
         return samples
     recent = [(t, v) for t, v in samples if t >= samples[-1][0] - STOPPED_SECONDS]
@@ -100,11 +113,15 @@ def swap_in_rate(last: tuple[float, float] | None, now: float, total: float | No
     return (total - last[1]) / (now - last[0])
 
 
-WORKER_GROWING = (WorkerState.STARTING, WorkerState.WAKING)  # the worker's own load: growth the guard caused, not a trend to act on
+WORKER_GROWING = (
+    WorkerState.STARTING,
+    WorkerState.WAKING,
+)  # the worker's own load: growth the guard caused, not a trend to act on
 
 
-def measure(snapshot: Snapshot, state: GuardState, now: float,
-            config: GuardSettings) -> tuple[dict[str, tuple[float | None, Threshold]], GuardState]:
+def measure(
+    snapshot: Snapshot, state: GuardState, now: float, config: GuardSettings
+) -> tuple[dict[str, tuple[float | None, Threshold]], GuardState]:
     """Each resource's value this tick with its threshold in numbers (one row of the signal table each), and the state
     carrying this tick's slope samples and swap counter; `state` itself is left as it was."""
     room = room_bytes(snapshot.ram_available_bytes, snapshot.swap_free_bytes, config.swap_reserve)
@@ -112,13 +129,19 @@ def measure(snapshot: Snapshot, state: GuardState, now: float,
         samples = []
     else:
         samples = since_growth_stopped(update_samples(state.samples, now, room, config.predict_window_seconds))
-    trends = Trends(swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total), seconds_to_exhaustion(samples), room)
+    trends = Trends(
+        swap_in_rate(state.last_swap, now, snapshot.swap_in_bytes_total), seconds_to_exhaustion(samples), room
+    )
     last_swap = (now, snapshot.swap_in_bytes_total) if snapshot.swap_in_bytes_total is not None else state.last_swap
     values: dict[str, tuple[float | None, Threshold]] = {}
     for resource, signal in SIGNALS.items():
         rule = config.rules[resource]
-        values.update({name: (signal.reads(subject, trends), rule.at(signal.total(subject)))
-                       for name, subject in subjects(signal, snapshot)})
+        values.update(
+            {
+                name: (signal.reads(subject, trends), rule.at(signal.total(subject)))
+                for name, subject in subjects(signal, snapshot)
+            }
+        )
     return values, replace(state, samples=samples, last_swap=last_swap)
 
 
@@ -128,8 +151,13 @@ def is_urgent(values: dict, free_seconds: float) -> bool:
     return exhaustion is not None and exhaustion < free_seconds
 
 
-def step_resources(values: dict, previous: dict[str, ResourceState], now: float, urgent: bool = False,
-                   recovery_hold: float | None = None) -> dict[str, ResourceState]:
+def step_resources(
+    values: dict,
+    previous: dict[str, ResourceState],
+    now: float,
+    urgent: bool = False,
+    recovery_hold: float | None = None,
+) -> dict[str, ResourceState]:
     """New level per resource: band, then grace/hold timers; a value that has disappeared holds no level."""
     result = {}
     for name, (value, th) in values.items():
@@ -137,7 +165,9 @@ def step_resources(values: dict, previous: dict[str, ResourceState], now: float,
         if value is None:
             result[name] = ResourceState(level=Level.OK, why=describe(name, None, Level.OK))
             continue
-        new = apply_hysteresis(rs, target_level(value, th, rs.level), now, th, urgent and name in RAM_LIKE, recovery_hold)
+        new = apply_hysteresis(
+            rs, target_level(value, th, rs.level), now, th, urgent and name in RAM_LIKE, recovery_hold
+        )
         result[name] = replace(new, value=value, why=describe(name, value, new.level))
     return result
 
@@ -159,16 +189,22 @@ def desired_from_level(level: Level, resources: dict[str, ResourceState], config
     return Desired(WorkerState.RUNNING, reason=reason)
 
 
-def desired_worker(level: Level, resources: dict, leases: Iterable[Lease], maintenance: Maintenance | None,
-                   config: GuardSettings) -> Desired:
+def desired_worker(
+    level: Level, resources: dict, leases: Iterable[Lease], maintenance: Maintenance | None, config: GuardSettings
+) -> Desired:
     """The most severe of: what the level asks, maintenance (paused), leases that free the worker (freed)."""
     candidates = [desired_from_level(level, resources, config)]
     if maintenance is not None and maintenance.on:
         candidates.append(Desired(WorkerState.PAUSED, reason=f"maintenance: {maintenance.reason or 'operator'}"))
     holders = [f"{lease.holder} ({lease.id})" for lease in leases if lease.active and lease.frees_worker]
     if holders:
-        candidates.append(Desired(WorkerState.FREED, level=free_level_for(resources, config),
-                                  reason="freed for lease " + ", ".join(holders)))
+        candidates.append(
+            Desired(
+                WorkerState.FREED,
+                level=free_level_for(resources, config),
+                reason="freed for lease " + ", ".join(holders),
+            )
+        )
     return max(candidates, key=lambda d: d.severity)
 
 
@@ -176,8 +212,7 @@ def is_stale(snapshot: Snapshot, now: float, config: GuardSettings) -> bool:
     return not snapshot.ok or now - snapshot.taken_at > config.stale_after_seconds
 
 
-def assess(snapshot: Snapshot, previous: GuardState, now: float,
-           config: GuardSettings) -> tuple[GuardState, Decision]:
+def assess(snapshot: Snapshot, previous: GuardState, now: float, config: GuardSettings) -> tuple[GuardState, Decision]:
     """Freshness and per-resource levels with hysteresis: a new state and a decision whose desired state is still the
     previous one (compose() fills it in once the queue is served). `previous` is left as it was."""
     if is_stale(snapshot, now, config):
@@ -187,7 +222,9 @@ def assess(snapshot: Snapshot, previous: GuardState, now: float,
         return state, Decision(state.level, previous.desired, (why,), stale=True, admissions_open=False)
     values, state = measure(snapshot, previous, now, config)
     free_seconds = state.free_seconds if state.free_seconds is not None else config.free_seconds_estimate
-    resources = step_resources(values, previous.resources, now, is_urgent(values, free_seconds), config.recovery_hold_seconds)
+    resources = step_resources(
+        values, previous.resources, now, is_urgent(values, free_seconds), config.recovery_hold_seconds
+    )
     level = max((rs.level for rs in resources.values()), default=Level.OK)
     state = replace(state, stale_since=None, last_ok_at=now, resources=resources, level=level)
     reasons = tuple(rs.why for rs in resources.values() if rs.level > Level.OK)
@@ -195,20 +232,33 @@ def assess(snapshot: Snapshot, previous: GuardState, now: float,
     return state, Decision(level, previous.desired, reasons, stale=False, admissions_open=level < admit_below)
 
 
-def compose(state: GuardState, decision: Decision, leases: Iterable[Lease], config: GuardSettings,
-            maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
+def compose(
+    state: GuardState,
+    decision: Decision,
+    leases: Iterable[Lease],
+    config: GuardSettings,
+    maintenance: Maintenance | None = None,
+) -> tuple[GuardState, Decision]:
     """The desired worker state from the assessed levels, the leases (served already) and maintenance. On stale signals
     the worker is not flapped: the last desired state stays, except what maintenance and leases ask."""
     leases = list(leases)
     if decision.stale:
-        desired = max([state.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity)
+        desired = max(
+            [state.desired, desired_worker(Level.OK, {}, leases, maintenance, config)], key=lambda d: d.severity
+        )
     else:
         desired = desired_worker(state.level, state.resources, leases, maintenance, config)
     return replace(state, desired=desired), replace(decision, desired=desired)
 
 
-def evaluate(snapshot: Snapshot, previous: GuardState, leases: Iterable[Lease], now: float,
-             config: GuardSettings, maintenance: Maintenance | None = None) -> tuple[GuardState, Decision]:
+def evaluate(
+    snapshot: Snapshot,
+    previous: GuardState,
+    leases: Iterable[Lease],
+    now: float,
+    config: GuardSettings,
+    maintenance: Maintenance | None = None,
+) -> tuple[GuardState, Decision]:
     """One tick of policy without a queue to serve: assess, then compose. Returns a new state."""
     state, decision = assess(snapshot, previous, now, config)
     return compose(state, decision, leases, config, maintenance)

@@ -38,7 +38,11 @@ def forget_free(state: GuardState) -> GuardState:
     resources = {name: (ResourceState(level=Level.PAUSE, value=rs.value, why=rs.why) if rs.level >= Level.FREE else rs)
                  for name, rs in state.resources.items()}
     level = max((rs.level for rs in resources.values()), default=Level.OK)
-    desired = state.desired if state.desired.state != WorkerState.FREED else Desired(WorkerState.PAUSED, reason="worker restarted; free forgotten")
+    desired = (
+        state.desired
+        if state.desired.state != WorkerState.FREED
+        else Desired(WorkerState.PAUSED, reason="worker restarted; free forgotten")
+    )
     return replace(state, resources=resources, level=level, desired=desired)
 
 

@@ -45,7 +45,12 @@ def track(ws: WakeState, worker_state: WorkerState | None, held_now: float, ram_
     frees = tuple(t for t in ws.frees if now - t <= window)
     if worker_state in DOWN and ws.seen not in DOWN and ws.seen is not None:
         frees, at_down = frees + (now,), ram_now
-    if worker_state == WorkerState.FREED and ws.seen != WorkerState.FREED and at_down is not None and ram_now is not None:
+    if (
+        worker_state == WorkerState.FREED
+        and ws.seen != WorkerState.FREED
+        and at_down is not None
+        and ram_now is not None
+    ):
         footprint = max(footprint, ram_now - at_down)  # what the free gave back, seen as the worker reports freed
     return replace(ws, footprint_bytes=footprint, frees=frees, seen=worker_state or ws.seen, ram_at_down=at_down)
 
@@ -62,29 +67,56 @@ def why_held(ws: WakeState, snapshot: Snapshot, state: GuardState, config, now: 
     floor = ram.enter.get(Level.PAUSE, ram.enter.get(Level.FREE, 0.0)) + ram.band
     needs, available = footprint + floor, snapshot.ram_available_bytes
     if available is not None and available < needs:
-        return (f"needs {format_size(needs)} (its {format_size(footprint)} + the pause threshold and band), "
-                f"{format_size(available)} RAM available"), replace(ws, fits_since=None)
+        return (
+            f"needs {format_size(needs)} (its {format_size(footprint)} + the pause threshold and band), "
+            f"{format_size(available)} RAM available"
+        ), replace(ws, fits_since=None)
     swap = state.resources.get(Resource.SWAP.value)
-    levels = config.rules[Resource.SWAP].at().enter  # a thrash is what the throttle level answers; light swap-in is not one
+    levels = (
+        config.rules[Resource.SWAP].at().enter
+    )  # a thrash is what the throttle level answers; light swap-in is not one
     quiet = levels.get(Level.THROTTLE, min(levels.values(), default=None))
     if swap is not None and swap.value is not None and quiet is not None and swap.value >= quiet:
-        return (f"swap-in {format_size(swap.value)}/s: it wakes once swap-in is below {format_size(quiet)}/s, "
-                f"not into a thrash"), replace(ws, fits_since=None)
+        return (
+            f"swap-in {format_size(swap.value)}/s: it wakes once swap-in is below {format_size(quiet)}/s, "
+            f"not into a thrash"
+        ), replace(ws, fits_since=None)
     since = ws.fits_since if ws.fits_since is not None else now
     wait = backoff_seconds(len(ws.frees), config.recovery_hold_seconds, config.wake_backoff_max_seconds)
     if now - since < wait:
-        return (f"free/wake cycle {len(ws.frees)} within {config.wake_backoff_window_seconds:.0f} s: it waits {wait:.0f} s "
-                f"with room ({now - since:.1f} s so far)"), replace(ws, fits_since=since)
+        return (
+            f"free/wake cycle {len(ws.frees)} within {config.wake_backoff_window_seconds:.0f} s: it waits {wait:.0f} s "
+            f"with room ({now - since:.1f} s so far)"
+        ), replace(ws, fits_since=since)
     return None, replace(ws, fits_since=since)
 
 
-def gate(ws: WakeState, snapshot: Snapshot, before: Desired, state: GuardState, decision: Decision, config,
-         now: float, held_now: float) -> tuple[GuardState, Decision, WakeState]:
+def gate(
+    ws: WakeState,
+    snapshot: Snapshot,
+    before: Desired,
+    state: GuardState,
+    decision: Decision,
+    config,
+    now: float,
+    held_now: float,
+) -> tuple[GuardState, Decision, WakeState]:
     """Keep a freed worker freed while its wake is held back (new values; the inputs are left alone)."""
-    ws = track(ws, snapshot.worker_state, held_now, snapshot.ram_available_bytes, before, now,
-               config.wake_backoff_window_seconds)
-    waking = (before.state == WorkerState.FREED and decision.desired.state != WorkerState.FREED
-              and snapshot.worker_state in DOWN and not decision.stale)
+    ws = track(
+        ws,
+        snapshot.worker_state,
+        held_now,
+        snapshot.ram_available_bytes,
+        before,
+        now,
+        config.wake_backoff_window_seconds,
+    )
+    waking = (
+        before.state == WorkerState.FREED
+        and decision.desired.state != WorkerState.FREED
+        and snapshot.worker_state in DOWN
+        and not decision.stale
+    )
     if not waking:
         return state, decision, replace(ws, held=None, fits_since=None)
     reason, ws = why_held(ws, snapshot, state, config, now)
@@ -92,13 +124,16 @@ def gate(ws: WakeState, snapshot: Snapshot, before: Desired, state: GuardState, 
     if reason is None:
         return state, decision, replace(ws, fits_since=None)
     held = Desired(WorkerState.FREED, level=before.level or 2, reason=f"held back: {reason}")
-    return (replace(state, desired=held),
-            replace(decision, desired=held, reasons=(*decision.reasons, f"worker held back: {reason}")), ws)
+    return (
+        replace(state, desired=held),
+        replace(decision, desired=held, reasons=(*decision.reasons, f"worker held back: {reason}")),
+        ws,
+    )
 
 
 def held_event(old: WakeState, new: WakeState) -> str | None:
     """An event's message when the reason the wake is held back changes kind (not on every new number)."""
-    kind = (lambda ws: ws.held.split(" ", 1)[0] if ws.held else None)
+    kind = lambda ws: ws.held.split(" ", 1)[0] if ws.held else None
     if kind(old) == kind(new):
         return None
     return f"the worker stays freed: {new.held}" if new.held else "the worker may wake: its wake is no longer held back"

@@ -121,13 +121,19 @@ def health_routes() -> APIRouter:
         if (stuck := fast_path_stuck(read, settings)) is not None:  # the watchdog withholds its ping for this too
             return JSONResponse({"ready": False, "reason": stuck, "store": store}, status_code=503)
         if view.decision.stale:
-            return JSONResponse({"ready": False, "reason": "; ".join(view.decision.reasons), "store": store}, status_code=503)
+            return JSONResponse(
+                {"ready": False, "reason": "; ".join(view.decision.reasons), "store": store}, status_code=503
+            )
         age = read.now - view.snapshot.taken_at
         if age > settings.stale_after_seconds:  # ticks stopped: say so even though no tick could notice
-            return JSONResponse({"ready": False, "reason": f"last observation {age:.1f} s old", "store": store}, status_code=503)
+            return JSONResponse(
+                {"ready": False, "reason": f"last observation {age:.1f} s old", "store": store}, status_code=503
+            )
         if not store["writable"]:  # still protecting, but nothing it does is recorded and new leases are refused
             return JSONResponse({"ready": False, "reason": read.store_reason, "store": store}, status_code=503)
-        if store["recovered"] or store["corrupt_files"] or store["unrecorded"]:  # ready, with what the operator must know
+        if (
+            store["recovered"] or store["corrupt_files"] or store["unrecorded"]
+        ):  # ready, with what the operator must know
             return {"ready": True, "store": store}
         return {"ready": True}
 
@@ -144,10 +150,17 @@ def lease_routes(auth, settings) -> APIRouter:
     Auth = [Depends(auth)]
     LeaseRequest = lease_request_model(settings.max_ttl_seconds, settings.max_wait_seconds)
 
-    @router.post("/v1/leases", dependencies=Auth, status_code=201,
-                 responses={200: {"description": "dry_run: it would be granted"}, 202: {"description": "queued"},
-                            409: {"description": "refused: reason, shortfall"},
-                            503: {"description": "signals stale"}})
+    @router.post(
+        "/v1/leases",
+        dependencies=Auth,
+        status_code=201,
+        responses={
+            200: {"description": "dry_run: it would be granted"},
+            202: {"description": "queued"},
+            409: {"description": "refused: reason, shortfall"},
+            503: {"description": "signals stale"},
+        },
+    )
     async def create_lease(body: LeaseRequest, front: Front, request: Request):
         snapshot = front.guard_view().snapshot
         if body.gpu_bytes and snapshot.ok:
@@ -163,9 +176,15 @@ def lease_routes(auth, settings) -> APIRouter:
         lease, admission, position = front.request(fields, body.wait_seconds)
         if lease is None:
             retry = front.settings.retry_after_seconds
-            content = {"status": "refused", "reason": admission.reason, "shortfall": admission.shortfall,
-                       "retry_after_seconds": retry}
-            return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
+            content = {
+                "status": "refused",
+                "reason": admission.reason,
+                "shortfall": admission.shortfall,
+                "retry_after_seconds": retry,
+            }
+            return JSONResponse(
+                content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)}
+            )
         if lease.status == "waiting" and body.wait_seconds > 0:
             poll = body.wait_seconds if body.poll_seconds is None else min(body.poll_seconds, body.wait_seconds)
             lease = await wait_while_queued(front, lease.id, poll, request)
@@ -177,15 +196,22 @@ def lease_routes(auth, settings) -> APIRouter:
         return {"leases": [lease_view(lease, now) for lease in front.guard_view().leases]}
 
     @router.get("/v1/leases/{lease_id}", responses={202: {"description": "still queued"}, **NOT_FOUND})
-    async def get_lease(lease_id: LeaseId, front: Front, request: Request,
-                        wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX, description="long-poll while queued")] = 0):
+    async def get_lease(
+        lease_id: LeaseId,
+        front: Front,
+        request: Request,
+        wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX, description="long-poll while queued")] = 0,
+    ):
         lease = await wait_while_queued(front, lease_id, wait, request)
         if lease is None:
             raise HTTPException(404, detail=f"no lease {lease_id}")
         return lease_response(front, lease)
 
-    @router.post("/v1/leases/{lease_id}/heartbeat", dependencies=Auth,
-                 responses={202: {"description": "still queued"}, 410: {"description": "the lease has ended"}, **NOT_FOUND})
+    @router.post(
+        "/v1/leases/{lease_id}/heartbeat",
+        dependencies=Auth,
+        responses={202: {"description": "still queued"}, 410: {"description": "the lease has ended"}, **NOT_FOUND},
+    )
     async def heartbeat(lease_id: LeaseId, front: Front, body: HeartbeatRequest | None = None):
         lease = front.heartbeat(lease_id, body.pid if body else None)
         if lease is None:
@@ -227,9 +253,12 @@ def operator_routes(auth, settings) -> APIRouter:
         return {"received": count}
 
     @router.get("/v1/events", tags=["events"], dependencies=Auth if settings.events_need_token else [])
-    async def events(front: Front, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-                     kind: Annotated[str | None, Query(max_length=50)] = None) -> dict:
+    async def events(
+        front: Front,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        kind: Annotated[str | None, Query(max_length=50)] = None,
+    ) -> dict:
         return {"events": front.events(limit, after, kind)}
 
     return router

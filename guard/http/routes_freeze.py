@@ -24,14 +24,22 @@ def build_freeze_router(auth) -> APIRouter:
                  responses={404: {"description": "not frozen by the guard"},
                             503: {"description": "the kernel refused the thaw (it is retried every second)"}})
     async def thaw(pid: Pid, front: Front) -> dict:
-        """Thaw a process the guard froze; it is then never frozen again (a person decided). 404 when it is not frozen."""
+        """Thaw a process the guard froze; it is then never frozen again (a person decided). 404 when it is not
+        frozen."""
         thawed, error = front.thaw(pid)
         if not thawed:
             if error is not None:
-                raise HTTPException(503, detail=f"pid {pid} is still frozen: the kernel refused the thaw ({error}); "
-                                                "the guard retries it every second")
-            raise HTTPException(404, detail=[{"loc": ["path", "pid"], "msg": f"pid {pid} is not frozen by the guard",
-                                              "type": "value_error"}])
+                raise HTTPException(
+                    503,
+                    detail=f"pid {pid} is still frozen: the kernel refused the thaw ({error}); "
+                    "the guard retries it every second",
+                )
+            raise HTTPException(
+                404,
+                detail=[
+                    {"loc": ["path", "pid"], "msg": f"pid {pid} is not frozen by the guard", "type": "value_error"}
+                ],
+            )
         return {"thawed": pid, "frozen": frozen_view(front.view(), front.settings)}
 
     return router

@@ -30,13 +30,20 @@ class LeaseRequest(Body):
     gpu_bytes: Bytes = 0
     gpu: Annotated[str, BeforeValidator(_gpu), WithJsonSchema(GPU_SCHEMA)] = Field("any", min_length=1, max_length=100)
     ttl_seconds: int = Field(300, ge=1, le=86400, description="lease lifetime; heartbeats renew it")
-    pid: int | None = Field(None, ge=1, le=2**22, description="the test's pid: its process tree's use is not counted twice")
+    pid: int | None = Field(
+        None, ge=1, le=2**22, description="the test's pid: its process tree's use is not counted twice"
+    )
     free_worker: bool = Field(False, description="the guard may free the worker to make room")
     wait_seconds: int = Field(0, ge=0, le=600, description="queue and wait up to this long instead of being refused")
     priority: int = Field(0, ge=-100, le=100, description="higher is served first; FIFO within a priority")
     dry_run: bool = Field(False, description="only answer whether it would be granted now; nothing is reserved")
-    poll_seconds: float | None = Field(None, ge=0, le=60, description="long-poll at most this long before answering "
-                                       "202 (default: wait_seconds, at most 25 s); clients showing progress use a few seconds")
+    poll_seconds: float | None = Field(
+        None,
+        ge=0,
+        le=60,
+        description="long-poll at most this long before answering "
+        "202 (default: wait_seconds, at most 25 s); clients showing progress use a few seconds",
+    )
 
 
 class HeartbeatRequest(Body):
@@ -76,8 +83,20 @@ def lease_request_model(max_ttl_seconds: int, max_wait_seconds: int) -> type[Lea
     ttl = LeaseRequest.model_fields["ttl_seconds"]
     wait = LeaseRequest.model_fields["wait_seconds"]
     return create_model(
-        "LeaseRequest", __base__=LeaseRequest, __doc__=LeaseRequest.__doc__,
-        ttl_seconds=(int, Field(min(300, max_ttl_seconds), ge=1, le=max_ttl_seconds,
-                                description=f"{ttl.description} (at most guard.max_ttl_seconds)")),
-        wait_seconds=(int, Field(0, ge=0, le=max_wait_seconds,
-                                 description=f"{wait.description} (at most guard.max_wait_seconds)")))
+        "LeaseRequest",
+        __base__=LeaseRequest,
+        __doc__=LeaseRequest.__doc__,
+        ttl_seconds=(
+            int,
+            Field(
+                min(300, max_ttl_seconds),
+                ge=1,
+                le=max_ttl_seconds,
+                description=f"{ttl.description} (at most guard.max_ttl_seconds)",
+            ),
+        ),
+        wait_seconds=(
+            int,
+            Field(0, ge=0, le=max_wait_seconds, description=f"{wait.description} (at most guard.max_wait_seconds)"),
+        ),
+    )

@@ -13,7 +13,11 @@ from guard.common.swaproom import room_bytes
 from guard.common.types import ACTIVE, Lease, ResourceState
 from headroom.sizes import format_size
 
-STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 
 
 def lease_view(lease: Lease, now: float) -> dict:
@@ -36,19 +40,36 @@ def thresholds(rule: ResolvedRule, total: float | None) -> dict[str, float]:
 
 def worker_view(view, settings) -> dict:
     observed = view.worker
-    seen = observed.model_dump(mode="json", include={"queue", "concurrency", "since", "engine", "note", "cgroup"}) if observed else {}
-    return {"desired": asdict(view.decision.desired), "observed": view.snapshot.worker_state,
-            "error": view.worker_error, "driven": view.driven,
-            "dry_run": settings.dry_run, "queue": seen.get("queue"),
-            "concurrency": seen.get("concurrency"), "since": seen.get("since"), "engine": seen.get("engine"),
-            "note": seen.get("note") or None, "cgroup": seen.get("cgroup"),
-            "held_back": view.wake_held, "warning": view.worker_warning}
+    seen = (
+        observed.model_dump(mode="json", include={"queue", "concurrency", "since", "engine", "note", "cgroup"})
+        if observed
+        else {}
+    )
+    return {
+        "desired": asdict(view.decision.desired),
+        "observed": view.snapshot.worker_state,
+        "error": view.worker_error,
+        "driven": view.driven,
+        "dry_run": settings.dry_run,
+        "queue": seen.get("queue"),
+        "concurrency": seen.get("concurrency"),
+        "since": seen.get("since"),
+        "engine": seen.get("engine"),
+        "note": seen.get("note") or None,
+        "cgroup": seen.get("cgroup"),
+        "held_back": view.wake_held,
+        "warning": view.worker_warning,
+    }
 
 
 def swap_view(snap, settings) -> dict:
-    """Swap as room: what the domain may still swap, the reserve kept out of it, and RAM + the rest (the ram rule's value)."""
-    return {"free_bytes": snap.swap_free_bytes, "reserve_bytes": settings.swap_reserve,
-            "room_bytes": room_bytes(snap.ram_available_bytes, snap.swap_free_bytes, settings.swap_reserve)}
+    """Swap as room: what the domain may still swap, the reserve kept out of it, and RAM + the rest (the ram rule's
+    value)."""
+    return {
+        "free_bytes": snap.swap_free_bytes,
+        "reserve_bytes": settings.swap_reserve,
+        "room_bytes": room_bytes(snap.ram_available_bytes, snap.swap_free_bytes, settings.swap_reserve),
+    }
 
 
 def fast_path_stuck(read: Published, settings) -> str | None:
@@ -64,31 +85,71 @@ def frozen_view(read: Published, settings) -> dict:
     freezer = read.freezer
     if freezer is None:
         return {"enabled": False, "processes": [], "outcomes": {}}
-    processes = [{"pid": fp.pid, "comm": fp.comm, "method": fp.method, "cgroup": fp.cgroup, "reason": fp.reason,
-                  "rss_bytes": fp.rss_bytes, "frozen_at": fp.frozen_at, "frozen_seconds": round(seconds, 3),
-                  "no_room_in_seconds": round(max(0.0, settings.freeze_max_seconds - seconds), 3),
-                  "thaw_error": freezer.thaw_errors.get(fp.pid), "members": [pid for pid, _ in fp.members],
-                  "growth_bytes": fp.score, "passed": list(fp.passed), "tty": fp.tty, "why": why_frozen(fp)}
-                 for fp, seconds in freezer.frozen]
-    return {"enabled": settings.freeze_enabled, "on_no_room": settings.on_no_room,
-            "freeze_max_seconds": settings.freeze_max_seconds, "processes": processes, "outcomes": dict(freezer.outcomes)}
+    processes = [
+        {
+            "pid": fp.pid,
+            "comm": fp.comm,
+            "method": fp.method,
+            "cgroup": fp.cgroup,
+            "reason": fp.reason,
+            "rss_bytes": fp.rss_bytes,
+            "frozen_at": fp.frozen_at,
+            "frozen_seconds": round(seconds, 3),
+            "no_room_in_seconds": round(max(0.0, settings.freeze_max_seconds - seconds), 3),
+            "thaw_error": freezer.thaw_errors.get(fp.pid),
+            "members": [pid for pid, _ in fp.members],
+            "growth_bytes": fp.score,
+            "passed": list(fp.passed),
+            "tty": fp.tty,
+            "why": why_frozen(fp),
+        }
+        for fp, seconds in freezer.frozen
+    ]
+    return {
+        "enabled": settings.freeze_enabled,
+        "on_no_room": settings.on_no_room,
+        "freeze_max_seconds": settings.freeze_max_seconds,
+        "processes": processes,
+        "outcomes": dict(freezer.outcomes),
+    }
 
 
 def headroom_view(read: Published, settings) -> dict:
     """Per resource, what admission would use now and why, from the published view; never measured here."""
     view = read.guard
     snap, decision, state, leases = view.snapshot, view.decision, view.state, view.leases
-    ram = {**ram_room(snap, leases, settings), "total_bytes": snap.ram_total_bytes,
-           **_resource(state.resources.get(Resource.RAM)), "thresholds": thresholds(settings.rules[Resource.RAM], snap.ram_total_bytes)}
-    gpus = [{"gpu": g.gpu, "uuid": g.uuid, **gpu_room(snap, g, leases, settings),
-             **_resource(state.resources.get(f"gpu:{g.gpu}")), "thresholds": thresholds(settings.rules[Resource.GPU], g.total_bytes)}
-            for g in snap.gpus]
+    ram = {
+        **ram_room(snap, leases, settings),
+        "total_bytes": snap.ram_total_bytes,
+        **_resource(state.resources.get(Resource.RAM)),
+        "thresholds": thresholds(settings.rules[Resource.RAM], snap.ram_total_bytes),
+    }
+    gpus = [
+        {
+            "gpu": g.gpu,
+            "uuid": g.uuid,
+            **gpu_room(snap, g, leases, settings),
+            **_resource(state.resources.get(f"gpu:{g.gpu}")),
+            "thresholds": thresholds(settings.rules[Resource.GPU], g.total_bytes),
+        }
+        for g in snap.gpus
+    ]
     return {
-        "observed_at": snap.taken_at, "domain": snap.domain, "stale": decision.stale,
-        "level": decision.level.label, "reasons": list(decision.reasons),
-        "admissions_open": decision.admissions_open, "ram": ram, "swap": swap_view(snap, settings), "gpus": gpus,
-        "signals": {name: _resource(state.resources.get(name)) for signal in SIGNALS.values() if signal.listed
-                    for name, _ in subjects(signal, snap)},
+        "observed_at": snap.taken_at,
+        "domain": snap.domain,
+        "stale": decision.stale,
+        "level": decision.level.label,
+        "reasons": list(decision.reasons),
+        "admissions_open": decision.admissions_open,
+        "ram": ram,
+        "swap": swap_view(snap, settings),
+        "gpus": gpus,
+        "signals": {
+            name: _resource(state.resources.get(name))
+            for signal in SIGNALS.values()
+            if signal.listed
+            for name, _ in subjects(signal, snap)
+        },
         "worker": worker_view(view, settings),
         "maintenance": view.maintenance.as_dict(),
         "frozen": frozen_view(read, settings),
@@ -115,7 +176,6 @@ def status_page(view) -> str:
     decision = view.decision
     level = decision.level.label + (" (signals stale)" if decision.stale else "")
     return page.replace("__LEVEL__", html.escape(level))
-
 
 
 def why_frozen(fp) -> str:

@@ -56,10 +56,26 @@ def resource_lines(h: dict, width: int) -> list[Text]:
     lines = []
     resources = [(f"RAM {h['domain']}", h["ram"])] + [(f"GPU {g['gpu']}", g) for g in h["gpus"]]
     for name, r in resources:
-        lines.append(Text.assemble((name + " ", "bold"), chip(r["level"]),
-                                   (f"  {format_size(r['available_bytes'])} free of {format_size(r['total_bytes'])}", "bold"),
-                                   (f" · reserved {format_size(r['reserved_bytes'])} · admissible {format_size(r['admissible_bytes'])}", "")))
-        lines.append(bar(r["total_bytes"] or 0, r["available_bytes"], r["reserved_bytes"], r["thresholds"], max(10, min(100, width))))
+        lines.append(
+            Text.assemble(
+                (name + " ", "bold"),
+                chip(r["level"]),
+                (f"  {format_size(r['available_bytes'])} free of {format_size(r['total_bytes'])}", "bold"),
+                (
+                    f" · reserved {format_size(r['reserved_bytes'])} · admissible {format_size(r['admissible_bytes'])}",
+                    "",
+                ),
+            )
+        )
+        lines.append(
+            bar(
+                r["total_bytes"] or 0,
+                r["available_bytes"],
+                r["reserved_bytes"],
+                r["thresholds"],
+                max(10, min(100, width)),
+            )
+        )
         legend = "  ".join(f"┃{level}" for level in r["thresholds"])
         lines.append(Text.assemble((r["why"] or "no signal", "dim"), (f"   █ used ▒ reserved ░ free  {legend}", "dim")))
     return lines
@@ -76,8 +92,10 @@ def history_lines(h: dict, history: dict | None) -> Text:
     acted = [m for m in history["marks"] if m["kind"] == "action"]
     if acted:
         last = acted[-1]
-        text.append(f"\nguard last acted {time.strftime('%H:%M:%S', time.localtime(last['t']))}: {last['message'][:90]}",
-                    style=EVENT_STYLE["action"])
+        text.append(
+            f"\nguard last acted {time.strftime('%H:%M:%S', time.localtime(last['t']))}: {last['message'][:90]}",
+            style=EVENT_STYLE["action"],
+        )
     return text
 
 
@@ -86,7 +104,9 @@ def worker_text(h: dict) -> Text:
     if not w["driven"]:
         return Text("worker: not driven", style="dim")
     q = w.get("queue") or {}
-    text = Text.assemble(("worker ", "dim"), (w["observed"] or "unreachable", "bold"), ("  wanted ", "dim"), w["desired"]["state"])
+    text = Text.assemble(
+        ("worker ", "dim"), (w["observed"] or "unreachable", "bold"), ("  wanted ", "dim"), w["desired"]["state"]
+    )
     if w["desired"].get("reason"):
         text.append(f" ({w['desired']['reason']})", style="dim")
     if w.get("queue") is not None:
@@ -104,10 +124,16 @@ def frozen_text(h: dict) -> Text:
         if text:
             text.append("\n")
         text.append(" FROZEN ", style=EVENT_STYLE["freeze"])
-        text.append(f" pid {p['pid']} {p['comm']} {format_size(p['rss_bytes'])} by {p['method']} for "
-                    f"{p['frozen_seconds']:.0f} s", style="bold")
-        text.append(f" · {frozen['on_no_room']} in {p['no_room_in_seconds']:.0f} s unless room is made · "
-                    f"headroom thaw {p['pid']}", style="dim")
+        text.append(
+            f" pid {p['pid']} {p['comm']} {format_size(p['rss_bytes'])} by {p['method']} for "
+            f"{p['frozen_seconds']:.0f} s",
+            style="bold",
+        )
+        text.append(
+            f" · {frozen['on_no_room']} in {p['no_room_in_seconds']:.0f} s unless room is made · "
+            f"headroom thaw {p['pid']}",
+            style="dim",
+        )
     return text
 
 
@@ -116,10 +142,19 @@ def leases_table(leases: list[dict], now: float) -> Table:
     for name in ("holder", "status", "RAM", "GPU", "age", "pid"):
         table.add_column(name, justify="right" if name in ("RAM", "GPU", "age", "pid") else "left", no_wrap=True)
     for lease in leases:
-        gpu = format_size(lease["gpu_bytes"]) + (f" on {lease['gpu_chosen']}" if lease["gpu_chosen"] else "") if lease["gpu_bytes"] else "-"
-        table.add_row(Text(lease["holder"], style="bold"), Text(lease["status"], style="green" if lease["status"] == "granted" else "yellow"),
-                      format_size(lease["ram_bytes"]) if lease["ram_bytes"] else "-", gpu,
-                      f"{max(0, now - lease['created_at']):.0f} s", str(lease["pid"] or "-"))
+        gpu = (
+            format_size(lease["gpu_bytes"]) + (f" on {lease['gpu_chosen']}" if lease["gpu_chosen"] else "")
+            if lease["gpu_bytes"]
+            else "-"
+        )
+        table.add_row(
+            Text(lease["holder"], style="bold"),
+            Text(lease["status"], style="green" if lease["status"] == "granted" else "yellow"),
+            format_size(lease["ram_bytes"]) if lease["ram_bytes"] else "-",
+            gpu,
+            f"{max(0, now - lease['created_at']):.0f} s",
+            str(lease["pid"] or "-"),
+        )
     if not leases:
         table.add_row(Text("none", style="dim"), "", "", "", "", "")
     return table
@@ -128,9 +163,13 @@ def leases_table(leases: list[dict], now: float) -> Table:
 def top_table(top: dict | None) -> Table:
     table = Table(title="top memory users", title_justify="left", box=None, show_edge=False, header_style="dim")
     for name in ("pid", "process", "memory", "unit / cgroup"):
-        table.add_column(name, justify="right" if name in ("pid", "memory") else "left", no_wrap=True, overflow="ellipsis")
+        table.add_column(
+            name, justify="right" if name in ("pid", "memory") else "left", no_wrap=True, overflow="ellipsis"
+        )
     for p in (top or {}).get("gpu_processes", [])[:3]:
-        table.add_row(str(p["pid"]), f"{p['comm']} (GPU {p['gpu']})", format_size(p["gpu_bytes"]), p["unit"] or p["cgroup"])
+        table.add_row(
+            str(p["pid"]), f"{p['comm']} (GPU {p['gpu']})", format_size(p["gpu_bytes"]), p["unit"] or p["cgroup"]
+        )
     for p in (top or {}).get("processes", [])[:6]:
         table.add_row(str(p["pid"]), p["comm"], format_size(p["rss_bytes"]), p["unit"] or p["cgroup"])
     return table
@@ -142,8 +181,11 @@ def events_table(events: list[dict]) -> Table:
     table.add_column("kind", no_wrap=True)
     table.add_column("message", overflow="fold")
     for e in list(reversed(events))[:10]:
-        table.add_row(time.strftime("%H:%M:%S", time.localtime(e["at"])), Text(e["kind"], style=EVENT_STYLE.get(e["kind"], "dim")),
-                      e["message"])
+        table.add_row(
+            time.strftime("%H:%M:%S", time.localtime(e["at"])),
+            Text(e["kind"], style=EVENT_STYLE.get(e["kind"], "dim")),
+            e["message"],
+        )
     return table
 
 
@@ -151,18 +193,37 @@ def screen(status: dict, width: int = 100) -> Group:
     """The whole picture from `fetch_status(..., full=True)`, for a terminal `width` columns wide."""
     h = status["headroom"]
     level = "stale" if h["stale"] else h["level"]
-    head = Text.assemble(("headroom guard ", "bold"), chip(level),
-                         (f"  domain {h['domain']} · admissions {'open' if h['admissions_open'] else 'closed'} · "
-                          f"updated {time.strftime('%H:%M:%S')}", "dim"))
+    head = Text.assemble(
+        ("headroom guard ", "bold"),
+        chip(level),
+        (
+            f"  domain {h['domain']} · admissions {'open' if h['admissions_open'] else 'closed'} · "
+            f"updated {time.strftime('%H:%M:%S')}",
+            "dim",
+        ),
+    )
     why = Text("why: " + "; ".join(h["reasons"]) if h["reasons"] else "all clear", style="dim")
     now = (status.get("history") or {}).get("now") or h["observed_at"]
-    memory = Panel(Group(*resource_lines(h, width - 4), history_lines(h, status.get("history"))), title="memory", title_align="left")
-    return Group(head, why, memory, worker_text(h), frozen_text(h), leases_table(status["leases"], now), top_table(status.get("top")),
-                 events_table(status["events"]))
+    memory = Panel(
+        Group(*resource_lines(h, width - 4), history_lines(h, status.get("history"))),
+        title="memory",
+        title_align="left",
+    )
+    return Group(
+        head,
+        why,
+        memory,
+        worker_text(h),
+        frozen_text(h),
+        leases_table(status["leases"], now),
+        top_table(status.get("top")),
+        events_table(status["events"]),
+    )
 
 
 def watch(fetch, interval: float = 2.0, console: Console | None = None) -> int:
-    """Redraw `screen(fetch())` every `interval` seconds until Ctrl-C (exit 0); an unreachable guard is shown, not fatal."""
+    """Redraw `screen(fetch())` every `interval` seconds until Ctrl-C (exit 0); an unreachable guard is shown, not
+    fatal."""
     console = console or Console()
     try:
         with Live(Text("connecting…"), console=console, auto_refresh=False, transient=False) as live:

@@ -39,7 +39,9 @@ def freezer_of(cgroupfs: Path, path: str, version: int | None = None) -> Freezer
     return None
 
 
-def freezer_of_pid(pid: int, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup")) -> FreezerCgroup | None:
+def freezer_of_pid(
+    pid: int, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup")
+) -> FreezerCgroup | None:
     """The cgroup holding `pid` that can freeze it: its v2 cgroup, else its v1 freezer cgroup; None at a root."""
     try:
         paths = parse_proc_cgroup((procfs / str(pid) / "cgroup").read_text())

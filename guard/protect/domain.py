@@ -22,13 +22,20 @@ class DomainObs:
 
     taken_at: float  # unix seconds
     total_bytes: float  # the domain's RAM: the cgroup limit, or MemTotal
-    available_bytes: float  # what can still be allocated before a kill: RAM available + the swap room (free swap - reserve)
-    ram_available_bytes: float | None = None  # RAM alone: limit - usage + reclaimable (capped by the host), or MemAvailable
-    swap_free_bytes: float | None = None  # swap the domain may still use (its allowance, the host's free), before the reserve
+    available_bytes: (
+        float  # what can still be allocated before a kill: RAM available + the swap room (free swap - reserve)
+    )
+    ram_available_bytes: float | None = (
+        None  # RAM alone: limit - usage + reclaimable (capped by the host), or MemAvailable
+    )
+    swap_free_bytes: float | None = (
+        None  # swap the domain may still use (its allowance, the host's free), before the reserve
+    )
 
 
 def cgroup_available(limit: float, usage: float, reclaimable: float | None, host_available: float | None) -> float:
-    """Available bytes in a limited cgroup; the fast path and the exporter-driven tick (guard/sources/metrics_source.py) share it."""
+    """Available bytes in a limited cgroup; the fast path and the exporter-driven tick (guard/sources/metrics_source.py)
+    share it."""
     available = max(0.0, limit - usage + (reclaimable or 0.0))
     return available if host_available is None else min(available, host_available)
 
@@ -36,12 +43,21 @@ def cgroup_available(limit: float, usage: float, reclaimable: float | None, host
 class DomainReader:
     """Reads the host (/proc/meminfo) or one memory cgroup (v1 or v2 files); read() returns None when it cannot."""
 
-    def __init__(self, domain: str, procfs: Path = Path("/proc"), cgroupfs: Path = Path("/sys/fs/cgroup"),
-                 clock: Callable[[], float] = time.time, host_every_seconds: float = 0.25, swap_reserve: float = 0.0):
+    def __init__(
+        self,
+        domain: str,
+        procfs: Path = Path("/proc"),
+        cgroupfs: Path = Path("/sys/fs/cgroup"),
+        clock: Callable[[], float] = time.time,
+        host_every_seconds: float = 0.25,
+        swap_reserve: float = 0.0,
+    ):
         self.domain, self.procfs, self.clock = domain, procfs, clock
         self.root = detect_memory_root(cgroupfs) if domain != "host" else None
         self.host_every_seconds, self.swap_reserve = host_every_seconds, swap_reserve
-        self._host: tuple[float, float | None, float, float] | None = None  # (read at, MemAvailable, MemTotal, swap free)
+        self._host: tuple[float, float | None, float, float] | None = (
+            None  # (read at, MemAvailable, MemTotal, swap free)
+        )
         self.error: str | None = None
 
     @property
@@ -75,7 +91,9 @@ class DomainReader:
             swap = cgroup_swap_free(memory.swap_limit_bytes, memory.swap_bytes, host_swap)
             if memory.limit_bytes is None:  # an unlimited cgroup: the host is its bound
                 return self._obs(now, host_total, host_available if host_available is not None else 0.0, swap)
-            available = cgroup_available(memory.limit_bytes, memory.usage_bytes, memory.reclaimable_bytes, host_available)
+            available = cgroup_available(
+                memory.limit_bytes, memory.usage_bytes, memory.reclaimable_bytes, host_available
+            )
             self.error = None
             return self._obs(now, memory.limit_bytes, available, swap)
         except (OSError, ValueError) as err:

@@ -75,7 +75,8 @@ class Episode:
 
 
 def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Callable[[int], bool], frozen: int) -> bool:
-    """Nothing is frozen, and either every process frozen in the episode exited, or the worker fits back with the band."""
+    """Nothing is frozen, and either every process frozen in the episode exited, or the worker fits back with the
+    band."""
     if frozen:
         return False
     if episode.pids and not any(alive(pid) for pid in episode.pids):
@@ -86,10 +87,25 @@ def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Call
 class FastPath:
     """Observe the domain adaptively; at the freeze level freeze the grower and free the worker; thaw at once after."""
 
-    def __init__(self, settings: GuardSettings, reader: DomainReader, manager, freezer=None, waker: Waker | None = None,
-                 clock: Callable[[], float] = time.time, alive: Callable[[int], bool] = pid_alive,
-                 worker_bytes: Callable[[], float] = lambda: 0.0):
-        self.settings, self.reader, self.manager, self.freezer, self.clock, self.alive = settings, reader, manager, freezer, clock, alive
+    def __init__(
+        self,
+        settings: GuardSettings,
+        reader: DomainReader,
+        manager,
+        freezer=None,
+        waker: Waker | None = None,
+        clock: Callable[[], float] = time.time,
+        alive: Callable[[int], bool] = pid_alive,
+        worker_bytes: Callable[[], float] = lambda: 0.0,
+    ):
+        self.settings, self.reader, self.manager, self.freezer, self.clock, self.alive = (
+            settings,
+            reader,
+            manager,
+            freezer,
+            clock,
+            alive,
+        )
         self.worker_bytes = worker_bytes
         self.waker = waker or Waker(reader, settings.fast_path_notify)
         self.growth = GrowthTracker(getattr(reader, "procfs", None) or Path("/proc"), domain_shmem(reader))
@@ -167,8 +183,13 @@ class FastPath:
         elif self.episode is not None:
             self.recover(obs, th)
         watch_at = th.freeze if th.freeze is not None else th.pause
-        self.interval = next_interval(obs.available_bytes, watch_at, self.max_rate,
-                                      self.settings.fast_path_min_interval_seconds, self.settings.tick_seconds)
+        self.interval = next_interval(
+            obs.available_bytes,
+            watch_at,
+            self.max_rate,
+            self.settings.fast_path_min_interval_seconds,
+            self.settings.tick_seconds,
+        )
         self.waker.arm(self.usage_thresholds(obs, th))
         return obs
 
@@ -189,11 +210,17 @@ class FastPath:
         frozen = None
         if self.freezer is not None and not self.settings.dry_run and (ep is None or len(ep.pids) < EPISODE_FREEZES):
             pids = self.reader.pids()
-            frozen = self.freezer.freeze(pids, reason, obs.taken_at, growth=self.growth.growth(pids, obs.taken_at),
-                                         listing=self.reader.pids)
+            frozen = self.freezer.freeze(
+                pids, reason, obs.taken_at, growth=self.growth.growth(pids, obs.taken_at), listing=self.reader.pids
+            )
         if ep is None:
-            ep = self.episode = Episode(started_at=obs.taken_at, crossed_at=crossed, available_at_start=obs.available_bytes,
-                                        max_available=obs.available_bytes, worker_bytes=self.worker_bytes())
+            ep = self.episode = Episode(
+                started_at=obs.taken_at,
+                crossed_at=crossed,
+                available_at_start=obs.available_bytes,
+                max_available=obs.available_bytes,
+                worker_bytes=self.worker_bytes(),
+            )
         else:
             ep.available_at_start = min(ep.available_at_start, obs.available_bytes)
         ep.last_try_available = obs.available_bytes
@@ -202,9 +229,11 @@ class FastPath:
         done = self.clock()
         self.reactions.observe(max(0.0, done - crossed))
         what = f"froze {frozen.comm} (pid {frozen.pid})" if frozen is not None else self.nothing_frozen()
-        self.manager.protect(Desired(WorkerState.FREED, level=2, reason=f"freeze level: {reason}"),
-                            f"fast path: {what}; freeing the worker ({reason}); reaction {1000 * (done - crossed):.0f} ms",
-                            {"crossed_at": crossed, "acted_at": done, "pid": frozen.pid if frozen else None})
+        self.manager.protect(
+            Desired(WorkerState.FREED, level=2, reason=f"freeze level: {reason}"),
+            f"fast path: {what}; freeing the worker ({reason}); reaction {1000 * (done - crossed):.0f} ms",
+            {"crossed_at": crossed, "acted_at": done, "pid": frozen.pid if frozen else None},
+        )
 
     def free_now(self, desired: Desired) -> None:
         """The worker's free goes out first: before the freeze is chosen, recorded or confirmed, past any backoff."""
@@ -236,8 +265,12 @@ class FastPath:
         if cause_gone(ep, obs, th, self.alive, len(frozen)):
             ep.cause_ended_at = obs.taken_at
             self.episode = None
-            self.manager.protect(None, f"fast path: the cause is gone ({format_size(obs.available_bytes)} available); "
-                                      f"the worker may run again after the recovery hold", {"episode_started_at": ep.started_at})
+            self.manager.protect(
+                None,
+                f"fast path: the cause is gone ({format_size(obs.available_bytes)} available); "
+                f"the worker may run again after the recovery hold",
+                {"episode_started_at": ep.started_at},
+            )
 
     def close(self) -> None:
         """Stop the loop and thaw whatever is frozen (guard shutdown)."""

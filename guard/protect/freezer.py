@@ -64,7 +64,8 @@ class Freezer(ThawMixin):
                  worker_pids: Callable[[], set[int]] = set, facts: Callable[[], Protected] = Protected,
                  records: Path | None = None, monotonic: Callable[[], float] | None = None):
         self.settings, self.store, self.procfs, self.cgroupfs, self.clock = settings, store, procfs, cgroupfs, clock
-        # Durations run on CLOCK_BOOTTIME (a wall-clock step never ends a freeze early); a test's fake clock drives both.
+        # Durations run on CLOCK_BOOTTIME (a wall-clock step never ends a freeze early); a test's fake clock drives
+        # both.
         self.monotonic = monotonic or (frozenfile.boottime if clock is time.time else clock)
         self.records = records or frozenfile.records_path(Path(store.path).parent)
         self.boot_id = frozenfile.boot_id()
@@ -92,8 +93,12 @@ class Freezer(ThawMixin):
         if self.settings.freeze_protect_worker:
             pids.update({pid: "the worker (it listens on worker_url)" for pid in self.worker_pids()})
         pids.update(extra.pids)
-        return Protected(pids, {**self.own, **extra.trees}, dict(extra.cgroups),
-                         tuple(self.settings.freeze_protect) + tuple(extra.rules))
+        return Protected(
+            pids,
+            {**self.own, **extra.trees},
+            dict(extra.cgroups),
+            tuple(self.settings.freeze_protect) + tuple(extra.rules),
+        )
 
     def pick(self, domain_pids: list[int], growth: dict[int, int]) -> tuple[Candidate | None, list[Passed]]:
         """The biggest grower's tree that may be frozen, and the growers passed over (with why)."""
@@ -107,8 +112,14 @@ class Freezer(ThawMixin):
         return self.chooser.pick(growth, set(domain_pids), self.protected(), skip | exempt, exempt)
 
     # --- freezing -----------------------------------------------------------------------------
-    def freeze(self, domain_pids: list[int], reason: str, now: float | None = None,
-               growth: dict[int, int] | None = None, listing: Callable[[], list[int]] | None = None) -> FrozenProcess | None:
+    def freeze(
+        self,
+        domain_pids: list[int],
+        reason: str,
+        now: float | None = None,
+        growth: dict[int, int] | None = None,
+        listing: Callable[[], list[int]] | None = None,
+    ) -> FrozenProcess | None:
         """Pick, record, freeze; None when freezing is off, nothing grows that may be frozen, or the kernel refused.
         `listing` lists the domain afresh (children born during the stop); by default every process."""
         listing = listing or (lambda: all_pids(self.procfs))
@@ -124,8 +135,9 @@ class Freezer(ThawMixin):
             if error is not None and candidate.moved_from is None:
                 # e.g. a cgroup delegated to its user: root without CAP_DAC_OVERRIDE may not write it
                 made, why = self.chooser.made(candidate.info, candidate.growth, candidate.tree)
-                log.warning("cgroup freeze of %s failed (%s); %s", fp.cgroup, error,
-                            why or "a cgroup of its own instead")
+                log.warning(
+                    "cgroup freeze of %s failed (%s); %s", fp.cgroup, error, why or "a cgroup of its own instead"
+                )
                 self._forget(fp.pid)
                 if made is not None:
                     candidate = made
@@ -137,17 +149,37 @@ class Freezer(ThawMixin):
                 self._note("freeze", f"could not freeze {fp.comm} ({fp.pid}): {error}", fp.to_json())
                 return None
             fp = self._settled(fp, candidate)
-            text = describe_freeze(fp.comm, fp.pid, len(fp.members), candidate.growth, WINDOW_SECONDS, fp.method,
-                                   candidate.moved_from is not None, reason, passed)
+            text = describe_freeze(
+                fp.comm,
+                fp.pid,
+                len(fp.members),
+                candidate.growth,
+                WINDOW_SECONDS,
+                fp.method,
+                candidate.moved_from is not None,
+                reason,
+                passed,
+            )
             self._note("freeze", text, fp.to_json(), at=fp.frozen_at)
             log.warning("%s", text)
             return fp
 
     def _record(self, candidate: Candidate, reason: str, now: float, passed: list[Passed]) -> FrozenProcess:
         info = candidate.info
-        fp = FrozenProcess(info.pid, info.stat.comm, candidate.method, candidate.cgroup.path, now, reason,
-                           info.stat.rss_bytes, candidate.members, 0, candidate.growth, candidate.moved_from,
-                           tuple(p.to_json() for p in passed))
+        fp = FrozenProcess(
+            info.pid,
+            info.stat.comm,
+            candidate.method,
+            candidate.cgroup.path,
+            now,
+            reason,
+            info.stat.rss_bytes,
+            candidate.members,
+            0,
+            candidate.growth,
+            candidate.moved_from,
+            tuple(p.to_json() for p in passed),
+        )
         self._frozen[fp.pid] = fp
         self._persist()  # before the freeze: a guard killed right after it still leaves a record to thaw from
         return fp
@@ -166,8 +198,10 @@ class Freezer(ThawMixin):
 
     def _settled(self, fp: FrozenProcess, candidate: Candidate) -> FrozenProcess:
         """Once frozen: the record names every process in the cgroup, and the job's terminal is told."""
-        line = (f"froze {fp.comm} ({fp.pid}): it grew {candidate.growth >> 20} MiB while memory ran out; "
-                "it resumes by itself once there is room (headroom status)")
+        line = (
+            f"froze {fp.comm} ({fp.pid}): it grew {candidate.growth >> 20} MiB while memory ran out; "
+            "it resumes by itself once there is room (headroom status)"
+        )
         tty = tell_terminal(tty_path(candidate.info.stat.tty_nr), line)
         fp = self._frozen.get(fp.pid, fp)  # as recorded (stamped with the boot-time clock)
         fp = replace(fp, members=members(candidate.cgroup, self.procfs) or fp.members, tty=tty)
@@ -194,8 +228,14 @@ class Freezer(ThawMixin):
                     killed = [p for p, start in fp.members if self._signal_if_same(p, start, signal.SIGKILL)]
                     del self._terminating[pid]
                     self.outcomes["terminated"] += 1
-                    how = f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s" if killed else "exited on SIGTERM"
-                    self._note("thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"})
+                    how = (
+                        f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s"
+                        if killed
+                        else "exited on SIGTERM"
+                    )
+                    self._note(
+                        "thaw", f"terminated {fp.comm} ({fp.pid}): {how}", {**fp.to_json(), "outcome": "terminated"}
+                    )
                     done.append(("sigkill" if killed else "exited", fp))
             for fp in self.expired():
                 waited = f"no room after {self.frozen_seconds(fp):.1f} s frozen"
@@ -217,8 +257,12 @@ class Freezer(ThawMixin):
         else:  # still frozen: kept and retried; the SIGKILL below comes after the grace all the same
             self._keep_failed(fp, result, "thawed", why + " (thawed to act on SIGTERM)", False)
         self._terminating[fp.pid] = (fp, now + self.settings.freeze_terminate_grace_seconds)
-        self._note("thaw", f"terminating {fp.comm} ({fp.pid}): {why} (on_no_room = terminate: SIGTERM, "
-                             f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s)", {**fp.to_json(), "outcome": "sigterm"})
+        self._note(
+            "thaw",
+            f"terminating {fp.comm} ({fp.pid}): {why} (on_no_room = terminate: SIGTERM, "
+            f"SIGKILL after {self.settings.freeze_terminate_grace_seconds:g} s)",
+            {**fp.to_json(), "outcome": "sigterm"},
+        )
         log.warning("terminating %s (%d): %s", fp.comm, fp.pid, why)
 
     def _alive(self, fp: FrozenProcess) -> bool:

@@ -110,7 +110,8 @@ class ThawMixin:
         self._persist()
 
     def _persist(self) -> None:
-        """Publish the records to readers and write them to frozen.json (before a freeze, after a thaw); never raises."""
+        """Publish the records to readers and write them to frozen.json (before a freeze, after a thaw); never
+        raises."""
         for pid, fp in list(self._frozen.items()):
             if fp.frozen_boot is None:  # stamped once, when first recorded (just before the freeze)
                 self._frozen[pid] = replace(fp, frozen_boot=self.monotonic(), boot_id=self.boot_id)
@@ -131,8 +132,11 @@ class ThawMixin:
 
     def expired(self, now: float | None = None) -> list[FrozenProcess]:
         """Frozen for freeze_max_seconds (monotonic); a record whose thaw failed is being retried instead."""
-        return [fp for fp in self.frozen() if fp.pid not in self._thaw_failed
-                and self.frozen_seconds(fp) >= self.settings.freeze_max_seconds]
+        return [
+            fp
+            for fp in self.frozen()
+            if fp.pid not in self._thaw_failed and self.frozen_seconds(fp) >= self.settings.freeze_max_seconds
+        ]
 
     # --- start and stop -----------------------------------------------------------------------
     def recover(self) -> list[FrozenProcess]:
@@ -156,8 +160,9 @@ class ThawMixin:
                     self.store.set(STORE_KEY, [])
             for fp in records.values():
                 try:
-                    self.thaw(fp.pid, "recovered at start: a previous guard froze it and stopped", "recovered",
-                              verify=True)
+                    self.thaw(
+                        fp.pid, "recovered at start: a previous guard froze it and stopped", "recovered", verify=True
+                    )
                 except Exception:  # noqa: BLE001 one bad record never stops the recovery of the others
                     log.exception("recovering %s (%d) failed", fp.comm, fp.pid)
         return list(records.values())

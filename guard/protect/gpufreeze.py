@@ -47,8 +47,15 @@ class GpuFreezeWatch:
     def __init__(self, nvml, freezer: Freezer, freeze_below: str | int | Amount, thaw_above: str | int | Amount, *,
                  fastest: float = 0.01, slowest: float = 0.5, clock: Callable[[], float] = time.time,
                  on_event: Callable[[GpuEvent], None] = lambda event: None):
-        freeze_below, thaw_above = (a if isinstance(a, Amount) else to_amount(a, Amounts.SHARE) for a in (freeze_below, thaw_above))
-        self.nvml, self.freezer, self.freeze_below, self.thaw_above = nvml, freezer, freeze_below, thaw_above  # parsed once
+        freeze_below, thaw_above = (
+            a if isinstance(a, Amount) else to_amount(a, Amounts.SHARE) for a in (freeze_below, thaw_above)
+        )
+        self.nvml, self.freezer, self.freeze_below, self.thaw_above = (
+            nvml,
+            freezer,
+            freeze_below,
+            thaw_above,
+        )  # parsed once
         self.fastest, self.slowest, self.clock, self.on_event = fastest, slowest, clock, on_event
         self.frozen_by_gpu: dict[int, int] = {}  # GPU index -> the pid frozen for it
         self.gpu_growth = GpuGrowth()
@@ -64,8 +71,15 @@ class GpuFreezeWatch:
             return None
         freeze = rule.enter[Level.FREEZE]
         thaw = rule.enter.get(Level.PAUSE) or _plus(freeze, rule.band)
-        return cls(nvml, freezer, freeze, thaw, fastest=settings.freeze_gpu_poll_min_seconds,
-                   slowest=settings.freeze_gpu_poll_max_seconds, **kwargs)
+        return cls(
+            nvml,
+            freezer,
+            freeze,
+            thaw,
+            fastest=settings.freeze_gpu_poll_min_seconds,
+            slowest=settings.freeze_gpu_poll_max_seconds,
+            **kwargs,
+        )
 
     def step(self) -> tuple[list[GpuEvent], float]:
         """Read, freeze or thaw per GPU; the events and how long to wait before the next step."""
@@ -82,7 +96,9 @@ class GpuFreezeWatch:
             if event is not None:
                 events.append(event)
                 self.on_event(event)
-            interval = min(interval, poll_interval(gpu.free_bytes, freeze_at, gpu.total_bytes, self.fastest, self.slowest))
+            interval = min(
+                interval, poll_interval(gpu.free_bytes, freeze_at, gpu.total_bytes, self.fastest, self.slowest)
+            )
         self.freezer.resolve_no_room(now)
         self.last_interval = interval
         return events, interval
@@ -95,7 +111,9 @@ class GpuFreezeWatch:
         usage = dict(gpu.processes)
         growth = self.gpu_growth.growth(gpu.index, usage, now)
         if frozen_pid is None and gpu.free_bytes < freeze_at:
-            reason = f"GPU {gpu.index}: free {gpu.free_bytes >> 20} MiB below the freeze threshold {freeze_at >> 20} MiB"
+            reason = (
+                f"GPU {gpu.index}: free {gpu.free_bytes >> 20} MiB below the freeze threshold {freeze_at >> 20} MiB"
+            )
             fp = self.freezer.freeze(list(usage), reason, now, growth=growth)
             if fp is not None:
                 self.frozen_by_gpu[gpu.index] = fp.pid

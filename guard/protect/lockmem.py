@@ -29,7 +29,11 @@ def lock_memory() -> tuple[bool, int, str]:
 
         return False, 0, f"mlockall refused: {os.strerror(err)} (give the unit LimitMEMLOCK=infinity or CAP_IPC_LOCK)"
     grown = rss_bytes() - before
-    return True, grown, f"memory locked (mlockall on fault); RSS grew by {grown / 2**20:.1f} MiB to {rss_bytes() / 2**20:.1f} MiB"
+    return (
+        True,
+        grown,
+        f"memory locked (mlockall on fault); RSS grew by {grown / 2**20:.1f} MiB to {rss_bytes() / 2**20:.1f} MiB",
+    )
 
 
 def unlock_memory() -> None:

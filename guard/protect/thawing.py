@@ -65,8 +65,14 @@ def _release_cgroup(fp, procfs: Path, cgroupfs: Path, verify: bool) -> Release:
     cg = cgroupctl.freezer_of(cgroupfs, fp.cgroup, version)
     if cg is None:
         return Release(note="its cgroup is gone")
-    if verify and fp.members and not any(same_process(pid, start, procfs) and _in_cgroup(pid, fp.cgroup, version, procfs)
-                                         for pid, start in fp.members):
+    if (
+        verify
+        and fp.members
+        and not any(
+            same_process(pid, start, procfs) and _in_cgroup(pid, fp.cgroup, version, procfs)
+            for pid, start in fp.members
+        )
+    ):
         return Release(note=f"none of the recorded processes is in {fp.cgroup} any more: left as it is")
     try:
         cgroupctl.thaw(cg)

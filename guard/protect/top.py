@@ -70,6 +70,9 @@ class Top:
             now = time.monotonic()
             if self.cached and now - self.cached[0] < CACHE_SECONDS and self.cached[1] == limit:
                 return self.cached[2]
-            body = {"processes": top_processes(limit, self.procfs), "gpu_processes": gpu_processes(snapshot, limit, self.procfs)}
+            body = {
+                "processes": top_processes(limit, self.procfs),
+                "gpu_processes": gpu_processes(snapshot, limit, self.procfs),
+            }
             self.cached = (now, limit, body)
             return body

@@ -38,7 +38,8 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
 
 
 def domain_memory(samples: Samples, domain: str) -> tuple[float | None, float | None, str | None]:
-    """(total, available, error) for the host or a cgroup: available = limit - usage + reclaimable, capped by the host."""
+    """(total, available, error) for the host or a cgroup: available = limit - usage + reclaimable, capped by the
+    host."""
     host_total, host_avail = one(samples, "memory_total_bytes"), one(samples, "memory_available_bytes")
     if domain == "host":
         if host_total is None or host_avail is None:
@@ -62,12 +63,16 @@ def domain_swap(samples: Samples, domain: str) -> float | None:
     host = host_swap_free(host_free, one(samples, "swap_ram_backed_free_bytes") or 0.0)
     if domain == "host":
         return host
-    return cgroup_swap_free(one(samples, "cgroup_memory_swap_limit_bytes", cgroup=domain),
-                            one(samples, "cgroup_memory_swap_bytes", cgroup=domain), host)
+    return cgroup_swap_free(
+        one(samples, "cgroup_memory_swap_limit_bytes", cgroup=domain),
+        one(samples, "cgroup_memory_swap_bytes", cgroup=domain),
+        host,
+    )
 
 
 def domain_psi(samples: Samples, domain: str, kind: str) -> float | None:
-    """PSI memory avg10 of the domain: its own memory.pressure where the exporter has it (cgroup v2), else the host's."""
+    """PSI memory avg10 of the domain: its own memory.pressure where the exporter has it (cgroup v2), else the
+    host's."""
     if domain != "host":
         own = one(samples, "cgroup_pressure_memory_ratio", cgroup=domain, kind=kind, window="10s")
         if own is not None:
@@ -84,8 +89,11 @@ def gpus_from(samples: Samples) -> tuple[GpuObs, ...]:
     for lbls, value in samples.get("gpu_process_memory_bytes", ()):
         if lbls.get("pid", "").isdigit():
             procs[lbls.get("gpu", "")][int(lbls["pid"])] = value
-    return tuple(GpuObs(gpu, uuids.get(gpu), totals[gpu], frees[gpu], dict(procs.get(gpu, {})), temperatures.get(gpu))
-                 for gpu in sorted(totals, key=lambda g: (len(g), g)) if gpu in frees)
+    return tuple(
+        GpuObs(gpu, uuids.get(gpu), totals[gpu], frees[gpu], dict(procs.get(gpu, {})), temperatures.get(gpu))
+        for gpu in sorted(totals, key=lambda g: (len(g), g))
+        if gpu in frees
+    )
 
 
 def parse_exporter_text(text: str, domain: str, taken_at: float) -> Snapshot:
@@ -93,11 +101,16 @@ def parse_exporter_text(text: str, domain: str, taken_at: float) -> Snapshot:
     samples = parse_samples(text)
     total, available, error = domain_memory(samples, domain)
     return Snapshot(
-        taken_at=taken_at, ok=error is None, error=error, domain=domain,
-        ram_total_bytes=total, ram_available_bytes=available,
+        taken_at=taken_at,
+        ok=error is None,
+        error=error,
+        domain=domain,
+        ram_total_bytes=total,
+        ram_available_bytes=available,
         swap_in_bytes_total=one(samples, "swap_in_bytes_total"),
         swap_free_bytes=domain_swap(samples, domain),
-        psi_full_ratio=domain_psi(samples, domain, "full"), psi_some_ratio=domain_psi(samples, domain, "some"),
+        psi_full_ratio=domain_psi(samples, domain, "full"),
+        psi_some_ratio=domain_psi(samples, domain, "some"),
         oom_kills_total=one(samples, "oom_kills_total"),
         gpus=gpus_from(samples),
     )
@@ -106,8 +119,14 @@ def parse_exporter_text(text: str, domain: str, taken_at: float) -> Snapshot:
 class ExporterSource:
     """Fetches the exporter's /metrics each tick; any failure becomes a not-ok Snapshot, never an exception."""
 
-    def __init__(self, url: str, domain: str, timeout: float, transport: httpx.BaseTransport | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        url: str,
+        domain: str,
+        timeout: float,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.url, self.domain, self.clock = url, domain, clock
         self.client = httpx.Client(timeout=timeout, transport=transport)
 
@@ -118,7 +137,9 @@ class ExporterSource:
             response.raise_for_status()
             return parse_exporter_text(response.text, self.domain, now)
         except (httpx.HTTPError, ValueError) as err:
-            return Snapshot(taken_at=now, ok=False, error=f"exporter {self.url}: {type(err).__name__}: {err}", domain=self.domain)
+            return Snapshot(
+                taken_at=now, ok=False, error=f"exporter {self.url}: {type(err).__name__}: {err}", domain=self.domain
+            )
 
     def close(self) -> None:
         self.client.close()

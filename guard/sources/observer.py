@@ -84,7 +84,9 @@ def build_source(settings: GuardSettings, transport=None, clock: Callable[[], fl
                                 settings.source_timeout_seconds, transport, clock)
     from guard.sources.metrics_source import ExporterSource
 
-    return ExporterSource(settings.exporter_url, settings.memory_domain, settings.source_timeout_seconds, transport, clock)
+    return ExporterSource(
+        settings.exporter_url, settings.memory_domain, settings.source_timeout_seconds, transport, clock
+    )
 
 
 class OomFeed:
@@ -94,8 +96,15 @@ class OomFeed:
     beyond what the status page charts; afterwards a kill is new when it is later than the newest one already seen.
     """
 
-    def __init__(self, url: str, client: httpx.Client, every_seconds: float = 1.0, backfill_seconds: float = 900.0,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        url: str,
+        client: httpx.Client,
+        every_seconds: float = 1.0,
+        backfill_seconds: float = 900.0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.url, self.client, self.every_seconds = url, client, every_seconds  # the source's client, shared
         self.monotonic = monotonic
         self.newest: float = clock() - backfill_seconds
@@ -111,8 +120,13 @@ class OomFeed:
             events = self.client.get(self.url).raise_for_status().json().get("events", [])
         except (httpx.HTTPError, ValueError, AttributeError):
             return []
-        fresh = [e for e in events if e.get("kind") == "oom_kill" and (e.get("time_seconds") or 0) >= self.newest
-                 and (e.get("time_seconds"), e.get("pid")) not in self.seen]
+        fresh = [
+            e
+            for e in events
+            if e.get("kind") == "oom_kill"
+            and (e.get("time_seconds") or 0) >= self.newest
+            and (e.get("time_seconds"), e.get("pid")) not in self.seen
+        ]
         for event in fresh:
             self.seen.add((event.get("time_seconds"), event.get("pid")))
         if fresh:
@@ -136,8 +150,16 @@ class OomKill:
 
     @classmethod
     def of(cls, event: dict) -> "OomKill":
-        return cls(event.get("time_seconds"), event.get("pid"), event.get("comm"), event.get("cgroup"), event.get("unit"),
-                   bool(event.get("global_oom")), event.get("rss_bytes"), dict(event))
+        return cls(
+            event.get("time_seconds"),
+            event.get("pid"),
+            event.get("comm"),
+            event.get("cgroup"),
+            event.get("unit"),
+            bool(event.get("global_oom")),
+            event.get("rss_bytes"),
+            dict(event),
+        )
 
     def describe(self) -> str:
         """One line for the event: the victim, its cgroup and unit, what it held."""

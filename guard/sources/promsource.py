@@ -24,9 +24,15 @@ PRESETS: dict[str, dict[str, str]] = {
         "oom_kills_total": 'headroom_oom_kills_total{instance=~"$instance"}',
         "cgroup_memory_usage_bytes": 'headroom_cgroup_memory_usage_bytes{instance=~"$instance",cgroup="$cgroup"}',
         "cgroup_memory_limit_bytes": 'headroom_cgroup_memory_limit_bytes{instance=~"$instance",cgroup="$cgroup"}',
-        "cgroup_memory_reclaimable_bytes": 'headroom_cgroup_memory_reclaimable_bytes{instance=~"$instance",cgroup="$cgroup"}',
+        "cgroup_memory_reclaimable_bytes": (
+            'headroom_cgroup_memory_reclaimable_bytes{'
+            'instance=~"$instance",cgroup="$cgroup"}'
+        ),
         "cgroup_memory_swap_bytes": 'headroom_cgroup_memory_swap_bytes{instance=~"$instance",cgroup="$cgroup"}',
-        "cgroup_memory_swap_limit_bytes": 'headroom_cgroup_memory_swap_limit_bytes{instance=~"$instance",cgroup="$cgroup"}',
+        "cgroup_memory_swap_limit_bytes": (
+            'headroom_cgroup_memory_swap_limit_bytes{'
+            'instance=~"$instance",cgroup="$cgroup"}'
+        ),
         "gpu_info": 'headroom_gpu_info{instance=~"$instance"}',
         "gpu_memory_total_bytes": 'headroom_gpu_memory_total_bytes{instance=~"$instance"}',
         "gpu_memory_free_bytes": 'headroom_gpu_memory_free_bytes{instance=~"$instance"}',
@@ -37,20 +43,33 @@ PRESETS: dict[str, dict[str, str]] = {
         "memory_available_bytes": 'node_memory_MemAvailable_bytes{instance=~"$instance"}',
         "swap_in_bytes_total": 'node_vmstat_pswpin{instance=~"$instance"} * 4096',
         "swap_free_bytes": 'node_memory_SwapFree_bytes{instance=~"$instance"}',
-        "pressure_memory_ratio": 'label_replace(rate(node_pressure_memory_stalled_seconds_total{instance=~"$instance"}[1m]), "kind", "full", "", "")',
+        "pressure_memory_ratio": (
+            'label_replace(rate(node_pressure_memory_stalled_seconds_total{instance=~"$instance"}[1m]), '
+            '"kind", "full", "", "")'
+        ),
         "oom_kills_total": 'node_vmstat_oom_kill{instance=~"$instance"}',
         "cgroup_memory_usage_bytes": 'container_memory_usage_bytes{instance=~"$instance",id="$cgroup"}',
         "cgroup_memory_limit_bytes": 'container_spec_memory_limit_bytes{instance=~"$instance",id="$cgroup"} > 0',
-        "cgroup_memory_reclaimable_bytes": 'container_memory_usage_bytes{instance=~"$instance",id="$cgroup"} - container_memory_working_set_bytes{instance=~"$instance",id="$cgroup"}',
+        "cgroup_memory_reclaimable_bytes": (
+            'container_memory_usage_bytes{instance=~"$instance",id="$cgroup"} - '
+            'container_memory_working_set_bytes{instance=~"$instance",id="$cgroup"}'
+        ),
         "gpu_info": 'DCGM_FI_DEV_FB_FREE{instance=~"$instance"}',
-        "gpu_memory_total_bytes": '(DCGM_FI_DEV_FB_FREE{instance=~"$instance"} + DCGM_FI_DEV_FB_USED{instance=~"$instance"}) * 1048576',
+        "gpu_memory_total_bytes": (
+            '(DCGM_FI_DEV_FB_FREE{instance=~"$instance"} + DCGM_FI_DEV_FB_USED{instance=~"$instance"}) * 1048576'
+        ),
         "gpu_memory_free_bytes": 'DCGM_FI_DEV_FB_FREE{instance=~"$instance"} * 1048576',
         "gpu_temperature_celsius": 'DCGM_FI_DEV_GPU_TEMP{instance=~"$instance"}',
     },
 }
 
-HOST_ONLY = {"cgroup_memory_usage_bytes", "cgroup_memory_limit_bytes", "cgroup_memory_reclaimable_bytes",
-             "cgroup_memory_swap_bytes", "cgroup_memory_swap_limit_bytes"}
+HOST_ONLY = {
+    "cgroup_memory_usage_bytes",
+    "cgroup_memory_limit_bytes",
+    "cgroup_memory_reclaimable_bytes",
+    "cgroup_memory_swap_bytes",
+    "cgroup_memory_swap_limit_bytes",
+}
 
 
 def build_queries(preset: str, overrides: dict[str, str], instance: str, domain: str) -> dict[str, str]:
@@ -89,8 +108,15 @@ def samples_from_results(results: dict[str, list[dict]], domain: str) -> Samples
 class PrometheusSource:
     """Runs each configured instant query; a failure of any memory query makes the Snapshot not ok."""
 
-    def __init__(self, base_url: str, queries: dict[str, str], domain: str, timeout: float,
-                 transport: httpx.BaseTransport | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        base_url: str,
+        queries: dict[str, str],
+        domain: str,
+        timeout: float,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.queries, self.domain, self.clock = queries, domain, clock
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
 
@@ -107,15 +133,23 @@ class PrometheusSource:
         try:
             results = {key: self._query(q) for key, q in self.queries.items()}
         except (httpx.HTTPError, ValueError, KeyError) as err:
-            return Snapshot(taken_at=now, ok=False, error=f"prometheus: {type(err).__name__}: {err}", domain=self.domain)
+            return Snapshot(
+                taken_at=now, ok=False, error=f"prometheus: {type(err).__name__}: {err}", domain=self.domain
+            )
         samples = samples_from_results(results, self.domain)
         total, available, error = domain_memory(samples, self.domain)
         return Snapshot(
-            taken_at=now, ok=error is None, error=error, domain=self.domain,
-            ram_total_bytes=total, ram_available_bytes=available,
-            swap_in_bytes_total=one(samples, "swap_in_bytes_total"), swap_free_bytes=domain_swap(samples, self.domain),
+            taken_at=now,
+            ok=error is None,
+            error=error,
+            domain=self.domain,
+            ram_total_bytes=total,
+            ram_available_bytes=available,
+            swap_in_bytes_total=one(samples, "swap_in_bytes_total"),
+            swap_free_bytes=domain_swap(samples, self.domain),
             psi_full_ratio=one(samples, "pressure_memory_ratio", kind="full"),
-            oom_kills_total=one(samples, "oom_kills_total"), gpus=gpus_from(samples),
+            oom_kills_total=one(samples, "oom_kills_total"),
+            gpus=gpus_from(samples),
         )
 
     def close(self) -> None:

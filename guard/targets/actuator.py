@@ -46,7 +46,8 @@ class ContractTarget:
     kind = "contract"
 
     def __init__(self, base_url: str, token: str | None, timeout: float, transport: httpx.BaseTransport | None = None):
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=bearer_headers(token), transport=transport)
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers=bearer_headers(token), transport=transport)
 
     def read(self) -> WorkerStatus:
         """GET /control/state, parsed (httpx.HTTPError when unreachable, ValueError when not the contract's shape)."""
@@ -74,7 +75,8 @@ class VllmServeTarget:
     kind = "vllm-serve"
 
     def __init__(self, base_url: str, token: str | None, timeout: float, transport: httpx.BaseTransport | None = None):
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=bearer_headers(token), transport=transport)
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers=bearer_headers(token), transport=transport)
         self.applied: Desired | None = None
 
     def read(self) -> WorkerStatus:
@@ -82,7 +84,8 @@ class VllmServeTarget:
         sleeping.raise_for_status()
         paused = self.client.get("/is_paused")
         is_paused = paused.status_code == 200 and bool(paused.json().get("is_paused"))
-        state = WorkerState.FREED if sleeping.json().get("is_sleeping") else WorkerState.PAUSED if is_paused else WorkerState.RUNNING
+        state = (WorkerState.FREED if sleeping.json().get("is_sleeping")
+                 else WorkerState.PAUSED if is_paused else WorkerState.RUNNING)
         return WorkerStatus(state=state, desired=accepted_status(self.applied))
 
     def _post(self, path: str, **params) -> httpx.Response:
@@ -100,7 +103,8 @@ class VllmServeTarget:
         for path, params in steps:
             response = self._post(path, **params)
             if response.status_code >= 300:
-                return Outcome("error" if response.status_code >= 500 else "refused", f"{path}: HTTP {response.status_code}")
+                return Outcome(
+                    "error" if response.status_code >= 500 else "refused", f"{path}: HTTP {response.status_code}")
         self.applied = desired
         return Outcome("ok")
 
@@ -175,13 +179,15 @@ class Reconciler:
             if key == self.last_dry_key:
                 return []
             self.last_dry_key = key
-            return [ActionEvent(f"set_{desired.state}", "dry_run", f"would set the worker to {desired.describe()} ({desired.reason})")]
+            return [ActionEvent(
+                f"set_{desired.state}", "dry_run", f"would set the worker to {desired.describe()} ({desired.reason})")]
         if now < self.next_attempt_at and not urgent:
             return []
         events: list[ActionEvent] = []
         if want_maint != have_maint:
-            events += self._call("maintenance_on" if want_maint else "maintenance_off", now, lambda: self.target.set_maintenance(
-                want_maint, maintenance.reason or "", int(maintenance.retry_after_seconds or 60)))
+            events += self._call(
+                "maintenance_on" if want_maint else "maintenance_off", now, lambda: self.target.set_maintenance(
+                    want_maint, maintenance.reason or "", int(maintenance.retry_after_seconds or 60)))
         if not state_ok and not any(e.result == "error" for e in events):
             [sent] = self._call(f"set_{desired.state}", now, lambda: self.target.apply(desired))
             events.append(replace(sent, message=sent.message or f"worker -> {desired.describe()}: {desired.reason}"))
@@ -205,7 +211,8 @@ class ActingThread:
         import threading
         import time
 
-        self.reconciler, self.on_events, self.clock, self.read_every = reconciler, on_events, clock or time.time, read_every
+        self.reconciler, self.on_events, self.clock, self.read_every = (
+            reconciler, on_events, clock or time.time, read_every)
         self.cond = threading.Condition()
         self.wish: tuple[Desired, Maintenance, bool] | None = None  # (desired, maintenance, urgent)
         self.stopping = False
@@ -217,8 +224,9 @@ class ActingThread:
         return self
 
     def submit(self, desired: Desired, maintenance: Maintenance, urgent: bool = False) -> None:
-        """The newest wish; `urgent` skips the reconciler's backoff. An urgent wish still waiting is neither made routine
-        by a later wish for the same state nor undone by a milder routine one (a tick that has not seen the freeze)."""
+        """The newest wish; `urgent` skips the reconciler's backoff. An urgent wish still waiting is neither made
+        routine by a later wish for the same state nor undone by a milder routine one (a tick that has not seen the
+        freeze)."""
         with self.cond:
             pending = self.wish
             if pending is not None and pending[2] and not urgent:

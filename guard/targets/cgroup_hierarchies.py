@@ -18,7 +18,9 @@ from guard.protect.procinfo import is_headroom, read_cmdline
 # worker cgroup is the same path in each: freezing uses cgroup2 when it has cgroup.freeze there, else the v1 freezer;
 # memory is read where the memory controller is (cgroup2 memory.current on a pure v2 host, else v1 memory); the worker's
 # processes are the union of every hierarchy's cgroup.procs at that path and below it.
-ANON_SLACK_BYTES = 4 * 2**20  # per-CPU charge batching: a cgroup with no process left may still read a few pages of anon
+ANON_SLACK_BYTES = (
+    4 * 2**20
+)  # per-CPU charge batching: a cgroup with no process left may still read a few pages of anon
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ def memory_from(usage_text: str, stat_text: str, version: int) -> Memory:
     stats = parse_flat_keyed(stat_text)
     if version == 2:
         return Memory(int(usage_text), stats.get("anon", 0), stats.get("shmem", 0))
-    return Memory(int(usage_text), stats.get("total_rss", stats.get("rss", 0)), stats.get("total_shmem", stats.get("shmem", 0)))
+    return Memory(
+        int(usage_text), stats.get("total_rss", stats.get("rss", 0)), stats.get("total_shmem", stats.get("shmem", 0))
+    )
 
 
 @dataclass(frozen=True)

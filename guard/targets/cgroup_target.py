@@ -1,4 +1,5 @@
-"""The cgroup worker target: pause, free and run a worker with no control endpoint through its cgroup (freezer, argv, signals)."""
+"""The cgroup worker target: pause, free and run a worker with no control endpoint through its cgroup (freezer, argv,
+signals)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def wait_until(probe: Callable[[], bool], timeout: float, interval: float = 0.05
 
 
 class CgroupWorkerTarget:
-    """The same interface as guard.targets.actuator's targets; slow transitions (stop, start) run on one thread of its own, in order."""
+    """The same interface as guard.targets.actuator's targets; slow transitions (stop, start) run on one thread of its
+    own, in order."""
 
     kind = "cgroup"
 
@@ -105,7 +107,8 @@ class CgroupWorkerTarget:
                                        "known_pids": sorted(self.known_pids), "frozen": self.frozen_items})
 
     def recover(self, frozen: list[dict]) -> None:
-        """At start: thaw the cgroup a previous guard froze and could not thaw (it was killed); then the policy decides afresh."""
+        """At start: thaw the cgroup a previous guard froze and could not thaw (it was killed); then the policy decides
+        afresh."""
         for item in thaw_recorded(frozen):
             message = f"thawed worker cgroup {item['path']}, left frozen by a previous guard that did not exit cleanly"
             log.warning(message)
@@ -128,10 +131,10 @@ class CgroupWorkerTarget:
             desired = self.accepted
             note = self.note or self._idle_note(pids, state)
         return WorkerStatus(
-            state=state, desired=accepted_status(desired), maintenance=Maintenance(on=self.maintenance), since=self.since,
-            engine=EngineStatus(kind="cgroup", loaded=bool(pids)), note=note,
-            cgroup={"path": self.cgroup.path, "processes": len(pids), "frozen": frozen, "memory_bytes": memory.usage_bytes,
-                    "anon_bytes": memory.anon_bytes, "shmem_bytes": memory.shmem_bytes, "gpu_bytes": gpu_bytes})
+            state=state, desired=accepted_status(desired), maintenance=Maintenance(on=self.maintenance),
+            since=self.since, engine=EngineStatus(kind="cgroup", loaded=bool(pids)), note=note, cgroup={
+                "path": self.cgroup.path, "processes": len(pids), "frozen": frozen, "memory_bytes": memory.usage_bytes,
+                "anon_bytes": memory.anon_bytes, "shmem_bytes": memory.shmem_bytes, "gpu_bytes": gpu_bytes})
 
     def _idle_note(self, pids: list[int], state: str) -> str:
         if pids or state != WorkerState.FREED:
@@ -274,22 +277,24 @@ class CgroupWorkerTarget:
 
 
 def build_cgroup_target(guard, store, cgroupfs: Path = Path("/sys/fs/cgroup"), procfs: Path = Path("/proc")) -> CgroupWorkerTarget:
-    """The target for `worker_kind = "cgroup"`; refuses a configuration it cannot safely act on (HeadroomError, exit 2)."""
+    """The target for `worker_kind = "cgroup"`; refuses a configuration it cannot safely act on (HeadroomError, exit
+    2)."""
     value = guard.worker_cgroup
     path = resolve(value, cgroupfs)
     saved = store.get(STORE_KEY, {}) or {}
     if path is None and saved.get("stopped") and saved.get("name") == value:
         path = saved["path"]  # the guard stopped it (systemd removes a stopped unit's cgroup); it is started again later
     if path is None:
-        raise HeadroomError(f"guard.worker_cgroup = {value!r}: no such cgroup or systemd unit under {cgroupfs} "
-                            "(looked in cgroup2, the v1 freezer and v1 memory hierarchies); is the worker running?", EXIT_CONFIG)
+        raise HeadroomError(
+            f"guard.worker_cgroup = {value!r}: no such cgroup or systemd unit under {cgroupfs} "
+            "(looked in cgroup2, the v1 freezer and v1 memory hierarchies); is the worker running?", EXIT_CONFIG)
     cgroup = WorkerCgroup(path, cgroupfs)
     why = holds_headroom(cgroup, procfs)
     if why:
-        raise HeadroomError(f"guard.worker_cgroup = {value!r} (cgroup {path}) holds {why}; freezing or stopping it would "
-                            "stop headroom too: put the worker in a cgroup of its own", EXIT_CONFIG)
+        raise HeadroomError(f"guard.worker_cgroup = {value!r} (cgroup {path}) holds {why}; freezing or stopping "
+                            "it would stop headroom too: put the worker in a cgroup of its own", EXIT_CONFIG)
     if cgroup.exists() and cgroup.freezer() is None:
         raise HeadroomError(f"guard.worker_cgroup = {value!r}: cgroup {path} has no freezer (neither cgroup2 with "
                             "cgroup.freeze nor the v1 freezer has it), so it cannot be paused", EXIT_CONFIG)
-    return CgroupWorkerTarget(cgroup, store, value, guard.worker_stop, guard.worker_start, guard.worker_stop_timeout_seconds,
-                              guard.worker_cgroup_throttle)
+    return CgroupWorkerTarget(cgroup, store, value, guard.worker_stop, guard.worker_start,
+                              guard.worker_stop_timeout_seconds, guard.worker_cgroup_throttle)

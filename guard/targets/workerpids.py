@@ -42,7 +42,9 @@ class WorkerPids:
 
     def refresh(self, force: bool = False) -> None:
         now = self.clock()
-        if self.port is None or (not force and self.refreshed_at is not None and now - self.refreshed_at < self.every_seconds):
+        if self.port is None or (
+            not force and self.refreshed_at is not None and now - self.refreshed_at < self.every_seconds
+        ):
             return
         self.pids, self.refreshed_at = frozenset(with_descendants(listening_pids(self.port))), now
 

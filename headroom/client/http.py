@@ -112,7 +112,9 @@ class GuardClient:
         return self._answer(self._call("POST", "/v1/leases", json={**body, "dry_run": True}))
 
     def poll(self, lease_id: str, wait_seconds: float) -> Answer:
-        return self._answer(self._call("GET", f"/v1/leases/{lease_id}", long_poll=wait_seconds, params={"wait": wait_seconds}))
+        return self._answer(
+            self._call("GET", f"/v1/leases/{lease_id}", long_poll=wait_seconds, params={"wait": wait_seconds})
+        )
 
     def heartbeat(self, lease_id: str, pid: int | None = None) -> Answer:
         return self._answer(self._call("POST", f"/v1/leases/{lease_id}/heartbeat", json={"pid": pid} if pid else None))

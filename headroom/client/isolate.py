@@ -34,7 +34,9 @@ class Isolation:
 
     def describe_limits(self) -> str:
         """What was really set, by its own name: 'memory.limit_in_bytes 1.8 GiB, memory.soft_limit_in_bytes 1.6 GiB'."""
-        return ", ".join(f"{name} {format_size(value) if value is not None else 'unlimited'}" for name, value in self.limits.items())
+        return ", ".join(
+            f"{name} {format_size(value) if value is not None else 'unlimited'}" for name, value in self.limits.items()
+        )
 
     def preexec(self):
         """A preexec_fn that moves the child into the cgroup before it runs a single instruction of CMD."""
@@ -67,9 +69,16 @@ def _systemd_running() -> bool:
     return Path("/run/systemd/system").is_dir() and shutil.which("systemd-run") is not None
 
 
-def create(holder: str, high_bytes: int | None, max_bytes: int | None, parent: str = SLICE, prefer_systemd: bool = True,
-           cgroupfs: Path = CGROUP_ROOT) -> Isolation:
-    """A fresh memory cgroup for `holder` under `parent` with memory.high/max; kind "none" (with the reason) if impossible."""
+def create(
+    holder: str,
+    high_bytes: int | None,
+    max_bytes: int | None,
+    parent: str = SLICE,
+    prefer_systemd: bool = True,
+    cgroupfs: Path = CGROUP_ROOT,
+) -> Isolation:
+    """A fresh memory cgroup for `holder` under `parent` with memory.high/max; kind "none" (with the reason) if
+    impossible."""
     name = _unit_name(holder)
     if prefer_systemd and parent.endswith(".slice") and "/" not in parent and _systemd_running():
         return _systemd_scope(parent, name, high_bytes, max_bytes, cgroupfs)
@@ -80,11 +89,18 @@ def create(holder: str, high_bytes: int | None, max_bytes: int | None, parent: s
     try:
         return _make_directory(root, version, parent.strip("/") or SLICE, name, high_bytes, max_bytes)
     except PermissionError:
-        return Isolation("none", "", high_bytes, max_bytes, reason=f"no permission to create a cgroup under {root} (run as root, or under systemd)")
+        return Isolation(
+            "none",
+            "",
+            high_bytes,
+            max_bytes,
+            reason=f"no permission to create a cgroup under {root} (run as root, or under systemd)",
+        )
 
 
 def _systemd_scope(parent: str, name: str, high_bytes: int | None, max_bytes: int | None, cgroupfs: Path) -> Isolation:
-    """A transient scope; on a cgroup v1 host systemd has no MemoryHigh, so only MemoryMax (memory.limit_in_bytes) is set."""
+    """A transient scope; on a cgroup v1 host systemd has no MemoryHigh, so only MemoryMax (memory.limit_in_bytes) is
+    set."""
     found = detect_memory_root(cgroupfs)
     v1 = found is not None and found[1] == 1
     prefix = ["systemd-run", "--scope", "--quiet", "--collect", f"--slice={parent}", f"--unit={name}.scope"]
@@ -98,10 +114,14 @@ def _systemd_scope(parent: str, name: str, high_bytes: int | None, max_bytes: in
     if os.geteuid() != 0:
         prefix.insert(1, "--user")
     high = None if v1 else high_bytes
-    return Isolation("systemd-scope", f"/{parent}/{name}.scope", high, max_bytes, argv_prefix=prefix + ["--"], limits=limits)
+    return Isolation(
+        "systemd-scope", f"/{parent}/{name}.scope", high, max_bytes, argv_prefix=prefix + ["--"], limits=limits
+    )
 
 
-def _make_directory(root: Path, version: int, parent_path: str, name: str, high: int | None, maximum: int | None) -> Isolation:
+def _make_directory(
+    root: Path, version: int, parent_path: str, name: str, high: int | None, maximum: int | None
+) -> Isolation:
     parent = root / parent_path
     parent.mkdir(parents=True, exist_ok=True)
     if version == 2:

@@ -1,4 +1,5 @@
-"""Acquire a lease (queueing up to a deadline), keep it alive with heartbeats, release it: for run, lease() and pytest."""
+"""Acquire a lease (queueing up to a deadline), keep it alive with heartbeats, release it: for run, lease() and
+pytest."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ class LeaseNotGranted(Exception):
 
 
 def describe_refusal(answer: Answer, waited: float = 0.0) -> str:
-    text = {"stale": "the guard's signals are stale", "waiting": f"still queued after {waited:.0f}s"}.get(answer.status, "refused")
+    text = {"stale": "the guard's signals are stale", "waiting": f"still queued after {waited:.0f}s"}.get(
+        answer.status, "refused"
+    )
     if answer.reason:
         text += f": {answer.reason}"
     if answer.shortfall and "short by" not in answer.reason:  # the guard's reason may already give it
@@ -36,10 +39,23 @@ def describe_refusal(answer: Answer, waited: float = 0.0) -> str:
     return text
 
 
-def lease_body(holder: str, gpu: str | int | None = None, ram: str | int | None = None, gpu_index: str | None = None,
-               ttl_seconds: int = 60, free_worker: bool = False, pid: int | None = None) -> dict:
-    body = {"holder": holder, "gpu_bytes": parse_size(gpu or 0), "ram_bytes": parse_size(ram or 0),
-            "ttl_seconds": ttl_seconds, "free_worker": free_worker, "gpu": str(gpu_index) if gpu_index is not None else "any"}
+def lease_body(
+    holder: str,
+    gpu: str | int | None = None,
+    ram: str | int | None = None,
+    gpu_index: str | None = None,
+    ttl_seconds: int = 60,
+    free_worker: bool = False,
+    pid: int | None = None,
+) -> dict:
+    body = {
+        "holder": holder,
+        "gpu_bytes": parse_size(gpu or 0),
+        "ram_bytes": parse_size(ram or 0),
+        "ttl_seconds": ttl_seconds,
+        "free_worker": free_worker,
+        "gpu": str(gpu_index) if gpu_index is not None else "any",
+    }
     if pid:
         body["pid"] = pid
     return body
@@ -85,8 +101,13 @@ class Lease:
             log.warning("releasing lease %s failed (it expires after its TTL): %s", self.id, err)
 
 
-def acquire(client: GuardClient, body: dict, wait_seconds: float = 0.0,
-            progress: Callable[[Answer, float], None] | None = None, clock=time.monotonic) -> Lease:
+def acquire(
+    client: GuardClient,
+    body: dict,
+    wait_seconds: float = 0.0,
+    progress: Callable[[Answer, float], None] | None = None,
+    clock=time.monotonic,
+) -> Lease:
     """A granted Lease, waiting in the guard's queue up to `wait_seconds`; LeaseNotGranted otherwise."""
     start = clock()
     answer = client.request(body, wait_seconds=wait_seconds)
@@ -125,9 +146,18 @@ def acquire_showing(client: GuardClient, body: dict, wait: float, prefix: str) -
 
 
 @contextlib.contextmanager
-def lease(gpu: str | int | None = None, ram: str | int | None = None, *, holder: str = "python", gpu_index: str | None = None,
-          wait: float = 0.0, free_worker: bool = False, ttl_seconds: int = 60, config: str | None = None,
-          url: str | None = None) -> Iterator[Lease]:
+def lease(
+    gpu: str | int | None = None,
+    ram: str | int | None = None,
+    *,
+    holder: str = "python",
+    gpu_index: str | None = None,
+    wait: float = 0.0,
+    free_worker: bool = False,
+    ttl_seconds: int = 60,
+    config: str | None = None,
+    url: str | None = None,
+) -> Iterator[Lease]:
     """`with lease(gpu="14GiB", ram="2GiB"): load_model()` holds headroom for the block.
 
     CUDA_VISIBLE_DEVICES is yours to set. While queued it prints a line to stderr (live on a terminal, every few

@@ -17,13 +17,18 @@ import pytest
 def pytest_addoption(parser):
     group = parser.getgroup("headroom", "leases from the headroom guard")
     group.addoption("--headroom-wait", default="0", help="queue for a lease up to this long, e.g. 10m (default 0)")
-    group.addoption("--headroom-refused", choices=("skip", "fail"), default="skip", help="what a refused lease does to the test")
+    group.addoption(
+        "--headroom-refused", choices=("skip", "fail"), default="skip", help="what a refused lease does to the test"
+    )
     group.addoption("--headroom-config", default=None, help="headroom config file (default $HEADROOM_CONFIG)")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "headroom(gpu=None, ram=None, gpu_index=None, free_worker=False): "
-                            "hold a lease of GPU/RAM from the headroom guard while the test runs")
+    config.addinivalue_line(
+        "markers",
+        "headroom(gpu=None, ram=None, gpu_index=None, free_worker=False): "
+        "hold a lease of GPU/RAM from the headroom guard while the test runs",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -39,15 +44,26 @@ def _headroom_lease(request):
     options = request.config.option
     settings, found = client_settings(options.headroom_config)
     kwargs = dict(marker.kwargs)
-    body = lease_body(f"pytest:{request.node.nodeid}"[:200], kwargs.get("gpu"), kwargs.get("ram"), kwargs.get("gpu_index"),
-                      settings.run.ttl_seconds, bool(kwargs.get("free_worker")), os.getpid())
+    body = lease_body(
+        f"pytest:{request.node.nodeid}"[:200],
+        kwargs.get("gpu"),
+        kwargs.get("ram"),
+        kwargs.get("gpu_index"),
+        settings.run.ttl_seconds,
+        bool(kwargs.get("free_worker")),
+        os.getpid(),
+    )
     client = GuardClient.from_settings(settings, found=found)
     capture = request.config.pluginmanager.getplugin("capturemanager")
     shown = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
     try:
         with shown:  # the wait's progress line reaches the terminal (or CI log) while pytest captures output
-            held = acquire_showing(client, body, parse_duration(kwargs.get("wait", options.headroom_wait)),
-                                   f"headroom lease for {request.node.name}")
+            held = acquire_showing(
+                client,
+                body,
+                parse_duration(kwargs.get("wait", options.headroom_wait)),
+                f"headroom lease for {request.node.name}",
+            )
     except (LeaseNotGranted, GuardUnreachable, GuardRejected) as err:
         client.close()
         message = f"headroom lease not granted: {err}"

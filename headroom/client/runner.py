@@ -43,7 +43,10 @@ def _isolation(args: argparse.Namespace, holder: str, run) -> Isolation:
     if isolation.kind == "none":
         _say(f"running without a memory cgroup: {isolation.reason}")
     else:
-        _say(f"running in cgroup {isolation.cgroup} ({isolation.kind}; {isolation.describe_limits() or 'no memory limit'})")
+        _say(
+            f"running in cgroup {isolation.cgroup} "
+            f"({isolation.kind}; {isolation.describe_limits() or 'no memory limit'})"
+        )
     return isolation
 
 
@@ -73,8 +76,10 @@ def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
         return code
     args.ram = ram_to_lease(args, settings.run)
     if args.ram is None:
-        _say("give --ram SIZE (the RAM the command may use; it runs in a memory cgroup limited to it), or set "
-             "[run] default_ram; --ram 0 runs with no RAM lease and no memory limit. Nothing was run")
+        _say(
+            "give --ram SIZE (the RAM the command may use; it runs in a memory cgroup limited to it), or set "
+            "[run] default_ram; --ram 0 runs with no RAM lease and no memory limit. Nothing was run"
+        )
         return EXIT_CONFIG
     client = GuardClient.from_settings(settings, args.url, getattr(args, "found", None) and args.found.how)
     progress = ProgressLine(prefix="headroom run")
@@ -84,7 +89,9 @@ def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
             _say(NO_GPU_HINT)
             return EXIT_CONFIG
         ttl = args.ttl or settings.run.ttl_seconds
-        held = _acquire(client, lease_body(holder, args.gpu, args.ram, args.gpu_index, ttl, args.free_worker), wait, progress)
+        held = _acquire(
+            client, lease_body(holder, args.gpu, args.ram, args.gpu_index, ttl, args.free_worker), wait, progress
+        )
     except GuardUnreachable as err:
         _say(f"{err} (is `headroom guard` running? `headroom up` starts it); nothing was run")
         return EXIT_UNREACHABLE
@@ -100,9 +107,11 @@ def run_command(args: argparse.Namespace, cmd: list[str], settings) -> int:
     except Cancelled as err:
         progress.done(f"headroom run: cancelled while waiting ({err}); the request was withdrawn, nothing was run")
         return 128 + err.signum
-    progress.done(f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
-                  + (f" on GPU {held.gpu}" if held.gpu is not None else "")
-                  + (" (--ram 0: no RAM is leased and the command has no memory limit)" if args.ram == 0 else ""))
+    progress.done(
+        f"headroom run: lease {held.id} granted: RAM {format_size(args.ram)}, GPU {format_size(args.gpu)}"
+        + (f" on GPU {held.gpu}" if held.gpu is not None else "")
+        + (" (--ram 0: no RAM is leased and the command has no memory limit)" if args.ram == 0 else "")
+    )
     try:
         return _run_leased(args, cmd, held, _isolation(args, holder, settings.run))
     finally:
@@ -157,8 +166,12 @@ def _run_leased(args, cmd: list[str], held, isolation: Isolation) -> int:
         env["CUDA_VISIBLE_DEVICES"] = str(held.gpu)
     interactive = sys.stdin.isatty()
     try:
-        child = subprocess.Popen(isolation.argv_prefix + cmd, env=env, preexec_fn=isolation.preexec(),
-                                 process_group=None if interactive else 0)
+        child = subprocess.Popen(
+            isolation.argv_prefix + cmd,
+            env=env,
+            preexec_fn=isolation.preexec(),
+            process_group=None if interactive else 0,
+        )
     except (FileNotFoundError, PermissionError) as err:
         remove(isolation)
         _say(f"cannot run {cmd[0]}: {err.strerror}")
@@ -191,5 +204,7 @@ def _forwarder(child: subprocess.Popen, interactive: bool):
 
 def _report_oom(isolation: Isolation, code: int) -> None:
     if code == -signal.SIGKILL and (isolation.oom_kills() or 0) > 0:
-        _say(f"the command was OOM-killed inside its own cgroup {isolation.cgroup} "
-             f"(memory.max {format_size(isolation.max_bytes)}): ask for more --ram; nothing else was touched")
+        _say(
+            f"the command was OOM-killed inside its own cgroup {isolation.cgroup} "
+            f"(memory.max {format_size(isolation.max_bytes)}): ask for more --ram; nothing else was touched"
+        )
