@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from guard.core.protection import forget_free, with_override, worker_restarted
 from headroom.contract import Desired, WorkerState
+from guard.common.types import LeaseStatus
 from guard.protect.victim import Protected
-from headroom.contract import WorkerState
 
 RUN_CGROUP_PREFIX = "headroom-run-"  # the cgroup `headroom run` makes for a leased command (headroom/client/isolate.py)
 
@@ -42,7 +42,7 @@ class ProtectionMixin:
             if isinstance(worker.cgroup, dict) and str(worker.cgroup.get("path", "")).startswith("/"):
                 cgroups[worker.cgroup["path"]] = "the worker"
         for lease in view.leases:
-            if lease.pid and lease.status == "granted":
+            if lease.pid and lease.status == LeaseStatus.GRANTED:
                 who = f"lease {lease.id} ({lease.holder})"
                 trees[lease.pid] = who
                 cgroups.update({path: who for path in lease_cgroups(lease.pid)})

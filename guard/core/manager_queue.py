@@ -11,6 +11,7 @@ from guard.core.backfill import (Blocked, Room, advice, charge, describe, freein
                             shadow)
 from guard.core.leases import Admission, admit, queue_order
 from guard.common.types import AdmissionOutcome, Decision, Lease, LeaseStatus
+from headroom.contract import WorkerState
 
 FREE_WAIT_SECONDS = 120  # a free_worker request waits at least this long for the worker to be freed
 
@@ -68,7 +69,7 @@ class QueueMixin:
 
     def freed_for_nothing(self, lease: Lease, entry: Blocked, room: Room, now: float) -> bool:
         """The worker was freed for `lease` and even every lease ending would not make room: refuse it now."""
-        if not (lease.frees_worker and self.snapshot.worker_state == "freed" and math.isinf(entry.shadow_at)):
+        if not (lease.frees_worker and self.snapshot.worker_state == WorkerState.FREED and math.isinf(entry.shadow_at)):
             return False
         self.book.end(
             lease,

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.core.facade import GuardFacade
+from guard.common.types import AdmissionOutcome, LeaseStatus
 from guard.core.leases import UnknownGpu, match_gpus, queue_order
 from guard.http.schemas import AlertmanagerWebhook, HeartbeatRequest, MaintenanceRequest, lease_request_model
 from guard.core.history import history_view
@@ -57,19 +58,19 @@ def poll_back_seconds(settings) -> int:
 def lease_response(front: GuardFacade, lease, position: int = 0, created: bool = False) -> JSONResponse:
     now = front.clock()
     body = {"status": lease.status, "lease": lease_view(lease, now)}
-    if lease.status == "waiting":
+    if lease.status == LeaseStatus.WAITING:
         retry = poll_back_seconds(front.settings)
         body.update(position=position or queue_position(front, lease), reason=lease.reason, retry_after_seconds=retry)
         return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
-    return JSONResponse(body, status_code=201 if created and lease.status == "granted" else 200)
+    return JSONResponse(body, status_code=201 if created and lease.status == LeaseStatus.GRANTED else 200)
 
 
 def dry_run_response(settings, admission) -> JSONResponse:
     """`dry_run`: 200 would_grant (with the GPU it would pick), else 409 refused / 503 stale, as a real request."""
-    if admission.outcome == "granted":
+    if admission.outcome == AdmissionOutcome.GRANTED:
         return JSONResponse({"status": "would_grant", "gpu": admission.gpu, "reason": admission.reason})
     retry = settings.retry_after_seconds
-    status = "refused" if admission.outcome == "refused" else "would_wait"
+    status = "refused" if admission.outcome == AdmissionOutcome.REFUSED else "would_wait"
     content = {"status": status, "reason": admission.reason, "shortfall": admission.shortfall,
                "retry_after_seconds": retry, "needs_free": admission.needs_free}
     return JSONResponse(content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)})
@@ -185,7 +186,7 @@ def lease_routes(auth, settings) -> APIRouter:
             return JSONResponse(
                 content, status_code=503 if admission.stale else 409, headers={"Retry-After": str(retry)}
             )
-        if lease.status == "waiting" and body.wait_seconds > 0:
+        if lease.status == LeaseStatus.WAITING and body.wait_seconds > 0:
             poll = body.wait_seconds if body.poll_seconds is None else min(body.poll_seconds, body.wait_seconds)
             lease = await wait_while_queued(front, lease.id, poll, request)
         return lease_response(front, lease, position, created=True)

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from guard.protect.freezer import OUTCOMES
 from guard.http.fastmetrics import fast_path_families, histogram_family
 from guard.core.leases import gpu_room, ram_room
+from guard.common.types import LeaseStatus
 from guard.core.published import Published
 
 P = "headroom_guard_"
@@ -53,7 +54,7 @@ def _leases(read, settings):
     view = read.guard
     leases, snapshot = view.leases, view.snapshot
     counts = GaugeMetricFamily(P + "leases", "Leases by status.", labels=["status"])
-    for status in ("granted", "waiting"):
+    for status in (LeaseStatus.GRANTED, LeaseStatus.WAITING):
         counts.add_metric([status], sum(1 for lease in leases if lease.status == status))
     yield counts
     reserved = GaugeMetricFamily(P + "reserved_bytes", "Bytes held back for granted leases.", labels=["resource"])

@@ -10,7 +10,7 @@ from guard.core.leases import gpu_room, ram_room
 from guard.core.published import Published
 from guard.common.signals import SIGNALS, Resource, ResolvedRule, subjects
 from guard.common.swaproom import room_bytes
-from guard.common.types import ACTIVE, Lease, ResourceState
+from guard.common.types import ACTIVE, Lease, LeaseStatus, ResourceState
 from headroom.sizes import format_size
 
 STATIC_TYPES = {
@@ -22,7 +22,7 @@ STATIC_TYPES = {
 
 def lease_view(lease: Lease, now: float) -> dict:
     view = asdict(lease)
-    view["expires_in_seconds"] = round(lease.expires_at - now, 3) if lease.status == "granted" else None
+    view["expires_in_seconds"] = round(lease.expires_at - now, 3) if lease.status == LeaseStatus.GRANTED else None
     return view
 
 
