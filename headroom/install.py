@@ -10,7 +10,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-STARTER_CONFIG = """# headroom configuration (every key: docs/configuration.md). HEADROOM_SECTION__KEY variables override it.
+STARTER_CONFIG = """\
+# headroom configuration (every key: docs/configuration.md). HEADROOM_SECTION__KEY variables override it.
 # `headroom config check /etc/headroom/headroom.toml` validates it; the command line finds this file by itself.
 log_level = "info"
 state_dir = "{state_dir}"

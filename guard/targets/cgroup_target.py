@@ -7,8 +7,6 @@ import concurrent.futures
 import logging
 import os
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -20,6 +18,7 @@ from guard.targets.actuator import Outcome, accepted_status
 from guard.common.types import ActionEvent
 from guard.protect.procinfo import pid_alive
 from guard.targets.cgroup_hierarchies import ANON_SLACK_BYTES, WorkerCgroup, holds_headroom, resolve
+from guard.targets.cgroup_steps import run_argv, thaw_recorded, wait_until
 from headroom.contract import Desired, EngineStatus, Maintenance, WorkerState, WorkerStatus
 from headroom.errors import EXIT_CONFIG, HeadroomError
 
@@ -39,37 +38,6 @@ def observed_state(has_processes: bool, frozen: bool, busy: WorkerState | None, 
     return WorkerState.PAUSED if frozen else WorkerState.RUNNING
 
 
-def run_argv(argv: list[str], timeout: float) -> str | None:
-    """Run a configured command (never through a shell); None when it exited 0, else what went wrong."""
-    with tempfile.TemporaryFile() as err:  # not a pipe: a daemon the command starts would hold it open
-        try:
-            rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            return f"{argv[0]} did not finish within {timeout:g}s"
-        except OSError as error:
-            return f"cannot run {argv[0]}: {error}"
-        if rc == 0:
-            return None
-        err.seek(0)
-        return f"{' '.join(argv)} exited {rc}: {err.read()[-300:].decode(errors='replace').strip()}"
-
-
-def thaw_recorded(items: list[dict]) -> list[dict]:
-    """Thaw each cgroup recorded as frozen in the state store ({"path", "directory", "version"}); the items."""
-    for item in items:
-        cgroupctl.thaw(cgroupctl.FreezerCgroup(item["path"], Path(item["directory"]), int(item["version"])))
-    return items
-
-
-def wait_until(probe: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
 class CgroupWorkerTarget:
     """The same interface as guard.targets.actuator's targets; slow transitions (stop, start) run on one thread of its
     own, in order."""
@@ -79,7 +47,8 @@ class CgroupWorkerTarget:
     def __init__(self, cgroup: WorkerCgroup, store, name: str = "", stop_argv: list[str] | None = None,
                  start_argv: list[str] | None = None, stop_timeout: float = 10.0, throttle: str = "refuse"):
         self.cgroup, self.store, self.name = cgroup, store, name or cgroup.path
-        self.stop_argv, self.start_argv, self.stop_timeout, self.throttle = stop_argv, start_argv, stop_timeout, throttle
+        self.stop_argv, self.start_argv = stop_argv, start_argv
+        self.stop_timeout, self.throttle = stop_timeout, throttle
         self.lock = threading.Lock()
         self.record_lock = threading.Lock()  # one writer of the store record at a time
         self.frozen_items: list[dict] = []  # what is recorded as frozen by this guard
@@ -89,7 +58,8 @@ class CgroupWorkerTarget:
         self.busy: str | None = None  # "freeing" / "waking" while worker_stop / worker_start runs
         self.maintenance = False
         self.note = ""
-        self.gpu_processes: Callable[[], dict[int, float]] = dict  # pid -> GPU bytes, wired to the guard's last snapshot
+        # pid -> GPU bytes, wired to the guard's last snapshot
+        self.gpu_processes: Callable[[], dict[int, float]] = dict
         saved = store.get(STORE_KEY, {}) or {}
         same = saved.get("path") == cgroup.path
         self.stopped = bool(saved.get("stopped")) and same  # the guard stopped it and has not started it since
@@ -112,7 +82,8 @@ class CgroupWorkerTarget:
         for item in thaw_recorded(frozen):
             message = f"thawed worker cgroup {item['path']}, left frozen by a previous guard that did not exit cleanly"
             log.warning(message)
-            self.store.add_event("action", message, {**ActionEvent("recover_thaw", "ok", message).data(), "cgroup": item["path"]})
+            data = {**ActionEvent("recover_thaw", "ok", message).data(), "cgroup": item["path"]}
+            self.store.add_event("action", message, data)
         self._record(frozen=[])
 
     # --- the target interface -----------------------------------------------------------------------
@@ -161,7 +132,8 @@ class CgroupWorkerTarget:
             self.accepted = desired
         future = self.executor.submit(self._transition, desired)
         try:
-            outcome = future.result(timeout=0.1)  # freeze and thaw finish at once; stop and start go on in the background
+            # freeze and thaw finish at once; stop and start go on in the background
+            outcome = future.result(timeout=0.1)
         except concurrent.futures.TimeoutError:
             outcome = Outcome("accepted", f"{desired.describe()} under way")
         # with the status (its accepted desired state), so the reconciler never sends a stop or start under way again
@@ -237,7 +209,8 @@ class CgroupWorkerTarget:
             if not wait_until(lambda: not self.cgroup.pids(), KILL_WAIT_SECONDS):
                 return self._fail(desired, f"{how}: processes {self.cgroup.pids()} are still in {self.cgroup.path}")
         detail = f"stopped the worker ({how})" + (f"; {error}" if error else "")
-        self.store.add_event("action", detail, {**ActionEvent("worker_stop", "ok", detail).data(), "cgroup": self.cgroup.path})
+        data = {**ActionEvent("worker_stop", "ok", detail).data(), "cgroup": self.cgroup.path}
+        self.store.add_event("action", detail, data)
         return Outcome("ok", detail)
 
     def _signal(self, sig: int) -> list[int]:
@@ -260,7 +233,8 @@ class CgroupWorkerTarget:
             self._record()
             return Outcome("ok", "the worker was already started again")
         if not self.start_argv:
-            return Outcome("ok", f"the guard stopped the worker and has no worker_start: a person must restart it ({self.name})")
+            return Outcome("ok", "the guard stopped the worker and has no worker_start: a person must restart it "
+                                 f"({self.name})")
         with self.lock:
             self.busy = "waking"
         error = run_argv(self.start_argv, self.stop_timeout)
@@ -276,14 +250,16 @@ class CgroupWorkerTarget:
         return Outcome("ok", started.message)
 
 
-def build_cgroup_target(guard, store, cgroupfs: Path = Path("/sys/fs/cgroup"), procfs: Path = Path("/proc")) -> CgroupWorkerTarget:
+def build_cgroup_target(guard, store, cgroupfs: Path = Path("/sys/fs/cgroup"),
+                        procfs: Path = Path("/proc")) -> CgroupWorkerTarget:
     """The target for `worker_kind = "cgroup"`; refuses a configuration it cannot safely act on (HeadroomError, exit
     2)."""
     value = guard.worker_cgroup
     path = resolve(value, cgroupfs)
     saved = store.get(STORE_KEY, {}) or {}
     if path is None and saved.get("stopped") and saved.get("name") == value:
-        path = saved["path"]  # the guard stopped it (systemd removes a stopped unit's cgroup); it is started again later
+        # the guard stopped it (systemd removes a stopped unit's cgroup); it is started again later
+        path = saved["path"]
     if path is None:
         raise HeadroomError(
             f"guard.worker_cgroup = {value!r}: no such cgroup or systemd unit under {cgroupfs} "
