@@ -120,7 +120,9 @@ def build_protection(guard, manager: Manager):
         DomainReader(guard.memory_domain, swap_reserve=guard.swap_reserve),
         manager,
         freezer,
-        worker_bytes=manager.worker_pids.rss_bytes,
+        worker_bytes=lambda: max(
+            manager.worker_pids.rss_bytes(), manager.wake.footprint_bytes, float(guard.worker_footprint or 0)
+        ),  # what the worker takes back on waking: not its RSS alone, which is ~0 if the tick freed it first
     )
     return fast, build_gpu_watch(guard, manager, freezer)
 

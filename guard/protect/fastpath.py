@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from guard.protect.domain import DomainObs, DomainReader, Waker
-from guard.protect.growth import GrowthTracker, domain_shmem
+from guard.protect.growth import MIN_GROWTH_BYTES, WINDOW_SECONDS, GrowthTracker, domain_shmem
 from guard.common.histogram import Histogram
 from guard.protect.procinfo import pid_alive
 from guard.common.settings import GuardSettings
@@ -62,7 +62,8 @@ class Episode:
     available_at_start: float
     pids: set[int] = field(default_factory=set)  # processes frozen in this episode
     max_available: float = 0.0  # highest available seen while something was frozen: start + what freeing gave back
-    worker_bytes: float = 0.0  # the worker's RSS when the episode began (what it takes back when it wakes)
+    worker_bytes: float = 0.0  # what the worker takes back when it wakes, as known when the episode began
+    thawed_at: float | None = None  # the last thaw: a thawed grower may go on taking the room it was frozen for
     cause_ended_at: float | None = None
     thaws: int = 0
     last_try_available: float = float("inf")  # available at the last freeze attempt (reset by a thaw)
@@ -74,13 +75,19 @@ class Episode:
         return max(self.worker_bytes, self.max_available - self.available_at_start, 0.0)
 
 
-def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Callable[[int], bool], frozen: int) -> bool:
-    """Nothing is frozen, and either every process frozen in the episode exited, or the worker fits back with the
-    band."""
+def cause_gone(episode: Episode, obs: DomainObs, th: FastThresholds, alive: Callable[[int], bool], frozen: int,
+               growing: Callable[[set[int]], bool] = lambda pids: False) -> bool:
+    """Nothing is frozen, and either every process frozen in the episode exited, or the thawed ones have been quiet for
+    the growth window and the worker fits back with the band. A thawed grower that still grows takes the room the
+    worker's wake would count on: both claiming it is how a wake and a load meet in an OOM kill."""
     if frozen:
         return False
-    if episode.pids and not any(alive(pid) for pid in episode.pids):
+    live = {pid for pid in episode.pids if alive(pid)}
+    if episode.pids and not live:
         return True
+    thawed_recently = episode.thawed_at is not None and obs.taken_at - episode.thawed_at < WINDOW_SECONDS
+    if live and (thawed_recently or growing(live)):
+        return False
     return obs.available_bytes - episode.footprint >= th.pause + th.band
 
 
@@ -175,7 +182,7 @@ class FastPath:
         th = thresholds_for(self.settings, obs.total_bytes)
         if self.freezer is not None:
             self.freezer.resolve_no_room(obs.taken_at)
-            self.growth.set_near(obs.available_bytes <= th.pause)
+            self.growth.set_near(obs.available_bytes <= th.pause or self.episode is not None)
             if self.growth.thread is None and self.growth.due(obs.taken_at, self.growth.near):
                 self.growth.sample(self.reader.pids(), obs.taken_at)  # no sampler thread (driven step by step)
         if th.freeze is not None and obs.available_bytes <= th.freeze:
@@ -261,8 +268,9 @@ class FastPath:
         if frozen and obs.available_bytes > th.pause:
             thawed = self.freezer.thaw_all(f"{format_size(obs.available_bytes)} available, above the pause threshold")
             ep.thaws, ep.last_try_available = ep.thaws + len(thawed), float("inf")
+            ep.thawed_at = obs.taken_at if thawed else ep.thawed_at
             frozen = self.freezer.frozen()
-        if cause_gone(ep, obs, th, self.alive, len(frozen)):
+        if cause_gone(ep, obs, th, self.alive, len(frozen), self.still_growing):
             ep.cause_ended_at = obs.taken_at
             self.episode = None
             self.manager.protect(
@@ -271,6 +279,11 @@ class FastPath:
                 f"the worker may run again after the recovery hold",
                 {"episode_started_at": ep.started_at},
             )
+
+    def still_growing(self, pids: set[int]) -> bool:
+        """Whether any of `pids` grew by what matters within the growth window (the sampler's latest look)."""
+        grown = self.growth.growth(None, self.clock())
+        return any(grown.get(pid, 0) >= MIN_GROWTH_BYTES for pid in pids)
 
     def close(self) -> None:
         """Stop the loop and thaw whatever is frozen (guard shutdown)."""

@@ -55,5 +55,6 @@ def test_real_kernel_log_record_time_matches_the_wall_clock():
         os.close(reader)
     record = next(r for r in parse_kmsg_records(text) if marker in r.message)
     logged = boot + record.timestamp_us / 1e6
-    # 5 ms either side is slack for clock reads; the whole-second btime was off by up to 1 s.
-    assert before - 0.005 <= logged <= after + 0.005, (before, logged, after)
+    # The kernel stamps records with its scheduler clock, which drifts from CLOCK_BOOTTIME on a VM: +6 ms after 4 h
+    # of uptime here, +5 ms in CI. 100 ms covers that; the whole-second btime was off by up to 1 s.
+    assert before - 0.1 <= logged <= after + 0.1, (before, logged, after)

@@ -50,6 +50,19 @@ def test_the_cause_is_gone_when_the_frozen_processes_exited_or_the_worker_fits_b
     assert not cause_gone(ep, DomainObs(1, 2 * GiB, 1900 * MiB), th, alive=lambda pid: False, frozen=1)  # still frozen
 
 
+def test_a_thawed_grower_that_still_grows_keeps_the_worker_freed():
+    """The room a thawed grower goes on taking is not room for the worker's wake: both counting on it is a kill."""
+    th = FastThresholds(freeze=100 * MiB, pause=300 * MiB, band=100 * MiB)
+    ep = Episode(started_at=0, crossed_at=0, available_at_start=100 * MiB, pids={4242}, max_available=1100 * MiB,
+                 thawed_at=10.0)
+    roomy = DomainObs(11.0, 2 * GiB, 1500 * MiB)  # the worker fits back by the numbers, 1 s after the thaw
+    assert not cause_gone(ep, roomy, th, alive=lambda pid: True, frozen=0)
+    later = DomainObs(12.5, 2 * GiB, 1500 * MiB)
+    assert not cause_gone(ep, later, th, alive=lambda pid: True, frozen=0, growing=lambda pids: 4242 in pids)
+    assert cause_gone(ep, later, th, alive=lambda pid: True, frozen=0, growing=lambda pids: False)  # quiet: it may
+    assert cause_gone(ep, roomy, th, alive=lambda pid: False, frozen=0)  # it exited: its room is back at once
+
+
 def test_cgroup_available_is_limit_minus_usage_plus_reclaimable_capped_by_the_host():
     assert cgroup_available(2 * GiB, 1 * GiB, 100 * MiB, None) == 1 * GiB + 100 * MiB
     assert cgroup_available(2 * GiB, 1 * GiB, None, 500 * MiB) == 500 * MiB

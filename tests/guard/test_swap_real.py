@@ -64,6 +64,14 @@ def puts(stack: Stack) -> list[str]:
     return [body["state"] for body in stack.worker_puts()]
 
 
+def timeline(stack: Stack, seen: list[dict], ended: float) -> str:
+    """The guard's events and the worker's PUTs on one clock, relative to the grower's end."""
+    calls = [(c["at"], f'worker PUT {c["body"].get("state")}') for c in stack.worker.get("/_test/calls").json()["calls"]
+             if c["method"] == "PUT"]
+    rows = sorted([(e["at"], f'{e["kind"]}: {e["message"]}') for e in seen] + calls)
+    return "\n".join(f"{at - ended:+7.2f} s  {what}" for at, what in rows)
+
+
 def test_a_burst_that_fits_in_ram_plus_swap_frees_nothing_and_freezes_nothing(tmp_path, swap):
     with domain_cgroup(LIMIT_MIB * MiB) as cgroup:
         stack = swap_stack(tmp_path, cgroup, swap_mib=1536)
@@ -90,9 +98,10 @@ def test_a_burst_that_does_not_fit_is_frozen_only_while_the_worker_is_freed(tmp_
             back = wait_for(lambda: worker_up(stack) and time.time(), 30, 0.05, what="the worker back")
             seen = events(stack)
             _, frozen = freeze_times(seen)
+            print("\n" + timeline(stack, seen, ended))
             print(f"\nburst that does not fit: frozen {frozen:.2f} s in all, worker running {back - ended:.2f} s after "
                   f"the grower's end, worker PUTs {puts(stack)}")
-            assert rc == 0 and oom_kills(cgroup) == 0, stack.logs()
+            assert rc == 0 and oom_kills(cgroup) == 0, timeline(stack, seen, ended) + "\n" + stack.logs()
             assert "freed" in puts(stack), "the worker was never freed"
             assert frozen <= 5.0, f"frozen {frozen:.1f} s: longer than freeing the worker takes"
             assert not any(e["kind"] == "thaw" and e["data"].get("outcome") == "no_room_thawed" for e in seen)
