@@ -24,6 +24,7 @@ class WakeState:
     held: str | None = None  # why the wake is held back now; None when it is not
     seen: WorkerState | None = None  # the worker's state at the previous tick (a free is counted when it goes down)
     ram_at_down: float | None = None  # RAM available when it went down; what its free gave back is measured against it
+    measured: bool = False  # its own bytes were seen while up: then what RAM got back across its free is not used
 
 
 def worker_bytes(observed: WorkerStatus | None, rss_bytes: float) -> float:
@@ -38,10 +39,11 @@ def worker_bytes(observed: WorkerStatus | None, rss_bytes: float) -> float:
 def track(ws: WakeState, worker_state: WorkerState | None, held_now: float, ram_now: float | None, before: Desired,
           now: float, window: float) -> WakeState:
     """Learn the footprint: what the worker holds while up (and not being freed), and what its free gave back to RAM
-    (for a worker whose processes are not known); count each free as the worker goes down (whoever asked)."""
-    footprint, at_down = ws.footprint_bytes, ws.ram_at_down
+    (only for a worker whose own bytes are never seen: RAM also rises when another process exits during the free);
+    count each free as the worker goes down (whoever asked)."""
+    footprint, at_down, measured = ws.footprint_bytes, ws.ram_at_down, ws.measured
     if worker_state in UP and before.state != WorkerState.FREED:
-        footprint = max(footprint, held_now)
+        footprint, measured = max(footprint, held_now), measured or held_now > 0
     frees = tuple(t for t in ws.frees if now - t <= window)
     if worker_state in DOWN and ws.seen not in DOWN and ws.seen is not None:
         frees, at_down = frees + (now,), ram_now
@@ -50,9 +52,11 @@ def track(ws: WakeState, worker_state: WorkerState | None, held_now: float, ram_
         and ws.seen != WorkerState.FREED
         and at_down is not None
         and ram_now is not None
+        and not measured
     ):
         footprint = max(footprint, ram_now - at_down)  # what the free gave back, seen as the worker reports freed
-    return replace(ws, footprint_bytes=footprint, frees=frees, seen=worker_state or ws.seen, ram_at_down=at_down)
+    return replace(ws, footprint_bytes=footprint, frees=frees, seen=worker_state or ws.seen, ram_at_down=at_down,
+                   measured=measured)
 
 
 def backoff_seconds(cycles: int, base: float, cap: float) -> float:

@@ -177,6 +177,21 @@ def test_a_burst_that_ended_stops_steering_the_exhaustion_slope():
     assert levels[-1] == Level.OK, "3 GiB of 8 steady for 4 s: the burst is over"
 
 
+def test_a_known_worker_keeps_its_footprint_when_another_process_exits_during_its_free():
+    """RAM also rises when a grower exits while the worker frees: that is not the worker's size (it held the next wake
+    back for good in the protection benchmark: "needs 2.2 GiB (its 1.8 GiB ...)" in a 2 GiB domain)."""
+    state = GuardState()
+    hold = Decision(Level.OK, Desired(WorkerState.FREED, level=2), (), stale=False, admissions_open=True)
+    ws = WakeState(seen=WorkerState.RUNNING)
+    _, _, ws = gate(ws, snap(1 * GiB, WorkerState.RUNNING), Desired(), state, hold, settings(), 0.0, 900 * MiB)
+    steps = [(WorkerState.FREEING, 100 * MiB), (WorkerState.FREED, 1900 * MiB)]  # the grower exited meanwhile
+    for t, (worker_state, ram) in enumerate(steps, start=1):
+        _, _, ws = gate(ws, snap(ram, worker_state), Desired(WorkerState.FREED, level=2), state, hold, settings(), t, 0.0)
+    assert ws.footprint_bytes == 900 * MiB
+    _, decision, ws = wake(ws, 1900 * MiB, 5.0)
+    assert decision.desired.state != WorkerState.FREED and ws.held is None
+
+
 def test_without_its_processes_the_footprint_is_what_the_free_gave_back():
     state = GuardState()
     hold = Decision(Level.OK, Desired(WorkerState.FREED, level=2), (), stale=False, admissions_open=True)
